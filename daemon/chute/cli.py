@@ -1,0 +1,146 @@
+"""The `chute` command line (SPEC §7): each bad input is one line and an exit code."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import traceback
+from pathlib import Path
+from typing import Callable
+
+from . import __version__
+from . import config as config_mod
+from .catalog import Catalog, load_catalog
+from .errors import RET_FAILED, RET_INTERRUPTED, RET_OK, ChuteError, DefinitionError, UsageError
+from .model import display_path
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
+
+
+def command(name: str):
+    def register(fn):
+        COMMANDS[name] = fn
+        return fn
+
+    return register
+
+
+def _catalog(args: argparse.Namespace) -> Catalog:
+    return load_catalog(config_mod.find(args.config))
+
+
+@command("check")
+def cmd_check(args: argparse.Namespace) -> int:
+    file = config_mod.find(args.config)
+    try:
+        cat = load_catalog(file)
+    except DefinitionError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        n = len(exc.problems)
+        print(f"{display_path(file)}: invalid, {n} problem{'s' if n != 1 else ''}", file=sys.stderr)
+        return RET_FAILED
+    cfg = cat.config
+    print(f"config   {display_path(cat.config_file)}")
+    print(f"modules  {len(cat.modules)}: {', '.join(sorted(cat.modules)) or '-'}")
+    print(f"jobs     {len(cat.jobs)}: {', '.join(sorted(cat.jobs)) or '-'}")
+    print(f"inboxes  {len(cfg.inboxes)}")
+    for inbox in cfg.inboxes:
+        print(f"  {inbox.path} -> {inbox.job} -> {inbox.outbox}")
+    print("ok")
+    return RET_OK
+
+
+@command("plan")
+def cmd_plan(args: argparse.Namespace) -> int:
+    cat = _catalog(args)
+    if args.job not in cat.jobs:
+        raise UsageError(f"no job named {args.job!r} (defined: {', '.join(sorted(cat.jobs)) or 'none'})")
+    plan = cat.jobs[args.job]
+    print(f"job {plan.name} {plan.version}  ({display_path(Path(plan.source))})")
+    print(f"input: the dropped file ({plan.input_type}) -> {', '.join(plan.input_names)}")
+    for n, step in enumerate(plan.steps, 1):
+        print(f"step {n}: {step.name}  ({len(step.entries)} in parallel)")
+        for e in step.entries:
+            flags = [f"--{b.param} {b.artifact}" for b in e.inputs + e.outputs]
+            flags += [f"--{k} {v}" for k, v in e.options]
+            print(f"  {e.module}  {' '.join(flags)}")
+    print("artifacts:")
+    width = max(len(a.name) for a in plan.artifacts)
+    for a in plan.artifacts:
+        origin = "the dropped file" if a.step is None else f"{a.step}/{a.module}"
+        print(f"  {a.name:<{width}}  {a.type:<8} {origin:<28} {'public' if a.public else 'deleted after the run'}")
+    return RET_OK
+
+
+@command("modules")
+def cmd_modules(args: argparse.Namespace) -> int:
+    cat = _catalog(args)
+    for name in sorted(cat.modules):
+        m = cat.modules[name].manifest
+        ins = ", ".join(f"{a.param_name}:{a.type}" for a in m.inputs)
+        outs = ", ".join(f"{a.param_name}:{a.type}" for a in m.outputs)
+        print(f"{name:<18} {m.version or '-':<6} {ins} -> {outs}   {m.description}")
+    return RET_OK
+
+
+@command("jobs")
+def cmd_jobs(args: argparse.Namespace) -> int:
+    cat = _catalog(args)
+    for name in sorted(cat.jobs):
+        plan = cat.jobs[name]
+        public = ", ".join(a.name for a in plan.public)
+        print(f"{name:<18} {plan.version:<6} {len(plan.steps)} steps, {len(plan.entries())} entries; publishes {public}")
+    return RET_OK
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="chute", description="A watch-folder daemon that runs media pipelines.")
+    p.add_argument("--version", action="version", version=f"chute {__version__}")
+    p.add_argument("--verbose", "-v", action="store_true", help="more detail on errors")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def add(name: str, help: str) -> argparse.ArgumentParser:
+        sp = sub.add_parser(name, help=help)
+        sp.add_argument("--config", type=Path, help="config file (default: ./config.yaml, /etc/chute/config.yaml, the embedded default)")
+        sp.add_argument("--verbose", "-v", action="store_true", default=argparse.SUPPRESS, help="more detail on errors")
+        return sp
+
+    add("check", "validate the config, modules and jobs")
+    add("plan", "show a job's resolved steps and artifact flow").add_argument("job")
+    add("modules", "list the loaded modules")
+    add("jobs", "list the defined jobs")
+    for extra in EXTRA_PARSERS:
+        extra(add)
+    return p
+
+
+# Commands defined in other files register their parsers here (see service and runner commands).
+EXTRA_PARSERS: list[Callable] = []
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except DefinitionError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return exc.exit_code
+    except ChuteError as exc:
+        print(f"chute: {exc}", file=sys.stderr)
+        if args.verbose and exc.__cause__ is not None:
+            traceback.print_exception(exc.__cause__, file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("chute: interrupted", file=sys.stderr)
+        return RET_INTERRUPTED
+    except Exception as exc:  # a bug: still one line unless asked for more
+        print(f"chute: internal error: {type(exc).__name__}: {exc} (run with --verbose for the traceback)", file=sys.stderr)
+        if args.verbose:
+            traceback.print_exc()
+        return RET_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

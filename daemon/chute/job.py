@@ -1,0 +1,350 @@
+"""Job definitions (SPEC §3): validation, artifact wiring, and the resolved plan a run follows."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, ValidationError
+
+from .errors import DefinitionError, Problem
+from .manifest import Module, option_type_ok
+from .model import ArtifactName, Frozen, Name, ParamName, TypeName, Version, display_path
+from .yamlfile import Document, Loc, load, pydantic_problems
+
+
+class JobInput(Frozen):
+    param_name: ParamName
+    type: TypeName
+    name: ArtifactName | None = None
+
+
+class WiredInput(Frozen):
+    name: ArtifactName
+    param_name: ParamName
+    type: TypeName
+
+
+class WiredOutput(Frozen):
+    name: ArtifactName
+    param_name: ParamName
+    type: TypeName
+    public: bool = False
+
+
+class Entry(Frozen):
+    module: Name
+    input_artifacts: list[WiredInput] = Field(default_factory=list)
+    output_artifacts: list[WiredOutput] = Field(default_factory=list)
+    options: dict[str, Any] = Field(default_factory=dict)
+    timeout: float | None = Field(default=None, gt=0)
+
+
+class Step(Frozen):
+    name: Name
+    entries: list[Entry] = Field(min_length=1)
+
+
+class JobDefinition(Frozen):
+    name: Name
+    version: Version
+    description: str | None = None
+    input_artifacts: list[JobInput] = Field(min_length=1)
+    steps: list[Step] = Field(min_length=1)
+
+
+# --- the resolved plan: plain, frozen, picklable values handed to the runner ---
+
+
+@dataclass(frozen=True)
+class Binding:
+    """One `--param path` pair of an entry: which artifact file the flag gets."""
+
+    param: str
+    artifact: str
+    type: str
+    public: bool = False
+
+
+@dataclass(frozen=True)
+class EntryPlan:
+    step: str
+    index: int
+    module: str
+    module_version: str | None
+    folder: str
+    entrypoint: str
+    inputs: tuple[Binding, ...]
+    outputs: tuple[Binding, ...]
+    options: tuple[tuple[str, str], ...]
+    timeout: float | None
+    retries: int
+
+    @property
+    def label(self) -> str:
+        """A name for this entry that is unique in its job: `step1.0.example_module`."""
+        return f"{self.step}.{self.index}.{self.module}"
+
+    def argv(self, workspace: Path) -> list[str]:
+        """The command-line arguments after the entrypoint (SPEC §2)."""
+        args: list[str] = []
+        for b in self.inputs + self.outputs:
+            args += [f"--{b.param}", str(workspace / b.artifact)]
+        for flag, value in self.options:
+            args += [f"--{flag}", value]
+        return args
+
+
+@dataclass(frozen=True)
+class StepPlan:
+    name: str
+    entries: tuple[EntryPlan, ...]
+
+
+@dataclass(frozen=True)
+class Artifact:
+    name: str
+    type: str
+    step: str | None  # None: bound to the dropped file
+    module: str | None
+    public: bool
+
+
+@dataclass(frozen=True)
+class JobPlan:
+    name: str
+    version: str
+    sha256: str
+    source: str
+    input_type: str
+    input_names: tuple[str, ...]
+    steps: tuple[StepPlan, ...]
+    artifacts: tuple[Artifact, ...]
+
+    @property
+    def public(self) -> tuple[Artifact, ...]:
+        return tuple(a for a in self.artifacts if a.public)
+
+    def entries(self) -> list[EntryPlan]:
+        return [e for s in self.steps for e in s.entries]
+
+
+def load_job(file: Path, modules: dict[str, Module]) -> JobPlan:
+    """Load one job file and wire it against the loaded modules; DefinitionError lists every problem."""
+    doc = load(file, display_path(file))
+    if not isinstance(doc.data, dict):
+        raise DefinitionError([doc.problem((), "a job must be a mapping of keys (is the file empty?)")])
+    try:
+        job = JobDefinition.model_validate(doc.data)
+    except ValidationError as exc:
+        raise DefinitionError(pydantic_problems(doc, exc)) from None
+    return _Wiring(doc, job, modules).resolve()
+
+
+class _Wiring:
+    """Walks the steps in order, tracking which artifacts exist, and collects problems."""
+
+    def __init__(self, doc: Document, job: JobDefinition, modules: dict[str, Module]):
+        self.doc, self.job, self.modules = doc, job, modules
+        self.problems: list[Problem] = []
+        self.artifacts: dict[str, Artifact] = {}
+
+    def fail(self, loc: Loc, message: str) -> None:
+        self.problems.append(self.doc.problem(loc, message))
+
+    def resolve(self) -> JobPlan:
+        input_names = self._bind_inputs()
+        steps = []
+        seen_steps: set[str] = set()
+        for s, step in enumerate(self.job.steps):
+            if step.name in seen_steps:
+                self.fail(("steps", s, "name"), f"step {step.name!r} is defined twice")
+            seen_steps.add(step.name)
+            steps.append(self._step(s, step))
+        if self.problems:
+            raise DefinitionError(self.problems)
+        return JobPlan(
+            name=self.job.name,
+            version=self.job.version,
+            sha256=hashlib.sha256(self.doc.text.encode()).hexdigest(),
+            source=str(self.doc.path.resolve()),
+            input_type=self.job.input_artifacts[0].type,
+            input_names=tuple(input_names),
+            steps=tuple(steps),
+            artifacts=tuple(self.artifacts.values()),
+        )
+
+    def _bind_inputs(self) -> list[str]:
+        inputs = self.job.input_artifacts
+        types = {i.type for i in inputs}
+        if len(types) > 1:
+            self.fail(("input_artifacts",), f"all job inputs are the one dropped file, so they need one type, not {sorted(types)}")
+        names: list[str] = []
+        for i, inp in enumerate(inputs):
+            name = inp.name
+            if name is None:
+                if len(inputs) > 1:
+                    self.fail(("input_artifacts", i, "name"), "needs a name when the job has more than one input")
+                    continue
+                name = self._seed_input_name()
+                if name is None:
+                    continue
+            if name in self.artifacts:
+                self.fail(("input_artifacts", i, "name"), f"artifact {name!r} is produced twice")
+                continue
+            self.artifacts[name] = Artifact(name, inp.type, None, None, False)
+            names.append(name)
+        return names
+
+    def _seed_input_name(self) -> str | None:
+        # SEED.md's job has no input name: the one artifact consumed but never produced is the dropped file.
+        produced = {o.name for st in self.job.steps for e in st.entries for o in e.output_artifacts}
+        consumed = []
+        for st in self.job.steps:
+            for e in st.entries:
+                for i in e.input_artifacts:
+                    if i.name not in produced and i.name not in consumed:
+                        consumed.append(i.name)
+        if len(consumed) == 1:
+            return consumed[0]
+        found = f"found {consumed}" if consumed else "found none"
+        self.fail(("input_artifacts", 0, "name"), f"is omitted, so exactly one artifact must be consumed without being produced; {found}")
+        return None
+
+    def _step(self, s: int, step: Step) -> StepPlan:
+        produced_here: dict[str, Artifact] = {}
+        entries = []
+        for e, entry in enumerate(step.entries):
+            plan = self._entry(("steps", s, "entries", e), step.name, e, entry, produced_here)
+            if plan is not None:
+                entries.append(plan)
+        self.artifacts.update(produced_here)
+        return StepPlan(step.name, tuple(entries))
+
+    def _entry(self, loc: Loc, step: str, index: int, entry: Entry, produced_here: dict[str, Artifact]) -> EntryPlan | None:
+        module = self.modules.get(entry.module)
+        if module is None:
+            known = ", ".join(sorted(self.modules)) or "none"
+            self.fail(loc + ("module",), f"module {entry.module!r} is not loaded (loaded: {known})")
+            return None
+        inputs = self._wire_inputs(loc, module, entry)
+        outputs = self._wire_outputs(loc, step, module, entry, produced_here)
+        options = self._options(loc, module, entry)
+        return EntryPlan(
+            step=step,
+            index=index,
+            module=module.name,
+            module_version=module.manifest.version,
+            folder=str(module.folder),
+            entrypoint=str(module.entrypoint),
+            inputs=tuple(inputs),
+            outputs=tuple(outputs),
+            options=tuple(options),
+            timeout=entry.timeout if entry.timeout is not None else module.manifest.timeout,
+            retries=module.manifest.retries,
+        )
+
+    def _wire_inputs(self, loc: Loc, module: Module, entry: Entry) -> list[Binding]:
+        bindings = []
+        for i, wired in enumerate(entry.input_artifacts):
+            where = loc + ("input_artifacts", i)
+            decl = module.input(wired.param_name)
+            if decl is None:
+                self.fail(where + ("param_name",), f"module {module.name!r} has no input --{wired.param_name}")
+                continue
+            if wired.type != decl.type:
+                self.fail(where + ("type",), f"is {wired.type!r} but module {module.name!r} takes --{decl.param_name} as {decl.type!r}")
+            source = self.artifacts.get(wired.name)
+            if source is None:
+                self.fail(where + ("name",), f"artifact {wired.name!r} is consumed before any step produces it")
+            elif source.type != wired.type:
+                origin = "the job input" if source.step is None else f"step {source.step!r} ({source.module})"
+                self.fail(where + ("type",), f"is {wired.type!r} but {origin} makes {wired.name!r} as {source.type!r}")
+            bindings.append(Binding(wired.param_name, wired.name, wired.type))
+        self._all_wired(loc + ("input_artifacts",), module, [d.param_name for d in module.manifest.inputs], [b.param for b in bindings], "input")
+        return bindings
+
+    def _wire_outputs(self, loc: Loc, step: str, module: Module, entry: Entry, produced_here: dict[str, Artifact]) -> list[Binding]:
+        bindings = []
+        for i, wired in enumerate(entry.output_artifacts):
+            where = loc + ("output_artifacts", i)
+            decl = module.output(wired.param_name)
+            if decl is None:
+                self.fail(where + ("param_name",), f"module {module.name!r} has no output --{wired.param_name}")
+                continue
+            if wired.type != decl.type:
+                self.fail(where + ("type",), f"is {wired.type!r} but module {module.name!r} makes --{decl.param_name} as {decl.type!r}")
+            if wired.name in self.artifacts or wired.name in produced_here:
+                self.fail(where + ("name",), f"artifact {wired.name!r} is produced twice")
+                continue
+            produced_here[wired.name] = Artifact(wired.name, wired.type, step, module.name, wired.public)
+            bindings.append(Binding(wired.param_name, wired.name, wired.type, wired.public))
+        self._all_wired(loc + ("output_artifacts",), module, [d.param_name for d in module.manifest.outputs], [b.param for b in bindings], "output")
+        return bindings
+
+    def _all_wired(self, loc: Loc, module: Module, declared: list[str], wired: list[str], kind: str) -> None:
+        for param in declared:
+            count = wired.count(param)
+            if count == 0:
+                self.fail(loc, f"module {module.name!r} {kind} --{param} is not wired")
+            elif count > 1:
+                self.fail(loc, f"module {module.name!r} {kind} --{param} is wired {count} times")
+
+    def _options(self, loc: Loc, module: Module, entry: Entry) -> list[tuple[str, str]]:
+        for name, value in entry.options.items():
+            decl = module.option(name)
+            if decl is None:
+                known = ", ".join(o.name for o in module.manifest.options) or "none"
+                self.fail(loc + ("options", name), f"module {module.name!r} has no option {name!r} (has: {known})")
+            elif not option_type_ok(decl.type, value):
+                self.fail(loc + ("options", name), f"{value!r} is not of type {decl.type}")
+        values = []
+        for decl in module.manifest.options:
+            value = entry.options.get(decl.name, decl.default)
+            if value is not None:
+                values.append((decl.name, _option_text(value)))
+        return values
+
+
+def _option_text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def discover(paths: list[Path], modules: dict[str, Module]) -> tuple[dict[str, JobPlan], list[Problem], set[str]]:
+    """Every job file (`*.yaml`, `*.yml`) in the given folders, wired against `modules`.
+
+    Returns:
+        The valid jobs, the problems, and the names of jobs whose files are invalid.
+    """
+    jobs: dict[str, JobPlan] = {}
+    problems: list[Problem] = []
+    broken: set[str] = set()
+    for base in paths:
+        if not base.is_dir():
+            problems.append(Problem(display_path(base), None, "jobs_path", "is not a folder"))
+            continue
+        for file in sorted(p for p in base.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file()):
+            try:
+                plan = load_job(file, modules)
+            except DefinitionError as exc:
+                problems.extend(exc.problems)
+                broken.add(_declared_name(file))
+                continue
+            if plan.name in jobs:
+                doc = load(file, display_path(file))
+                problems.append(doc.problem(("name",), f"job {plan.name!r} is already defined in {display_path(Path(jobs[plan.name].source))}"))
+                continue
+            jobs[plan.name] = plan
+    return jobs, problems, broken
+
+
+def _declared_name(file: Path) -> str:
+    try:
+        data = load(file).data
+    except DefinitionError:
+        return ""
+    return str(data.get("name", "")) if isinstance(data, dict) else ""

@@ -1,0 +1,79 @@
+"""Structured logs: one event per line, JSON for machines, readable lines on a TTY (SPEC §9)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from typing import IO
+
+import structlog
+
+# sd-daemon(3) priority prefixes, so `journalctl -p warning` filters chute's lines.
+_PRIORITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3, logging.CRITICAL: 2}
+
+
+class _Formatter(structlog.stdlib.ProcessorFormatter):
+    def __init__(self, *args, journal: bool, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.journal = journal
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        if self.journal:
+            return f"<{_PRIORITY.get(record.levelno, 6)}>{line}"
+        return line
+
+
+def _use_json(fmt: str, stream: IO[str]) -> bool:
+    if fmt == "auto":
+        return not (hasattr(stream, "isatty") and stream.isatty())
+    return fmt == "json"
+
+
+def configure(fmt: str = "auto", level: str = "info", stream: IO[str] | None = None) -> None:
+    """Route structlog and standard-library logging (watchdog's too) through one renderer."""
+    stream = stream or sys.stdout
+    as_json = _use_json(fmt, stream)
+    shared = [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    renderer = (
+        structlog.processors.JSONRenderer(sort_keys=False)
+        if as_json
+        else structlog.dev.ConsoleRenderer(colors=hasattr(stream, "isatty") and stream.isatty())
+    )
+    formatter = _Formatter(
+        foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name],
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            structlog.processors.format_exc_info if as_json else _no_op,
+            renderer,
+        ],
+        journal=bool(os.environ.get("JOURNAL_STREAM")) and stream in (sys.stdout, sys.stderr),
+    )
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level.upper())
+    # watchdog logs every inotify event at debug; keep it to warnings unless asked for.
+    logging.getLogger("watchdog").setLevel(logging.WARNING if level != "debug" else logging.DEBUG)
+    structlog.configure(
+        processors=[*shared, structlog.processors.StackInfoRenderer(), structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=False,
+    )
+
+
+def _no_op(logger, name, event_dict):
+    return event_dict
+
+
+def get(name: str = "chute") -> structlog.stdlib.BoundLogger:
+    return structlog.get_logger(name)

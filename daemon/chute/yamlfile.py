@@ -1,0 +1,126 @@
+"""Loading YAML while remembering the line of every value, for messages that point at it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import DefinitionError, Problem
+
+Loc = tuple[str | int, ...]
+
+
+def format_loc(loc: Loc) -> str:
+    """`("steps", 0, "entries")` -> `steps[0].entries`."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+@dataclass
+class Document:
+    """A parsed YAML file: its data, and the 1-based line of each location in it."""
+
+    path: Path
+    display: str
+    data: Any
+    text: str
+    lines: dict[Loc, int] = field(default_factory=dict)
+
+    def line(self, loc: Loc) -> int | None:
+        """The line of `loc`, or of its nearest ancestor that has one."""
+        loc = tuple(loc)
+        while loc:
+            if loc in self.lines:
+                return self.lines[loc]
+            loc = loc[:-1]
+        return self.lines.get((), 1)
+
+    def problem(self, loc: Loc, message: str) -> Problem:
+        return Problem(self.display, self.line(loc), format_loc(loc), message)
+
+
+def _construct(node: yaml.Node, loc: Loc, lines: dict[Loc, int], loader: yaml.SafeLoader) -> Any:
+    lines.setdefault(loc, node.start_mark.line + 1)
+    if isinstance(node, yaml.MappingNode):
+        loader.flatten_mapping(node)
+        out: dict[Any, Any] = {}
+        for key_node, value_node in node.value:
+            key = loader.construct_object(key_node, deep=True)
+            if not isinstance(key, (str, int, float, bool)) and key is not None:
+                key = str(key)
+            child = loc + (str(key),)
+            lines[child] = key_node.start_mark.line + 1
+            out[key] = _construct(value_node, child, lines, loader)
+        return out
+    if isinstance(node, yaml.SequenceNode):
+        return [_construct(item, loc + (i,), lines, loader) for i, item in enumerate(node.value)]
+    return loader.construct_object(node, deep=True)
+
+
+def parse(text: str, path: Path, display: str | None = None) -> Document:
+    """Parse YAML text; syntax errors become a DefinitionError with the line."""
+    display = display or str(path)
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        lines: dict[Loc, int] = {}
+        data = None if node is None else _construct(node, (), lines, loader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        reason = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise DefinitionError([Problem(display, line, "", f"YAML syntax error: {reason}")]) from None
+    finally:
+        loader.dispose()
+    return Document(path=path, display=display, data=data, text=text, lines=lines)
+
+
+def load(path: Path, display: str | None = None) -> Document:
+    """Read and parse one YAML file; unreadable or undecodable files are problems too."""
+    display = display or str(path)
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DefinitionError([Problem(display, None, "", f"not UTF-8 text ({exc.reason})")]) from None
+    except OSError as exc:
+        raise DefinitionError([Problem(display, None, "", f"cannot read: {exc.strerror or exc}")]) from None
+    return parse(text, path, display)
+
+
+def pydantic_problems(doc: Document, exc: Any, prefix: Loc = ()) -> list[Problem]:
+    """One Problem per pydantic error, pointed at the line of the offending field."""
+    problems = []
+    for err in exc.errors(include_url=False):
+        loc = prefix + tuple(p for p in err["loc"] if not _is_union_tag(p))
+        problems.append(doc.problem(loc, _message(err)))
+    return problems
+
+
+def _is_union_tag(part: Any) -> bool:
+    # pydantic puts the union member or validator name in `loc`; they are not fields.
+    return isinstance(part, str) and ("[" in part or part.startswith("function-"))
+
+
+def _message(err: dict[str, Any]) -> str:
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        return "unknown key"
+    if kind == "missing":
+        return "required key is missing"
+    msg = err["msg"]
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, ") :]
+    if kind in ("value_error", "assertion_error"):
+        return msg
+    given = err.get("input")
+    if isinstance(given, (str, int, float, bool)) or given is None:
+        return f"{msg} (got {given!r})"
+    return msg

@@ -1,0 +1,180 @@
+"""Synthetic media for the test suite, written with PyAV (no system ffmpeg).
+
+``make_clip`` writes a small clip whose every property is known: colour bars
+with a moving box, hard cuts at chosen times (each shot has its own palette),
+and a sine tone of known frequency and peak level. ``truncate`` cuts a file
+short, as an interrupted copy would.
+
+The container follows the file name's extension:
+
+- ``.mp4``: H.264 + AAC, the everyday case. AAC is lossy and has an encoder
+  delay (1024 samples of priming, which the MP4 edit list hides on decode), so
+  levels measured on it are close to, not exactly, the generated ones.
+- ``.mov``: H.264 + 16-bit PCM, for tests that need the exact audio level or
+  sample count together with a picture.
+- ``.wav``: 16-bit PCM, audio only (``audio_only`` is implied).
+
+The moov atom of ``.mp4``/``.mov`` is written at the end (FFmpeg's default),
+so ``truncate`` leaves a file that no demuxer can open.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+__all__ = ["make_clip", "tone", "truncate"]
+
+# One palette per shot; cut k switches to _PALETTES[k % len]. Neighbours differ
+# in every bar, so a content detector sees each cut as a complete change.
+_PALETTES = (
+    ((235, 235, 235), (235, 235, 16), (16, 235, 235), (16, 235, 16),
+     (235, 16, 235), (235, 16, 16), (16, 16, 235)),
+    ((16, 16, 120), (200, 40, 16), (40, 16, 90), (230, 140, 16),
+     (16, 90, 40), (120, 200, 230), (90, 40, 160)),
+    ((128, 16, 16), (16, 128, 16), (16, 16, 16), (180, 180, 16),
+     (16, 64, 200), (220, 220, 220), (64, 16, 100)),
+)
+_BOX = (255, 128, 0)
+_PCM_FRAME = 1024  # samples per audio frame we hand to the encoders
+
+
+def make_clip(
+    path,
+    seconds: float = 2.0,
+    width: int = 320,
+    height: int = 240,
+    fps=25,
+    audio: bool = True,
+    tone_hz: float = 1000,
+    tone_dbfs: float = -20.0,
+    cuts=(),
+    audio_only: bool = False,
+    sample_rate: int = 48000,
+    channels: int = 2,
+) -> Path:
+    """Write a synthetic clip to ``path`` and return it as a Path.
+
+    Args:
+        seconds: duration of the picture and of the tone.
+        fps: an int, a Fraction, or a string such as ``"30000/1001"``.
+        tone_dbfs: peak level of the sine, in every channel.
+        cuts: times in seconds where the picture changes palette; the cut
+            happens on the first frame whose start time is at or after it.
+        audio_only: no video stream (always so for ``.wav``).
+        channels: 1 (mono) or 2 (the same tone in both channels).
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in (".mp4", ".mov", ".wav"):
+        raise ValueError(f"make_clip writes .mp4, .mov or .wav, not {suffix!r}")
+    audio_only = audio_only or suffix == ".wav"
+    if audio_only and not audio:
+        raise ValueError("a clip needs at least one stream")
+    rate = Fraction(fps)
+    with av.open(str(path), "w") as container:
+        video = None if audio_only else _add_video(container, rate, width, height)
+        sound = (
+            _add_audio(container, suffix, sample_rate, channels) if audio else None
+        )
+        if video is not None:
+            _write_video(container, video, rate, seconds, width, height, cuts)
+        if sound is not None:
+            samples = tone(seconds, sample_rate, tone_hz, tone_dbfs, channels)
+            _write_audio(container, sound, samples)
+    return path
+
+
+def tone(
+    seconds: float,
+    sample_rate: int = 48000,
+    tone_hz: float = 1000,
+    tone_dbfs: float = -20.0,
+    channels: int = 2,
+) -> np.ndarray:
+    """The exact samples ``make_clip`` writes, as float64 (samples, channels)."""
+    count = round(seconds * sample_rate)
+    peak = 10 ** (tone_dbfs / 20)
+    t = np.arange(count) / sample_rate
+    wave = peak * np.sin(2 * math.pi * tone_hz * t)
+    # Quantise as the 16-bit PCM encoders will, so PCM clips are bit-exact.
+    wave = np.round(wave * 32767) / 32767
+    return np.repeat(wave[:, None], channels, axis=1)
+
+
+def truncate(path, fraction: float) -> Path:
+    """Cut the file at ``path`` to ``fraction`` of its size, in place."""
+    path = Path(path)
+    size = path.stat().st_size
+    with open(path, "r+b") as handle:
+        handle.truncate(int(size * fraction))
+    return path
+
+
+def _add_video(container, rate, width, height):
+    stream = container.add_stream("libx264", rate=rate)
+    stream.width = width
+    stream.height = height
+    stream.pix_fmt = "yuv420p"
+    # A keyframe every second, as broadcast files have: seeking is tested.
+    stream.codec_context.gop_size = max(1, round(rate))
+    stream.codec_context.options = {"preset": "ultrafast", "tune": "zerolatency"}
+    return stream
+
+
+def _add_audio(container, suffix, sample_rate, channels):
+    layout = {1: "mono", 2: "stereo"}[channels]
+    codec = "aac" if suffix == ".mp4" else "pcm_s16le"
+    stream = container.add_stream(codec, rate=sample_rate)
+    stream.layout = layout
+    stream.format = "fltp" if codec == "aac" else "s16"
+    return stream
+
+
+def _write_video(container, stream, rate, seconds, width, height, cuts):
+    count = round(seconds * rate)
+    bars = [_bars(palette, width, height) for palette in _PALETTES]
+    cut_frames = sorted(math.ceil(Fraction(cut) * rate) for cut in cuts)
+    box = max(8, height // 6)
+    for index in range(count):
+        shot = sum(1 for cut in cut_frames if index >= cut)
+        picture = bars[shot % len(bars)].copy()
+        # The box crosses the frame once per shot second; it gives the
+        # encoder real motion and the detector small, sub-threshold changes.
+        x = int((index % round(rate)) / round(rate) * (width - box))
+        y = (height - box) // 2
+        picture[y : y + box, x : x + box] = _BOX
+        frame = av.VideoFrame.from_ndarray(picture, format="rgb24")
+        frame.pts = index
+        container.mux(stream.encode(frame))
+    container.mux(stream.encode(None))
+
+
+def _bars(palette, width, height):
+    picture = np.zeros((height, width, 3), dtype=np.uint8)
+    edges = np.linspace(0, width, len(palette) + 1).astype(int)
+    for colour, left, right in zip(palette, edges[:-1], edges[1:]):
+        picture[:, left:right] = colour
+    return picture
+
+
+def _write_audio(container, stream, samples):
+    planar = stream.format.is_planar
+    for start in range(0, len(samples), _PCM_FRAME):
+        chunk = samples[start : start + _PCM_FRAME]
+        if planar:
+            array = np.ascontiguousarray(chunk.T, dtype=np.float32)
+        else:
+            array = np.round(chunk * 32767).astype(np.int16).reshape(1, -1)
+        frame = av.AudioFrame.from_ndarray(
+            array, format=stream.format.name, layout=stream.layout.name
+        )
+        frame.sample_rate = stream.sample_rate
+        frame.pts = start
+        container.mux(stream.encode(frame))
+    container.mux(stream.encode(None))
