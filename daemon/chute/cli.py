@@ -115,8 +115,14 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-# Commands defined in other files register their parsers here (see service and runner commands).
-EXTRA_PARSERS: list[Callable] = []
+def _extra_parsers() -> list[Callable]:
+    from . import submit
+
+    COMMANDS["submit"] = submit.run
+    return [submit.add_parser]
+
+
+EXTRA_PARSERS = _extra_parsers()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,128 @@
+"""Moves that never lose a file: atomic renames, and copy + fsync + rename + unlink across filesystems."""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import shutil
+from pathlib import Path
+
+_RENAME_NOREPLACE = 1
+_AT_FDCWD = -100
+_libc = ctypes.CDLL(None, use_errno=True)
+_renameat2 = getattr(_libc, "renameat2", None)
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a rename or a new entry in `path` durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def rename_noreplace(src: Path, dst: Path) -> None:
+    """Rename `src` to `dst` atomically, failing with FileExistsError if `dst` exists.
+
+    renameat2(RENAME_NOREPLACE) where the filesystem has it; elsewhere (some network
+    filesystems) a link-then-unlink for files, and a plain rename for folders, which
+    refuses a non-empty target by itself.
+    """
+    if _renameat2 is not None:
+        rc = _renameat2(_AT_FDCWD, os.fsencode(src), _AT_FDCWD, os.fsencode(dst), _RENAME_NOREPLACE)
+        if rc == 0:
+            return
+        err = ctypes.get_errno()
+        if err not in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP):
+            raise OSError(err, os.strerror(err), str(src), None, str(dst))
+    if os.path.isdir(src) and not os.path.islink(src):
+        if os.path.lexists(dst):
+            raise FileExistsError(errno.EEXIST, "target exists", str(dst))
+        os.rename(src, dst)
+        return
+    os.link(src, dst, follow_symlinks=False)  # fails with EEXIST rather than replacing
+    os.unlink(src)
+
+
+def copy_file(src: Path, dst: Path) -> None:
+    """Copy a file's bytes and mode to a new `dst` and fsync it (fails if `dst` exists)."""
+    with open(src, "rb") as fin, open(dst, "xb") as fout:
+        shutil.copyfileobj(fin, fout, 8 * 1024 * 1024)
+        fout.flush()
+        os.fsync(fout.fileno())
+    shutil.copymode(src, dst)
+
+
+def move_file(src: Path, dst: Path) -> None:
+    """Move one file to `dst` (which must not exist), on one filesystem or across two.
+
+    Across filesystems: copy to a hidden name beside `dst`, fsync, rename into place,
+    fsync the folder, and only then unlink `src`. A crash leaves `src` whole, plus at
+    worst a hidden partial copy, never a partial file under `dst`'s name.
+    """
+    try:
+        rename_noreplace(src, dst)
+        fsync_dir(dst.parent)
+        return
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:
+            raise
+    tmp = dst.with_name(f".chute-copy-{os.getpid()}-{dst.name}"[:255])
+    try:
+        copy_file(src, tmp)
+        rename_noreplace(tmp, dst)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_dir(dst.parent)
+    os.unlink(src)
+    fsync_dir(src.parent)
+
+
+def free_name(folder: Path, name: str) -> Path:
+    """`folder/name`, or `folder/stem-2.ext`, `-3`, ... whichever does not exist yet."""
+    candidate = folder / name
+    n = 2
+    stem, dot, ext = name.rpartition(".") if "." in name.lstrip(".") else (name, "", "")
+    while os.path.lexists(candidate):
+        candidate = folder / (f"{stem}-{n}.{ext}" if dot else f"{name}-{n}")
+        n += 1
+    return candidate
+
+
+def place(src: Path, folder: Path, name: str, *, move: bool) -> Path:
+    """Move (or copy) `src` into `folder` under `name`, never overwriting: returns where it went."""
+    while True:
+        dst = free_name(folder, name)
+        try:
+            if move:
+                move_file(src, dst)
+            else:
+                copy_file(src, dst)
+            return dst
+        except FileExistsError:
+            continue  # somebody took that name between the check and the rename
+
+
+def link_or_copy(src: Path, dst: Path) -> None:
+    """A hard link where possible (same filesystem), else an fsynced copy."""
+    try:
+        os.link(src, dst)
+    except OSError as exc:
+        if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP):
+            raise
+        copy_file(src, dst)
+
+
+def sync_tree(root: Path) -> None:
+    """fsync every file and folder below `root` (before it is renamed into view)."""
+    for folder, _dirs, files in os.walk(root):
+        for f in files:
+            fd = os.open(os.path.join(folder, f), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        fsync_dir(Path(folder))

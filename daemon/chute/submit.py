@@ -1,0 +1,97 @@
+"""`chute submit FILE --job NAME`: one run now, in the foreground, with live progress."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from pathlib import Path
+
+from . import config as config_mod
+from . import logs
+from .catalog import load_catalog
+from .claims import hostname, new_run_id
+from .errors import RET_FAILED, RET_OK, UsageError
+from .pipeline import RunSpec
+from .runner import RunResult, execute
+from .systemd import module_environ
+
+
+def add_parser(add) -> None:
+    sp = add("submit", "run one job on one file now (the file is read in place, never moved)")
+    sp.add_argument("file", type=Path)
+    sp.add_argument("--job", required=True)
+    sp.add_argument("--outbox", type=Path, help="default: the outbox of the first inbox that runs this job")
+    sp.add_argument("--quarantine", type=Path, help="default: that inbox's quarantine, or a 'quarantine' folder beside the outbox")
+
+
+def _folders(cat, args) -> tuple[Path, Path]:
+    inbox = next((i for i in cat.config.inboxes if i.job == args.job), None)
+    outbox = args.outbox or (inbox.outbox if inbox else None)
+    if outbox is None:
+        raise UsageError(f"job {args.job!r} has no inbox in the config: pass --outbox")
+    quarantine = args.quarantine or (inbox.quarantine if inbox and not args.outbox else outbox.resolve().parent / "quarantine")
+    return outbox.resolve(), quarantine.resolve()
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def run(args) -> int:
+    cat = load_catalog(config_mod.find(args.config))
+    if args.job not in cat.jobs:
+        raise UsageError(f"no job named {args.job!r} (defined: {', '.join(sorted(cat.jobs)) or 'none'})")
+    file = args.file
+    if not file.is_file():
+        raise UsageError(f"{file} is not a file")
+    outbox, quarantine = _folders(cat, args)
+    cfg = cat.config
+    cfg.work_dir.mkdir(parents=True, exist_ok=True)
+    spec = RunSpec(
+        run_id=new_run_id(), job=cat.jobs[args.job], input_path=str(file.resolve()), input_name=file.name,
+        outbox=str(outbox), quarantine=str(quarantine), work_dir=str(cfg.work_dir),
+        default_timeout=cfg.defaults.timeout, host=hostname(),
+        environ=tuple(module_environ(os.environ).items()), python=sys.executable,
+    )
+    # SIGTERM too stops every module process and removes the workspace, like Ctrl-C.
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    interactive = sys.stdout.isatty() and cfg.log.format != "json"
+    logs.configure(cfg.log.format, "warning" if interactive else cfg.log.level, stream=sys.stderr if interactive else sys.stdout)
+    result = _with_progress(spec) if interactive else execute(spec)
+    return _report(result)
+
+
+def _with_progress(spec: RunSpec) -> RunResult:
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    columns = (TextColumn("{task.description:<32}"), BarColumn(), TextColumn("{task.fields[state]:<10}"), TimeElapsedColumn())
+    with Progress(*columns) as progress:
+        tasks = {e.label: progress.add_task(f"{e.step} / {e.module}", total=1.0, state="waiting", start=False)
+                 for e in spec.job.entries()}
+
+        def emit(event: str, label: str, **fields) -> None:
+            task = tasks[label]
+            if event == "entry.started":
+                progress.start_task(task)
+                progress.update(task, state=f"try {fields['attempt']}" if fields["attempt"] > 1 else "running")
+            elif event == "entry.progress":
+                progress.update(task, completed=fields["progress"])
+            elif event == "entry.finished":
+                progress.update(task, completed=1.0, state="done")
+            elif event == "entry.failed":
+                progress.update(task, state="retrying" if fields["retrying"] else "failed")
+
+        return execute(spec, emit)
+
+
+def _report(result: RunResult) -> int:
+    if result.status == "succeeded":
+        print(f"published {result.result_dir}")
+        return RET_OK
+    error = result.error or {}
+    where = " / ".join(x for x in (error.get("step"), error.get("module")) if x)
+    print(f"failed{' in ' + where if where else ''}: {error.get('reason')}", file=sys.stderr)
+    if result.result_dir:
+        print(f"report in {result.result_dir}", file=sys.stderr)
+    return RET_FAILED
