@@ -119,7 +119,103 @@ def _extra_parsers() -> list[Callable]:
     from . import submit
 
     COMMANDS["submit"] = submit.run
-    return [submit.add_parser]
+    return [submit.add_parser, _run_parser, _status_parser, _retry_parser]
+
+
+def _run_parser(add) -> None:
+    sp = add("run", "run the daemon (in the foreground unless --detach)")
+    sp.add_argument("--detach", action="store_true", help="daemonize (for hosts without systemd)")
+    sp.add_argument("--pidfile", type=Path, help="with --detach: the pidfile (locked while running)")
+    sp.add_argument("--log-file", type=Path, help="with --detach: where the logs go")
+
+
+def _status_parser(add) -> None:
+    sp = add("status", "what is queued, running, and the last results")
+    sp.add_argument("--json", action="store_true")
+    sp.add_argument("--limit", type=int, default=20, help="how many recent results (default 20)")
+
+
+def _retry_parser(add) -> None:
+    sp = add("retry", "move quarantined inputs back into their inbox")
+    sp.add_argument("run_ids", nargs="*", metavar="RUN_ID")
+    sp.add_argument("--all", action="store_true", help="every quarantined input still in its quarantine folder")
+
+
+@command("run")
+def cmd_run(args: argparse.Namespace) -> int:
+    from . import logs
+    from .service import run_daemon
+
+    file = config_mod.find(args.config)
+    cat = load_catalog(file)
+    if args.detach:
+        from .detach import detach
+
+        return detach(cat, args.pidfile, args.log_file)
+    if args.pidfile or args.log_file:
+        raise UsageError("--pidfile and --log-file go with --detach")
+    logs.configure(cat.config.log.format, cat.config.log.level)
+    run_daemon(cat)
+    return RET_OK
+
+
+@command("status")
+def cmd_status(args: argparse.Namespace) -> int:
+    import json
+
+    from .ledger import FILE, Ledger
+
+    cat = _catalog(args)
+    if not (cat.config.state_dir / FILE).exists():
+        raise ChuteError(f"no ledger in {cat.config.state_dir}: the daemon has not run with this config yet")
+    ledger = Ledger(cat.config.state_dir, readonly=True)
+    try:
+        active, recent, counts = ledger.active(), ledger.recent(args.limit), ledger.counts()
+    finally:
+        ledger.close()
+    if args.json:
+        print(json.dumps({"counts": counts, "active": [r.as_dict() for r in active],
+                          "recent": [r.as_dict() for r in recent]}, indent=2))
+        return RET_OK
+    print("  ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "no runs yet")
+    for title, rows in (("queued and running", active), ("recent", recent)):
+        print(f"{title}:")
+        for r in rows:
+            when = r.finished_at or r.started_at or r.queued_at
+            extra = r.result or ((r.error or {}).get("reason") or "")
+            print(f"  {r.run_id}  {r.state.value:<9} {r.job:<14} {r.input_name!r}  {when}  {extra}")
+    return RET_OK
+
+
+@command("retry")
+def cmd_retry(args: argparse.Namespace) -> int:
+    from .ledger import Ledger, State
+    from .fileops import place
+
+    if not args.run_ids and not args.all:
+        raise UsageError("name the RUN_IDs to retry, or pass --all")
+    cat = _catalog(args)
+    ledger = Ledger(cat.config.state_dir)
+    try:
+        runs = list(ledger.failed()) if args.all else [ledger.get(r) for r in args.run_ids]
+        failed = 0
+        for run_id, run in zip(args.run_ids or [r.run_id for r in runs], runs):
+            if run is None or run.state != State.FAILED or not run.result:
+                print(f"{run_id}: not a quarantined run", file=sys.stderr)
+                failed += 1
+                continue
+            source = Path(run.result) / run.input_name
+            if not source.is_file() or source.is_symlink():
+                if not args.all:
+                    print(f"{run_id}: {source} is no longer in the quarantine", file=sys.stderr)
+                    failed += 1
+                continue
+            back = place(source, Path(run.inbox), run.input_name, move=True)
+            ledger.set_state(run.run_id, State.RETRIED)
+            print(f"{run_id}: {back}")
+    finally:
+        ledger.close()
+    return RET_FAILED if failed else RET_OK
 
 
 EXTRA_PARSERS = _extra_parsers()

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import AfterValidator, Field, ValidationError, model_validator
 
 from .errors import ChuteError, DefinitionError, Problem
 from .model import Frozen, display_path
@@ -15,6 +15,16 @@ from .yamlfile import Document, load, pydantic_problems
 SEARCH_ORDER = (Path("config.yaml"), Path("/etc/chute/config.yaml"))
 # The embedded default is config.example.yaml at the top of the source tree.
 EMBEDDED_DEFAULT = Path(__file__).resolve().parents[2] / "config.example.yaml"
+
+
+def _no_nul(path: Path) -> Path:
+    # YAML's "\0" escape would otherwise pass here and crash the daemon at its first os call.
+    if "\x00" in str(path):
+        raise ValueError("a path cannot contain a NUL character")
+    return path
+
+
+FolderPath = Annotated[Path, AfterValidator(_no_nul)]
 
 
 class Executor(Frozen):
@@ -34,12 +44,12 @@ class LogConfig(Frozen):
 
 
 class Inbox(Frozen):
-    path: Path
+    path: FolderPath
     job: str
-    outbox: Path
-    quarantine: Path
+    outbox: FolderPath
+    quarantine: FolderPath
     on_success: Literal["archive", "delete"] = "archive"
-    archive: Path | None = None
+    archive: FolderPath | None = None
     include: list[str] = Field(default_factory=lambda: ["*"])
     exclude: list[str] = Field(default_factory=list)
     watch: Literal["auto", "events", "poll"] = "auto"
@@ -53,10 +63,10 @@ class Inbox(Frozen):
 
 
 class Config(Frozen):
-    modules_path: list[Path] = Field(default_factory=lambda: [Path("modules")])
-    jobs_path: list[Path] = Field(default_factory=lambda: [Path("jobs")])
-    state_dir: Path = Path("var/state")
-    work_dir: Path = Path("var/work")
+    modules_path: list[FolderPath] = Field(default_factory=lambda: [Path("modules")])
+    jobs_path: list[FolderPath] = Field(default_factory=lambda: [Path("jobs")])
+    state_dir: FolderPath = Path("var/state")
+    work_dir: FolderPath = Path("var/work")
     workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, le=256)
     executor: Executor = Field(default_factory=Executor)
     defaults: Defaults = Field(default_factory=Defaults)
@@ -74,7 +84,7 @@ def find(explicit: Path | None) -> Path:
     """The config file to use: `--config`, ./config.yaml, /etc/chute/config.yaml, the embedded default."""
     if explicit is not None:
         if not explicit.is_file():
-            raise ChuteError(f"config file {explicit} does not exist")
+            raise ChuteError(f"config file {explicit} {'is not a file' if explicit.exists() else 'does not exist'}")
         return explicit
     for candidate in SEARCH_ORDER + (EMBEDDED_DEFAULT,):
         if candidate.is_file():

@@ -277,9 +277,10 @@ class _Wiring:
             if wired.type != decl.type:
                 self.fail(where + ("type",), f"is {wired.type!r} but module {module.name!r} makes --{decl.param_name} as {decl.type!r}")
             if wired.name in self.artifacts or wired.name in produced_here:
+                # Still a binding: the param is wired, only to a name already taken.
                 self.fail(where + ("name",), f"artifact {wired.name!r} is produced twice")
-                continue
-            produced_here[wired.name] = Artifact(wired.name, wired.type, step, module.name, wired.public)
+            else:
+                produced_here[wired.name] = Artifact(wired.name, wired.type, step, module.name, wired.public)
             bindings.append(Binding(wired.param_name, wired.name, wired.type, wired.public))
         self._all_wired(loc + ("output_artifacts",), module, [d.param_name for d in module.manifest.outputs], [b.param for b in bindings], "output")
         return bindings
@@ -343,8 +344,11 @@ def discover(paths: list[Path], modules: dict[str, Module]) -> tuple[dict[str, J
 
 
 def _declared_name(file: Path) -> str:
+    # A file too broken to name its job is taken to define the job of its file name
+    # (jobs/<name>.yaml, SPEC §1), so an inbox using that job is not reported a second time.
     try:
         data = load(file).data
     except DefinitionError:
-        return ""
-    return str(data.get("name", "")) if isinstance(data, dict) else ""
+        return file.stem
+    name = data.get("name") if isinstance(data, dict) else None
+    return name if isinstance(name, str) and name else file.stem

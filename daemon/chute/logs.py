@@ -50,6 +50,7 @@ def configure(fmt: str = "auto", level: str = "info", stream: IO[str] | None = N
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
             structlog.processors.format_exc_info if as_json else _no_op,
+            _head_first,
             renderer,
         ],
         journal=bool(os.environ.get("JOURNAL_STREAM")) and stream in (sys.stdout, sys.stderr),
@@ -73,6 +74,13 @@ def configure(fmt: str = "auto", level: str = "info", stream: IO[str] | None = N
 
 def _no_op(logger, name, event_dict):
     return event_dict
+
+
+def _head_first(logger, name, event_dict):
+    """timestamp, level and event first: what a reader of `journalctl -o cat` scans for."""
+    head = {k: event_dict.pop(k) for k in ("timestamp", "level", "event") if k in event_dict}
+    head.update(event_dict)
+    return head
 
 
 def get(name: str = "chute") -> structlog.stdlib.BoundLogger:

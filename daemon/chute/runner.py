@@ -34,6 +34,8 @@ def execute(spec: RunSpec, emit: Emit | None = None) -> RunResult:
     ws = Path(spec.work_dir) / spec.run_id
     try:
         try:
+            if spec.claim:
+                claims.mark(Path(spec.claim), claims.RUNNING)  # from here a daemon death counts as a crash
             ws = prepare_workspace(spec)
             input_info = publish.describe_input(spec)
         except OSError as exc:

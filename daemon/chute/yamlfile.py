@@ -68,18 +68,26 @@ def _construct(node: yaml.Node, loc: Loc, lines: dict[Loc, int], loader: yaml.Sa
 def parse(text: str, path: Path, display: str | None = None) -> Document:
     """Parse YAML text; syntax errors become a DefinitionError with the line."""
     display = display or str(path)
-    loader = yaml.SafeLoader(text)
+    loader = None
     try:
+        # The reader rejects non-printable characters (a NUL) already while constructing the loader.
+        loader = yaml.SafeLoader(text)
         node = loader.get_single_node()
         lines: dict[Loc, int] = {}
         data = None if node is None else _construct(node, (), lines, loader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
         line = mark.line + 1 if mark is not None else None
+        position = getattr(exc, "position", None)  # a ReaderError has no mark, only a character offset
+        if line is None and isinstance(position, int):
+            line = text.count("\n", 0, position) + 1
         reason = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise DefinitionError([Problem(display, line, "", f"YAML syntax error: {reason}")]) from None
+    except RecursionError:  # `a: &x [*x]`: an alias inside itself
+        raise DefinitionError([Problem(display, None, "", "YAML nests too deeply (an alias inside itself?)")]) from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     return Document(path=path, display=display, data=data, text=text, lines=lines)
 
 
