@@ -63,7 +63,9 @@ def _fresh_build(folder: Path, run_id: str) -> Path:
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
-    with open(path, "x", encoding="utf-8") as f:
+    # A file name that is not UTF-8 (a Latin-1 share) arrives as surrogate escapes; backslashreplace
+    # writes each as the JSON escape \udcXX, so the manifest stays valid JSON and round-trips.
+    with open(path, "x", encoding="utf-8", errors="backslashreplace") as f:
         json.dump(data, f, indent=2, ensure_ascii=False)
         f.write("\n")
 

@@ -144,7 +144,7 @@ def _socket_address(value: str) -> str | bytes | None:
 
 
 def _watchdog_interval(environ: Mapping[str, str]) -> float | None:
-    """Seconds between WATCHDOG=1 pings: half of $WATCHDOG_USEC, as sd_watchdog_enabled(3) advises."""
+    """Seconds between WATCHDOG=1 pings: half of $WATCHDOG_USEC (sd_watchdog_enabled(3))."""
     try:
         usec = int(environ.get("WATCHDOG_USEC", ""))
     except ValueError:
