@@ -96,6 +96,15 @@ CRASHES = ".crashes"  # how many runs of this file died with their daemon
 _SAFE = re.compile(r"[^A-Za-z0-9_-]+")
 
 
+def start_time(pid: int) -> int | None:
+    """When a process started, in clock ticks since boot (/proc/PID/stat field 22): with the pid, names one process."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rpartition(")")[2].split()[19])
+
+
 def boot_id() -> str:
     try:
         return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
@@ -111,10 +120,12 @@ class Identity:
     boot_id: str
     pid: int
     token: str
+    started: int | None = None
 
     @classmethod
     def mine(cls) -> Identity:
-        return cls(hostname(), boot_id(), os.getpid(), secrets.token_hex(3))
+        pid = os.getpid()
+        return cls(hostname(), boot_id(), pid, secrets.token_hex(3), start_time(pid))
 
     @property
     def daemon_id(self) -> str:
@@ -129,7 +140,8 @@ def write_lease(inbox: Path, me: Identity, counter: int) -> None:
     """Rewrite this daemon's lease in `inbox` (write aside, then rename: never half a lease)."""
     folder = leases_dir(inbox)
     folder.mkdir(parents=True, exist_ok=True)
-    data = {"daemon": me.daemon_id, "host": me.host, "boot_id": me.boot_id, "pid": me.pid, "counter": counter}
+    data = {"daemon": me.daemon_id, "host": me.host, "boot_id": me.boot_id, "pid": me.pid,
+            "started": me.started, "counter": counter}
     tmp = folder / f".{me.daemon_id}.tmp"
     tmp.write_text(json.dumps(data))
     os.replace(tmp, folder / f"{me.daemon_id}.json")
@@ -157,12 +169,19 @@ def _pid_is_chute(pid: int) -> bool:
     return b"chute" in cmdline
 
 
+def _alive(lease: dict) -> bool:
+    pid = int(lease.get("pid", 0))
+    if lease.get("started") is not None:
+        return start_time(pid) == lease["started"]  # a reused pid has another start time
+    return _pid_is_chute(pid)
+
+
 def dead_on_this_host(me: Identity, daemon_id: str, lease: dict | None) -> bool | None:
     """For a daemon of this host: whether it is gone. None when it is another host's."""
     if lease is not None:
         if lease.get("host") != me.host:
             return None
-        return lease.get("boot_id") != me.boot_id or not _pid_is_chute(int(lease.get("pid", 0)))
+        return lease.get("boot_id") != me.boot_id or not _alive(lease)
     parts = daemon_id.split(".")
     if len(parts) < 3 or parts[0] != _SAFE.sub("_", me.host)[:64]:
         return None

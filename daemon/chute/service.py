@@ -324,6 +324,7 @@ class Service:
 
     def _record(self, active: Active, result, now: float) -> None:
         spec = active.spec
+        Path(spec.cancel_file).unlink(missing_ok=True)
         ctx = dict(run_id=spec.run_id, job=spec.job.name, inbox=spec.inbox, file=spec.input_name)
         sizes = dict(size=result.input_size, sha256=result.input_sha256)
         if result.status == "succeeded":
