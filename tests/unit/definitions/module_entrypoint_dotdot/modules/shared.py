@@ -1,0 +1,1 @@
+"""The corpus's module: never run by these tests, it only has to exist."""
