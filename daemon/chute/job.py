@@ -326,8 +326,7 @@ def discover(paths: list[Path], modules: dict[str, Module]) -> tuple[dict[str, J
     broken: set[str] = set()
     for base in paths:
         if not base.is_dir():
-            problems.append(Problem(display_path(base), None, "jobs_path", "is not a folder"))
-            continue
+            continue  # reported against the config's line by the catalog
         for file in sorted(p for p in base.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file()):
             try:
                 plan = load_job(file, modules)

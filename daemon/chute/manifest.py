@@ -116,8 +116,7 @@ def discover(paths: list[Path]) -> tuple[dict[str, Module], list[Problem]]:
     problems: list[Problem] = []
     for base in paths:
         if not base.is_dir():
-            problems.append(Problem(display_path(base), None, "modules_path", "is not a folder"))
-            continue
+            continue  # reported against the config's line by the catalog
         for folder in sorted(p for p in base.iterdir() if (p / MANIFEST).is_file()):
             try:
                 module = load_module(folder)

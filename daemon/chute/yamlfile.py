@@ -47,6 +47,11 @@ class Document:
         return Problem(self.display, self.line(loc), format_loc(loc), message)
 
 
+class _DuplicateKey(Exception):
+    def __init__(self, line: int, field: str, first: int):
+        self.line, self.field, self.first = line, field, first
+
+
 def _construct(node: yaml.Node, loc: Loc, lines: dict[Loc, int], loader: yaml.SafeLoader) -> Any:
     lines.setdefault(loc, node.start_mark.line + 1)
     if isinstance(node, yaml.MappingNode):
@@ -57,6 +62,9 @@ def _construct(node: yaml.Node, loc: Loc, lines: dict[Loc, int], loader: yaml.Sa
             if not isinstance(key, (str, int, float, bool)) and key is not None:
                 key = str(key)
             child = loc + (str(key),)
+            if key in out:
+                # YAML's last-one-wins would silently drop the first value: say so instead.
+                raise _DuplicateKey(key_node.start_mark.line + 1, format_loc(child), lines[child])
             lines[child] = key_node.start_mark.line + 1
             out[key] = _construct(value_node, child, lines, loader)
         return out
@@ -83,6 +91,8 @@ def parse(text: str, path: Path, display: str | None = None) -> Document:
             line = text.count("\n", 0, position) + 1
         reason = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise DefinitionError([Problem(display, line, "", f"YAML syntax error: {reason}")]) from None
+    except _DuplicateKey as dup:
+        raise DefinitionError([Problem(display, dup.line, dup.field, f"key is given twice (first on line {dup.first})")]) from None
     except RecursionError:  # `a: &x [*x]`: an alias inside itself
         raise DefinitionError([Problem(display, None, "", "YAML nests too deeply (an alias inside itself?)")]) from None
     finally:
