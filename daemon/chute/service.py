@@ -84,11 +84,15 @@ class Service:
         self.stopping_since: float | None = None
         self.cancelled_at: float | None = None
         self.stopped = False
+        self.loop_errors = 0
         self.environ = tuple(module_environ(os.environ).items())
         cfg = catalog.config
         for folder in (cfg.state_dir, cfg.work_dir):
             folder.mkdir(parents=True, exist_ok=True)
         self.ledger = Ledger(cfg.state_dir)
+        if cfg.executor.kind != "local":
+            # SPEC §4 names a dask executor; until it exists, say so rather than run locally unasked.
+            raise ChuteError(f"executor.kind {cfg.executor.kind!r} is not available in this version; use 'local'")
         # The pool first: its workers must exist before the observer thread starts.
         self.executor = LocalExecutor(cfg.workers, cfg.log.format, cfg.log.level)
         self.observer = Observer()
@@ -122,7 +126,13 @@ class Service:
         self.start()
         try:
             while not self.stopped:
-                self.loop(time.monotonic())
+                try:
+                    self.loop(time.monotonic())
+                    self.loop_errors = 0
+                except Exception as exc:  # a bug or an unforeseen OS error: log it, keep the files safe, go on
+                    self.loop_errors += 1
+                    log.exception("daemon.error", reason=f"{type(exc).__name__}: {exc}", consecutive=self.loop_errors)
+                    time.sleep(min(5.0, 0.1 * 2 ** min(self.loop_errors, 6)))
                 self.wake.wait(TICK)
                 self.wake.clear()
         finally:
@@ -563,7 +573,8 @@ class Service:
 
     def healthy(self) -> bool:
         watching = not any(w.mode == "events" for w in self.watchers.values()) or self.observer.is_alive()
-        return watching and not self.executor.broken
+        # A loop that keeps failing is not making progress: let systemd's watchdog restart it.
+        return watching and not self.executor.broken and self.loop_errors < 3
 
     def _watchdog(self, now: float) -> None:
         interval = self.notifier.watchdog_interval
@@ -618,4 +629,8 @@ def finish_delivery(spec: RunSpec, claim: Path, name: str | None) -> State | Non
 
 
 def run_daemon(catalog: Catalog) -> None:
-    Service(catalog).serve()
+    try:
+        service = Service(catalog)
+    except OSError as exc:
+        raise ChuteError(f"cannot start: {exc.strerror or exc}: {exc.filename or ''}") from exc
+    service.serve()
