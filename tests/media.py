@@ -7,9 +7,10 @@ short, as an interrupted copy would.
 
 The container follows the file name's extension:
 
-- ``.mp4``: H.264 + AAC, the everyday case. AAC is lossy and has an encoder
-  delay (1024 samples of priming, which the MP4 edit list hides on decode), so
-  levels measured on it are close to, not exactly, the generated ones.
+- ``.mp4``: H.264 + AAC, the everyday case. AAC is lossy and works in
+  1024-sample frames: its priming is hidden on decode by the MP4 edit list,
+  but the decoded sound runs to a whole frame (up to 21 ms more than written)
+  and its levels are close to, not exactly, the generated ones.
 - ``.mov``: H.264 + 16-bit PCM, for tests that need the exact audio level or
   sample count together with a picture.
 - ``.wav``: 16-bit PCM, audio only (``audio_only`` is implied).
@@ -20,8 +21,8 @@ so ``truncate`` leaves a file that no demuxer can open.
 
 from __future__ import annotations
 
+import heapq
 import math
-import os
 from fractions import Fraction
 from pathlib import Path
 
@@ -61,8 +62,10 @@ def make_clip(
     """Write a synthetic clip to ``path`` and return it as a Path.
 
     Args:
-        seconds: duration of the picture and of the tone.
-        fps: an int, a Fraction, or a string such as ``"30000/1001"``.
+        seconds: duration of the tone; the picture has ``round(seconds * fps)``
+            frames (2.002 s for 2 s at 30000/1001).
+        fps: an int, a Fraction, or a string such as ``"30000/1001"`` (not a
+            float: 29.97 is not 30000/1001).
         tone_dbfs: peak level of the sine, in every channel.
         cuts: times in seconds where the picture changes palette; the cut
             happens on the first frame whose start time is at or after it.
@@ -78,15 +81,19 @@ def make_clip(
         raise ValueError("a clip needs at least one stream")
     rate = Fraction(fps)
     with av.open(str(path), "w") as container:
-        video = None if audio_only else _add_video(container, rate, width, height)
-        sound = (
-            _add_audio(container, suffix, sample_rate, channels) if audio else None
-        )
-        if video is not None:
-            _write_video(container, video, rate, seconds, width, height, cuts)
-        if sound is not None:
+        frames = []
+        if not audio_only:
+            video = _add_video(container, rate, width, height)
+            frames.append(_video_frames(video, rate, seconds, width, height, cuts))
+        if audio:
+            sound = _add_audio(container, suffix, sample_rate, channels)
             samples = tone(seconds, sample_rate, tone_hz, tone_dbfs, channels)
-            _write_audio(container, sound, samples)
+            frames.append(_audio_frames(sound, samples))
+        # Interleaved in time order, as a real recorder writes them.
+        for _, stream, frame in heapq.merge(*frames, key=lambda item: item[0]):
+            container.mux(stream.encode(frame))
+        for stream in container.streams:
+            container.mux(stream.encode(None))
     return path
 
 
@@ -136,23 +143,23 @@ def _add_audio(container, suffix, sample_rate, channels):
     return stream
 
 
-def _write_video(container, stream, rate, seconds, width, height, cuts):
+def _video_frames(stream, rate, seconds, width, height, cuts):
     count = round(seconds * rate)
     bars = [_bars(palette, width, height) for palette in _PALETTES]
     cut_frames = sorted(math.ceil(Fraction(cut) * rate) for cut in cuts)
     box = max(8, height // 6)
+    per_second = max(1, round(rate))
     for index in range(count):
         shot = sum(1 for cut in cut_frames if index >= cut)
         picture = bars[shot % len(bars)].copy()
-        # The box crosses the frame once per shot second; it gives the
-        # encoder real motion and the detector small, sub-threshold changes.
-        x = int((index % round(rate)) / round(rate) * (width - box))
+        # The box crosses the frame once a second; it gives the encoder real
+        # motion and the scene detector small, sub-threshold changes.
+        x = (index % per_second) * (width - box) // per_second
         y = (height - box) // 2
         picture[y : y + box, x : x + box] = _BOX
         frame = av.VideoFrame.from_ndarray(picture, format="rgb24")
         frame.pts = index
-        container.mux(stream.encode(frame))
-    container.mux(stream.encode(None))
+        yield index / rate, stream, frame
 
 
 def _bars(palette, width, height):
@@ -163,7 +170,7 @@ def _bars(palette, width, height):
     return picture
 
 
-def _write_audio(container, stream, samples):
+def _audio_frames(stream, samples):
     planar = stream.format.is_planar
     for start in range(0, len(samples), _PCM_FRAME):
         chunk = samples[start : start + _PCM_FRAME]
@@ -176,5 +183,4 @@ def _write_audio(container, stream, samples):
         )
         frame.sample_rate = stream.sample_rate
         frame.pts = start
-        container.mux(stream.encode(frame))
-    container.mux(stream.encode(None))
+        yield Fraction(start, stream.sample_rate), stream, frame

@@ -155,7 +155,7 @@ def progress(fraction: float) -> None:
 def atomic_output(path: os.PathLike | str) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success, move it to ``path``.
 
-    The temporary name keeps the final extension (``.out.partial-1a2b3c.mp4``)
+    The temporary name keeps the final extension (``.proxy.partial-1a2b3c4d.mp4``)
     so libraries that choose a format by extension still do. The file is
     fsynced before the rename and the folder after it. On any exception,
     including SystemExit, the temporary file is removed and ``path`` is left
@@ -181,7 +181,9 @@ def write_json(path: os.PathLike | str, value: Any) -> None:
     """Write ``value`` as indented UTF-8 JSON to ``path``, atomically."""
     with atomic_output(path) as temporary:
         temporary.write_text(
-            json.dumps(value, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
+            # allow_nan=False: NaN/Infinity are not JSON; fail rather than write them.
+            json.dumps(value, indent=2, ensure_ascii=False, allow_nan=False) + "\n",
+            encoding="utf-8",
         )
 
 
