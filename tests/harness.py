@@ -6,14 +6,29 @@ process behind. Test modules behave by the content of the dropped file, so one
 job serves many cases:
 
 - a first line ``sleep=2.5`` makes every entry sleep that long (``CHUTE_PROGRESS`` meanwhile);
-- a first line ``fail`` makes the first step's entry exit 3.
+- a first line ``fail`` makes the first step's entry exit 3;
+- ``CHUTE_TEST_SLEEP_MAX=<seconds>`` in the daemon's environment caps every such sleep
+  (a restarted daemon finishes quickly what its predecessor was stopped in).
+
+With ``CHUTE_TEST_TRACE=<folder>`` in the daemon's environment (modules inherit
+it), every entry writes ``<run_id>.<step>.start`` and ``.end`` there, holding
+time.time(): `run_intervals` and `max_overlap` read them back. With
+``CHUTE_TEST_ENV_DUMP=<folder>``, every entry writes the environment it was
+started with to ``<run_id>.<step>.env.json`` there.
+
+`Daemon(journal=True)` gives the daemon a $JOURNAL_STREAM naming its own stdout,
+as systemd does when StandardOutput=journal; `Daemon(pid_env=("WATCHDOG_PID",))`
+sets those variables to the daemon's own pid, as systemd does for WATCHDOG_PID.
+`Daemon(wrap=("unshare", "--pid", "--fork", "--mount-proc"))` starts it under that command.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -32,20 +47,34 @@ COPY_MODULE = '''\
 import os, shutil, sys, time
 args = dict(zip(sys.argv[1::2], sys.argv[2::2]))
 src, dst = args["--input"], args["--output"]
+trace = os.environ.get("CHUTE_TEST_TRACE")
+def mark(what):
+    if trace:
+        name = f"{os.environ['CHUTE_RUN_ID']}.{os.environ['CHUTE_STEP']}.{what}"
+        with open(os.path.join(trace, name), "w") as f:
+            f.write(repr(time.time()))
+mark("start")
+dump = os.environ.get("CHUTE_TEST_ENV_DUMP")
+if dump:
+    import json
+    with open(os.path.join(dump, f"{os.environ['CHUTE_RUN_ID']}.{os.environ['CHUTE_STEP']}.env.json"), "w") as f:
+        json.dump(dict(os.environ), f)
 with open(src, "rb") as f:
     first = f.readline().strip()
 if first.startswith(b"sleep="):
-    total = float(first[6:])
+    total = min(float(first[6:]), float(os.environ.get("CHUTE_TEST_SLEEP_MAX", "inf")))
     end = time.monotonic() + total
     while time.monotonic() < end:
         print(f"CHUTE_PROGRESS {1 - (end - time.monotonic()) / total:.2f}", flush=True)
         time.sleep(min(0.1, max(0, end - time.monotonic())))
 if first == b"fail" and os.environ["CHUTE_STEP"] == "first":
     print("copy: this input asks to fail", file=sys.stderr)
+    mark("end")
     sys.exit(3)
 tmp = dst + ".partial"
 shutil.copyfile(src, tmp)
 os.replace(tmp, dst)
+mark("end")
 '''
 
 COPY_MANIFEST = {
@@ -125,7 +154,8 @@ class Setup:
 class Daemon:
     """One `chute run` process; use as a context manager so nothing outlives the test."""
 
-    def __init__(self, config: Path, env: dict[str, str] | None = None, name: str | None = None):
+    def __init__(self, config: Path, env: dict[str, str] | None = None, name: str | None = None, *,
+                 journal: bool = False, pid_env: tuple[str, ...] = (), wrap: tuple[str, ...] = ()):
         self.config = config
         self.name = name or config.stem
         self.log_path = config.with_name(f"{self.name}.{uuid.uuid4().hex[:6]}.log")
@@ -134,13 +164,24 @@ class Daemon:
         self.env.pop("NOTIFY_SOCKET", None)
         self.env.update(env or {})
         self.env["CHUTE_TEST_DAEMON"] = self.marker.split("=", 1)[1]
+        if journal:
+            self.log_path.touch()
+            st = self.log_path.stat()
+            self.env["JOURNAL_STREAM"] = f"{st.st_dev}:{st.st_ino}"
+        self.pid_env = pid_env
+        self.wrap = wrap
         self.proc: subprocess.Popen | None = None
         self.offset = 0
 
     def start(self, wait: bool = True) -> Daemon:
         self.log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen([str(CHUTE), "run", "--config", str(self.config)], stdout=self.log,
-                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=self.env)
+        argv = [str(CHUTE), "run", "--config", str(self.config)]
+        if self.pid_env:
+            # A shell that sets the variables to its own pid and execs chute: the pid stays.
+            argv = ["/bin/sh", "-c", "".join(f"export {v}=$$; " for v in self.pid_env) + 'exec "$0" "$@"', *argv]
+        argv = [*self.wrap, *argv]
+        self.proc = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                     env=self.env)
         if wait:
             self.wait_event("daemon.started", timeout=30)
         return self
@@ -166,7 +207,7 @@ class Daemon:
         out = []
         for line in self.text().splitlines():
             try:
-                ev = json.loads(line)
+                ev = json.loads(strip_priority(line))
             except ValueError:
                 continue
             if not isinstance(ev, dict):
@@ -209,6 +250,13 @@ class Daemon:
             self.log.close()
 
 
+def strip_priority(line: str) -> str:
+    """A log line without its sd-daemon(3) ``<N>`` priority prefix (written when on the journal)."""
+    if len(line) > 3 and line[0] == "<" and line[1].isdigit() and line[2] == ">":
+        return line[3:]
+    return line
+
+
 def files(folder: Path) -> list[str]:
     """Names in `folder`, hidden ones (chute's own) left out; [] when it does not exist."""
     try:
@@ -227,3 +275,160 @@ def drop(folder: Path, name: str, data: bytes) -> Path:
 
 def dedent(text: str) -> str:
     return textwrap.dedent(text)
+
+
+# --- reading results back: the ledger, claims, timestamps, traces ---
+
+
+def state_dir_of(config: Path) -> Path:
+    """The `state_dir` (where the ledger is) a config file written by `Setup.write` names."""
+    return Path(yaml.safe_load(config.read_text())["state_dir"])
+
+
+def ledger_runs(config: Path) -> list:
+    """Every run in the ledger of the daemon run with `config` (read-only); [] before it made one."""
+    from chute.ledger import FILE, Ledger
+
+    folder = state_dir_of(config)
+    if not (folder / FILE).exists():
+        return []
+    ledger = Ledger(folder, readonly=True)
+    try:
+        return ledger.active() + ledger.recent(10**9)
+    finally:
+        ledger.close()
+
+
+def ledger_states(config: Path) -> dict[str, int]:
+    """How many runs are in each state, e.g. {"succeeded": 3, "failed": 1}."""
+    counts: dict[str, int] = {}
+    for run in ledger_runs(config):
+        counts[run.state.value] = counts.get(run.state.value, 0) + 1
+    return counts
+
+
+def status_json(config: Path, limit: int = 1000) -> dict[str, Any]:
+    """`chute status --json` as a user runs it."""
+    proc = subprocess.run([str(CHUTE), "status", "--json", "--limit", str(limit), "--config", str(config)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+def claimed_inputs(inbox: Path) -> list[Path]:
+    """Inputs sitting in `inbox`'s claimed folders (markers, which start with a dot, left out)."""
+    root = inbox / ".chute" / "claimed"
+    if not root.exists():
+        return []
+    return sorted(p for p in root.rglob("*") if p.is_file() and not p.name.startswith("."))
+
+
+def sha256(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def event_time(ev: dict[str, Any]) -> float:
+    """An event's `timestamp` (UTC ISO 8601) as seconds since the epoch, comparable with time.time()."""
+    from datetime import datetime
+
+    return datetime.fromisoformat(ev["timestamp"]).timestamp()
+
+
+def run_intervals(trace: Path) -> dict[str, tuple[float, float]]:
+    """From a CHUTE_TEST_TRACE folder: each run's (first entry's start, last entry's end)."""
+    starts: dict[str, list[float]] = {}
+    ends: dict[str, list[float]] = {}
+    for p in trace.iterdir():
+        run_id, _step, what = p.name.rsplit(".", 2)
+        (starts if what == "start" else ends).setdefault(run_id, []).append(float(p.read_text()))
+    return {r: (min(starts[r]), max(ends.get(r, starts[r]))) for r in starts}
+
+
+def max_overlap(intervals: dict[str, tuple[float, float]]) -> int:
+    """The most intervals open at one instant (an end at the same instant as a start comes first)."""
+    edges = sorted([(s, 1) for s, _ in intervals.values()] + [(e, -1) for _, e in intervals.values()])
+    most = now = 0
+    for _, delta in edges:
+        now += delta
+        most = max(most, now)
+    return most
+
+
+# --- resilience: exactly-once checks, leftover processes, systemd's notify socket ---
+
+
+def assert_processed_once(inbox: dict[str, Any], inputs: dict[str, bytes]) -> None:
+    """Every input exactly once: archived unchanged, one result folder each, nothing else anywhere.
+
+    `inbox` is an entry from `Setup.inbox` (the two-step copy job, `on_success: archive`);
+    `inputs` maps each dropped name to its content. Result folders are named for the
+    inputs' stems, so the names in `inputs` need distinct stems.
+    """
+    path, outbox, archive = Path(inbox["path"]), Path(inbox["outbox"]), Path(inbox["archive"])
+    quarantine = Path(inbox["quarantine"])
+    assert files(path) == [], "inputs left in the inbox"
+    assert claimed_inputs(path) == [], "inputs left claimed"
+    assert files(quarantine) == [], "quarantined"
+    assert files(archive) == sorted(inputs), "archive: missing or duplicate inputs"
+    for name, data in inputs.items():
+        assert (archive / name).read_bytes() == data, f"archived {name} differs from what was dropped"
+    results = {Path(n).stem: n for n in inputs}
+    assert files(outbox) == sorted(results), "outbox: missing or duplicate result folders"
+    for stem, name in results.items():
+        assert files(outbox / stem) == ["manifest.json", "result.bin"], stem
+        assert sha256(outbox / stem / "result.bin") == hashlib.sha256(inputs[name]).hexdigest(), stem
+        manifest = json.loads((outbox / stem / "manifest.json").read_text())
+        assert (manifest["status"], manifest["input"]["name"]) == ("succeeded", name)
+        assert manifest["input"]["sha256"] == hashlib.sha256(inputs[name]).hexdigest()
+    leftovers = [p.name for folder in (outbox, quarantine, archive) if folder.exists()
+                 for p in folder.iterdir() if p.name.startswith(".chute-")]
+    assert leftovers == [], "hidden build or copy folders left behind"
+
+
+def processes_with(marker: str) -> list[int]:
+    """Pids of live processes whose environment holds `marker` (e.g. a Daemon's `marker`)."""
+    needle = marker.encode() + b"\0"
+    found = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or int(name) == os.getpid():
+            continue
+        try:
+            env = Path(f"/proc/{name}/environ").read_bytes()
+        except OSError:
+            continue
+        if env.startswith(needle) or b"\0" + needle in env:
+            found.append(int(name))
+    return found
+
+
+class NotifySocket:
+    """A bound AF_UNIX datagram socket standing in for systemd: `address` goes into $NOTIFY_SOCKET.
+
+    An abstract address (no file, no 108-byte path limit); `messages()` returns every
+    datagram received so far, in order.
+    """
+
+    def __init__(self) -> None:
+        self.address = f"@chute-test-{uuid.uuid4().hex}"
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(b"\0" + self.address[1:].encode())
+        self.sock.setblocking(False)
+        self.received: list[str] = []
+
+    def messages(self) -> list[str]:
+        while True:
+            try:
+                self.received.append(self.sock.recv(65536).decode())
+            except BlockingIOError:
+                return self.received
+
+    def wait_for(self, assignment: str, timeout: float = 20.0) -> int:
+        """Until a datagram holds the line `assignment` (e.g. "STOPPING=1"); returns its index."""
+        def seen():
+            found = [i for i, m in enumerate(self.messages()) if assignment in m.splitlines()]
+            return found[0] + 1 if found else None
+        return wait_until(seen, timeout) - 1
+
+    def close(self) -> None:
+        self.sock.close()

@@ -38,6 +38,16 @@ def claimed_root(inbox: Path) -> Path:
     return inbox / STATE_DIR / "claimed"
 
 
+def state_folder(inbox: Path, folder: Path) -> None:
+    """Create `folder` inside `inbox/.chute`, but never the inbox itself: FileNotFoundError when it is gone.
+
+    An inbox that vanished (an unmounted share) must stay absent, so its scan reports it
+    unavailable rather than finding a fresh empty folder on the mount point.
+    """
+    (inbox / STATE_DIR).mkdir(exist_ok=True)
+    folder.mkdir(parents=True, exist_ok=True)
+
+
 def commit(claim: Path) -> Path:
     """Mark a claim as delivering; ClaimLost when it is no longer ours to deliver."""
     target = claim.with_name(claim.name + COMMIT_SUFFIX)
@@ -47,9 +57,21 @@ def commit(claim: Path) -> Path:
         # NFS may retransmit a rename that already happened: then our target exists.
         if target.is_dir():
             return target
-        raise ClaimLost(str(claim)) from None
+        if taken(claim):
+            raise ClaimLost(str(claim)) from None
+        raise  # the whole inbox is gone (an unmounted share): an outage, delivered when it is back
     fsync_dir(claim.parent)
     return target
+
+
+def taken(claim: Path) -> bool:
+    """Whether a claim of ours is gone while its inbox's claimed folder is there: taken over.
+
+    A claim that vanished with its whole inbox is not taken: it comes back with the share.
+    """
+    base = claim.parent / claim.name.removesuffix(COMMIT_SUFFIX)
+    gone = not base.exists() and not base.with_name(base.name + COMMIT_SUFFIX).exists()
+    return gone and claim.parent.parent.is_dir()
 
 
 def uncommit(claim: Path) -> Path:
@@ -139,7 +161,7 @@ def leases_dir(inbox: Path) -> Path:
 def write_lease(inbox: Path, me: Identity, counter: int) -> None:
     """Rewrite this daemon's lease in `inbox` (write aside, then rename: never half a lease)."""
     folder = leases_dir(inbox)
-    folder.mkdir(parents=True, exist_ok=True)
+    state_folder(inbox, folder)
     data = {"daemon": me.daemon_id, "host": me.host, "boot_id": me.boot_id, "pid": me.pid,
             "started": me.started, "counter": counter}
     tmp = folder / f".{me.daemon_id}.tmp"
@@ -238,7 +260,8 @@ def claim(inbox: Path, name: str, me: Identity) -> tuple[str, Path] | None:
     """Rename `inbox/name` into a new claim of ours; None when another daemon was faster."""
     run_id = new_run_id()
     folder = claimed_root(inbox) / me.daemon_id / run_id
-    folder.mkdir(parents=True)
+    state_folder(inbox, folder.parent)
+    folder.mkdir()
     try:
         os.rename(inbox / name, folder / name)
     except FileNotFoundError:

@@ -124,9 +124,15 @@ def _extra_parsers() -> list[Callable]:
 
 def _run_parser(add) -> None:
     sp = add("run", "run the daemon (in the foreground unless --detach)")
-    sp.add_argument("--detach", action="store_true", help="daemonize (for hosts without systemd)")
-    sp.add_argument("--pidfile", type=Path, help="with --detach: the pidfile (locked while running)")
-    sp.add_argument("--log-file", type=Path, help="with --detach: where the logs go")
+    sp.add_argument("--detach", action="store_true",
+                    help="run in the background, for hosts without systemd (under systemd, run in the foreground); "
+                         "returns once the daemon is watching its inboxes")
+    sp.add_argument("--pidfile", type=Path,
+                    help="with --detach, required: holds the daemon's pid while it runs; a second --detach on it "
+                         "refuses (exit 3), one left by a dead daemon is taken over; removed on a clean stop")
+    sp.add_argument("--log-file", type=Path,
+                    help="with --detach, required: the log lines are appended here (JSON unless log.format says "
+                         "otherwise); rotate it with logrotate's copytruncate")
 
 
 def _status_parser(add) -> None:

@@ -17,6 +17,10 @@ from .job import EntryPlan
 PROGRESS_PREFIX = b"CHUTE_PROGRESS "
 LOG_LIMIT = 4 * 1024 * 1024
 TAIL_LINES = 20
+# A module may print megabytes without a newline: read at most this much as one "line"
+# (the rest follows as more lines), and keep at most TAIL_CHARS of each in the report's tail.
+LINE_LIMIT = 64 * 1024
+TAIL_CHARS = 1024
 
 
 class BoundedLog:
@@ -78,13 +82,13 @@ class EntryProcess:
             t.start()
 
     def _read(self, pipe, is_stderr: bool) -> None:
-        for line in iter(pipe.readline, b""):
+        for line in iter(lambda: pipe.readline(LINE_LIMIT), b""):
             if not is_stderr and line.startswith(PROGRESS_PREFIX):
                 self._progress(line[len(PROGRESS_PREFIX):])
                 continue
             self.log.write(line if line.endswith(b"\n") else line + b"\n")
             if is_stderr:
-                self.stderr_tail.append(line.decode("utf-8", "replace").rstrip("\n"))
+                self.stderr_tail.append(line[:TAIL_CHARS].decode("utf-8", "replace").rstrip("\n"))
         pipe.close()
 
     def _progress(self, text: bytes) -> None:

@@ -32,7 +32,8 @@ def _worker_init(log_format: str, log_level: str) -> None:
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
     except (OSError, AttributeError):
         pass
-    logs.configure(log_format if log_format != "auto" else "json", log_level)
+    # "auto" decides by the worker's own stdout, which is the daemon's: the same terminal or journal stream.
+    logs.configure(log_format, log_level)
 
 
 def _noop() -> None:

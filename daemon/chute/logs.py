@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import sys
@@ -23,6 +24,38 @@ class _Formatter(structlog.stdlib.ProcessorFormatter):
         if self.journal:
             return f"<{_PRIORITY.get(record.levelno, 6)}>{line}"
         return line
+
+
+class _WatchdogStopNoise(logging.Filter):
+    """Demotes watchdog's error about an observer stopped mid-read to debug.
+
+    watchdog 7 logs "InotifyEmitter.queue_events() called when the thread is
+    inactive" at error level when an emitter is stopped while it reads an event
+    (the IN_IGNORED that removing the watch itself causes): on most clean stops
+    and inbox removals. It is not an error, and `journalctl -p err` must stay
+    quiet. See gorakhargosh/watchdog#963.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name.startswith("watchdog.") and str(record.msg).startswith("InotifyEmitter.queue_events() called"):
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            return logging.getLogger("watchdog").isEnabledFor(logging.DEBUG)
+        return True
+
+
+def _on_journal(stream: IO[str]) -> bool:
+    """Whether `stream` is the journal's stream socket, as $JOURNAL_STREAM names it (systemd.exec(5)).
+
+    The variable is inherited by everything a service starts (a shell, a
+    terminal session, `chute run > file` from a unit's script), so being set is
+    not enough: its device and inode must be those of our own stream.
+    """
+    try:
+        dev, ino = (int(part) for part in os.environ.get("JOURNAL_STREAM", "").split(":"))
+        st = os.fstat(stream.fileno())
+    except (ValueError, OSError, AttributeError, io.UnsupportedOperation):
+        return False
+    return (st.st_dev, st.st_ino) == (dev, ino)
 
 
 def _use_json(fmt: str, stream: IO[str]) -> bool:
@@ -53,10 +86,11 @@ def configure(fmt: str = "auto", level: str = "info", stream: IO[str] | None = N
             _head_first,
             renderer,
         ],
-        journal=bool(os.environ.get("JOURNAL_STREAM")) and stream in (sys.stdout, sys.stderr),
+        journal=_on_journal(stream),
     )
     handler = logging.StreamHandler(stream)
     handler.setFormatter(formatter)
+    handler.addFilter(_WatchdogStopNoise())
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

@@ -12,7 +12,7 @@ from typing import Any, Callable
 
 from . import content, logs
 from .entry import BoundedLog, EntryProcess, stop_all, sweep
-from .fileops import link_or_copy
+from .fileops import private_copy
 from .job import EntryPlan, JobPlan, StepPlan
 
 POLL = 0.05
@@ -94,8 +94,12 @@ def prepare_workspace(spec: RunSpec) -> Path:
     shutil.rmtree(ws, ignore_errors=True)
     (ws / ".tmp").mkdir(parents=True)
     (ws / ".logs").mkdir()
-    for name in spec.job.input_names:
-        link_or_copy(Path(spec.input_path), ws / name)
+    # A copy, never a hard link to the claimed (or `chute submit`'s own) file: a module that
+    # writes to its input must spoil only the workspace, not the one copy of the user's file.
+    first, *others = spec.job.input_names
+    private_copy(Path(spec.input_path), ws / first)
+    for name in others:
+        os.link(ws / first, ws / name)
     return ws
 
 
@@ -166,8 +170,12 @@ class _Step:
         plan = rec.plan
         rec.attempts += 1
         rec.status = "running"
-        for b in plan.outputs:  # a clean state for every attempt
-            (self.ws / b.artifact).unlink(missing_ok=True)
+        for b in plan.outputs:  # a clean state for every attempt (a failed one may have left a folder)
+            path = self.ws / b.artifact
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink(missing_ok=True)
         tmp = self.ws / ".tmp" / plan.label
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
@@ -216,7 +224,7 @@ class _Step:
         if reason is None:
             rec.status = "succeeded"
             self.log.info("entry.finished", step=rec.plan.step, module=rec.plan.module, exit_code=code,
-                          attempts=rec.attempts, duration_s=round(proc.duration, 3))
+                          attempt=rec.attempts, duration_s=round(proc.duration, 3))
             self.emit("entry.finished", label=rec.plan.label, module=rec.plan.module)
             return None
         rec.reason = reason

@@ -122,11 +122,18 @@ def build_report(spec: RunSpec, outcome: Outcome, ws: Path, input_info: dict[str
 def add_input(build: Path, input_path: Path, input_name: str, *, move: bool) -> None:
     """Put the input into a quarantine build folder: moved (daemon runs) or copied (`chute submit`)."""
     dst = build / input_name
-    if move:
-        move_file(input_path, dst)
-    else:
-        copy_file(input_path, dst)
-        fsync_dir(build)
+    try:
+        if move:
+            move_file(input_path, dst)
+        else:
+            copy_file(input_path, dst)
+            fsync_dir(build)
+    except BaseException:
+        # ENOSPC and friends: no hidden half-built folder stays behind, unless it holds
+        # the only copy of the input (the move got as far as unlinking the source).
+        if os.path.lexists(input_path):
+            shutil.rmtree(build, ignore_errors=True)
+        raise
 
 
 def dispose_input(input_path: Path, input_name: str, on_success: str, archive: str | None) -> str | None:

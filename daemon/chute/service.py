@@ -22,10 +22,11 @@ from .catalog import Catalog, load_catalog
 from .claims import Identity, LeaseClock
 from .config import Inbox
 from .entry import sweep
-from .errors import ChuteError, DefinitionError
+from .errors import ChuteError, ClaimLost, DefinitionError
 from .executor import BrokenProcessPool, LocalExecutor
 from .ledger import Ledger, State
 from .pipeline import Outcome, RunSpec, failure, utcnow
+from .runner import finish_delivery
 from .systemd import Notifier, module_environ, status_line
 from .watcher import EventHint, InboxWatcher, open_for_writing
 
@@ -324,7 +325,7 @@ class Service:
                 broken = True
                 continue
             except Exception as exc:  # a bug in the worker: keep the claim, try again later
-                log.error("run.error", run_id=run_id, reason=f"{type(exc).__name__}: {exc}")
+                log.error("run.error", **active.spec.context(), reason=f"{type(exc).__name__}: {exc}")
                 self._defer(active, now, f"{type(exc).__name__}: {exc}")
                 continue
             del self.running[run_id]
@@ -335,7 +336,6 @@ class Service:
     def _record(self, active: Active, result, now: float) -> None:
         spec = active.spec
         Path(spec.cancel_file).unlink(missing_ok=True)
-        ctx = dict(run_id=spec.run_id, job=spec.job.name, inbox=spec.inbox, file=spec.input_name)
         sizes = dict(size=result.input_size, sha256=result.input_sha256)
         if result.status == "succeeded":
             self.counts.done += 1
@@ -381,11 +381,13 @@ class Service:
     def _poison(self, active: Active, reason: str) -> None:
         spec = active.spec
         try:
-            final = quarantine_without_run(spec, reason, Path(spec.input_path), move=True)
+            final = quarantine_without_run(spec, reason, Path(spec.input_path), move=True, claim=active.claim)
+        except ClaimLost:
+            self.ledger.finished(spec.run_id, State.DISCARDED, utcnow(), None, failure("another daemon took over this claim"))
+            return
         except OSError as exc:
             self._defer(active, time.monotonic(), f"cannot quarantine: {exc}")
             return
-        claims.remove(active.claim)
         self.counts.failed += 1
         self.ledger.finished(spec.run_id, State.FAILED, utcnow(), str(final), failure(reason))
         log.warning("run.quarantined", run_id=spec.run_id, job=spec.job.name, inbox=spec.inbox,
@@ -396,7 +398,7 @@ class Service:
         try:
             back = claims.release(active.claim, Path(active.inbox.path))
         except OSError as exc:
-            log.error("run.release_failed", run_id=spec.run_id, file=spec.input_name, reason=exc.strerror or str(exc))
+            log.error("run.release_failed", **spec.context(), reason=exc.strerror or str(exc))
             return
         self.ledger.finished(spec.run_id, State.RELEASED, utcnow(), str(back) if back else None)
         log.info("run.released", run_id=spec.run_id, job=spec.job.name, inbox=spec.inbox, file=spec.input_name,
@@ -425,10 +427,11 @@ class Service:
 
     def _owner_dead(self, inbox: Path, owner: str, now: float) -> bool:
         lease = claims.read_lease(inbox, owner)
-        dead = claims.dead_on_this_host(self.me, owner, lease)
-        if dead is None:
-            dead = self.lease_clock.stale(inbox, owner, lease, now)
-        return dead
+        if claims.dead_on_this_host(self.me, owner, lease):
+            return True  # its process is gone: no need to wait out the lease
+        # Alive on this host (frozen, hung on a share) or on another host: the lease decides
+        # (SPEC §5), so a stopped daemon's claims are run again after lease_timeout.
+        return self.lease_clock.stale(inbox, owner, lease, now)
 
     def _take_over(self, inbox: Inbox, owner: str) -> None:
         for old in claims.claims_of(inbox.path, owner):
@@ -436,8 +439,8 @@ class Service:
             if claim is None:
                 continue  # another daemon took it first
             run_id = claims.run_id_of(claim)
-            log.warning("run.taken_over", run_id=run_id, inbox=str(inbox.path), job=inbox.job, owner=owner,
-                        crashes=claims.crashes(claim))
+            log.warning("run.taken_over", run_id=run_id, job=inbox.job, inbox=str(inbox.path),
+                        file=claims.input_of(claim), owner=owner, crashes=claims.crashes(claim))
             self._adopt(inbox, claim)
         claims.drop_lease(inbox.path, owner)
         try:
@@ -456,11 +459,18 @@ class Service:
             return
         spec = self._spec(inbox, run_id, claim, name or "input")
         if claim.name.endswith(claims.COMMIT_SUFFIX):
-            state = finish_delivery(spec, claim, name)
-            if state is not None:
+            try:
+                status = finish_delivery(spec, claim, name)
+            except OSError as exc:
+                # A folder it needs is unavailable. Its result may be out already: the runner
+                # finishes the delivery when it can (runner._resume), and never runs it again.
+                log.warning("run.deferred", **spec.context(), reason=f"cannot finish delivering the result: {exc}")
+                self._queue(inbox, run_id, claim.with_name(run_id), name or "input")
+                return
+            if status is not None:
                 self.ledger.queued(run_id, str(inbox.path), inbox.job, spec.input_name, str(claim), utcnow())
-                self.ledger.finished(run_id, state, utcnow())
-                log.info("run.recovered", run_id=run_id, inbox=str(inbox.path), file=spec.input_name, state=state.value)
+                self.ledger.finished(run_id, State(status), utcnow())
+                log.info("run.recovered", **spec.context(), state=status)
                 return
         if name is None:
             claims.remove(claim)
@@ -585,13 +595,28 @@ class Service:
             self.next_watchdog = now + interval
 
 
-def quarantine_without_run(spec: RunSpec, reason: str, path: Path, *, move: bool) -> Path:
-    """Quarantine a file no module ran on (a symlink, a poison file), with report.json."""
-    stamp = utcnow()
-    outcome = Outcome(status="failed", started_at=stamp, finished_at=stamp, error=failure(reason))
-    st = os.lstat(path)
-    info = {"name": spec.input_name, "size": st.st_size, "sha256": None, "inbox": spec.inbox}
-    build = publish.build_report(spec, outcome, Path(spec.work_dir) / spec.run_id, info)
+def quarantine_without_run(spec: RunSpec, reason: str, path: Path, *, move: bool, claim: Path | None = None) -> Path:
+    """Quarantine a file no module ran on (a symlink, a poison file), with report.json.
+
+    With `claim` (the file's claim folder), the claim is committed and marked first, as a
+    run's delivery is: a crash between moving the input and revealing the folder is then
+    finished by recovery, instead of leaving the input in a hidden build folder.
+    """
+    if claim is not None:
+        claim = claims.commit(claim)
+        path = claim / spec.input_name
+    try:
+        stamp = utcnow()
+        outcome = Outcome(status="failed", started_at=stamp, finished_at=stamp, error=failure(reason))
+        st = os.lstat(path)
+        info = {"name": spec.input_name, "size": st.st_size, "sha256": None, "inbox": spec.inbox}
+        build = publish.build_report(spec, outcome, Path(spec.work_dir) / spec.run_id, info)
+        if claim is not None:
+            claims.mark(claim, claims.QUARANTINING)
+    except OSError:
+        if claim is not None:
+            claims.uncommit(claim)
+        raise
     if os.path.islink(path):
         target = os.readlink(path)  # the link itself is moved; its target is never read
         try:
@@ -601,31 +626,10 @@ def quarantine_without_run(spec: RunSpec, reason: str, path: Path, *, move: bool
             os.unlink(path)
     else:
         publish.add_input(build, path, spec.input_name, move=move)
-    return publish.reveal(build, publish.result_name(spec.input_name))
-
-
-def finish_delivery(spec: RunSpec, claim: Path, name: str | None) -> State | None:
-    """A claim that died while delivering: complete what its markers say was under way.
-
-    Returns the run's final state when its result is out, None when it must run again.
-    """
-    if (claim / claims.REVEALING).exists():
-        build = publish.build_dir(Path(spec.outbox), spec.run_id)
-        if build.exists():
-            publish.reveal(build, publish.result_name(spec.input_name))
-        if name is not None:
-            publish.dispose_input(claim / name, name, spec.on_success, spec.archive)
+    final = publish.reveal(build, publish.result_name(spec.input_name))
+    if claim is not None:
         claims.remove(claim)
-        return State.SUCCEEDED
-    if (claim / claims.QUARANTINING).exists():
-        build = publish.build_dir(Path(spec.quarantine), spec.run_id)
-        if build.exists():
-            if name is not None:
-                publish.add_input(build, claim / name, name, move=True)
-            publish.reveal(build, publish.result_name(spec.input_name))
-            claims.remove(claim)
-            return State.FAILED
-    return None
+    return final
 
 
 def run_daemon(catalog: Catalog) -> None:

@@ -39,6 +39,11 @@ def _raise_interrupt(signum, frame):
 
 
 def run(args) -> int:
+    # A file name that is not UTF-8 is printed as its own bytes, as ls(1) would, instead of
+    # failing in print() after the run (stdout is strict under a UTF-8 locale).
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):  # not on a StringIO that a caller swapped in
+            stream.reconfigure(errors="surrogateescape")
     cat = load_catalog(config_mod.find(args.config))
     if args.job not in cat.jobs:
         raise UsageError(f"no job named {args.job!r} (defined: {', '.join(sorted(cat.jobs)) or 'none'})")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fnmatch
 import os
+import re
 import stat
 import threading
 from dataclasses import dataclass, field
@@ -21,6 +22,8 @@ from .config import Inbox
 IGNORED_PREFIXES = (".", "~$")
 IGNORED_SUFFIXES = (".part", ".partial", ".tmp", ".crdownload", ".download")
 IGNORED_NAMES = {"thumbs.db", "desktop.ini"}
+# proc(5): mountinfo writes space, tab, newline and backslash in paths as \040, \011, \012, \134.
+_OCTAL_ESCAPE = re.compile(r"\\([0-7]{3})")
 # Filesystems where other machines' writes raise no inotify event here.
 NETWORK_FS = {"nfs", "nfs4", "cifs", "smb3", "smbfs", "ncpfs", "afs", "ceph", "glusterfs", "lustre",
               "9p", "fuse.sshfs", "fuse.glusterfs", "fuse.ceph", "fuse.s3fs", "gpfs", "beegfs", "ocfs2", "gfs2"}
@@ -55,16 +58,17 @@ def filesystem_type(path: Path, mountinfo: str = "/proc/self/mountinfo") -> str 
         fields = left.split()
         if len(fields) < 5 or not right:
             continue
-        mount = fields[4].replace("\\040", " ")
+        mount = _OCTAL_ESCAPE.sub(lambda m: chr(int(m[1], 8)), fields[4])
         if (target == mount or target.startswith(mount.rstrip("/") + "/")) and len(mount) >= len(best):
             best, fstype = mount, right.split()[0]
     return fstype
 
 
-def watch_mode(inbox: Inbox) -> str:
+def watch_mode(inbox: Inbox, mountinfo: str = "/proc/self/mountinfo") -> str:
+    """`events` or `poll`: as configured, or for `auto`, poll where other machines' writes raise no event."""
     if inbox.watch != "auto":
         return inbox.watch
-    return "poll" if filesystem_type(inbox.path) in NETWORK_FS else "events"
+    return "poll" if filesystem_type(inbox.path, mountinfo) in NETWORK_FS else "events"
 
 
 def open_for_writing() -> set[tuple[int, int]]:
@@ -158,8 +162,11 @@ class InboxWatcher:
             if entry.is_symlink():
                 result.symlinks.append(name)
                 return
+            if entry.is_dir(follow_symlinks=False):
+                result.ignored.append((name, "a folder"))  # SPEC §5.1: folders are not taken
+                return
             if not entry.is_file(follow_symlinks=False):
-                return  # folders are not taken
+                return  # a FIFO, a socket, a device: nothing to claim
             st = entry.stat(follow_symlinks=False)
         except OSError:
             return
