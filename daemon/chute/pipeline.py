@@ -141,9 +141,12 @@ class _Step:
         self.deadlines: dict[int, float] = {}
 
     def run(self) -> tuple[str, dict[str, Any] | None]:
-        for i in range(len(self.records)):
-            self._start(i)
         try:
+            for i in range(len(self.records)):
+                error = self._start(i)
+                if error is not None:
+                    self._stop_all("cancelled")
+                    return "failed", error
             while self.running:
                 if self._cancelled():
                     self._stop_all("cancelled")
@@ -165,7 +168,7 @@ class _Step:
     def _timeout(self, plan: EntryPlan) -> float:
         return plan.timeout if plan.timeout is not None else self.spec.default_timeout
 
-    def _start(self, i: int) -> None:
+    def _start(self, i: int) -> dict[str, Any] | None:
         rec = self.records[i]
         plan = rec.plan
         rec.attempts += 1
@@ -193,13 +196,18 @@ class _Step:
         on_progress = lambda value: self.emit("entry.progress", label=plan.label, module=plan.module, progress=value)
         try:
             proc = EntryProcess(plan, argv, env, blog, on_progress)
-        except OSError as exc:
+        except OSError as exc:  # its folder vanished since it was loaded: the entry fails, with the reason
             blog.close()
-            raise RuntimeError(f"cannot start {plan.module}: {exc}") from exc
+            rec.status = "failed"
+            reason = f"cannot start module {plan.module}: {exc.strerror or exc} ({exc.filename or plan.folder})"
+            self.log.warning("entry.failed", step=plan.step, module=plan.module, attempt=rec.attempts, reason=reason,
+                             retrying=False)
+            return failure(reason, plan.step, plan.module)
         self.running[i] = proc
         self.deadlines[i] = time.monotonic() + self._timeout(plan)
         self.log.info("entry.started", step=plan.step, module=plan.module, attempt=rec.attempts, pid=proc.proc.pid)
         self.emit("entry.started", label=plan.label, module=plan.module, attempt=rec.attempts)
+        return None
 
     def _marker(self, plan: EntryPlan) -> str:
         return f"{self.spec.run_id}/{plan.label}"
@@ -233,8 +241,7 @@ class _Step:
                          attempt=rec.attempts, reason=reason, retrying=not final)
         self.emit("entry.failed", label=rec.plan.label, module=rec.plan.module, reason=reason, retrying=not final)
         if not final:
-            self._start(i)
-            return None
+            return self._start(i)
         rec.status = "failed"
         return failure(reason, rec.plan.step, rec.plan.module, code, rec.log_tail)
 

@@ -62,7 +62,8 @@ def run(args) -> int:
     # SIGTERM too stops every module process and removes the workspace, like Ctrl-C.
     signal.signal(signal.SIGTERM, _raise_interrupt)
     interactive = sys.stdout.isatty() and cfg.log.format != "json"
-    logs.configure(cfg.log.format, "warning" if interactive else cfg.log.level, stream=sys.stderr if interactive else sys.stdout)
+    # Log lines go to stderr, so stdout holds just the result (`dir=$(chute submit ...)` works).
+    logs.configure(cfg.log.format, "warning" if interactive else cfg.log.level, stream=sys.stderr)
     result = _with_progress(spec) if interactive else execute(spec)
     return _report(result)
 

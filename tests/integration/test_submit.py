@@ -31,7 +31,8 @@ sys.exit(3)
 
 
 def lines(data: bytes) -> list[str]:
-    return os.fsdecode(data).splitlines()
+    """What chute says to the user: its lines without the JSON log events (which go to stderr)."""
+    return [line for line in os.fsdecode(data).splitlines() if not line.startswith("{")]
 
 
 @pytest.fixture
