@@ -200,6 +200,9 @@ def cmd_retry(args: argparse.Namespace) -> int:
 
     if not args.run_ids and not args.all:
         raise UsageError("name the RUN_IDs to retry, or pass --all")
+    if args.run_ids and args.all:
+        # Both would pair each named id with whichever failed run came first.
+        raise UsageError("name the RUN_IDs to retry or pass --all, not both")
     cat = _catalog(args)
     ledger = Ledger(cat.config.state_dir)
     try:
@@ -216,7 +219,12 @@ def cmd_retry(args: argparse.Namespace) -> int:
                     print(f"{run_id}: {source} is no longer in the quarantine", file=sys.stderr)
                     failed += 1
                 continue
-            back = place(source, Path(run.inbox), run.input_name, move=True)
+            try:
+                back = place(source, Path(run.inbox), run.input_name, move=True)
+            except OSError as exc:  # the inbox is gone (an unmounted share), or not writable
+                print(f"{run_id}: cannot move {source} back to {run.inbox}: {exc.strerror or exc}", file=sys.stderr)
+                failed += 1
+                continue
             ledger.set_state(run.run_id, State.RETRIED)
             print(f"{run_id}: {back}")
     finally:

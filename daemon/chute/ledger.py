@@ -78,8 +78,23 @@ _COUNTS = "SELECT state, COUNT(*) FROM runs GROUP BY state"
 _SET_STATE = "UPDATE runs SET state = ? WHERE run_id = ?"
 
 
+def _text(value: str | None) -> str | bytes | None:
+    """A name or path for SQLite, which takes only valid UTF-8 text.
+
+    A file name that is not UTF-8 (from a Latin-1 client of a share) arrives as surrogate
+    escapes; it is stored as its original bytes, and `_row` turns those back into the same str.
+    """
+    if value is None:
+        return None
+    try:
+        value.encode("utf-8")
+        return value
+    except UnicodeEncodeError:
+        return value.encode("utf-8", "surrogateescape")
+
+
 def _row(row: tuple) -> Run:
-    values = list(row)
+    values = [v.decode("utf-8", "surrogateescape") if isinstance(v, bytes) else v for v in row]
     values[6] = State(values[6])
     values[13] = json.loads(values[13]) if values[13] else None
     return Run(*values)
@@ -113,7 +128,7 @@ class Ledger:
             raise
 
     def queued(self, run_id: str, inbox: str, job: str, input_name: str, claim: str, now: str) -> None:
-        self._write(_INSERT, (run_id, inbox, job, input_name, claim, now))
+        self._write(_INSERT, (run_id, _text(inbox), job, _text(input_name), _text(claim), now))
 
     def started(self, run_id: str, now: str) -> None:
         self._write(_START, (now, run_id))
@@ -123,7 +138,8 @@ class Ledger:
 
     def finished(self, run_id: str, state: State, now: str, result: str | None = None,
                  error: dict[str, Any] | None = None, size: int | None = None, sha256: str | None = None) -> None:
-        self._write(_FINISH, (state.value, now, result, json.dumps(error) if error else None, size, sha256, run_id))
+        self._write(_FINISH, (state.value, now, _text(result), json.dumps(error) if error else None, size, sha256,
+                              run_id))
 
     def set_state(self, run_id: str, state: State) -> None:
         self._write(_SET_STATE, (state.value, run_id))

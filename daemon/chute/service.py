@@ -167,6 +167,7 @@ class Service:
             self._watch(now)
             self._dispatch(now)
         else:
+            self._heartbeat(now, take_over=False)  # the runs draining are still ours: keep the lease fresh
             self._drain(now)
         self._collect(now)
         self._status()
@@ -182,7 +183,7 @@ class Service:
                     folder.mkdir(parents=True, exist_ok=True)
                 except OSError as exc:
                     log.warning("inbox.unavailable", inbox=str(inbox.path), folder=str(folder), reason=exc.strerror)
-        w = InboxWatcher(inbox, cfg.settle(inbox), cfg.defaults.poll_interval)
+        w = InboxWatcher(inbox, cfg.settle(inbox), cfg.defaults.poll_interval, self.wake)
         self.watchers[inbox.path] = w
         self._schedule(w)
         log.info("inbox.watching", inbox=str(inbox.path), job=inbox.job, mode=w.mode, settle=w.settle)
@@ -268,7 +269,11 @@ class Service:
             log.info("file.taken_elsewhere", inbox=str(inbox.path), file=name)
             return
         run_id, folder = got
-        self._queue(inbox, run_id, folder, name)
+        try:
+            self._queue(inbox, run_id, folder, name)
+        except BaseException:
+            claims.release(folder, inbox.path)  # not queued (the ledger failed?): back where it was
+            raise
         log.info("file.claimed", run_id=run_id, job=inbox.job, inbox=str(inbox.path), file=name)
 
     def _queue(self, inbox: Inbox, run_id: str, claim: Path, name: str) -> None:
@@ -310,6 +315,7 @@ class Service:
                 waiting.append(active)
                 continue
             active.future = self.executor.submit(active.spec)
+            active.future.add_done_callback(lambda _: self.wake.set())
             self.running[active.spec.run_id] = active
             self.ledger.started(active.spec.run_id, utcnow())
         self.pending.extendleft(reversed(waiting))
@@ -410,7 +416,7 @@ class Service:
 
     # --- leases, take-over and recovery ---
 
-    def _heartbeat(self, now: float, force: bool = False) -> None:
+    def _heartbeat(self, now: float, force: bool = False, take_over: bool = True) -> None:
         if not force and now < self.next_heartbeat:
             return
         self.next_heartbeat = now + min(5.0, self.catalog.config.lease_timeout / 4)
@@ -421,6 +427,8 @@ class Service:
                 claims.write_lease(path, self.me, self.lease_counter)
             except OSError:
                 continue  # an unavailable inbox: logged by its scan
+            if not take_over:
+                continue
             for owner in claims.owners(path):
                 if owner != self.me.daemon_id and self._owner_dead(path, owner, now):
                     self._take_over(w.inbox, owner)

@@ -15,10 +15,18 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.events import (
+    EVENT_TYPE_CLOSED,
+    EVENT_TYPE_DELETED,
+    EVENT_TYPE_MODIFIED,
+    EVENT_TYPE_MOVED,
+    FileSystemEvent,
+    FileSystemEventHandler,
+)
 
 from .config import Inbox
 
+WRITE_GRACE = 600.0  # seconds a write seen by inotify holds a file when its close event never comes
 IGNORED_PREFIXES = (".", "~$")
 IGNORED_SUFFIXES = (".part", ".partial", ".tmp", ".crdownload", ".download")
 IGNORED_NAMES = {"thumbs.db", "desktop.ini"}
@@ -117,12 +125,17 @@ class Scan:
 class InboxWatcher:
     """The state of one inbox between scans: what is settling, and when to look next."""
 
-    def __init__(self, inbox: Inbox, settle: float, poll_interval: float):
+    def __init__(self, inbox: Inbox, settle: float, poll_interval: float, wake: threading.Event | None = None):
         self.inbox = inbox
+        self.wake = wake  # the service's loop, woken by a hint instead of waiting for its tick
         self.settle = settle
         self.poll_interval = poll_interval
         self.mode = watch_mode(inbox)
         self.seen: dict[str, _Seen] = {}
+        # Names inotify saw written (IN_MODIFY) and not yet closed (IN_CLOSE_WRITE): a writer
+        # /proc cannot show us (smbd as another user under ProtectProc=) still has them open.
+        self.writing: dict[str, float] = {}
+        self.writing_lock = threading.Lock()
         self.next_scan = 0.0
         self.hinted = threading.Event()
         self.available: bool | None = None
@@ -131,6 +144,8 @@ class InboxWatcher:
     def hint(self) -> None:
         """Called from the observer thread: something happened, look soon."""
         self.hinted.set()
+        if self.wake is not None:
+            self.wake.set()
 
     def due(self, now: float) -> bool:
         return self.hinted.is_set() or now >= self.next_scan
@@ -150,6 +165,9 @@ class InboxWatcher:
             present.add(entry.name)
         for gone in set(self.seen) - present:
             del self.seen[gone]
+        with self.writing_lock:
+            for gone in set(self.writing) - present:
+                del self.writing[gone]
         return result
 
     def _look(self, entry: os.DirEntry, now: float, result: Scan) -> None:
@@ -175,9 +193,30 @@ class InboxWatcher:
             self.seen[name] = _Seen(st.st_size, st.st_mtime_ns, now)
             self.next_scan = min(self.next_scan, now + self.settle)
         elif now - seen.changed_at >= self.settle:
-            result.settled.append((name, st))
+            if self._still_writing(name, now):
+                self.next_scan = min(self.next_scan, now + max(self.settle, 0.5))
+            else:
+                result.settled.append((name, st))
         else:
             self.next_scan = min(self.next_scan, seen.changed_at + self.settle)
+
+    def _still_writing(self, name: str, now: float) -> bool:
+        with self.writing_lock:
+            since = self.writing.get(name)
+        # A close event lost to a queue overflow must not hold a file for ever.
+        return since is not None and now - since < WRITE_GRACE
+
+    def wrote(self, name: str, now: float) -> None:
+        """inotify: `name` was written to; it is open until its close-after-write."""
+        with self.writing_lock:
+            self.writing[name] = now
+        self.touched(name, now)
+
+    def closed(self, name: str, now: float) -> None:
+        """inotify: `name` was closed after writing (or renamed, or deleted)."""
+        with self.writing_lock:
+            self.writing.pop(name, None)
+        self.touched(name, now)
 
     def touched(self, name: str, now: float) -> None:
         """An event for `name`: it is still changing (or just closed); its settle time starts again."""
@@ -195,6 +234,8 @@ class InboxWatcher:
 
     def forget(self, name: str) -> None:
         self.seen.pop(name, None)
+        with self.writing_lock:
+            self.writing.pop(name, None)
 
 
 class EventHint(FileSystemEventHandler):
@@ -205,5 +246,14 @@ class EventHint(FileSystemEventHandler):
 
     def on_any_event(self, event: FileSystemEvent) -> None:
         for path in (event.src_path, getattr(event, "dest_path", "")):
-            if path and os.path.dirname(os.fsdecode(path)) == str(self.watcher.inbox.path):
-                self.watcher.touched(os.path.basename(os.fsdecode(path)), self.clock())
+            if not path or os.path.dirname(os.fsdecode(path)) != str(self.watcher.inbox.path):
+                continue
+            name, now = os.path.basename(os.fsdecode(path)), self.clock()
+            if event.is_directory:
+                self.watcher.touched(name, now)
+            elif event.event_type == EVENT_TYPE_MODIFIED:
+                self.watcher.wrote(name, now)
+            elif event.event_type in (EVENT_TYPE_CLOSED, EVENT_TYPE_MOVED, EVENT_TYPE_DELETED):
+                self.watcher.closed(name, now)
+            else:
+                self.watcher.touched(name, now)

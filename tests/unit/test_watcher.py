@@ -1,0 +1,204 @@
+"""The watcher's pure parts: which names are ignored, which filesystem an inbox is on, when a file has settled.
+
+The network-filesystem cases read a fake mountinfo file: a cifs or NFS mount cannot be
+made in this container (no cifs/nfs in the kernel, see tests/acceptance/test_samba.py),
+so the lines the kernel would write for one are written here by hand, in the format of
+proc(5) /proc/[pid]/mountinfo.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from chute.config import Inbox
+from chute.watcher import InboxWatcher, filesystem_type, ignore_reason, open_for_writing, watch_mode
+
+# --- ignore_reason (SPEC §5.1) ---
+
+HIDDEN, SUFFIX, SYSTEM = "hidden or temporary name", "partial download or temporary suffix", "system file"
+
+
+@pytest.mark.parametrize("name, reason", [
+    (".clip.mp4", HIDDEN),
+    (".clip.mp4.Xa81Qz", HIDDEN),  # rsync's temp name
+    ("~$report.docx", HIDDEN),  # an Office lock file
+    ("clip.mp4.part", SUFFIX),
+    ("clip.mp4.PART", SUFFIX),
+    ("clip.mp4.partial", SUFFIX),
+    ("clip.mp4.Partial", SUFFIX),
+    ("clip.mp4.tmp", SUFFIX),
+    ("clip.mp4.TMP", SUFFIX),
+    ("clip.mp4.crdownload", SUFFIX),
+    ("clip.mp4.download", SUFFIX),
+    ("clip.mp4.Download", SUFFIX),
+    ("Thumbs.db", SYSTEM),
+    ("thumbs.DB", SYSTEM),
+    ("desktop.ini", SYSTEM),
+    ("Desktop.INI", SYSTEM),
+])
+def test_built_in_ignores(name, reason):
+    assert ignore_reason(name, ["*"], []) == reason
+
+
+@pytest.mark.parametrize("name", [
+    "clip.mp4", "clip.partition.mp4", "tmp.mp4", "part", "a~$b.mp4", "clip.mp4.", "Thumbs.db.mp4",
+    "-rf.mp4", "new\nline.mp4", "日本語.mp4", "x" * 250,
+])
+def test_ordinary_names_are_taken(name):
+    assert ignore_reason(name, ["*"], []) is None
+
+
+def test_include_and_exclude_are_case_insensitive_globs():
+    include, exclude = ["*.MP4", "*.mov"], ["draft-*", "*.Nfo"]
+    assert ignore_reason("clip.mp4", include, exclude) is None
+    assert ignore_reason("CLIP.MOV", include, exclude) is None
+    assert ignore_reason("notes.txt", include, exclude) == "does not match include"
+    assert ignore_reason("Draft-1.mp4", include, exclude) == "matches exclude"
+    assert ignore_reason("movie.NFO", ["*"], exclude) == "matches exclude"
+    assert ignore_reason("anything", [], []) == "does not match include"
+
+
+def test_built_in_ignores_come_before_include():
+    assert ignore_reason(".clip.mp4", ["*.mp4", ".*"], []) == HIDDEN
+    assert ignore_reason("clip.mp4.part", ["*.part"], []) == SUFFIX
+
+
+# --- filesystem_type and watch_mode ---
+
+MOUNTINFO = """\
+22 1 0:21 / / rw,relatime shared:1 - ext4 /dev/vda rw
+23 22 0:22 / /proc rw,nosuid - proc proc rw
+40 22 0:40 / /srv/share rw,relatime shared:20 - cifs //nas/media rw,vers=3.1.1,cache=strict
+41 40 0:41 / /srv/share/local rw - ext4 /dev/vdb rw
+42 22 0:42 / /mnt/nfs rw,relatime - nfs4 nas:/export rw,vers=4.2
+43 22 0:43 / /mnt/with\\040space rw - smb3 //nas/x rw
+44 22 0:44 / /mnt/tab\\011and\\134backslash rw - cifs //nas/y rw
+45 22 0:45 / /mnt/over rw - ext4 /dev/vdc rw
+46 22 0:46 / /mnt/over rw - nfs nas:/over rw
+47 22 0:47 / /mnt/sshfs rw - fuse.sshfs me@host:/ rw
+48 22 0:48 / /mnt/shared-opt rw shared:7 master:3 propagate_from:2 unbindable - cifs //nas/z rw
+"""
+
+
+@pytest.fixture
+def mountinfo(tmp_path) -> str:
+    path = tmp_path / "mountinfo"
+    path.write_text(MOUNTINFO)
+    return str(path)
+
+
+@pytest.mark.parametrize("path, fstype", [
+    ("/srv/share/inbox", "cifs"),
+    ("/srv/share", "cifs"),
+    ("/srv/share/local/inbox", "ext4"),  # a mount inside the share: the longest mount point wins
+    ("/srv/shared/inbox", "ext4"),  # a sibling whose name starts like the mount point is not in it
+    ("/mnt/nfs/in", "nfs4"),
+    ("/mnt/with space/in", "smb3"),  # mountinfo writes a space as \040
+    ("/mnt/tab\tand\\backslash/in", "cifs"),  # and a tab as \011, a backslash as \134
+    ("/mnt/over/in", "nfs"),  # mounted over: the later line is the one on top
+    ("/mnt/sshfs/in", "fuse.sshfs"),
+    ("/mnt/shared-opt/in", "cifs"),  # any number of optional fields before the " - "
+    ("/var/inbox", "ext4"),
+])
+def test_filesystem_type_from_mountinfo(mountinfo, path, fstype):
+    assert filesystem_type(Path(path), mountinfo) == fstype
+
+
+def test_filesystem_type_without_mountinfo_is_unknown(tmp_path):
+    assert filesystem_type(tmp_path, str(tmp_path / "absent")) is None
+
+
+def test_filesystem_type_of_a_real_folder_matches_findmnt(tmp_path):
+    found = subprocess.run(["findmnt", "-n", "-o", "FSTYPE", "-T", str(tmp_path)], capture_output=True, text=True)
+    if found.returncode != 0:
+        pytest.skip(f"findmnt is not available here: {found.stderr.strip()}")
+    assert filesystem_type(tmp_path) == found.stdout.strip()
+
+
+def inbox(path: str, watch: str = "auto") -> Inbox:
+    return Inbox(path=Path(path), job="j", outbox=Path("/o"), quarantine=Path("/q"), archive=Path("/a"), watch=watch)
+
+
+@pytest.mark.parametrize("path, mode", [
+    ("/srv/share/inbox", "poll"),
+    ("/mnt/nfs/in", "poll"),
+    ("/mnt/with space/in", "poll"),
+    ("/mnt/sshfs/in", "poll"),
+    ("/srv/share/local/inbox", "events"),
+    ("/var/inbox", "events"),
+])
+def test_auto_polls_network_filesystems_and_uses_events_elsewhere(mountinfo, path, mode):
+    assert watch_mode(inbox(path), mountinfo) == mode
+
+
+@pytest.mark.parametrize("watch", ["events", "poll"])
+def test_an_explicit_watch_mode_is_kept(mountinfo, watch):
+    assert watch_mode(inbox("/srv/share/inbox", watch), mountinfo) == watch
+    assert watch_mode(inbox("/var/inbox", watch), mountinfo) == watch
+
+
+def test_auto_uses_events_when_the_filesystem_is_unknown(tmp_path):
+    assert watch_mode(inbox("/srv/share/inbox"), str(tmp_path / "absent")) == "events"
+
+
+# --- open_for_writing (a real /proc) ---
+
+
+def test_open_for_writing_sees_writers_not_readers(tmp_path):
+    path = tmp_path / "f"
+    path.write_bytes(b"x")
+    key = (path.stat().st_dev, path.stat().st_ino)
+    assert key not in open_for_writing()
+    with open(path, "rb"):
+        assert key not in open_for_writing()
+    with open(path, "ab"):
+        assert key in open_for_writing()
+    with open(path, "r+b"):
+        assert key in open_for_writing()
+    assert key not in open_for_writing()
+
+
+# --- InboxWatcher.scan, driven by `now` ---
+
+
+def test_a_file_settles_after_staying_unchanged_for_settle_seconds(tmp_path):
+    w = InboxWatcher(inbox(str(tmp_path), "poll"), settle=2.0, poll_interval=5.0)
+    (tmp_path / "clip.mp4").write_bytes(b"a")
+    assert w.scan(100.0).settled == []
+    assert w.next_scan == 102.0  # looks again when it could have settled, not a poll later
+    assert w.scan(101.9).settled == []
+    with open(tmp_path / "clip.mp4", "ab") as f:
+        f.write(b"more")
+    assert w.scan(102.0).settled == []  # grew: the settle time starts again
+    assert w.scan(103.9).settled == []
+    assert [name for name, _ in w.scan(104.0).settled] == ["clip.mp4"]
+
+
+def test_scan_reports_ignored_names_folders_and_symlinks(tmp_path):
+    w = InboxWatcher(inbox(str(tmp_path), "poll"), settle=0.0, poll_interval=5.0)
+    (tmp_path / ".hidden").write_bytes(b"")
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "link.mp4").symlink_to(tmp_path / "folder")
+    os.mkfifo(tmp_path / "fifo.mp4")
+    scan = w.scan(0.0)
+    assert scan.available
+    assert sorted(scan.ignored) == [(".hidden", HIDDEN), ("folder", "a folder")]
+    assert scan.symlinks == ["link.mp4"]
+    assert scan.settled == [] and w.scan(1.0).settled == []  # a FIFO is never claimed
+
+
+def test_a_vanished_inbox_is_unavailable_not_empty(tmp_path):
+    folder = tmp_path / "inbox"
+    folder.mkdir()
+    (folder / "clip.mp4").write_bytes(b"a")
+    w = InboxWatcher(inbox(str(folder), "poll"), settle=1.0, poll_interval=5.0)
+    w.scan(0.0)
+    (folder / "clip.mp4").unlink()
+    folder.rmdir()
+    scan = w.scan(0.5)
+    assert not scan.available and scan.error
+    assert "clip.mp4" in w.seen  # what was settling is kept for when it comes back
