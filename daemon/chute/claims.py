@@ -23,6 +23,7 @@ STATE_DIR = ".chute"
 COMMIT_SUFFIX = ".commit"
 REVEALING = ".revealing"  # marker: the result folder is complete and being renamed into view
 QUARANTINING = ".quarantining"  # marker: the input is going into its quarantine folder
+ARCHIVING = ".archiving"  # holds where a move across filesystems is putting the input (publish.dispose_input)
 
 
 def new_run_id() -> str:
@@ -100,7 +101,7 @@ def mark(claim: Path, marker: str) -> None:
 
 def remove(claim: Path) -> None:
     """Drop a delivered claim's folder (the input has already left it)."""
-    for marker in (REVEALING, QUARANTINING, RUNNING, CRASHES):
+    for marker in (REVEALING, QUARANTINING, ARCHIVING, RUNNING, CRASHES):
         (claim / marker).unlink(missing_ok=True)
     try:
         claim.rmdir()

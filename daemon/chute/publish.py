@@ -9,6 +9,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from .claims import ARCHIVING
 from .fileops import copy_file, free_name, fsync_dir, link_or_copy, move_file, rename_noreplace, sync_tree
 from .pipeline import Outcome, RunSpec
 
@@ -137,21 +138,53 @@ def add_input(build: Path, input_path: Path, input_name: str, *, move: bool) -> 
 
 
 def dispose_input(input_path: Path, input_name: str, on_success: str, archive: str | None) -> str | None:
-    """After a published success: the input goes to the archive (never overwriting) or is deleted."""
+    """After a published success: the claimed input goes to the archive (never overwriting) or is deleted."""
     if on_success == "archive":
         assert archive is not None
         folder = Path(archive)
         folder.mkdir(parents=True, exist_ok=True)
+        note = input_path.parent / ARCHIVING
+        earlier = _archived_before(input_path, note)
+        if earlier is not None:
+            os.unlink(input_path)
+            fsync_dir(input_path.parent)
+            return str(earlier)
         while True:
             dst = free_name(folder, input_name)
+            if os.stat(folder).st_dev != os.stat(input_path).st_dev:
+                _write_note(note, dst)  # a copy, then a rename, then an unlink: a crash may land between
             try:
                 move_file(input_path, dst)
                 return str(dst)
             except FileExistsError:
                 continue
+            except OSError:
+                if not os.path.lexists(dst):
+                    note.unlink(missing_ok=True)  # not renamed in: the name may go to another file meanwhile
+                raise
     if on_success == "delete":
         os.unlink(input_path)
         fsync_dir(input_path.parent)
     return None
 
 
+def _write_note(note: Path, dst: Path) -> None:
+    with open(note, "wb") as f:
+        f.write(os.fsencode(dst))
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _archived_before(input_path: Path, note: Path) -> Path | None:
+    """Where an earlier move across filesystems already put a whole copy of the input, if it did.
+
+    That move died after renaming its copy into the archive and before unlinking the
+    input: archiving again would put the file there twice (`clip-2.mp4`).
+    """
+    try:
+        dst = Path(os.fsdecode(note.read_bytes()))
+        if dst.stat().st_size == input_path.stat().st_size and sha256_of(dst) == sha256_of(input_path):
+            return dst
+    except OSError:
+        pass
+    return None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import json
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -96,6 +97,9 @@ def _deliver(spec: RunSpec, outcome: Outcome, ws: Path, input_info: dict[str, An
             return _lost(spec, log, base)  # taken over after our commit: the new owner delivers
         if claim is not None and not delivering:
             claims.uncommit(claim)
+        elif claim is None:  # `chute submit`: no recovery will finish a hidden build folder, so none may stay
+            for folder in (spec.outbox, spec.quarantine):
+                shutil.rmtree(publish.build_dir(Path(folder), spec.run_id), ignore_errors=True)
         reason = f"cannot deliver the result: {exc.strerror or exc} ({getattr(exc, 'filename', '') or ''})"
         log.error("run.deferred", reason=reason)
         return RunResult(spec.run_id, "deferred", error=failure(reason), **base)
@@ -119,7 +123,7 @@ def _resume(spec: RunSpec, claim: Path, log) -> RunResult | None:
         return RunResult(spec.run_id, "deferred", error=failure(reason))
     if status is None:
         return None
-    log.info("run.recovered", status=status)
+    log.info("run.recovered", state=status)
     return RunResult(spec.run_id, status)
 
 
@@ -147,7 +151,10 @@ def finish_delivery(spec: RunSpec, claim: Path, name: str | None) -> str | None:
         if not quarantine.is_dir():
             raise FileNotFoundError(errno.ENOENT, "the quarantine is not there", str(quarantine))
         if build.exists():
-            if name is not None:
+            if name is not None and (build / name).exists():
+                # A move across filesystems renamed its whole copy in and stopped before the unlink.
+                os.unlink(claim / name)
+            elif name is not None:
                 publish.add_input(build, claim / name, name, move=True)
             else:  # the input went into the build already: name the folder for it, as its report does
                 name = json.loads((build / "report.json").read_text())["input"]["name"]
