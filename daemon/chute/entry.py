@@ -61,6 +61,7 @@ class EntryProcess:
     def __init__(self, plan: EntryPlan, argv: list[str], env: dict[str, str], log: BoundedLog,
                  on_progress: Callable[[float], None] | None = None):
         self.plan = plan
+        self.marker = ""  # CHUTE_ENTRY of its environment, for sweep()
         self.log = log
         self.on_progress = on_progress
         self.stderr_tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)

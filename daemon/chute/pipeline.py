@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -186,10 +187,13 @@ class _Step:
         rec.log = str(log_path)
         blog = BoundedLog(log_path, self.spec.log_limit)
         blog.write(f"[chute: attempt {rec.attempts} of {plan.retries + 1}, {utcnow()}]\n".encode())
+        # Unique to this attempt: after a take-over, the old owner (frozen, not dead) and the new
+        # one run the same run id, and one's sweep must never kill the other's modules.
+        marker = f"{self.spec.run_id}/{plan.label}/{secrets.token_hex(6)}"
         env = dict(self.spec.environ)
         env.update({
             "CHUTE_RUN_ID": self.spec.run_id, "CHUTE_JOB": self.spec.job.name, "CHUTE_STEP": plan.step,
-            "CHUTE_MODULE": plan.module, "CHUTE_ENTRY": self._marker(plan), "TMPDIR": str(tmp),
+            "CHUTE_MODULE": plan.module, "CHUTE_ENTRY": marker, "TMPDIR": str(tmp),
             "PYTHONUNBUFFERED": "1",
         })
         argv = [self.spec.python, plan.entrypoint, *plan.argv(self.ws)]
@@ -203,14 +207,12 @@ class _Step:
             self.log.warning("entry.failed", step=plan.step, module=plan.module, attempt=rec.attempts, reason=reason,
                              retrying=False)
             return failure(reason, plan.step, plan.module)
+        proc.marker = marker
         self.running[i] = proc
         self.deadlines[i] = time.monotonic() + self._timeout(plan)
         self.log.info("entry.started", step=plan.step, module=plan.module, attempt=rec.attempts, pid=proc.proc.pid)
         self.emit("entry.started", label=plan.label, module=plan.module, attempt=rec.attempts)
         return None
-
-    def _marker(self, plan: EntryPlan) -> str:
-        return f"{self.spec.run_id}/{plan.label}"
 
     def _check(self, i: int) -> dict[str, Any] | None:
         """Look at one running entry; returns the run's error when it failed for good."""
@@ -248,7 +250,7 @@ class _Step:
     def _finish(self, i: int, proc: EntryProcess) -> None:
         del self.running[i]
         proc.reap(grace=0.2)
-        sweep(f"CHUTE_ENTRY={self._marker(proc.plan)}")
+        sweep(f"CHUTE_ENTRY={proc.marker}")
         for t in proc.readers:
             t.join(timeout=5)
         proc.log.close()

@@ -53,10 +53,13 @@ def test_two_daemons_on_one_inbox_process_200_files_each_exactly_once(tmp_path):
 
 def test_a_frozen_daemons_runs_are_taken_over_and_still_processed_exactly_once(tmp_path):
     _, inbox, a, b = two_daemons(tmp_path)
+    b.env["CHUTE_TEST_SLEEP_MAX"] = "0.5"  # b re-runs what it takes over quickly
     path = Path(inbox["path"])
     with a:
-        # Only a is up when the long files arrive, so it holds runs when it freezes.
-        inputs = {f"slow-{i}.bin": f"sleep=2\nslow {i}\n".encode() for i in range(4)}
+        # Only a is up when the long files arrive, so it holds runs when it freezes. Its pool
+        # workers are not frozen with it: the runs must outlast b's start plus lease_timeout,
+        # or they are published before anything is left to take over.
+        inputs = {f"slow-{i}.bin": f"sleep=8\nslow {i}\n".encode() for i in range(4)}
         for name, data in inputs.items():
             drop(path, name, data)
         a.wait_event("entry.started", count=2)
