@@ -4,23 +4,10 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-
-
-def wait_until(cond: Callable[[], object], timeout: float = 10.0, interval: float = 0.02) -> object:
-    """Poll `cond` until it returns something truthy, and return that; AssertionError after `timeout` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = cond()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s: {getattr(cond, '__name__', cond)}")
-        time.sleep(interval)
 
 
 # --- runner and submit tests (tests/integration/test_runner.py, test_submit.py) ---

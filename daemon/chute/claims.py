@@ -289,7 +289,9 @@ def take_over(old: Path, inbox: Path, me: Identity) -> Path | None:
         return None
     if (new / RUNNING).exists():
         count = crashes(new) + 1
-        (new / CRASHES).write_text(str(count))
+        tmp = new / f"{CRASHES}.tmp"
+        tmp.write_text(str(count))
+        os.replace(tmp, new / CRASHES)  # a kill mid-write must not reset the count
         (new / RUNNING).unlink()
     fsync_dir(new)
     return new

@@ -165,15 +165,21 @@ def cmd_run(args: argparse.Namespace) -> int:
     return RET_OK
 
 
+def _ledger_exists(cat: Catalog) -> None:
+    from .ledger import FILE
+
+    if not (cat.config.state_dir / FILE).exists():
+        raise ChuteError(f"no ledger in {cat.config.state_dir}: the daemon has not run with this config yet")
+
+
 @command("status")
 def cmd_status(args: argparse.Namespace) -> int:
     import json
 
-    from .ledger import FILE, Ledger
+    from .ledger import Ledger
 
     cat = _catalog(args)
-    if not (cat.config.state_dir / FILE).exists():
-        raise ChuteError(f"no ledger in {cat.config.state_dir}: the daemon has not run with this config yet")
+    _ledger_exists(cat)
     ledger = Ledger(cat.config.state_dir, readonly=True)
     try:
         active, recent, counts = ledger.active(), ledger.recent(args.limit), ledger.counts()
@@ -204,6 +210,7 @@ def cmd_retry(args: argparse.Namespace) -> int:
         # Both would pair each named id with whichever failed run came first.
         raise UsageError("name the RUN_IDs to retry or pass --all, not both")
     cat = _catalog(args)
+    _ledger_exists(cat)
     ledger = Ledger(cat.config.state_dir)
     try:
         runs = list(ledger.failed()) if args.all else [ledger.get(r) for r in args.run_ids]

@@ -12,7 +12,7 @@ import sys
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from watchdog.observers import Observer
@@ -140,10 +140,10 @@ class Service:
             self._close()
 
     def _close(self) -> None:
-        for w in self.watchers.values():
-            claims.drop_lease(w.inbox.path, self.me.daemon_id)
+        for path in self._leased():
+            claims.drop_lease(path, self.me.daemon_id)
             try:
-                (claims.claimed_root(w.inbox.path) / self.me.daemon_id).rmdir()
+                (claims.claimed_root(path) / self.me.daemon_id).rmdir()
             except OSError:
                 pass  # not there, or (after a stuck stop) still holding a claim
         if self.observer.is_alive():
@@ -209,7 +209,8 @@ class Service:
                 self.observer.unschedule(w.watch)
             except (KeyError, ValueError):
                 pass
-        claims.drop_lease(path, self.me.daemon_id)
+        if not any(Path(a.inbox.path) == path for a in [*self.running.values(), *self.pending]):
+            claims.drop_lease(path, self.me.daemon_id)  # else _heartbeat keeps it until those runs are done
         log.info("inbox.removed", inbox=str(path))
 
     def _capacity(self) -> int:
@@ -421,17 +422,23 @@ class Service:
             return
         self.next_heartbeat = now + min(5.0, self.catalog.config.lease_timeout / 4)
         self.lease_counter += 1
-        for w in self.watchers.values():
-            path = w.inbox.path
+        for path in self._leased():
             try:
                 claims.write_lease(path, self.me, self.lease_counter)
             except OSError:
                 continue  # an unavailable inbox: logged by its scan
-            if not take_over:
+            w = self.watchers.get(path)
+            if not take_over or w is None:
                 continue
             for owner in claims.owners(path):
                 if owner != self.me.daemon_id and self._owner_dead(path, owner, now):
                     self._take_over(w.inbox, owner)
+
+    def _leased(self) -> set[Path]:
+        """Inboxes we hold a lease in: the watched ones, and any a run of ours still has a claim in
+        (an inbox a reload removed keeps its lease until its runs are done)."""
+        held = {Path(a.inbox.path) for a in [*self.running.values(), *self.pending]}
+        return set(self.watchers) | held
 
     def _owner_dead(self, inbox: Path, owner: str, now: float) -> bool:
         lease = claims.read_lease(inbox, owner)

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from chute.runner import execute
-from tests.conftest import wait_until
+from tests.harness import wait_until
 from tests.media import truncate
 from tests.pipelines import entry, proc_alive, read_json, sha256_of
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import wait_until
+from tests.harness import wait_until
 from tests.pipelines import CHUTE, entry, proc_alive, read_json, sha256_of
 
 pytestmark = pytest.mark.timeout(60)
