@@ -67,6 +67,9 @@ if first.startswith(b"sleep="):
     while time.monotonic() < end:
         print(f"CHUTE_PROGRESS {1 - (end - time.monotonic()) / total:.2f}", flush=True)
         time.sleep(min(0.1, max(0, end - time.monotonic())))
+if first in (b"segv", b"abort") and os.environ["CHUTE_STEP"] == "first":
+    import signal
+    os.kill(os.getpid(), signal.SIGSEGV if first == b"segv" else signal.SIGABRT)
 if first == b"fail" and os.environ["CHUTE_STEP"] == "first":
     print("copy: this input asks to fail", file=sys.stderr)
     mark("end")
