@@ -14,10 +14,6 @@ from . import claims, logs, publish
 from .errors import ClaimLost
 from .pipeline import Emit, Outcome, RunSpec, failure, prepare_workspace, run_steps, utcnow
 
-# Errors of the place results go to, not of the file: the run is retried later, never quarantined.
-OUTAGE_ERRNOS = {errno.ENOSPC, errno.EIO, errno.ESTALE, errno.ENOENT, errno.EROFS, errno.EDQUOT,
-                 errno.ENOTCONN, errno.EHOSTDOWN, errno.ETIMEDOUT, errno.EACCES}
-
 
 @dataclass(frozen=True)
 class RunResult:
