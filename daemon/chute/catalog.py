@@ -30,9 +30,9 @@ def load_catalog(config_file: Path) -> Catalog:
     problems = [doc.problem((key, i), f"{folder} is not a folder")
                 for key in ("modules_path", "jobs_path")
                 for i, folder in enumerate(getattr(config, key)) if not folder.is_dir()]
-    modules, module_problems = manifest.discover(config.modules_path)
+    modules, module_problems, broken_modules = manifest.discover(config.modules_path)
     problems += module_problems
-    jobs, job_problems, broken = jobs_mod.discover(config.jobs_path, modules)
+    jobs, job_problems, broken = jobs_mod.discover(config.jobs_path, modules, broken_modules)
     problems += job_problems
     problems += _inbox_jobs(doc, config, jobs, broken)
     if problems:

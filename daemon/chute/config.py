@@ -55,12 +55,6 @@ class Inbox(Frozen):
     watch: Literal["auto", "events", "poll"] = "auto"
     settle: float | None = Field(default=None, ge=0)
 
-    @model_validator(mode="after")
-    def _archive_when_archiving(self) -> Inbox:
-        if self.on_success == "archive" and self.archive is None:
-            raise ValueError("on_success is 'archive', so 'archive' (a folder) is required")
-        return self
-
 
 class Config(Frozen):
     modules_path: list[FolderPath] = Field(default_factory=lambda: [Path("modules")])
@@ -140,6 +134,8 @@ def _overlaps(doc: Document, config: Config) -> list[Problem]:
     problems = []
     inboxes = config.inboxes
     for i, inbox in enumerate(inboxes):
+        if inbox.on_success == "archive" and inbox.archive is None:
+            problems.append(doc.problem(("inboxes", i, "on_success"), "is 'archive', so 'archive' (a folder) is required"))
         for j, other in enumerate(inboxes[:i]):
             if inbox.path == other.path:
                 problems.append(doc.problem(("inboxes", i, "path"), f"inboxes[{j}] already watches {inbox.path}"))

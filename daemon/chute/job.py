@@ -131,7 +131,7 @@ class JobPlan:
         return [e for s in self.steps for e in s.entries]
 
 
-def load_job(file: Path, modules: dict[str, Module]) -> JobPlan:
+def load_job(file: Path, modules: dict[str, Module], broken_modules: dict[str, str] | None = None) -> JobPlan:
     """Load one job file and wire it against the loaded modules; DefinitionError lists every problem."""
     doc = load(file, display_path(file))
     if not isinstance(doc.data, dict):
@@ -140,14 +140,14 @@ def load_job(file: Path, modules: dict[str, Module]) -> JobPlan:
         job = JobDefinition.model_validate(doc.data)
     except ValidationError as exc:
         raise DefinitionError(pydantic_problems(doc, exc)) from None
-    return _Wiring(doc, job, modules).resolve()
+    return _Wiring(doc, job, modules, broken_modules or {}).resolve()
 
 
 class _Wiring:
     """Walks the steps in order, tracking which artifacts exist, and collects problems."""
 
-    def __init__(self, doc: Document, job: JobDefinition, modules: dict[str, Module]):
-        self.doc, self.job, self.modules = doc, job, modules
+    def __init__(self, doc: Document, job: JobDefinition, modules: dict[str, Module], broken: dict[str, str]):
+        self.doc, self.job, self.modules, self.broken = doc, job, modules, broken
         self.problems: list[Problem] = []
         self.artifacts: dict[str, Artifact] = {}
 
@@ -226,8 +226,11 @@ class _Wiring:
     def _entry(self, loc: Loc, step: str, index: int, entry: Entry, produced_here: dict[str, Artifact]) -> EntryPlan | None:
         module = self.modules.get(entry.module)
         if module is None:
-            known = ", ".join(sorted(self.modules)) or "none"
-            self.fail(loc + ("module",), f"module {entry.module!r} is not loaded (loaded: {known})")
+            if entry.module in self.broken:
+                why = f"its manifest {self.broken[entry.module]} is invalid"
+            else:
+                why = f"loaded: {', '.join(sorted(self.modules)) or 'none'}"
+            self.fail(loc + ("module",), f"module {entry.module!r} is not loaded ({why})")
             return None
         inputs = self._wire_inputs(loc, module, entry)
         outputs = self._wire_outputs(loc, step, module, entry, produced_here)
@@ -315,7 +318,8 @@ def _option_text(value: Any) -> str:
     return str(value)
 
 
-def discover(paths: list[Path], modules: dict[str, Module]) -> tuple[dict[str, JobPlan], list[Problem], set[str]]:
+def discover(paths: list[Path], modules: dict[str, Module],
+             broken_modules: dict[str, str] | None = None) -> tuple[dict[str, JobPlan], list[Problem], set[str]]:
     """Every job file (`*.yaml`, `*.yml`) in the given folders, wired against `modules`.
 
     Returns:
@@ -329,7 +333,7 @@ def discover(paths: list[Path], modules: dict[str, Module]) -> tuple[dict[str, J
             continue  # reported against the config's line by the catalog
         for file in sorted(p for p in base.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file()):
             try:
-                plan = load_job(file, modules)
+                plan = load_job(file, modules, broken_modules)
             except DefinitionError as exc:
                 problems.extend(exc.problems)
                 broken.add(_declared_name(file))

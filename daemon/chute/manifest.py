@@ -110,10 +110,15 @@ def _entrypoint(doc: Document, folder: Path, entry: str) -> Path:
     return target
 
 
-def discover(paths: list[Path]) -> tuple[dict[str, Module], list[Problem]]:
-    """Every module under the given folders (direct subfolders with a manifest.yaml)."""
+def discover(paths: list[Path]) -> tuple[dict[str, Module], list[Problem], dict[str, str]]:
+    """Every module under the given folders (direct subfolders with a manifest.yaml).
+
+    Returns:
+        The valid modules, the problems, and for each invalid module its name and manifest.
+    """
     modules: dict[str, Module] = {}
     problems: list[Problem] = []
+    broken: dict[str, str] = {}
     for base in paths:
         if not base.is_dir():
             continue  # reported against the config's line by the catalog
@@ -122,6 +127,7 @@ def discover(paths: list[Path]) -> tuple[dict[str, Module], list[Problem]]:
                 module = load_module(folder)
             except DefinitionError as exc:
                 problems.extend(exc.problems)
+                broken[_declared_name(folder)] = display_path(folder / MANIFEST)
                 continue
             if module.name in modules:
                 other = display_path(modules[module.name].manifest_file)
@@ -129,4 +135,13 @@ def discover(paths: list[Path]) -> tuple[dict[str, Module], list[Problem]]:
                 problems.append(doc.problem(("name",), f"module {module.name!r} is already defined in {other}"))
                 continue
             modules[module.name] = module
-    return modules, problems
+    return modules, problems, broken
+
+
+def _declared_name(folder: Path) -> str:
+    try:
+        data = load(folder / MANIFEST).data
+    except DefinitionError:
+        return folder.name
+    name = data.get("name") if isinstance(data, dict) else None
+    return name if isinstance(name, str) else folder.name
