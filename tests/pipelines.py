@@ -41,6 +41,19 @@ from chute.systemd import module_environ
 
 CHUTE = Path(sys.executable).with_name("chute")
 
+# File names anyone on a share may drop: none may reach a command line or break a run.
+HOSTILE_NAMES = [
+    "my clip (final).mp4",
+    "it's \"quoted\".mp4",
+    "new\nline.mp4",
+    "-rf --help.mp4",
+    "$(touch pwned).mp4",
+    "`touch pwned`; touch pwned.mp4",
+    "Übergröße 日本語 🎬.mp4",
+    os.fsdecode(b"caf\xe9 latin-1.mp4"),
+]
+HOSTILE_IDS = ["spaces", "quotes", "newline", "dash", "dollar", "backticks", "unicode", "not-utf8"]
+
 PRELUDE = '''\
 import json, os, subprocess, sys, time
 from pathlib import Path

@@ -16,6 +16,7 @@ import pytest
 
 from chute.runner import execute
 from tests.harness import wait_until
+from tests.pipelines import HOSTILE_IDS, HOSTILE_NAMES
 from tests.media import truncate
 from tests.pipelines import entry, proc_alive, read_json, sha256_of
 
@@ -194,16 +195,7 @@ def test_progress_lines_are_not_kept_in_the_log(project, clip):
     project.assert_clean()
 
 
-@pytest.mark.parametrize("name", [
-    "my clip (final).mp4",
-    "it's \"quoted\".mp4",
-    "new\nline.mp4",
-    "-rf --help.mp4",
-    "$(touch pwned).mp4",
-    "`touch pwned`; touch pwned.mp4",
-    "Übergröße 日本語 🎬.mp4",
-    os.fsdecode(b"caf\xe9 latin-1.mp4"),
-], ids=["spaces", "quotes", "newline", "dash", "dollar", "backticks", "unicode", "not-utf8"])
+@pytest.mark.parametrize("name", HOSTILE_NAMES, ids=HOSTILE_IDS)
 def test_any_file_name_runs_and_names_its_result(project, clip, name):
     project.module("copy", COPY, outputs={"output": "video"})
     project.job("copy_job", [("copy", [entry("copy", outputs={"output": "copy.mp4"})])])

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.harness import wait_until
+from tests.pipelines import HOSTILE_IDS, HOSTILE_NAMES
 from tests.pipelines import CHUTE, entry, proc_alive, read_json, sha256_of
 
 pytestmark = pytest.mark.timeout(60)
@@ -114,16 +115,7 @@ def test_module_sees_no_service_manager_variables(project, clip):
     project.assert_clean()
 
 
-@pytest.mark.parametrize("name", [
-    "my clip (final).mp4",
-    "it's \"quoted\".mp4",
-    "new\nline.mp4",
-    "-rf --help.mp4",
-    "$(touch pwned).mp4",
-    "`touch pwned`; touch pwned.mp4",
-    "Übergröße 日本語 🎬.mp4",
-    os.fsdecode(b"caf\xe9 latin-1.mp4"),
-], ids=["spaces", "quotes", "newline", "dash", "dollar", "backticks", "unicode", "not-utf8"])
+@pytest.mark.parametrize("name", HOSTILE_NAMES, ids=HOSTILE_IDS)
 def test_any_file_name(project, clip, copy_job, name):
     user_file = clip.rename(clip.with_name(name))
     digest = sha256_of(user_file)
