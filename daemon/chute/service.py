@@ -47,6 +47,7 @@ class Active:
     not_before: float = 0.0
     deferrals: int = 0
     pool_deaths: int = 0
+    poison: str | None = None  # why it must go to quarantine without running again
 
     @property
     def claim(self) -> Path:
@@ -247,6 +248,9 @@ class Service:
         elif scan.available and w.available is False:
             log.info("inbox.available", inbox=str(path))
             self._schedule(w)
+            for active in self.pending:  # runs deferred by the outage go now, not after their backoff
+                if Path(active.inbox.path) == path:
+                    active.not_before, active.deferrals = 0.0, 0
         w.available = scan.available
 
     def _ignored(self, w: InboxWatcher, name: str, reason: str) -> None:
@@ -314,6 +318,9 @@ class Service:
             active = self.pending.popleft()
             if active.not_before > now:
                 waiting.append(active)
+                continue
+            if active.poison is not None:  # its quarantine met an outage: try that again, never the run
+                self._poison(active, active.poison)
                 continue
             active.future = self.executor.submit(active.spec)
             active.future.add_done_callback(lambda _: self.wake.set())
@@ -393,6 +400,7 @@ class Service:
             self.ledger.finished(spec.run_id, State.DISCARDED, utcnow(), None, failure("another daemon took over this claim"))
             return
         except OSError as exc:
+            active.poison = reason
             self._defer(active, time.monotonic(), f"cannot quarantine: {exc}")
             return
         self.counts.failed += 1
