@@ -405,6 +405,22 @@ def processes_with(marker: str) -> list[int]:
     return found
 
 
+def bind_notify_socket(kind: str = "abstract", folder: Path | None = None) -> tuple[socket.socket, str]:
+    """A bound AF_UNIX datagram socket standing in for systemd's, and its $NOTIFY_SOCKET value.
+
+    `kind` "path" binds a file in `folder`; "abstract" an "@name" (no file, no 108-byte limit).
+    """
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    if kind == "path":
+        assert folder is not None
+        address = str(folder / "notify.sock")
+        sock.bind(address)
+    else:
+        address = f"@chute-test-{uuid.uuid4().hex}"
+        sock.bind(b"\0" + address[1:].encode())
+    return sock, address
+
+
 class NotifySocket:
     """A bound AF_UNIX datagram socket standing in for systemd: `address` goes into $NOTIFY_SOCKET.
 
@@ -413,9 +429,7 @@ class NotifySocket:
     """
 
     def __init__(self) -> None:
-        self.address = f"@chute-test-{uuid.uuid4().hex}"
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(b"\0" + self.address[1:].encode())
+        self.sock, self.address = bind_notify_socket()
         self.sock.setblocking(False)
         self.received: list[str] = []
 

@@ -20,9 +20,6 @@ class Catalog:
     modules: dict[str, Module]
     jobs: dict[str, JobPlan]
 
-    def job(self, name: str) -> JobPlan:
-        return self.jobs[name]
-
 
 def load_catalog(config_file: Path) -> Catalog:
     """Load the config and every module and job it points at; DefinitionError lists all problems."""

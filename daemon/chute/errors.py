@@ -46,10 +46,6 @@ class UsageError(ChuteError):
     exit_code = RET_USAGE
 
 
-class RunError(ChuteError):
-    """A run could not be started or finished (not a module failure: those are results)."""
-
-
 class ClaimLost(ChuteError):
     """Another daemon took over this claim; the work must be discarded, not published."""
 

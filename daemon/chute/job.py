@@ -12,7 +12,7 @@ from pydantic import Field, ValidationError
 from .errors import DefinitionError, Problem
 from .manifest import Module, option_type_ok
 from .model import ArtifactName, Frozen, Name, ParamName, TypeName, Version, display_path
-from .yamlfile import Document, Loc, load, pydantic_problems
+from .yamlfile import Document, Loc, declared_name, load, pydantic_problems
 
 
 class JobInput(Frozen):
@@ -336,7 +336,7 @@ def discover(paths: list[Path], modules: dict[str, Module],
                 plan = load_job(file, modules, broken_modules)
             except DefinitionError as exc:
                 problems.extend(exc.problems)
-                broken.add(_declared_name(file))
+                broken.add(declared_name(file, file.stem))  # jobs/<name>.yaml when it cannot say (SPEC §1)
                 continue
             if plan.name in jobs:
                 doc = load(file, display_path(file))
@@ -344,14 +344,3 @@ def discover(paths: list[Path], modules: dict[str, Module],
                 continue
             jobs[plan.name] = plan
     return jobs, problems, broken
-
-
-def _declared_name(file: Path) -> str:
-    # A file too broken to name its job is taken to define the job of its file name
-    # (jobs/<name>.yaml, SPEC §1), so an inbox using that job is not reported a second time.
-    try:
-        data = load(file).data
-    except DefinitionError:
-        return file.stem
-    name = data.get("name") if isinstance(data, dict) else None
-    return name if isinstance(name, str) and name else file.stem

@@ -10,7 +10,7 @@ from pydantic import Field, ValidationError, model_validator
 
 from .errors import DefinitionError, Problem
 from .model import Frozen, Name, ParamName, TypeName, Version, display_path
-from .yamlfile import Document, load, pydantic_problems
+from .yamlfile import Document, declared_name, load, pydantic_problems
 
 MANIFEST = "manifest.yaml"
 OPTION_TYPES: dict[str, tuple[type, ...]] = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,)}
@@ -127,7 +127,7 @@ def discover(paths: list[Path]) -> tuple[dict[str, Module], list[Problem], dict[
                 module = load_module(folder)
             except DefinitionError as exc:
                 problems.extend(exc.problems)
-                broken[_declared_name(folder)] = display_path(folder / MANIFEST)
+                broken[declared_name(folder / MANIFEST, folder.name)] = display_path(folder / MANIFEST)
                 continue
             if module.name in modules:
                 other = display_path(modules[module.name].manifest_file)
@@ -136,12 +136,3 @@ def discover(paths: list[Path]) -> tuple[dict[str, Module], list[Problem], dict[
                 continue
             modules[module.name] = module
     return modules, problems, broken
-
-
-def _declared_name(folder: Path) -> str:
-    try:
-        data = load(folder / MANIFEST).data
-    except DefinitionError:
-        return folder.name
-    name = data.get("name") if isinstance(data, dict) else None
-    return name if isinstance(name, str) else folder.name

@@ -113,6 +113,20 @@ def load(path: Path, display: str | None = None) -> Document:
     return parse(text, path, display)
 
 
+def declared_name(path: Path, fallback: str) -> str:
+    """The `name:` an invalid definition file declares, or `fallback` when it cannot say.
+
+    Lets the catalog blame a broken job or module once, in its own file, instead of
+    again at every place that uses it.
+    """
+    try:
+        data = load(path).data
+    except DefinitionError:
+        return fallback
+    name = data.get("name") if isinstance(data, dict) else None
+    return name if isinstance(name, str) and name else fallback
+
+
 def pydantic_problems(doc: Document, exc: Any, prefix: Loc = ()) -> list[Problem]:
     """One Problem per pydantic error, pointed at the line of the offending field."""
     problems = []

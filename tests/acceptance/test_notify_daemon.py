@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import Daemon, Setup, claimed_inputs, drop, files, state_dir_of, wait_until
+from tests.harness import Daemon, Setup, bind_notify_socket, claimed_inputs, drop, files, state_dir_of, wait_until
 
 WATCHDOG_USEC = 400_000  # pings expected every 0.2 s
 PING = WATCHDOG_USEC / 2 / 1e6
@@ -91,14 +91,7 @@ def _matches(d: Datagram, text: str) -> bool:
 
 @pytest.fixture(params=["path", "abstract"])
 def systemd(request, tmp_path):
-    receiver = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    if request.param == "path":
-        address = str(tmp_path / "notify.sock")
-        receiver.bind(address)
-    else:
-        address = f"@chute-test-{uuid.uuid4().hex}"
-        receiver.bind(b"\0" + address[1:].encode())
-    listener = Systemd(receiver, address)
+    listener = Systemd(*bind_notify_socket(request.param, tmp_path))
     yield listener
     listener.close()
 

@@ -5,24 +5,18 @@ from __future__ import annotations
 import os
 import socket
 import time
-import uuid
 
 import pytest
 import structlog.testing
 
 from chute.systemd import Notifier, module_environ, status_line
+from tests.harness import bind_notify_socket
 
 
 @pytest.fixture(params=["path", "abstract"])
 def notify_socket(request, tmp_path):
     """A bound AF_UNIX datagram socket standing in for systemd, and its $NOTIFY_SOCKET value."""
-    receiver = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    if request.param == "path":
-        address = str(tmp_path / "notify")
-        receiver.bind(address)
-    else:
-        address = f"@chute-test-{uuid.uuid4().hex}"
-        receiver.bind(b"\0" + address[1:].encode())
+    receiver, address = bind_notify_socket(request.param, tmp_path)
     receiver.settimeout(5)
     yield receiver, address
     receiver.close()
