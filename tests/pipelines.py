@@ -34,10 +34,14 @@ from typing import Any
 import yaml
 
 from chute.catalog import Catalog, load_catalog
+from chute import staging
 from chute.claims import new_run_id
-from chute.pipeline import RunSpec
-from chute.runner import RunResult, execute
+from chute.leases import Identity
+from chute.run import RunResult, RunSpec
+from chute.runner import execute
 from chute.systemd import module_environ
+
+PATH_FIELDS = ("input_path", "outbox", "quarantine", "work_dir", "inbox", "claim", "archive")
 
 CHUTE = Path(sys.executable).with_name("chute")
 
@@ -223,19 +227,29 @@ class Project:
         env.update(CHUTE_TEST_MARKER=self.marker, CHUTE_TEST_SYNC=str(self.sync))
         return env
 
-    def spec(self, job: str, input_path: Path, **overrides: Any) -> RunSpec:
+    def spec(self, job: str, input_path: Path, *, make_roots: bool = True, **overrides: Any) -> RunSpec:
+        """A RunSpec as the daemon makes one; its outbox, quarantine and archive are made too (as the
+        daemon does when it starts watching an inbox) unless `make_roots` is False."""
         cat = self.catalog()
         values: dict[str, Any] = dict(
-            run_id=new_run_id(), job=cat.jobs[job], input_path=str(input_path), input_name=Path(input_path).name,
-            outbox=str(self.outbox), quarantine=str(self.quarantine), work_dir=str(cat.config.work_dir),
+            run_id=new_run_id(), job=cat.jobs[job], input_path=input_path, input_name=Path(input_path).name,
+            outbox=self.outbox, quarantine=self.quarantine, work_dir=cat.config.work_dir, owner="test-owner",
             default_timeout=cat.config.defaults.timeout, host="test-host",
             environ=tuple(self.environ().items()), python=sys.executable, kill_grace=0.5,
         )
         values.update(overrides)
+        for key in PATH_FIELDS:
+            if values.get(key) is not None:
+                values[key] = Path(values[key])
+        if make_roots:
+            for key in ("outbox", "quarantine", "archive"):
+                if values.get(key) is not None:
+                    values[key].mkdir(parents=True, exist_ok=True)
+        staging.owner_dir(values["work_dir"], Identity.mine(), values["owner"])  # as the daemon does at start
         return RunSpec(**values)
 
-    def execute(self, job: str, input_path: Path, emit=None, **overrides: Any) -> RunResult:
-        return execute(self.spec(job, input_path, **overrides), emit)
+    def execute(self, job: str, input_path: Path, emit=None, cancel=None, modules=None, **overrides: Any) -> RunResult:
+        return execute(self.spec(job, input_path, **overrides), cancel, emit, modules)
 
     # --- running: `chute submit` as a subprocess ---
 
@@ -272,7 +286,11 @@ class Project:
         return sorted(p for p in folder.iterdir() if p.name.startswith("."))
 
     def workspaces(self) -> list[Path]:
-        return sorted(self.work.iterdir()) if self.work.exists() else []
+        """Run workspaces left in work_dir (work_dir/<owner>/<run>), owner folders themselves not counted."""
+        if not self.work.exists():
+            return []
+        return sorted(ws for owner in self.work.iterdir() if owner.is_dir() for ws in owner.iterdir()
+                      if not ws.name.startswith("."))
 
     def leftovers(self) -> list[int]:
         """Live processes (not zombies) carrying this project's marker in their environment or command line."""

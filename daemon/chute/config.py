@@ -32,6 +32,11 @@ class Executor(Frozen):
     address: str | None = None
 
 
+class LauncherConfig(Frozen):
+    mode: Literal["warm", "fresh"] = "warm"
+    preload: list[str] = Field(default_factory=lambda: ["chute.modkit", "av", "numpy", "PIL.Image"])
+
+
 class Defaults(Frozen):
     timeout: float = Field(default=3600, gt=0)
     settle: float = Field(default=2.0, ge=0)
@@ -67,8 +72,15 @@ class Config(Frozen):
     shutdown_timeout: float = Field(default=60, ge=0)
     max_crashes: int = Field(default=3, ge=1)
     lease_timeout: float = Field(default=120, gt=0)
+    work_reserve_mb: float = Field(default=256, ge=0)
+    launcher: LauncherConfig = Field(default_factory=LauncherConfig)
     log: LogConfig = Field(default_factory=LogConfig)
     inboxes: list[Inbox] = Field(default_factory=list)
+
+    @property
+    def work_reserve(self) -> int:
+        """Bytes that must stay free in work_dir: no run starts (and no file is claimed) below it."""
+        return int(self.work_reserve_mb * 1024 * 1024)
 
     def settle(self, inbox: Inbox) -> float:
         return self.defaults.settle if inbox.settle is None else inbox.settle

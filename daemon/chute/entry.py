@@ -1,4 +1,10 @@
-"""One module process: started in its own process group, logged, bounded, and stopped for sure."""
+"""Module processes: started in their own process group, read as their output comes, stopped for sure.
+
+A module is started either by a warm launcher (forked from a process that has
+imported the common libraries) or as a fresh interpreter; the step engine
+(pipeline.py) sees the same thing either way: a pid that leads its own process
+group, two pipes to read, and an exit status.
+"""
 
 from __future__ import annotations
 
@@ -7,35 +13,34 @@ import errno
 import os
 import signal
 import subprocess
-import threading
 import time
 from pathlib import Path
 from typing import Callable
 
-from .job import EntryPlan
+from .errors import ChuteError
 
 PROGRESS_PREFIX = b"CHUTE_PROGRESS "
-LOG_LIMIT = 4 * 1024 * 1024
-TAIL_LINES = 20
-# A module may print megabytes without a newline: read at most this much as one "line"
-# (the rest follows as more lines), and keep at most TAIL_CHARS of each in the report's tail.
+TAIL_LINES = 20  # lines of stderr kept for the failure report
+# A module may print megabytes without a newline: at most this much is one "line"
+# (the rest follows as more lines), and at most TAIL_CHARS of each goes into the tail.
 LINE_LIMIT = 64 * 1024
 TAIL_CHARS = 1024
+READ_SIZE = 64 * 1024
+_PR_SET_CHILD_SUBREAPER = 36
+_subreaper = False  # become_subreaper() succeeded in this process
 
 
 class BoundedLog:
     """An append-only log file that keeps roughly its last `limit` bytes."""
 
-    def __init__(self, path: Path, limit: int = LOG_LIMIT):
+    def __init__(self, path: Path, limit: int):
         self.path, self.limit = path, limit
-        self.lock = threading.Lock()
         self.file = open(path, "ab")
 
     def write(self, data: bytes) -> None:
-        with self.lock:
-            self.file.write(data)
-            if self.file.tell() > 2 * self.limit:
-                self._compact()
+        self.file.write(data)
+        if self.file.tell() > 2 * self.limit:
+            self._compact()
 
     def _compact(self) -> None:
         self.file.flush()
@@ -51,98 +56,206 @@ class BoundedLog:
         self.file = open(self.path, "ab")
 
     def close(self) -> None:
-        with self.lock:
-            self.file.close()
+        self.file.close()
 
 
-class EntryProcess:
+class _Stream:
+    """One of a module's output pipes, split into lines as it is read."""
+
+    def __init__(self, fd: int, on_line: Callable[[bytes], None]):
+        self.fd, self.on_line = fd, on_line
+        self.pending = b""
+        os.set_blocking(fd, False)
+
+    def read(self) -> bool:
+        """Read what is there; False at end of file (then close() it)."""
+        try:
+            data = os.read(self.fd, READ_SIZE)
+        except BlockingIOError:
+            return True
+        if not data:
+            return False
+        self.pending += data
+        while True:
+            cut = self.pending.find(b"\n", 0, LINE_LIMIT)
+            if cut < 0 and len(self.pending) < LINE_LIMIT:
+                return True
+            end = cut + 1 if cut >= 0 else LINE_LIMIT
+            self.on_line(self.pending[:end])
+            self.pending = self.pending[end:]
+
+    def close(self) -> None:
+        if self.fd < 0:
+            return
+        if self.pending:
+            self.on_line(self.pending)
+            self.pending = b""
+        os.close(self.fd)
+        self.fd = -1
+
+
+class ModuleProcess:
     """One attempt of one entry: a module process in its own process group."""
 
-    def __init__(self, plan: EntryPlan, argv: list[str], env: dict[str, str], log: BoundedLog,
+    def __init__(self, argv: list[str], cwd: str, env: dict[str, str], log: BoundedLog, marker: str,
+                 spawn: Callable[[list[str], str, dict[str, str], int, int], int] | None = None,
                  on_progress: Callable[[float], None] | None = None):
-        self.plan = plan
-        self.marker = ""  # CHUTE_ENTRY of its environment, for sweep()
-        self.log = log
-        self.on_progress = on_progress
+        self.log, self.marker, self.on_progress = log, marker, on_progress
         self.stderr_tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
-        self.progress = 0.0
         self.started = time.monotonic()
-        # start_new_session: the module and everything it forks share a new process group
-        # (and session), so the whole tree can be signalled, and a terminal's Ctrl-C
-        # reaches chute, which then stops the modules itself.
-        self.proc = subprocess.Popen(
-            argv, cwd=plan.folder, env=env, stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True, close_fds=True,
-        )
-        self.pgid = self.proc.pid
-        self.readers = [
-            threading.Thread(target=self._read, args=(self.proc.stdout, False), daemon=True),
-            threading.Thread(target=self._read, args=(self.proc.stderr, True), daemon=True),
-        ]
-        for t in self.readers:
-            t.start()
-
-    def _read(self, pipe, is_stderr: bool) -> None:
-        for line in iter(lambda: pipe.readline(LINE_LIMIT), b""):
-            if not is_stderr and line.startswith(PROGRESS_PREFIX):
-                self._progress(line[len(PROGRESS_PREFIX):])
-                continue
-            self.log.write(line if line.endswith(b"\n") else line + b"\n")
-            if is_stderr:
-                self.stderr_tail.append(line[:TAIL_CHARS].decode("utf-8", "replace").rstrip("\n"))
-        pipe.close()
-
-    def _progress(self, text: bytes) -> None:
+        self.returncode: int | None = None
+        self.exit_reason: str | None = None  # why there is no exit status (the launcher died)
+        self.popen: subprocess.Popen | None = None
+        self.pidfd = -1
+        self.fallback: str | None = None  # why the warm launcher was not used
+        out_r, out_w = os.pipe2(os.O_CLOEXEC)
+        err_r, err_w = os.pipe2(os.O_CLOEXEC)
         try:
-            value = min(1.0, max(0.0, float(text.strip())))
-        except ValueError:
-            return
-        self.progress = value
-        if self.on_progress is not None:
-            self.on_progress(value)
+            self.pid = self._start(argv, cwd, env, out_w, err_w, spawn)
+        except BaseException:
+            for fd in (out_r, err_r):
+                os.close(fd)
+            raise
+        finally:
+            os.close(out_w)
+            os.close(err_w)
+        self.streams = [_Stream(out_r, self._stdout_line), _Stream(err_r, self._stderr_line)]
 
-    def poll(self) -> int | None:
-        return self.proc.poll()
+    def _start(self, argv, cwd, env, out_w, err_w, spawn) -> int:
+        if spawn is not None:
+            try:
+                return spawn(argv, cwd, env, out_w, err_w)
+            except ChuteError as exc:  # the launcher cannot start: a fresh interpreter does the same job
+                self.fallback = str(exc)
+        # start_new_session: the module and everything it forks share a new process group (and
+        # session), so the whole tree can be signalled, and a terminal's Ctrl-C reaches chute only.
+        self.popen = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=out_w, stderr=err_w,
+                                      start_new_session=True, close_fds=True)
+        self.pidfd = os.pidfd_open(self.popen.pid)
+        return self.popen.pid
+
+    def _stdout_line(self, line: bytes) -> None:
+        if line.startswith(PROGRESS_PREFIX):
+            try:
+                value = min(1.0, max(0.0, float(line[len(PROGRESS_PREFIX):].strip())))
+            except ValueError:
+                return
+            if self.on_progress is not None:
+                self.on_progress(value)
+            return
+        self.log.write(line if line.endswith(b"\n") else line + b"\n")
+
+    def _stderr_line(self, line: bytes) -> None:
+        self.log.write(line if line.endswith(b"\n") else line + b"\n")
+        self.stderr_tail.append(line[:TAIL_CHARS].decode("utf-8", "replace").rstrip("\n"))
+
+    @property
+    def exited(self) -> bool:
+        return self.returncode is not None or self.exit_reason is not None
+
+    def reap_fresh(self) -> None:
+        """The pidfd said a fresh module exited: collect its status."""
+        assert self.popen is not None
+        self.returncode = self.popen.wait()
+        os.close(self.pidfd)
+        self.pidfd = -1
+
+    def set_exit(self, returncode: int | None, reason: str | None = None) -> None:
+        self.returncode, self.exit_reason = returncode, reason
 
     def signal_group(self, sig: int) -> None:
         try:
-            os.killpg(self.pgid, sig)
+            os.killpg(self.pid, sig)
         except OSError as exc:
-            if exc.errno != errno.ESRCH:
+            if exc.errno not in (errno.ESRCH, errno.EPERM):
                 raise
 
-    def reap(self, grace: float = 1.0) -> None:
-        """After the module exits: kill what it left in its group and drain its pipes."""
-        self.signal_group(signal.SIGKILL)
-        self.proc.wait()
-        for t in self.readers:
-            # A child that escaped the group may still hold the pipe; sweep() kills it.
-            t.join(timeout=grace)
+    def close(self) -> None:
+        """Give up on the pipes (whatever still holds them was killed) and close the log."""
+        for s in self.streams:
+            s.close()
+        if self.pidfd >= 0:
+            os.close(self.pidfd)
+            self.pidfd = -1
+        self.log.close()
 
     @property
     def duration(self) -> float:
         return time.monotonic() - self.started
 
 
-def stop_all(processes: list[EntryProcess], grace: float) -> None:
-    """SIGTERM every group, wait up to `grace` for all, then SIGKILL whatever is left."""
-    for p in processes:
-        p.signal_group(signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    for p in processes:
+# --- processes that escaped a module's group ---
+
+
+def become_subreaper() -> bool:
+    """Make orphaned descendants of this process's modules its own children (prctl(2) PR_SET_CHILD_SUBREAPER).
+
+    Then a module's child that double-forked out of its group and session (and even
+    cleared its environment) is still found: it is one of our children that we did not
+    start. Only for a process that runs modules and nothing else (a pool worker).
+    """
+    global _subreaper
+    import ctypes
+
+    try:
+        _subreaper = ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        _subreaper = False
+    return _subreaper
+
+
+def is_subreaper() -> bool:
+    return _subreaper
+
+
+def children() -> set[int]:
+    """This process's live children (from /proc/self/task/*/children)."""
+    found: set[int] = set()
+    try:
+        tasks = os.listdir("/proc/self/task")
+    except OSError:
+        return found
+    for tid in tasks:
         try:
-            p.proc.wait(timeout=max(0.0, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
+            with open(f"/proc/self/task/{tid}/children") as f:
+                found.update(int(p) for p in f.read().split())
+        except OSError:
+            continue
+    return found
+
+
+def kill_orphans(known: set[int], marker: str | None = None) -> int:
+    """SIGKILL and reap our children that we did not start (escaped module processes).
+
+    With `marker`, only those whose environment carries it (one entry's); without, all.
+    """
+    killed = 0
+    for pid in children() - known:
+        if marker is not None and not _carries(pid, marker.encode() + b"\0"):
+            continue
+        try:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            killed += 1
+        except (ProcessLookupError, ChildProcessError):
             pass
-    for p in processes:
-        p.reap(grace=0.2)  # an escaped grandchild holding the pipe is swept right after
+    return killed
+
+
+def _carries(pid: int, needle: bytes) -> bool:
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            env = f.read()
+    except OSError:
+        return False
+    return env.startswith(needle) or b"\0" + needle in env
 
 
 def sweep(marker: str) -> int:
-    """SIGKILL every process whose environment carries `marker` (e.g. `CHUTE_ENTRY=...`).
+    """SIGKILL every process on this host whose environment carries `marker` (e.g. `CHUTE_RUN_ID=...`).
 
-    Catches what a module double-forked out of its process group (setsid, daemonize):
-    no process of a module may outlive its run. Returns how many were killed.
+    A walk of all of /proc: for a dead daemon's leftovers, and where this process is not
+    the modules' subreaper. Returns how many were killed.
     """
     needle = marker.encode() + b"\0"
     killed = 0
@@ -150,12 +263,7 @@ def sweep(marker: str) -> int:
     for name in os.listdir("/proc"):
         if not name.isdigit() or int(name) == me:
             continue
-        try:
-            with open(f"/proc/{name}/environ", "rb") as f:
-                env = f.read()
-        except OSError:
-            continue
-        if env.startswith(needle) or b"\0" + needle in env:
+        if _carries(int(name), needle):
             try:
                 os.kill(int(name), signal.SIGKILL)
                 killed += 1

@@ -1,76 +1,205 @@
-"""Where runs execute: the one place the service touches concurrency.
+"""Where runs execute: the one place the daemon touches concurrency.
 
-The local executor is a process pool (forkserver, created before any thread
-starts). Each pool worker runs one run at a time and supervises its modules.
+The surface every executor offers (the local pool here; a Dask cluster in
+dask_executor.py): `submit(spec)` returns a concurrent.futures.Future of the
+`RunResult`; `cancel(run_id)` asks a run to stop (its input is then released);
+`free()` says how many runs could start now; `where(run_id)` names the worker;
+`kill()` stops everything at once; `close()` ends it. A future that fails with
+`WorkerLost` means the run died with its worker (a crash, counted toward the
+file's max_crashes); `ExecutorUnavailable` means it never reached a worker
+(defer it, charge nothing).
 """
 
 from __future__ import annotations
 
-import concurrent.futures as cf
-import ctypes
-import multiprocessing
-import signal
-from concurrent.futures.process import BrokenProcessPool
+import os
+import socket
+import subprocess
+import sys
+import threading
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection, wait
+from typing import Protocol
 
-from .pipeline import RunSpec
-from .runner import RunResult, execute
+from . import logs
+from .errors import ChuteError
+from .leases import hostname
+from .run import RunResult, RunSpec
 
-_PR_SET_PDEATHSIG = 1
-
-__all__ = ["BrokenProcessPool", "LocalExecutor"]
-
-
-def _worker_init(log_format: str, log_level: str) -> None:
-    from . import logs
-
-    # Ctrl-C on a terminal reaches the whole process group; the daemon decides what stops.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    # A worker must not outlive its daemon: a killed daemon's worker would go on and
-    # publish while the restarted daemon runs the same claim again.
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    except (OSError, AttributeError):
-        pass
-    # "auto" decides by the worker's own stdout, which is the daemon's: the same terminal or journal stream.
-    logs.configure(log_format, log_level)
+log = logs.get("chute.executor")
 
 
-def _noop() -> None:
-    return None
+class WorkerLost(ChuteError):
+    """The worker running a run died under it (killed, out of memory, a bug that took the process down)."""
 
 
-def _run(spec: RunSpec) -> RunResult:
-    return execute(spec)
+class ExecutorUnavailable(ChuteError):
+    """The run could not be handed to any worker (a scheduler gone): nothing ran, nothing is charged."""
+
+
+class Executor(Protocol):
+    def submit(self, spec: RunSpec) -> Future: ...
+
+    def cancel(self, run_id: str) -> None: ...
+
+    def free(self) -> int: ...
+
+    def where(self, run_id: str) -> str | None: ...
+
+    def healthy(self) -> bool: ...
+
+    def kill(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass
+class _Slot:
+    """One worker process and the run it is on."""
+
+    proc: subprocess.Popen
+    conn: Connection
+    run_id: str | None = None
+    future: Future | None = None
+    dead: bool = False
+    pidfd: int = field(default=-1)
 
 
 class LocalExecutor:
-    """A pool of `workers` processes that can be rebuilt when a worker dies."""
+    """`workers` worker processes on this host, each replaced alone when it dies (huey's way)."""
 
     def __init__(self, workers: int, log_format: str, log_level: str):
-        self.workers = workers
-        self.initargs = (log_format, log_level)
-        self.context = multiprocessing.get_context("forkserver")
-        self.context.set_forkserver_preload(["chute.runner"])
-        self.pool = self._new_pool()
+        self.args = (log_format, log_level)
+        self.lock = threading.Lock()
+        self.wake_r, self.wake_w = os.pipe2(os.O_CLOEXEC)
+        # Started here, in the thread that runs the daemon loop: PR_SET_PDEATHSIG follows the
+        # thread that forked, so a worker must never be started from a thread that may end.
+        self.slots = [self._spawn() for _ in range(workers)]
+        self.closing = False
+        self.thread = threading.Thread(target=self._collect, name="chute-executor", daemon=True)
+        self.thread.start()
 
-    def _new_pool(self) -> cf.ProcessPoolExecutor:
-        pool = cf.ProcessPoolExecutor(self.workers, mp_context=self.context, initializer=_worker_init, initargs=self.initargs)
-        # Start every worker now, before the service starts any thread.
-        for f in [pool.submit(_noop) for _ in range(self.workers)]:
-            f.result()
-        return pool
+    def _spawn(self) -> _Slot:
+        mine, theirs = socket.socketpair()
+        try:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "chute.worker", str(theirs.fileno()), str(os.getpid()), *self.args],
+                pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL, close_fds=True)
+        finally:
+            theirs.close()
+        return _Slot(proc, Connection(mine.detach()), pidfd=os.pidfd_open(proc.pid))
 
-    def submit(self, spec: RunSpec) -> cf.Future:
-        return self.pool.submit(_run, spec)
+    # --- the daemon's side (its loop thread) ---
 
-    def rebuild(self) -> None:
-        self.pool.shutdown(wait=False, cancel_futures=True)
-        self.pool = self._new_pool()
+    def free(self) -> int:
+        with self.lock:
+            return sum(1 for s in self.slots if s.run_id is None)
 
-    @property
-    def broken(self) -> bool:
-        return bool(getattr(self.pool, "_broken", False))
+    def submit(self, spec: RunSpec) -> Future:
+        future: Future = Future()
+        with self.lock:
+            i = next(i for i, s in enumerate(self.slots) if s.run_id is None)
+            if self.slots[i].dead:
+                self._reap(self.slots[i])
+                self.slots[i] = self._spawn()
+            slot = self.slots[i]
+            slot.run_id, slot.future = spec.run_id, future
+        try:
+            slot.conn.send(("run", spec))
+        except OSError as exc:  # it died since: the collector settles the future
+            log.debug("executor.send_failed", run_id=spec.run_id, reason=str(exc))
+        os.write(self.wake_w, b"x")
+        return future
 
-    def shutdown(self, wait: bool = True) -> None:
-        self.pool.shutdown(wait=wait, cancel_futures=True)
+    def cancel(self, run_id: str) -> None:
+        with self.lock:
+            slot = next((s for s in self.slots if s.run_id == run_id and not s.dead), None)
+        if slot is not None:
+            try:
+                slot.conn.send(("cancel", run_id))
+            except OSError:
+                pass
+
+    def where(self, run_id: str) -> str | None:
+        with self.lock:
+            slot = next((s for s in self.slots if s.run_id == run_id), None)
+        return None if slot is None else f"{hostname()}/worker-{slot.proc.pid}"
+
+    def healthy(self) -> bool:
+        return self.thread.is_alive()
+
+    def kill(self) -> None:
+        """SIGKILL every worker (their launchers and warm modules die with them); fail their runs."""
+        with self.lock:
+            for slot in self.slots:
+                slot.proc.kill()
+
+    def close(self) -> None:
+        """End every worker: idle ones exit at the end of their connection; then reap them."""
+        self.closing = True
+        os.write(self.wake_w, b"x")
+        self.thread.join(timeout=5)
+        for slot in self.slots:
+            slot.conn.close()
+        for slot in self.slots:
+            self._reap(slot)
+        for fd in (self.wake_r, self.wake_w):
+            os.close(fd)
+
+    @staticmethod
+    def _reap(slot: _Slot) -> None:
+        try:
+            slot.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            slot.proc.kill()
+            slot.proc.wait()
+        if slot.pidfd >= 0:
+            os.close(slot.pidfd)
+            slot.pidfd = -1
+
+    # --- the collector thread: results and deaths, as they happen ---
+
+    def _collect(self) -> None:
+        while not self.closing:
+            with self.lock:
+                watched = {s.pidfd: s for s in self.slots if not s.dead and s.pidfd >= 0}
+                busy = {s.conn: s for s in self.slots if s.run_id is not None and not s.dead}
+            for ready in wait([self.wake_r, *watched, *busy]):
+                if ready == self.wake_r:
+                    os.read(self.wake_r, 4096)
+                elif isinstance(ready, Connection):
+                    self._receive(busy[ready])
+                else:
+                    self._died(watched[ready])
+
+    def _receive(self, slot: _Slot) -> None:
+        try:
+            kind, run_id, value = slot.conn.recv()
+        except (EOFError, OSError):
+            self._died(slot)
+            return
+        with self.lock:
+            future, slot.run_id, slot.future = slot.future, None, None
+        if future is None or run_id is None:
+            return
+        if isinstance(value, BaseException):
+            future.set_exception(value)
+        else:
+            future.set_result(value)
+
+    def _died(self, slot: _Slot) -> None:
+        with self.lock:
+            if slot.dead:
+                return
+            slot.dead = True
+            future, run_id, slot.future = slot.future, slot.run_id, None
+            slot.run_id = None
+        code = slot.proc.wait()
+        if future is not None and not self.closing:
+            why = f"killed by signal {-code}" if code < 0 else f"exited with status {code}"
+            future.set_exception(WorkerLost(f"its worker (pid {slot.proc.pid}) died: {why}"))
+        log.error("executor.worker_died", pid=slot.proc.pid, run_id=run_id, exit_code=code)
+
+
+__all__ = ["Executor", "ExecutorUnavailable", "LocalExecutor", "RunResult", "WorkerLost"]

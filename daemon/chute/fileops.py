@@ -6,6 +6,7 @@ import ctypes
 import errno
 import fcntl
 import os
+import secrets
 import shutil
 from pathlib import Path
 
@@ -15,6 +16,8 @@ _libc = ctypes.CDLL(None, use_errno=True)
 _renameat2 = getattr(_libc, "renameat2", None)
 _FICLONE = 0x40049409  # linux/fs.h: _IOW(0x94, 9, int)
 NAME_MAX = 255  # bytes in one file name (Linux, and SMB/NFS shares)
+COPY_PREFIX = ".chute-copy-"
+COPY_CHUNK = 8 * 1024 * 1024  # bytes per read of a copy across filesystems
 
 
 def fsync_dir(path: Path) -> None:
@@ -52,18 +55,19 @@ def rename_noreplace(src: Path, dst: Path) -> None:
 def copy_file(src: Path, dst: Path) -> None:
     """Copy a file's bytes and mode to a new `dst` and fsync it (fails if `dst` exists)."""
     with open(src, "rb") as fin, open(dst, "xb") as fout:
-        shutil.copyfileobj(fin, fout, 8 * 1024 * 1024)
+        shutil.copyfileobj(fin, fout, COPY_CHUNK)
         fout.flush()
         os.fsync(fout.fileno())
     shutil.copymode(src, dst)
 
 
-def move_file(src: Path, dst: Path) -> None:
-    """Move one file to `dst` (which must not exist), on one filesystem or across two.
+def move_file(src: Path, dst: Path, tag: str = "") -> None:
+    """Move one file (or, on one filesystem, a folder) to `dst`, which must not exist.
 
-    Across filesystems: copy to a hidden name beside `dst`, fsync, rename into place,
-    fsync the folder, and only then unlink `src`. A crash leaves `src` whole, plus at
-    worst a hidden partial copy, never a partial file under `dst`'s name.
+    Across filesystems: copy to a hidden name beside `dst` (`.chute-copy-<tag>-<name>`),
+    fsync, rename into place, fsync the folder, and only then unlink `src`. A crash
+    leaves `src` whole, plus at worst that hidden partial copy, which the next delivery
+    with the same `tag` removes (`remove_copies`); never a partial file under `dst`'s name.
     """
     try:
         rename_noreplace(src, dst)
@@ -72,7 +76,7 @@ def move_file(src: Path, dst: Path) -> None:
     except OSError as exc:
         if exc.errno != errno.EXDEV:
             raise
-    tmp = dst.with_name(_fit(f".chute-copy-{os.getpid()}-{dst.name}"))
+    tmp = dst.with_name(_fit(f"{COPY_PREFIX}{tag}-{dst.name}"))
     try:
         copy_file(src, tmp)
         rename_noreplace(tmp, dst)
@@ -82,6 +86,21 @@ def move_file(src: Path, dst: Path) -> None:
     fsync_dir(dst.parent)
     os.unlink(src)
     fsync_dir(src.parent)
+
+
+def remove_copies(folder: Path, tag: str) -> None:
+    """Remove the hidden partial copies an interrupted `move_file(..., tag=tag)` left in `folder`."""
+    head = os.fsencode(f"{COPY_PREFIX}{tag}-")
+    try:
+        names = os.listdir(os.fsencode(folder))
+    except OSError:
+        return
+    for name in names:
+        if name.startswith(head):
+            try:
+                os.unlink(os.path.join(os.fsencode(folder), name))
+            except OSError:
+                pass
 
 
 def _fit(head: str, tail: str = "") -> str:
@@ -103,18 +122,40 @@ def free_name(folder: Path, name: str) -> Path:
     return candidate
 
 
-def place(src: Path, folder: Path, name: str, *, move: bool) -> Path:
-    """Move (or copy) `src` into `folder` under `name`, never overwriting: returns where it went."""
+def place(src: Path, folder: Path, name: str, *, move: bool, tag: str = "") -> Path:
+    """Move (or copy) `src` into `folder` under `name`, or `name-2`, ... never overwriting: returns where it went."""
     while True:
         dst = free_name(folder, name)
         try:
             if move:
-                move_file(src, dst)
+                move_file(src, dst, tag)
             else:
                 copy_file(src, dst)
+                fsync_dir(folder)
             return dst
         except FileExistsError:
             continue  # somebody took that name between the check and the rename
+        except OSError as exc:
+            if exc.errno == errno.ENOTEMPTY:  # a folder renamed onto an existing one
+                continue
+            raise
+
+
+def write_atomic(path: Path, data: bytes, *, sync: bool = True) -> None:
+    """Write `path` whole or not at all: a hidden temporary beside it (its own: writers may race), then a rename."""
+    tmp = path.with_name(_fit(f".{path.name}", f".{secrets.token_hex(4)}.tmp"))
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            if sync:
+                f.flush()
+                os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    if sync:
+        fsync_dir(path.parent)
 
 
 def link_or_copy(src: Path, dst: Path) -> None:
@@ -127,16 +168,21 @@ def link_or_copy(src: Path, dst: Path) -> None:
         copy_file(src, dst)
 
 
+def reflink(src: Path, dst: Path) -> bool:
+    """Clone `src` to a new `dst` sharing its blocks copy-on-write (FICLONE: btrfs, XFS); False where it cannot."""
+    with open(src, "rb") as fin, open(dst, "xb") as fout:
+        try:
+            fcntl.ioctl(fout.fileno(), _FICLONE, fin.fileno())
+            return True
+        except OSError:
+            pass
+    os.unlink(dst)
+    return False
+
+
 def private_copy(src: Path, dst: Path) -> None:
     """A copy of `src` at `dst` that shares no inode with it (not fsynced: for workspaces)."""
-    with open(src, "rb") as fin, open(dst, "xb") as fout:
-        try:  # FICLONE: an instant copy-on-write clone on btrfs and XFS; elsewhere, copy the bytes
-            fcntl.ioctl(fout.fileno(), _FICLONE, fin.fileno())
-            cloned = True
-        except OSError:
-            cloned = False
-    if not cloned:
-        shutil.copyfile(src, dst)  # sendfile(2) where it can
+    shutil.copyfile(src, dst)  # sendfile(2) where it can
 
 
 def sync_tree(root: Path) -> None:

@@ -81,6 +81,7 @@ class EntryPlan:
     options: tuple[tuple[str, str], ...]
     timeout: float | None
     retries: int
+    launcher: str = "warm"  # warm | fresh (the module's manifest)
 
     @property
     def label(self) -> str:
@@ -247,6 +248,7 @@ class _Wiring:
             options=tuple(options),
             timeout=entry.timeout if entry.timeout is not None else module.manifest.timeout,
             retries=module.manifest.retries,
+            launcher=module.manifest.launcher,
         )
 
     def _wire_inputs(self, loc: Loc, module: Module, entry: Entry) -> list[Binding]:

@@ -38,6 +38,7 @@ class Run:
     finished_at: str | None
     result: str | None
     error: dict[str, Any] | None
+    worker: str | None = None  # where it ran (ran last)
 
     def as_dict(self) -> dict[str, Any]:
         d = self.__dict__.copy()
@@ -60,14 +61,17 @@ CREATE TABLE IF NOT EXISTS runs (
     started_at  TEXT,
     finished_at TEXT,
     result      TEXT,
-    error       TEXT
+    error       TEXT,
+    worker      TEXT
 );
 CREATE INDEX IF NOT EXISTS runs_state ON runs (state);
 CREATE INDEX IF NOT EXISTS runs_finished ON runs (finished_at);
 """
-_COLUMNS = "run_id, inbox, job, input_name, size, sha256, state, attempts, claim, queued_at, started_at, finished_at, result, error"
-_INSERT = f"INSERT INTO runs ({_COLUMNS}) VALUES (?, ?, ?, ?, NULL, NULL, 'queued', 0, ?, ?, NULL, NULL, NULL, NULL) ON CONFLICT(run_id) DO UPDATE SET state = 'queued', claim = excluded.claim"
-_START = "UPDATE runs SET state = 'running', attempts = attempts + 1, started_at = ? WHERE run_id = ?"
+_COLUMNS = "run_id, inbox, job, input_name, size, sha256, state, attempts, claim, queued_at, started_at, finished_at, result, error, worker"
+_INSERT = f"INSERT INTO runs ({_COLUMNS}) VALUES (?, ?, ?, ?, NULL, NULL, 'queued', 0, ?, ?, NULL, NULL, NULL, NULL, NULL) ON CONFLICT(run_id) DO UPDATE SET state = 'queued', claim = excluded.claim"
+_START = "UPDATE runs SET state = 'running', attempts = attempts + 1, started_at = ?, worker = ? WHERE run_id = ?"
+# Ledgers written before a column existed get it on open.
+_MIGRATIONS = {"worker": "ALTER TABLE runs ADD COLUMN worker TEXT"}
 _FINISH = "UPDATE runs SET state = ?, finished_at = ?, result = ?, error = ?, size = COALESCE(?, size), sha256 = COALESCE(?, sha256) WHERE run_id = ?"
 _REQUEUE = "UPDATE runs SET state = 'queued' WHERE run_id = ?"
 _GET = f"SELECT {_COLUMNS} FROM runs WHERE run_id = ?"
@@ -113,10 +117,17 @@ class Ledger:
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.executescript(_SCHEMA)
+            self._migrate()
         self.db.execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
 
     def close(self) -> None:
         self.db.close()
+
+    def _migrate(self) -> None:
+        have = {row[1] for row in self.db.execute("PRAGMA table_info(runs)")}
+        for column, sql in _MIGRATIONS.items():
+            if column not in have:
+                self._write(sql, ())
 
     def _write(self, sql: str, args: tuple) -> None:
         self.db.execute("BEGIN IMMEDIATE")
@@ -130,8 +141,8 @@ class Ledger:
     def queued(self, run_id: str, inbox: str, job: str, input_name: str, claim: str, now: str) -> None:
         self._write(_INSERT, (run_id, _text(inbox), job, _text(input_name), _text(claim), now))
 
-    def started(self, run_id: str, now: str) -> None:
-        self._write(_START, (now, run_id))
+    def started(self, run_id: str, now: str, worker: str | None = None) -> None:
+        self._write(_START, (now, worker, run_id))
 
     def requeued(self, run_id: str) -> None:
         self._write(_REQUEUE, (run_id,))

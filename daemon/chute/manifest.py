@@ -51,6 +51,7 @@ class ModuleManifest(Frozen):
     timeout: float | None = Field(default=None, gt=0)
     retries: int = Field(default=0, ge=0, le=10)
     options: list[OptionDecl] = Field(default_factory=list)
+    launcher: Literal["warm", "fresh"] = "warm"  # fresh: always a new interpreter (SPEC §2)
 
     @model_validator(mode="after")
     def _flags_unique(self) -> ModuleManifest:

@@ -1,7 +1,14 @@
-"""Results out: the outbox folder and its manifest, the quarantine folder and its report (SPEC §5, §6)."""
+"""Result folders from values: the outbox folder with its manifest, the quarantine folder with its report (SPEC §5, §6).
+
+A folder is assembled under a hidden name (`.chute-build-<run_id>`), fsynced, and
+renamed into view under a new name: nobody ever sees a half-filled result. A
+configured root (outbox, quarantine, archive) is never created here: a missing
+one is an unmounted share, and the delivery waits (FileNotFoundError).
+"""
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -9,12 +16,15 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from .claims import ARCHIVING
-from .fileops import copy_file, free_name, fsync_dir, link_or_copy, move_file, rename_noreplace, sync_tree
-from .pipeline import Outcome, RunSpec
+from .fileops import copy_file, free_name, fsync_dir, link_or_copy, move_file, place, remove_copies, sync_tree
+from .run import Outcome, RunSpec
 
 SCHEMA = "chute.manifest/1"
 BUILD_PREFIX = ".chute-build-"
+# Markers a delivery leaves in the claim folder (delivery.py), read back by recovery:
+REVEALING = ".revealing"  # the result folder is complete and being renamed into view
+QUARANTINING = ".quarantining"  # the input is going into its quarantine folder
+ARCHIVING = ".archiving"  # where a move across filesystems is putting the input
 
 
 def sha256_of(path: Path) -> str:
@@ -22,9 +32,10 @@ def sha256_of(path: Path) -> str:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
-def describe_input(spec: RunSpec) -> dict[str, Any]:
-    path = Path(spec.input_path)
-    return {"name": spec.input_name, "size": path.stat().st_size, "sha256": sha256_of(path), "inbox": spec.inbox}
+def describe_input(path: Path, name: str, inbox: Path | None) -> dict[str, Any]:
+    """The manifest's `input` object."""
+    return {"name": name, "size": os.stat(path).st_size, "sha256": sha256_of(path),
+            "inbox": None if inbox is None else str(inbox)}
 
 
 def manifest(spec: RunSpec, outcome: Outcome, input_info: dict[str, Any], artifacts: list[dict[str, Any]]) -> dict[str, Any]:
@@ -54,8 +65,14 @@ def build_dir(folder: Path, run_id: str) -> Path:
     return folder / f"{BUILD_PREFIX}{run_id}"
 
 
+def require_root(folder: Path) -> None:
+    """FileNotFoundError unless `folder` (a configured outbox, quarantine or archive) is there."""
+    if not folder.is_dir():
+        raise FileNotFoundError(errno.ENOENT, "the folder is not there (an unmounted share?)", str(folder))
+
+
 def _fresh_build(folder: Path, run_id: str) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
+    require_root(folder)
     build = build_dir(folder, run_id)
     if build.exists():
         shutil.rmtree(build)
@@ -71,23 +88,14 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
         f.write("\n")
 
 
-def reveal(build: Path, name: str) -> Path:
-    """Rename a finished build folder into view under a new name; never replaces anything."""
-    while True:
-        final = free_name(build.parent, name)
-        try:
-            rename_noreplace(build, final)
-        except (FileExistsError, OSError) as exc:
-            if isinstance(exc, FileExistsError) or exc.errno in (39, 17):  # ENOTEMPTY, EEXIST
-                continue
-            raise
-        fsync_dir(build.parent)
-        return final
+def reveal(build: Path, input_name: str) -> Path:
+    """Rename a finished build folder into view under the input's stem (or `stem-2`, ...); never replaces."""
+    return place(build, build.parent, result_name(input_name), move=True)
 
 
 def build_result(spec: RunSpec, outcome: Outcome, ws: Path, input_info: dict[str, Any]) -> Path:
     """The public artifacts and manifest.json, assembled and fsynced in a hidden folder of the outbox."""
-    build = _fresh_build(Path(spec.outbox), spec.run_id)
+    build = _fresh_build(spec.outbox, spec.run_id)
     try:
         artifacts = []
         for a in spec.job.public:
@@ -103,13 +111,12 @@ def build_result(spec: RunSpec, outcome: Outcome, ws: Path, input_info: dict[str
     return build
 
 
-def build_report(spec: RunSpec, outcome: Outcome, ws: Path, input_info: dict[str, Any]) -> Path:
+def build_report(spec: RunSpec, outcome: Outcome, logs: Path | None, input_info: dict[str, Any]) -> Path:
     """report.json and the entries' logs, in a hidden folder of the quarantine (the input joins later)."""
-    build = _fresh_build(Path(spec.quarantine), spec.run_id)
+    build = _fresh_build(spec.quarantine, spec.run_id)
     try:
         _write_json(build / "report.json", manifest(spec, outcome, input_info, []))
-        logs = ws / ".logs"
-        if logs.is_dir() and any(logs.iterdir()):
+        if logs is not None and logs.is_dir() and any(logs.iterdir()):
             (build / "logs").mkdir()
             for log in sorted(logs.iterdir()):
                 copy_file(log, build / "logs" / log.name)
@@ -120,12 +127,16 @@ def build_report(spec: RunSpec, outcome: Outcome, ws: Path, input_info: dict[str
     return build
 
 
-def add_input(build: Path, input_path: Path, input_name: str, *, move: bool) -> None:
+def add_input(build: Path, input_path: Path, input_name: str, *, move: bool, tag: str) -> None:
     """Put the input into a quarantine build folder: moved (daemon runs) or copied (`chute submit`)."""
     dst = build / input_name
+    remove_copies(build, tag)
     try:
         if move:
-            move_file(input_path, dst)
+            if os.path.islink(input_path):  # a rejected symlink: the link itself goes, its target is never read
+                os.rename(input_path, dst)
+            else:
+                move_file(input_path, dst, tag)
         else:
             copy_file(input_path, dst)
             fsync_dir(build)
@@ -137,35 +148,39 @@ def add_input(build: Path, input_path: Path, input_name: str, *, move: bool) -> 
         raise
 
 
-def dispose_input(input_path: Path, input_name: str, on_success: str, archive: str | None) -> str | None:
-    """After a published success: the claimed input goes to the archive (never overwriting) or is deleted."""
-    if on_success == "archive":
-        assert archive is not None
-        folder = Path(archive)
-        folder.mkdir(parents=True, exist_ok=True)
-        note = input_path.parent / ARCHIVING
-        earlier = _archived_before(input_path, note)
-        if earlier is not None:
-            os.unlink(input_path)
-            fsync_dir(input_path.parent)
-            return str(earlier)
-        while True:
-            dst = free_name(folder, input_name)
-            if os.stat(folder).st_dev != os.stat(input_path).st_dev:
-                _write_note(note, dst)  # a copy, then a rename, then an unlink: a crash may land between
-            try:
-                move_file(input_path, dst)
-                return str(dst)
-            except FileExistsError:
-                continue
-            except OSError:
-                if not os.path.lexists(dst):
-                    note.unlink(missing_ok=True)  # not renamed in: the name may go to another file meanwhile
-                raise
-    if on_success == "delete":
+def dispose_input(input_path: Path, spec: RunSpec, note: Path) -> Path | None:
+    """After a published success: the claimed input goes to the archive (never overwriting) or is deleted.
+
+    `note` (a marker in the claim folder) records where a move across filesystems is
+    putting the input, so that a crash between its rename and its unlink is finished
+    by recovery instead of archiving the file twice.
+    """
+    if spec.on_success == "delete":
         os.unlink(input_path)
         fsync_dir(input_path.parent)
-    return None
+        return None
+    if spec.on_success != "archive" or spec.archive is None:
+        return None
+    require_root(spec.archive)
+    earlier = _archived_before(input_path, note)
+    if earlier is not None:
+        os.unlink(input_path)
+        fsync_dir(input_path.parent)
+        return earlier
+    remove_copies(spec.archive, spec.run_id)
+    while True:
+        dst = free_name(spec.archive, spec.input_name)
+        if os.stat(spec.archive).st_dev != os.stat(input_path).st_dev:
+            _write_note(note, dst)  # a copy, then a rename, then an unlink: a crash may land between
+        try:
+            move_file(input_path, dst, spec.run_id)
+            return dst
+        except FileExistsError:
+            continue
+        except OSError:
+            if not os.path.lexists(dst):
+                note.unlink(missing_ok=True)  # not renamed in: the name may go to another file meanwhile
+            raise
 
 
 def _write_note(note: Path, dst: Path) -> None:
@@ -176,11 +191,7 @@ def _write_note(note: Path, dst: Path) -> None:
 
 
 def _archived_before(input_path: Path, note: Path) -> Path | None:
-    """Where an earlier move across filesystems already put a whole copy of the input, if it did.
-
-    That move died after renaming its copy into the archive and before unlinking the
-    input: archiving again would put the file there twice (`clip-2.mp4`).
-    """
+    """Where an earlier move across filesystems already put a whole copy of the input, if it did."""
     try:
         dst = Path(os.fsdecode(note.read_bytes()))
         if dst.stat().st_size == input_path.stat().st_size and sha256_of(dst) == sha256_of(input_path):

@@ -1,175 +1,109 @@
-"""One run, start to end: workspace, steps, then publish or quarantine (a plain function of plain data)."""
+"""One run, start to end, wherever it executes: workspace, steps, then publish or quarantine.
+
+A plain function of plain values (`RunSpec` in, `RunResult` out): a local pool
+worker, `chute submit` and a Dask worker all call `execute`.
+"""
 
 from __future__ import annotations
 
-import errno
-import json
-import os
 import shutil
-from dataclasses import dataclass
+import time
 from pathlib import Path
-from typing import Any
 
-from . import claims, logs, publish
-from .errors import ClaimLost
-from .pipeline import Emit, Outcome, RunSpec, failure, prepare_workspace, run_steps, utcnow
-
-
-@dataclass(frozen=True)
-class RunResult:
-    run_id: str
-    status: str  # succeeded | failed | released | lost | deferred
-    result_dir: str | None = None
-    error: dict[str, Any] | None = None
-    input_size: int | None = None
-    input_sha256: str | None = None
-    archived_to: str | None = None
+from . import claims, logs, staging
+from .delivery import ClaimFence, Fence, deferred, deliver, fence_of, finish, lost, quarantine_without_run
+from .pipeline import Cancel, Emit, Modules, run_steps
+from .publish import describe_input
+from .run import EntryStat, Fault, Outcome, RunResult, RunSpec, RunStatus, failure, os_reason
 
 
-def execute(spec: RunSpec, emit: Emit | None = None) -> RunResult:
-    """Run `spec` and deliver its result; never raises for what a module or a file did."""
-    log = logs.get("chute.runner").bind(**spec.context())
-    committed = Path(spec.claim + claims.COMMIT_SUFFIX) if spec.claim else None
-    if committed is not None and committed.is_dir():
-        resumed = _resume(spec, committed, log)
-        if resumed is not None:
-            return resumed
-    ws = Path(spec.work_dir) / spec.run_id
+def execute(spec: RunSpec, cancel: Cancel | None = None, emit: Emit | None = None,
+            modules: Modules | None = None) -> RunResult:
+    """Run `spec` and deliver its result; never raises for what a module, a file or a folder did."""
+    started = time.monotonic()
+    fence = fence_of(spec)
+    result = _resume(spec, fence) if isinstance(fence, ClaimFence) else None
+    if result is None:
+        result = _run(spec, fence, cancel, emit, modules)
+    return RunResult(**{**result.__dict__, "duration_s": round(time.monotonic() - started, 3)})
+
+
+def _resume(spec: RunSpec, fence: ClaimFence) -> RunResult | None:
+    """What a claim says before anything runs: a delivery to finish, a poison file, or the input's own mode back."""
+    if fence.is_committed:
+        result = finish(spec, fence)
+        if result is not None:
+            return result
     try:
-        try:
-            if spec.claim:
-                claims.mark(Path(spec.claim), claims.RUNNING)  # from here a daemon death counts as a crash
-            ws = prepare_workspace(spec)
-            input_info = publish.describe_input(spec)
-        except OSError as exc:
-            if spec.claim and claims.taken(Path(spec.claim)):
-                return _lost(spec, log, {"input_size": None, "input_sha256": None})
-            log.error("run.deferred", reason=f"cannot prepare the workspace: {exc}")
-            return RunResult(spec.run_id, "deferred", error=failure(f"cannot prepare the workspace: {exc}"))
-        log.info("run.started", size=input_info["size"], sha256=input_info["sha256"])
-        outcome = run_steps(spec, ws, emit)
-        if outcome.status == "cancelled":
-            return RunResult(spec.run_id, "released", error=outcome.error, input_size=input_info["size"],
-                             input_sha256=input_info["sha256"])
-        return _deliver(spec, outcome, ws, input_info, log)
-    finally:
-        shutil.rmtree(ws, ignore_errors=True)
-
-
-def _deliver(spec: RunSpec, outcome: Outcome, ws: Path, input_info: dict[str, Any], log) -> RunResult:
-    base = {"input_size": input_info["size"], "input_sha256": input_info["sha256"]}
-    claim = Path(spec.claim) if spec.claim else None
-    delivering = False  # once a marker says the result is going out, an outage is finished later, never re-run
-    try:
-        if claim is not None:
-            claim = claims.commit(claim)  # a daemon that lost its claim to a take-over stops here
-        input_path = (claim / spec.input_name) if claim is not None else Path(spec.input_path)
-        if outcome.status == "succeeded":
-            build = publish.build_result(spec, outcome, ws, input_info)
-            if claim is not None:
-                claims.mark(claim, claims.REVEALING)
-                delivering = True
-            final = publish.reveal(build, publish.result_name(spec.input_name))
-            log.info("run.published", result=str(final))
-            archived = None
-            if claim is not None:
-                archived = publish.dispose_input(input_path, spec.input_name, spec.on_success, spec.archive)
-                claims.remove(claim)
-            return RunResult(spec.run_id, "succeeded", str(final), archived_to=archived, **base)
-        build = publish.build_report(spec, outcome, ws, input_info)
-        if claim is not None:
-            claims.mark(claim, claims.QUARANTINING)
-            delivering = True
-        publish.add_input(build, input_path, spec.input_name, move=claim is not None)
-        final = publish.reveal(build, publish.result_name(spec.input_name))
-        if claim is not None:
-            claims.remove(claim)
-        log.warning("run.quarantined", result=str(final), **(outcome.error or {}))
-        return RunResult(spec.run_id, "failed", str(final), error=outcome.error, **base)
-    except ClaimLost:
-        return _lost(spec, log, base)
+        claims.restore_mode(fence.dir, fence.input)  # an earlier attempt died holding it read-only
+        if spec.poison is not None:
+            return quarantine_without_run(spec, spec.poison, fence)
+        claims.mark(fence.dir, claims.RUNNING)  # from here a death counts as a crash
     except OSError as exc:
-        if claim is not None and claims.taken(claim):
-            return _lost(spec, log, base)  # taken over after our commit: the new owner delivers
-        if claim is not None and not delivering:
-            claims.uncommit(claim)
-        elif claim is None:  # `chute submit`: no recovery will finish a hidden build folder, so none may stay
-            for folder in (spec.outbox, spec.quarantine):
-                shutil.rmtree(publish.build_dir(Path(folder), spec.run_id), ignore_errors=True)
-        reason = f"cannot deliver the result: {exc.strerror or exc} ({getattr(exc, 'filename', '') or ''})"
-        log.error("run.deferred", reason=reason)
-        return RunResult(spec.run_id, "deferred", error=failure(reason), **base)
-
-
-def _resume(spec: RunSpec, claim: Path, log) -> RunResult | None:
-    """An earlier attempt committed this claim, then met an outage: finish its delivery.
-
-    Its result may already be out (say the archive was full): running it again would
-    publish it twice. Returns None when nothing of it went out and it must run again.
-    """
-    try:
-        status = finish_delivery(spec, claim, claims.input_of(claim))
-        if status is None and claims.uncommit(claim) == claim:
-            raise OSError(f"cannot take back the commit of {claim}")
-    except OSError as exc:
-        if claims.taken(claim):
-            return _lost(spec, log, {})
-        reason = f"cannot finish delivering the result: {exc.strerror or exc} ({getattr(exc, 'filename', '') or ''})"
-        log.error("run.deferred", reason=reason)
-        return RunResult(spec.run_id, "deferred", error=failure(reason))
-    if status is None:
-        return None
-    log.info("run.recovered", state=status)
-    return RunResult(spec.run_id, status)
-
-
-def finish_delivery(spec: RunSpec, claim: Path, name: str | None) -> str | None:
-    """A committed claim whose delivery stopped (a crash, an outage): complete what its markers say.
-
-    Returns "succeeded" or "failed" when its result is out, None when it must run again.
-    OSError when a folder it needs is unavailable: then nothing is decided.
-    """
-    if (claim / claims.REVEALING).exists():
-        outbox = Path(spec.outbox)
-        build = publish.build_dir(outbox, spec.run_id)
-        if build.exists():
-            publish.reveal(build, publish.result_name(spec.input_name))
-        elif not outbox.is_dir():
-            # An unmounted outbox hides the build too: that is not "already revealed".
-            raise FileNotFoundError(errno.ENOENT, "the outbox is not there", str(outbox))
-        if name is not None:
-            publish.dispose_input(claim / name, name, spec.on_success, spec.archive)
-        claims.remove(claim)
-        return "succeeded"
-    if (claim / claims.QUARANTINING).exists():
-        quarantine = Path(spec.quarantine)
-        build = publish.build_dir(quarantine, spec.run_id)
-        if not quarantine.is_dir():
-            raise FileNotFoundError(errno.ENOENT, "the quarantine is not there", str(quarantine))
-        if build.exists():
-            if name is not None and (build / name).exists():
-                # A move across filesystems renamed its whole copy in and stopped before the unlink.
-                os.unlink(claim / name)
-            elif name is not None:
-                publish.add_input(build, claim / name, name, move=True)
-            else:  # the input went into the build already: name the folder for it, as its report does
-                name = json.loads((build / "report.json").read_text())["input"]["name"]
-            publish.reveal(build, publish.result_name(name))
-            claims.remove(claim)
-            return "failed"
-        if name is None:  # revealed, and then stopped before the claim was removed
-            claims.remove(claim)
-            return "failed"
+        return lost(spec, {}) if fence.lost() else deferred(spec, f"cannot start: {os_reason(exc)}", Fault.OUTAGE, {})
     return None
 
 
-def _lost(spec: RunSpec, log, base: dict[str, Any]) -> RunResult:
-    """Another daemon took the claim over (we were thought dead): it runs the file; we deliver nothing.
+def _run(spec: RunSpec, fence: Fence, cancel: Cancel | None, emit: Emit | None,
+         modules: Modules | None) -> RunResult:
+    log = logs.get("chute.runner").bind(**spec.context())
+    ws: Path | None = None
+    try:
+        prepared = _prepare(spec, fence)
+        if isinstance(prepared, RunResult):
+            return prepared
+        ws, info = prepared
+        log.info("run.started", size=info["size"], sha256=info["sha256"], workspace=str(ws))
+        outcome = run_steps(spec, ws, cancel, emit, modules)
+        base = {"input_size": info["size"], "input_sha256": info["sha256"], "entries": _stats(outcome)}
+        if isinstance(fence, ClaimFence):
+            if fence.lost():  # taken over while it ran (this daemon was frozen, or thought dead)
+                return lost(spec, base)
+            claims.restore_mode(fence.dir, fence.input)
+        if outcome.status == "cancelled":
+            return RunResult(spec.run_id, RunStatus.RELEASED, error=outcome.error, **base)
+        if outcome.status == "deferred" and not _crashed_too_often(spec, fence, outcome):
+            return RunResult(spec.run_id, RunStatus.DEFERRED, error=outcome.error, fault=outcome.fault, **base)
+        return deliver(spec, outcome, ws, info, fence, base)
+    finally:
+        if ws is not None:
+            shutil.rmtree(ws, ignore_errors=True)
 
-    Never "deferred": a run retried on a claim that is gone would hold a worker slot forever.
-    """
-    log.warning("run.discarded", reason="another daemon took over this claim")
-    return RunResult(spec.run_id, "lost", error=failure("another daemon took over this claim"), **base)
+
+def _prepare(spec: RunSpec, fence: Fence) -> tuple[Path, dict] | RunResult:
+    """The workspace and the input's description, or why the run cannot start (and whose fault that is)."""
+    try:
+        size = fence.input.stat().st_size
+        need, free = staging.needs(spec, size, fence.input), staging.free_bytes(spec.work_dir)
+        if free < need:
+            reason = f"work_dir {spec.work_dir} has {free >> 20} MiB free; this run needs {need >> 20} MiB"
+            return deferred(spec, reason, Fault.MACHINE, {})
+        ws = staging.prepare(spec, fence.input, fence.dir if isinstance(fence, ClaimFence) else None)
+        first = ws / spec.job.input_names[0]
+        return ws, describe_input(first, spec.input_name, spec.inbox)
+    except PermissionError as exc:  # the file's own problem: quarantined with the reason, never retried for ever
+        return quarantine_without_run(spec, f"chute cannot read the file: {exc.strerror}", fence)
+    except OSError as exc:
+        if isinstance(fence, ClaimFence) and fence.lost():
+            return lost(spec, {})
+        if staging.machine_errno(exc) or not spec.work_dir.is_dir():
+            return deferred(spec, f"cannot prepare the workspace: {os_reason(exc)}", Fault.MACHINE, {})
+        return deferred(spec, f"cannot read the input: {os_reason(exc)}", Fault.OUTAGE, {})
 
 
-__all__ = ["RunResult", "RunSpec", "execute", "finish_delivery", "utcnow"]
+def _crashed_too_often(spec: RunSpec, fence: Fence, outcome: Outcome) -> bool:
+    """A run killed under the file (the OOM killer, a dead launcher) counts as a crash; too many quarantine it."""
+    if outcome.fault != Fault.CRASH or not isinstance(fence, ClaimFence):
+        return False
+    count = claims.count_crash(fence.dir)
+    if count < spec.max_crashes:
+        return False
+    error = dict(outcome.error or failure("killed"))
+    error["reason"] = f"{error['reason']}; in {count} runs of this file"
+    outcome.status, outcome.error = "failed", error
+    return True
+
+
+def _stats(outcome: Outcome) -> tuple[EntryStat, ...]:
+    return tuple(EntryStat(r.plan.module, r.status.value, round(r.duration_s, 3), r.attempts)
+                 for _, records in outcome.steps for r in records if r.attempts)

@@ -1,103 +1,72 @@
-"""The daemon loop: watch inboxes, claim settled files, hand runs to the executor, record results.
+"""The daemon loop: inboxes in, runs out to the executor, results recorded (SPEC §5, §8).
 
-Signal handlers only set flags; `loop(now)` does one iteration and acts on them.
+Signal handlers only set flags; `loop(now)` does one iteration and acts on them;
+`serve()` sleeps until the next thing is due (a scan, a heartbeat, a deferred
+run, a stop deadline) or something wakes it (a signal, an inotify hint, a
+finished run). The watching lives in intake.py, the leases and take-overs in
+recovery.py, the queue in queue.py, the runs in the executor.
 """
 
 from __future__ import annotations
 
+import enum
 import os
-import shutil
 import signal
 import sys
 import threading
 import time
-from collections import deque
-from dataclasses import dataclass
+from dataclasses import replace
 from pathlib import Path
 
-from watchdog.observers import Observer
-
-from . import claims, logs, publish
+from . import claims, logs, staging
 from .catalog import Catalog, load_catalog
-from .claims import Identity, LeaseClock
 from .config import Inbox
 from .entry import sweep
-from .errors import ChuteError, ClaimLost, DefinitionError
-from .executor import BrokenProcessPool, LocalExecutor
+from .errors import ChuteError, DefinitionError
+from .executor import Executor, ExecutorUnavailable, LocalExecutor, WorkerLost
+from .intake import Claimed, Intake
+from .leases import Identity
 from .ledger import Ledger, State
-from .pipeline import Outcome, RunSpec, failure, utcnow
-from .runner import finish_delivery
+from .queue import Active, RunQueue
+from .recovery import Adopted, Recovery, reconcile
+from .run import COMMIT_SUFFIX, Fault, Launch, RunResult, RunSpec, RunStatus, failure, utcnow
 from .systemd import Notifier, module_environ, status_line
-from .watcher import EventHint, InboxWatcher, open_for_writing
-
-TICK = 0.1
-DEFER_MIN, DEFER_MAX = 2.0, 60.0
-STOP_MARGIN = 10.0  # seconds past the kill grace before a stuck worker is given up on
 
 log = logs.get("chute.service")
+# Workers that have not stopped this long after their runs were cancelled (kill_grace) are killed.
+STOP_MARGIN = 10.0
+# A loop iteration that failed (a bug, an unforeseen OS error) is retried after a back-off up to this.
+ERROR_BACKOFF_MAX = 5.0
 
 
-@dataclass
-class Active:
-    """A run this daemon holds: claimed, then running, then done."""
-
-    spec: RunSpec
-    inbox: Inbox
-    future: object = None
-    not_before: float = 0.0
-    deferrals: int = 0
-    pool_deaths: int = 0
-    poison: str | None = None  # why it must go to quarantine without running again
-
-    @property
-    def claim(self) -> Path:
-        return Path(self.spec.claim)
-
-
-@dataclass
-class Flags:
-    stop: int = 0
-    reload: bool = False
-
-
-@dataclass
-class Counts:
-    done: int = 0
-    failed: int = 0
+class Stop(enum.Enum):
+    RUNNING = "running"  # claiming and running
+    DRAINING = "draining"  # no new claims; runs in flight may finish until shutdown_timeout
+    CANCELLING = "cancelling"  # runs were told to stop; their inputs go back as they end
+    STOPPED = "stopped"
 
 
 class Service:
-    def __init__(self, catalog: Catalog, notifier: Notifier | None = None):
-        self.catalog = catalog
+    def __init__(self, catalog: Catalog, notifier: Notifier | None = None, executor: Executor | None = None,
+                 clock=time.monotonic):
+        self.catalog, self.clock = catalog, clock
         self.notifier = notifier or Notifier()
         self.me = Identity.mine()
-        self.flags = Flags()
-        self.counts = Counts()
         self.wake = threading.Event()
-        self.pending: deque[Active] = deque()
-        self.running: dict[str, Active] = {}
-        self.watchers: dict[Path, InboxWatcher] = {}
-        self.ignored_seen: set[tuple[Path, str]] = set()
-        self.unavailable: dict[Path, str] = {}
-        self.lease_clock = LeaseClock(catalog.config.lease_timeout)
-        self.lease_counter = 0
-        self.next_heartbeat = 0.0
-        self.next_watchdog = 0.0
-        self.stopping_since: float | None = None
-        self.cancelled_at: float | None = None
-        self.stopped = False
+        self.flags = {"stop": 0, "reload": False}
+        self.state, self.stop_at = Stop.RUNNING, 0.0
+        self.counts = {"done": 0, "failed": 0}
         self.loop_errors = 0
-        self.environ = tuple(module_environ(os.environ).items())
+        self.next_watchdog = 0.0
         cfg = catalog.config
-        for folder in (cfg.state_dir, cfg.work_dir):
-            folder.mkdir(parents=True, exist_ok=True)
+        self.environ = tuple(module_environ(os.environ).items())
         self.ledger = Ledger(cfg.state_dir)
-        if cfg.executor.kind != "local":
-            # SPEC §4 names a dask executor; until it exists, say so rather than run locally unasked.
-            raise ChuteError(f"executor.kind {cfg.executor.kind!r} is not available in this version; use 'local'")
-        # The pool first: its workers must exist before the observer thread starts.
-        self.executor = LocalExecutor(cfg.workers, cfg.log.format, cfg.log.level)
-        self.observer = Observer()
+        self.queue = RunQueue(self.ledger)
+        staging.owner_dir(cfg.work_dir, self.me, self.me.daemon_id)
+        # The executor first: its workers must be started before the observer thread exists.
+        self.executor = executor or _executor(catalog)
+        self.intake = Intake(self.me, self.wake, clock)
+        self.recovery = Recovery(self.me, cfg.lease_timeout)
 
     # --- start and stop ---
 
@@ -105,52 +74,48 @@ class Service:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._on_stop_signal)
         signal.signal(signal.SIGHUP, self._on_reload_signal)
-        for inbox in self.catalog.config.inboxes:
+        cfg = self.catalog.config
+        for inbox in cfg.inboxes:
             self._add_inbox(inbox)
-        self.observer.start()
-        self._clean_workspaces()
-        self._heartbeat(time.monotonic(), force=True)
+        self.intake.start()
+        for folder in staging.remove_dead_owners(cfg.work_dir):
+            log.info("work.removed", workspace=str(folder))
+        self._adopt_all(self.recovery.heartbeat(self.clock(), self._leased(), self._watched(), force=True))
+        self._reconcile()
         log.info("daemon.started", pid=os.getpid(), daemon=self.me.daemon_id, config=str(self.catalog.config_file),
-                 inboxes=[str(i.path) for i in self.catalog.config.inboxes], workers=self.catalog.config.workers)
+                 inboxes=[str(i.path) for i in cfg.inboxes], workers=cfg.workers)
         self.notifier.ready()
         self._status()
 
     def _on_stop_signal(self, signum, frame) -> None:
-        self.flags.stop += 1
+        self.flags["stop"] += 1
         self.wake.set()
 
     def _on_reload_signal(self, signum, frame) -> None:
-        self.flags.reload = True
+        self.flags["reload"] = True
         self.wake.set()
 
     def serve(self) -> None:
         """Run until stopped by a signal."""
         self.start()
         try:
-            while not self.stopped:
+            while self.state != Stop.STOPPED:
                 try:
-                    self.loop(time.monotonic())
+                    self.loop(self.clock())
                     self.loop_errors = 0
                 except Exception as exc:  # a bug or an unforeseen OS error: log it, keep the files safe, go on
                     self.loop_errors += 1
                     log.exception("daemon.error", reason=f"{type(exc).__name__}: {exc}", consecutive=self.loop_errors)
-                    time.sleep(min(5.0, 0.1 * 2 ** min(self.loop_errors, 6)))
-                self.wake.wait(TICK)
+                    self.wake.wait(min(ERROR_BACKOFF_MAX, 0.1 * 2 ** min(self.loop_errors, 6)))
+                self.wake.wait(max(0.0, self.next_due() - self.clock()))
                 self.wake.clear()
         finally:
-            self._close()
+            self.close()
 
-    def _close(self) -> None:
-        for path in self._leased():
-            claims.drop_lease(path, self.me.daemon_id)
-            try:
-                (claims.claimed_root(path) / self.me.daemon_id).rmdir()
-            except OSError:
-                pass  # not there, or (after a stuck stop) still holding a claim
-        if self.observer.is_alive():
-            self.observer.stop()
-            self.observer.join(timeout=5)
-        self.executor.shutdown(wait=True)
+    def close(self) -> None:
+        self.recovery.release(self._leased())
+        self.intake.stop()
+        self.executor.close()
         self.ledger.close()
         self.notifier.close()
         log.info("daemon.stopped")
@@ -158,372 +123,179 @@ class Service:
     # --- one iteration ---
 
     def loop(self, now: float) -> None:
-        if self.flags.reload and not self.stopping_since:
-            self.flags.reload = False
+        if self.flags["reload"] and self.state == Stop.RUNNING:
+            self.flags["reload"] = False
             self.reload()
-        if self.flags.stop and self.stopping_since is None:
+        if self.flags["stop"] and self.state == Stop.RUNNING:
             self._begin_stop(now)
-        if self.stopping_since is None:
-            self._heartbeat(now)
-            self._watch(now)
+        take_over = self.state == Stop.RUNNING  # the runs draining are still ours: their leases stay fresh
+        self._adopt_all(self.recovery.heartbeat(now, self._leased(), self._watched(), take_over=take_over))
+        if self.state == Stop.RUNNING:
+            self._take_files(now)
             self._dispatch(now)
         else:
-            self._heartbeat(now, take_over=False)  # the runs draining are still ours: keep the lease fresh
             self._drain(now)
         self._collect(now)
         self._status()
         self._watchdog(now)
 
-    # --- watching and claiming ---
+    def next_due(self) -> float:
+        """When the loop has something to do, if nothing wakes it first."""
+        now = self.clock()
+        due = [self.intake.next_due(), self.recovery.next_beat, self.queue.next_due(now) or float("inf")]
+        if self.notifier.watchdog_interval is not None:
+            due.append(self.next_watchdog)
+        if self.state in (Stop.DRAINING, Stop.CANCELLING):
+            due.append(self.stop_at)
+        return min(due)
 
-    def _add_inbox(self, inbox: Inbox) -> None:
-        cfg = self.catalog.config
-        for folder in (inbox.path, inbox.outbox, inbox.quarantine, inbox.archive):
-            if folder is not None:
-                try:
-                    folder.mkdir(parents=True, exist_ok=True)
-                except OSError as exc:
-                    log.warning("inbox.unavailable", inbox=str(inbox.path), folder=str(folder), reason=exc.strerror)
-        w = InboxWatcher(inbox, cfg.settle(inbox), cfg.defaults.poll_interval, self.wake)
-        self.watchers[inbox.path] = w
-        self._schedule(w)
-        log.info("inbox.watching", inbox=str(inbox.path), job=inbox.job, mode=w.mode, settle=w.settle)
+    # --- claiming and running ---
 
-    def _schedule(self, w: InboxWatcher) -> None:
-        if w.mode != "events":
-            return
-        if w.watch is not None:
-            try:
-                self.observer.unschedule(w.watch)
-            except (KeyError, ValueError):
-                pass
-            w.watch = None
+    def _take_files(self, now: float) -> None:
+        capacity = self.executor.free() - self.queue.waiting(now)
+        if capacity > 0 and not self._work_dir_has_room():
+            capacity = 0
+        claimed, changes = self.intake.look(now, capacity)
+        for change in changes:
+            if change.available:
+                self.queue.retry_now(change.inbox)
+        for c in claimed:
+            self._queue_claim(c, now)
+
+    def _work_dir_has_room(self) -> bool:
         try:
-            w.watch = self.observer.schedule(EventHint(w, time.monotonic), str(w.inbox.path), recursive=False)
+            return staging.free_bytes(self.catalog.config.work_dir) >= self.catalog.config.work_reserve
         except OSError:
-            w.watch = None  # not there now: the scans carry on, and it is scheduled when it comes back
+            return False
 
-    def _remove_inbox(self, path: Path) -> None:
-        w = self.watchers.pop(path)
-        if w.watch is not None:
-            try:
-                self.observer.unschedule(w.watch)
-            except (KeyError, ValueError):
-                pass
-        if not any(Path(a.inbox.path) == path for a in [*self.running.values(), *self.pending]):
-            claims.drop_lease(path, self.me.daemon_id)  # else _heartbeat keeps it until those runs are done
-        log.info("inbox.removed", inbox=str(path))
-
-    def _capacity(self) -> int:
-        return self.catalog.config.workers - len(self.running) - len(self.pending)
-
-    def _watch(self, now: float) -> None:
-        settled = []
-        for w in list(self.watchers.values()):
-            if not w.due(now):
-                continue
-            scan = w.scan(now)
-            self._availability(w, scan)
-            for name, reason in scan.ignored:
-                self._ignored(w, name, reason)
-            for name in scan.symlinks:
-                self._reject_symlink(w, name)
-            settled += [(w.seen[name].changed_at, w, name, st) for name, st in scan.settled]
-        if not settled or self._capacity() <= 0:
-            return
-        busy = open_for_writing()
-        for _, w, name, st in sorted(settled, key=lambda x: x[0]):
-            if self._capacity() <= 0:
-                break
-            if (st.st_dev, st.st_ino) in busy:
-                w.wait_longer(name, now)
-                log.debug("file.still_open", inbox=str(w.inbox.path), file=name)
-                continue
-            self._claim(w, name)
-
-    def _availability(self, w: InboxWatcher, scan) -> None:
-        path = w.inbox.path
-        if not scan.available and w.available is not False:
-            log.warning("inbox.unavailable", inbox=str(path), reason=scan.error)
-        elif scan.available and w.available is False:
-            log.info("inbox.available", inbox=str(path))
-            self._schedule(w)
-            for active in self.pending:  # runs deferred by the outage go now, not after their backoff
-                if Path(active.inbox.path) == path:
-                    active.not_before, active.deferrals = 0.0, 0
-        w.available = scan.available
-
-    def _ignored(self, w: InboxWatcher, name: str, reason: str) -> None:
-        key = (w.inbox.path, name)
-        if key in self.ignored_seen or name == claims.STATE_DIR:
-            return
-        if len(self.ignored_seen) > 10000:
-            self.ignored_seen.clear()
-        self.ignored_seen.add(key)
-        log.info("file.ignored", inbox=str(w.inbox.path), file=name, reason=reason)
-
-    def _claim(self, w: InboxWatcher, name: str) -> None:
-        inbox = w.inbox
+    def _queue_claim(self, c: Claimed, now: float) -> None:
+        poison = "the file is a symbolic link; chute does not follow links out of an inbox" if c.symlink else None
+        spec = self._spec(c.inbox, c.run_id, c.claim, c.name, poison)
         try:
-            got = claims.claim(inbox.path, name, self.me)
-        except OSError as exc:
-            log.warning("file.claim_failed", inbox=str(inbox.path), file=name, reason=exc.strerror or str(exc))
-            return
-        w.forget(name)
-        if got is None:
-            log.info("file.taken_elsewhere", inbox=str(inbox.path), file=name)
-            return
-        run_id, folder = got
-        try:
-            self._queue(inbox, run_id, folder, name)
+            self.queue.add(Active(spec, c.inbox, now))
         except BaseException:
-            claims.release(folder, inbox.path)  # not queued (the ledger failed?): back where it was
+            claims.release(c.claim, c.inbox.path)  # not queued (the ledger failed?): back where it was
             raise
-        log.info("file.claimed", run_id=run_id, job=inbox.job, inbox=str(inbox.path), file=name)
+        if poison:  # the link itself was claimed; its run quarantines it, never reading its target
+            log.warning("file.rejected", **spec.context(), reason=poison)
+        else:
+            log.info("file.claimed", **spec.context())
 
-    def _queue(self, inbox: Inbox, run_id: str, claim: Path, name: str) -> None:
-        spec = self._spec(inbox, run_id, claim, name)
-        self.ledger.queued(run_id, str(inbox.path), inbox.job, name, str(claim), utcnow())
-        self.pending.append(Active(spec, inbox))
-
-    def _spec(self, inbox: Inbox, run_id: str, claim: Path, name: str) -> RunSpec:
+    def _spec(self, inbox: Inbox, run_id: str, claim: Path, name: str, poison: str | None = None) -> RunSpec:
         cfg = self.catalog.config
         return RunSpec(
-            run_id=run_id, job=self.catalog.jobs[inbox.job], input_path=str(claim / name), input_name=name,
-            outbox=str(inbox.outbox), quarantine=str(inbox.quarantine), work_dir=str(cfg.work_dir),
+            run_id=run_id, job=self.catalog.jobs[inbox.job], input_path=claim / name, input_name=name,
+            outbox=inbox.outbox, quarantine=inbox.quarantine, work_dir=cfg.work_dir, owner=self.me.daemon_id,
             default_timeout=cfg.defaults.timeout, host=self.me.host, environ=self.environ, python=sys.executable,
-            inbox=str(inbox.path), claim=str(claim), on_success=inbox.on_success,
-            archive=str(inbox.archive) if inbox.archive else None,
-            cancel_file=str(cfg.work_dir / f"{run_id}.cancel"),
+            inbox=inbox.path, claim=claim, on_success=inbox.on_success, archive=inbox.archive,
+            launch=Launch(cfg.launcher.mode, tuple(cfg.launcher.preload)), work_reserve=cfg.work_reserve,
+            max_crashes=cfg.max_crashes, poison=poison,
         )
 
-    def _reject_symlink(self, w: InboxWatcher, name: str) -> None:
-        """A symlink is never followed: it goes to quarantine as it is, with the reason."""
-        inbox = w.inbox
-        run_id = claims.new_run_id()
-        spec = self._spec(inbox, run_id, inbox.path, name)
-        reason = "the file is a symbolic link; chute does not follow links out of an inbox"
-        try:
-            final = quarantine_without_run(spec, reason, Path(inbox.path) / name, move=True)
-        except OSError as exc:
-            log.warning("file.reject_failed", inbox=str(inbox.path), file=name, reason=exc.strerror or str(exc))
-            return
-        log.warning("file.rejected", inbox=str(inbox.path), file=name, reason=reason, result=str(final))
-
-    # --- running ---
-
     def _dispatch(self, now: float) -> None:
-        waiting = deque()
-        while self.pending and len(self.running) < self.catalog.config.workers:
-            active = self.pending.popleft()
-            if active.not_before > now:
-                waiting.append(active)
-                continue
-            if active.poison is not None:  # its quarantine met an outage: try that again, never the run
-                self._poison(active, active.poison)
-                continue
-            active.future = self.executor.submit(active.spec)
-            active.future.add_done_callback(lambda _: self.wake.set())
-            self.running[active.spec.run_id] = active
-            self.ledger.started(active.spec.run_id, utcnow())
-        self.pending.extendleft(reversed(waiting))
+        while self.executor.free() > 0:
+            active = self.queue.ready(now)
+            if active is None:
+                return
+            future = self.executor.submit(active.spec)
+            future.add_done_callback(lambda _: self.wake.set())
+            self.queue.started(active, future, self.executor.where(active.run_id))
 
     def _collect(self, now: float) -> None:
-        broken = False
-        for run_id, active in list(self.running.items()):
-            if not active.future.done():
-                continue
+        for active in [a for a in self.queue.running.values() if a.future.done()]:
             try:
                 result = active.future.result()
-            except BrokenProcessPool:
-                broken = True
+            except WorkerLost as exc:
+                self._worker_lost(active, str(exc), now)
+                continue
+            except ExecutorUnavailable as exc:
+                self._deferred(active, now, str(exc), Fault.OUTAGE)
                 continue
             except Exception as exc:  # a bug in the worker: keep the claim, try again later
                 log.error("run.error", **active.spec.context(), reason=f"{type(exc).__name__}: {exc}")
-                self._defer(active, now, f"{type(exc).__name__}: {exc}")
+                self._deferred(active, now, f"{type(exc).__name__}: {exc}", Fault.MACHINE)
                 continue
-            del self.running[run_id]
             self._record(active, result, now)
-        if broken or self.executor.broken:
-            self._pool_died(now)
 
-    def _record(self, active: Active, result, now: float) -> None:
-        spec = active.spec
-        Path(spec.cancel_file).unlink(missing_ok=True)
-        sizes = dict(size=result.input_size, sha256=result.input_sha256)
-        if result.status == "succeeded":
-            self.counts.done += 1
-            self.ledger.finished(spec.run_id, State.SUCCEEDED, utcnow(), result.result_dir, **sizes)
-        elif result.status == "failed":
-            self.counts.failed += 1
-            self.ledger.finished(spec.run_id, State.FAILED, utcnow(), result.result_dir, result.error, **sizes)
-        elif result.status == "released":
+    def _record(self, active: Active, result: RunResult, now: float) -> None:
+        if result.status == RunStatus.DEFERRED:
+            self._deferred(active, now, result.reason, result.fault)
+            return
+        if result.status == RunStatus.RELEASED:
             self._release(active)
-        elif result.status == "lost":
-            self.ledger.finished(spec.run_id, State.DISCARDED, utcnow(), None, result.error, **sizes)
-        else:  # deferred: an outage of a folder the run needs; the claim is kept
-            self._defer(active, now, (result.error or {}).get("reason", "deferred"))
             return
-        self._rescan()
+        self.queue.finished(active, result)
+        if result.status == RunStatus.SUCCEEDED:
+            self.counts["done"] += 1
+        elif result.status == RunStatus.FAILED:
+            self.counts["failed"] += 1
+        self.intake.hint()  # a slot is free: claim what has settled meanwhile
 
-    def _defer(self, active: Active, now: float, reason: str) -> None:
-        self.running.pop(active.spec.run_id, None)
-        active.deferrals += 1
-        delay = min(DEFER_MAX, DEFER_MIN * 2 ** (active.deferrals - 1))
-        active.not_before = now + delay
-        self.ledger.requeued(active.spec.run_id)
-        self.pending.append(active)
-        log.warning("run.deferred", run_id=active.spec.run_id, job=active.spec.job.name, inbox=active.spec.inbox,
-                    file=active.spec.input_name, reason=reason, retry_in_s=delay)
+    def _deferred(self, active: Active, now: float, reason: str, fault: Fault | None) -> None:
+        delay = self.queue.defer(active, now, backoff=fault != Fault.CRASH)
+        log.warning("run.deferred", **active.spec.context(), reason=reason, fault=fault and fault.value,
+                    retry_in_s=delay)
 
-    def _pool_died(self, now: float) -> None:
-        """A pool worker died (not a module: the worker itself). Rebuild and run its runs again."""
-        lost = list(self.running.values())
-        self.running.clear()
-        log.error("executor.broken", runs=[a.spec.run_id for a in lost])
-        for a in lost:
-            sweep(f"CHUTE_RUN_ID={a.spec.run_id}")
-        self.executor.rebuild()
-        for a in lost:
-            a.pool_deaths += 1
-            if a.pool_deaths >= self.catalog.config.max_crashes:
-                self._poison(a, f"the worker died during {a.pool_deaths} runs of this file")
-            else:
-                self.ledger.requeued(a.spec.run_id)
-                self.pending.appendleft(a)
-
-    def _poison(self, active: Active, reason: str) -> None:
-        spec = active.spec
+    def _worker_lost(self, active: Active, reason: str, now: float) -> None:
+        """Its worker died: only this run is charged (a crash), and its modules are swept."""
+        sweep(f"CHUTE_RUN_ID={active.run_id}")
         try:
-            final = quarantine_without_run(spec, reason, Path(spec.input_path), move=True, claim=active.claim)
-        except ClaimLost:
-            self.ledger.finished(spec.run_id, State.DISCARDED, utcnow(), None, failure("another daemon took over this claim"))
-            return
-        except OSError as exc:
-            active.poison = reason
-            self._defer(active, time.monotonic(), f"cannot quarantine: {exc}")
-            return
-        self.counts.failed += 1
-        self.ledger.finished(spec.run_id, State.FAILED, utcnow(), str(final), failure(reason))
-        log.warning("run.quarantined", run_id=spec.run_id, job=spec.job.name, inbox=spec.inbox,
-                    file=spec.input_name, reason=reason, result=str(final))
+            active.crashes = claims.count_crash(active.spec.claim)
+        except OSError:
+            active.crashes += 1
+        if active.crashes >= self.catalog.config.max_crashes:
+            why = f"{reason}; the worker died during {active.crashes} runs of this file"
+            active.spec = replace(active.spec, poison=why)
+        self._deferred(active, now, reason, Fault.CRASH)
 
     def _release(self, active: Active) -> None:
         spec = active.spec
+        if claims.taken(spec.claim):  # another daemon took it over (we were frozen): not ours to put back
+            self.queue.ended(active, State.DISCARDED, error=failure("another daemon took over this claim"))
+            return
         try:
-            back = claims.release(active.claim, Path(active.inbox.path))
+            back = claims.release(spec.claim, active.inbox.path)
         except OSError as exc:
+            self.queue.running.pop(active.run_id, None)
             log.error("run.release_failed", **spec.context(), reason=exc.strerror or str(exc))
             return
-        self.ledger.finished(spec.run_id, State.RELEASED, utcnow(), str(back) if back else None)
-        log.info("run.released", run_id=spec.run_id, job=spec.job.name, inbox=spec.inbox, file=spec.input_name,
-                 to=str(back) if back else None)
-
-    def _rescan(self) -> None:
-        for w in self.watchers.values():
-            w.hint()
+        self.queue.ended(active, State.RELEASED, back)
+        log.info("run.released", **spec.context(), to=None if back is None else str(back))
 
     # --- leases, take-over and recovery ---
 
-    def _heartbeat(self, now: float, force: bool = False, take_over: bool = True) -> None:
-        if not force and now < self.next_heartbeat:
-            return
-        self.next_heartbeat = now + min(5.0, self.catalog.config.lease_timeout / 4)
-        self.lease_counter += 1
-        for path in self._leased():
-            try:
-                claims.write_lease(path, self.me, self.lease_counter)
-            except OSError:
-                continue  # an unavailable inbox: logged by its scan
-            w = self.watchers.get(path)
-            if not take_over or w is None:
-                continue
-            for owner in claims.owners(path):
-                if owner != self.me.daemon_id and self._owner_dead(path, owner, now):
-                    self._take_over(w.inbox, owner)
-
     def _leased(self) -> set[Path]:
-        """Inboxes we hold a lease in: the watched ones, and any a run of ours still has a claim in
-        (an inbox a reload removed keeps its lease until its runs are done)."""
-        held = {Path(a.inbox.path) for a in [*self.running.values(), *self.pending]}
-        return set(self.watchers) | held
+        """Inboxes we hold a lease in: the watched ones, and any a run of ours still has a claim in."""
+        return set(self.intake.watchers) | self.queue.inboxes()
 
-    def _owner_dead(self, inbox: Path, owner: str, now: float) -> bool:
-        lease = claims.read_lease(inbox, owner)
-        if claims.dead_on_this_host(self.me, owner, lease):
-            return True  # its process is gone: no need to wait out the lease
-        # Alive on this host (frozen, hung on a share) or on another host: the lease decides
-        # (SPEC §5), so a stopped daemon's claims are run again after lease_timeout.
-        return self.lease_clock.stale(inbox, owner, lease, now)
+    def _watched(self) -> dict[Path, Inbox]:
+        return {path: w.inbox for path, w in self.intake.watchers.items()}
 
-    def _take_over(self, inbox: Inbox, owner: str) -> None:
-        for old in claims.claims_of(inbox.path, owner):
-            claim = claims.take_over(old, inbox.path, self.me)
-            if claim is None:
-                continue  # another daemon took it first
-            run_id = claims.run_id_of(claim)
-            log.warning("run.taken_over", run_id=run_id, job=inbox.job, inbox=str(inbox.path),
-                        file=claims.input_of(claim), owner=owner, crashes=claims.crashes(claim))
-            self._adopt(inbox, claim)
-        claims.drop_lease(inbox.path, owner)
-        try:
-            (claims.claimed_root(inbox.path) / owner).rmdir()
-        except OSError:
-            pass
+    def _adopt_all(self, adopted: list[Adopted]) -> None:
+        for a in adopted:
+            self._adopt(a)
 
-    def _adopt(self, inbox: Inbox, claim: Path) -> None:
-        """Finish or re-run a claim whose daemon died (SPEC §5: a crash loses nothing)."""
-        run_id = claims.run_id_of(claim)
-        sweep(f"CHUTE_RUN_ID={run_id}")  # module processes the dead daemon left running
-        shutil.rmtree(self.catalog.config.work_dir / run_id, ignore_errors=True)
-        name = claims.input_of(claim)
-        if inbox.job not in self.catalog.jobs:
-            claims.release(claim, inbox.path)
+    def _adopt(self, a: Adopted) -> None:
+        """Finish or run again a claim whose daemon died (SPEC §5: a crash loses nothing)."""
+        sweep(f"CHUTE_RUN_ID={a.run_id}")  # module processes the dead daemon left running
+        if a.name is None and not a.claim.name.endswith(COMMIT_SUFFIX):
+            claims.remove(a.claim)
             return
-        spec = self._spec(inbox, run_id, claim, name or "input")
-        if claim.name.endswith(claims.COMMIT_SUFFIX):
-            try:
-                status = finish_delivery(spec, claim, name)
-            except OSError as exc:
-                # A folder it needs is unavailable. Its result may be out already: the runner
-                # finishes the delivery when it can (runner._resume), and never runs it again.
-                log.warning("run.deferred", **spec.context(), reason=f"cannot finish delivering the result: {exc}")
-                self._queue(inbox, run_id, claim.with_name(run_id), name or "input")
-                return
-            if status is not None:
-                self.ledger.queued(run_id, str(inbox.path), inbox.job, spec.input_name, str(claim), utcnow())
-                self.ledger.finished(run_id, State(status), utcnow())
-                log.info("run.recovered", **spec.context(), state=status)
-                return
-        if name is None:
-            claims.remove(claim)
-            return
-        claim = claims.uncommit(claim)
-        for folder in (inbox.outbox, inbox.quarantine):
-            shutil.rmtree(publish.build_dir(folder, run_id), ignore_errors=True)
-        spec = self._spec(inbox, run_id, claim, name)
-        self.ledger.queued(run_id, str(inbox.path), inbox.job, name, str(claim), utcnow())
-        active = Active(spec, inbox)
-        crashed = claims.crashes(claim)
-        if crashed >= self.catalog.config.max_crashes:
-            self._poison(active, f"the daemon died during {crashed} runs of this file")
-            return
-        self.pending.appendleft(active)
+        plain = a.claim.with_name(a.run_id)
+        poison = f"the daemon died during {a.crashes} runs of this file" if a.crashes >= self.catalog.config.max_crashes else None
+        spec = self._spec(a.inbox, a.run_id, plain, a.name or "input", poison)
+        self.queue.add(Active(spec, a.inbox, self.clock(), crashes=a.crashes), front=True)
 
-    def _clean_workspaces(self) -> None:
-        """Remove workspaces and cancel files no claim of any live run refers to."""
-        held = set()
-        for w in self.watchers.values():
-            for owner in claims.owners(w.inbox.path):
-                held |= {claims.run_id_of(c) for c in claims.claims_of(w.inbox.path, owner)}
-        work = self.catalog.config.work_dir
-        for entry in work.iterdir():
-            run_id = entry.name.removesuffix(".cancel")
-            if run_id not in held or entry.name.endswith(".cancel"):
-                if entry.is_dir():
-                    shutil.rmtree(entry, ignore_errors=True)
-                else:
-                    entry.unlink(missing_ok=True)
+    def _reconcile(self) -> None:
+        """Ledger rows a dead daemon of ours left queued or running, and not adopted: what became of them."""
+        held = {a.run_id for a in [*self.queue.pending, *self.queue.running.values()]}
+        inboxes = {i.path: i for i in self.catalog.config.inboxes}
+        for run in self.ledger.active():
+            if run.run_id not in held:
+                state, result, error = reconcile(run, inboxes)
+                self.ledger.finished(run.run_id, state, utcnow(), None if result is None else str(result), error or None)
+                log.info("run.reconciled", run_id=run.run_id, job=run.job, inbox=run.inbox, file=run.input_name,
+                         state=state.value, result=None if result is None else str(result))
 
     # --- reload ---
 
@@ -531,12 +303,9 @@ class Service:
         self.notifier.reloading()
         try:
             new = load_catalog(self.catalog.config_file)
-        except DefinitionError as exc:
-            log.error("daemon.reload_failed", problems=[str(p) for p in exc.problems])
-            self.notifier.ready()
-            return
         except ChuteError as exc:
-            log.error("daemon.reload_failed", problems=[str(exc)])
+            problems = [str(p) for p in exc.problems] if isinstance(exc, DefinitionError) else [str(exc)]
+            log.error("daemon.reload_failed", problems=problems)
             self.notifier.ready()
             return
         old = {i.path: i for i in self.catalog.config.inboxes}
@@ -545,69 +314,73 @@ class Service:
                           if getattr(new.config, k) != getattr(self.catalog.config, k)]
         self.catalog = new
         for path in set(old) - set(now):
-            self._remove_inbox(path)
+            self.intake.remove(path)  # its lease stays while runs of ours hold claims in it (_leased)
         for path, inbox in now.items():
-            if path not in old:
-                self._add_inbox(inbox)
-            elif inbox != old[path]:
-                self._remove_inbox(path)
+            if path in old and inbox != old[path]:
+                self.intake.remove(path)
+            if path not in old or inbox != old[path]:
                 self._add_inbox(inbox)
         log.info("daemon.reloaded", inboxes=[str(p) for p in now], jobs=sorted(new.jobs),
                  added=[str(p) for p in set(now) - set(old)], removed=[str(p) for p in set(old) - set(now)],
                  needs_restart=restart_needed or None)
         self.notifier.ready()
 
+    def _add_inbox(self, inbox: Inbox) -> None:
+        # Created at start (SPEC §4); a delivery never creates them (an unmounted share must stay absent).
+        for folder in (inbox.path, inbox.outbox, inbox.quarantine, inbox.archive):
+            if folder is not None:
+                try:
+                    folder.mkdir(parents=True, exist_ok=True)
+                except OSError as exc:
+                    log.warning("inbox.unavailable", inbox=str(inbox.path), folder=str(folder), reason=exc.strerror)
+        self.intake.add(inbox, self.catalog.config)
+
     # --- stopping ---
 
     def _begin_stop(self, now: float) -> None:
-        self.stopping_since = now
         cfg = self.catalog.config
+        self.state, self.stop_at = Stop.DRAINING, now + cfg.shutdown_timeout
         self.notifier.stopping()
-        self.notifier.extend_timeout(cfg.shutdown_timeout + 30)
-        log.info("daemon.stopping", running=len(self.running), queued=len(self.pending), timeout=cfg.shutdown_timeout)
-        while self.pending:
-            self._release(self.pending.popleft())
+        self.notifier.extend_timeout(cfg.shutdown_timeout + self._grace() + STOP_MARGIN)
+        log.info("daemon.stopping", running=len(self.queue.running), queued=len(self.queue.pending),
+                 timeout=cfg.shutdown_timeout)
 
     def _drain(self, now: float) -> None:
-        cfg = self.catalog.config
-        while self.pending:  # deferred runs coming back while stopping
-            self._release(self.pending.popleft())
-        if not self.running:
-            self.stopped = True
-            return
-        if self.cancelled_at is None and (self.flags.stop > 1 or now - self.stopping_since >= cfg.shutdown_timeout):
-            self.cancelled_at = now
-            log.info("daemon.cancelling", runs=sorted(self.running))
-            for active in self.running.values():
-                Path(active.spec.cancel_file).touch()
-        if self.cancelled_at is not None and now - self.cancelled_at > self.running_grace() + STOP_MARGIN:
+        while self.queue.pending:  # waiting and deferred runs go back to their inboxes
+            self._release(self.queue.pending.popleft())
+        if not self.queue.running:
+            self.state = Stop.STOPPED
+        elif self.state == Stop.DRAINING and (self.flags["stop"] > 1 or now >= self.stop_at):
+            self.state, self.stop_at = Stop.CANCELLING, now + self._grace() + STOP_MARGIN
+            log.info("daemon.cancelling", runs=sorted(self.queue.running))
+            for run_id in self.queue.running:
+                self.executor.cancel(run_id)
+        elif self.state == Stop.CANCELLING and now >= self.stop_at:
             self._abandon()
 
-    def running_grace(self) -> float:
-        return max((a.spec.kill_grace for a in self.running.values()), default=0.0)
+    def _grace(self) -> float:
+        return max((a.spec.kill_grace for a in self.queue.running.values()), default=0.0)
 
     def _abandon(self) -> None:
-        """Workers that did not stop in time: kill them and their modules, release the inputs."""
-        log.error("executor.stuck", runs=sorted(self.running))
-        self.executor.shutdown(wait=False)
-        for p in list(getattr(self.executor.pool, "_processes", {}).values()):
-            p.kill()
-        for active in list(self.running.values()):
-            sweep(f"CHUTE_RUN_ID={active.spec.run_id}")
-            shutil.rmtree(Path(active.spec.work_dir) / active.spec.run_id, ignore_errors=True)
-            self._release(active)
-        self.running.clear()
-        self.stopped = True
+        """Workers that did not stop in time: kill them; their claims wait for the next start's recovery."""
+        log.error("executor.stuck", runs=sorted(self.queue.running))
+        self.executor.kill()
+        for active in list(self.queue.running.values()):
+            sweep(f"CHUTE_RUN_ID={active.run_id}")
+            if active.spec.claim.is_dir():  # not committed: nothing went out, it can go back now
+                self._release(active)
+        self.queue.running.clear()
+        self.state = Stop.STOPPED
 
     # --- systemd ---
 
     def _status(self) -> None:
-        self.notifier.status(status_line(len(self.pending), len(self.running), self.counts.done, self.counts.failed))
+        self.notifier.status(status_line(len(self.queue.pending), len(self.queue.running),
+                                         self.counts["done"], self.counts["failed"]))
 
     def healthy(self) -> bool:
-        watching = not any(w.mode == "events" for w in self.watchers.values()) or self.observer.is_alive()
         # A loop that keeps failing is not making progress: let systemd's watchdog restart it.
-        return watching and not self.executor.broken and self.loop_errors < 3
+        return self.intake.healthy() and self.executor.healthy() and self.loop_errors < 3
 
     def _watchdog(self, now: float) -> None:
         interval = self.notifier.watchdog_interval
@@ -618,41 +391,15 @@ class Service:
             self.next_watchdog = now + interval
 
 
-def quarantine_without_run(spec: RunSpec, reason: str, path: Path, *, move: bool, claim: Path | None = None) -> Path:
-    """Quarantine a file no module ran on (a symlink, a poison file), with report.json.
-
-    With `claim` (the file's claim folder), the claim is committed and marked first, as a
-    run's delivery is: a crash between moving the input and revealing the folder is then
-    finished by recovery, instead of leaving the input in a hidden build folder.
-    """
-    if claim is not None:
-        claim = claims.commit(claim)
-        path = claim / spec.input_name
-    try:
-        stamp = utcnow()
-        outcome = Outcome(status="failed", started_at=stamp, finished_at=stamp, error=failure(reason))
-        st = os.lstat(path)
-        info = {"name": spec.input_name, "size": st.st_size, "sha256": None, "inbox": spec.inbox}
-        build = publish.build_report(spec, outcome, Path(spec.work_dir) / spec.run_id, info)
-        if claim is not None:
-            claims.mark(claim, claims.QUARANTINING)
-    except OSError:
-        if claim is not None:
-            claims.uncommit(claim)
-        raise
-    if os.path.islink(path):
-        target = os.readlink(path)  # the link itself is moved; its target is never read
+def _executor(catalog: Catalog) -> Executor:
+    cfg = catalog.config
+    if cfg.executor.kind == "dask":
         try:
-            os.rename(path, build / spec.input_name)
-        except OSError:
-            os.symlink(target, build / spec.input_name)
-            os.unlink(path)
-    else:
-        publish.add_input(build, path, spec.input_name, move=move)
-    final = publish.reveal(build, publish.result_name(spec.input_name))
-    if claim is not None:
-        claims.remove(claim)
-    return final
+            from .dask_executor import DaskExecutor
+        except ImportError:
+            raise ChuteError(f"executor.kind {cfg.executor.kind!r} is not available in this version; use 'local'")
+        return DaskExecutor(cfg.executor, cfg.log.format, cfg.log.level)
+    return LocalExecutor(cfg.workers, cfg.log.format, cfg.log.level)
 
 
 def run_daemon(catalog: Catalog) -> None:

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import sys
 from pathlib import Path
 
 from . import config as config_mod
-from . import logs
+from . import entry, logs, staging
 from .catalog import load_catalog
-from .claims import hostname, new_run_id
+from .claims import new_run_id
 from .errors import RET_FAILED, RET_OK, UsageError
-from .pipeline import RunSpec
-from .runner import RunResult, execute
+from .leases import Identity
+from .run import Launch, RunResult, RunSpec, RunStatus
+from .runner import execute
 from .systemd import module_environ
 
 
@@ -52,23 +54,45 @@ def run(args) -> int:
         raise UsageError(f"{file} is not a file")
     outbox, quarantine = _folders(cat, args)
     cfg = cat.config
-    cfg.work_dir.mkdir(parents=True, exist_ok=True)
+    for folder in (outbox, quarantine):  # given on the command line: made now, never by the delivery
+        folder.mkdir(parents=True, exist_ok=True)
+    me = Identity.mine()
+    owner = staging.owner_dir(cfg.work_dir, me, f"submit-{me.daemon_id}").name
     spec = RunSpec(
-        run_id=new_run_id(), job=cat.jobs[args.job], input_path=str(file.resolve()), input_name=file.name,
-        outbox=str(outbox), quarantine=str(quarantine), work_dir=str(cfg.work_dir),
-        default_timeout=cfg.defaults.timeout, host=hostname(),
+        run_id=new_run_id(), job=cat.jobs[args.job], input_path=file.resolve(), input_name=file.name,
+        outbox=outbox, quarantine=quarantine, work_dir=cfg.work_dir, owner=owner,
+        default_timeout=cfg.defaults.timeout, host=me.host,
         environ=tuple(module_environ(os.environ).items()), python=sys.executable,
+        launch=Launch(cfg.launcher.mode, tuple(cfg.launcher.preload)), work_reserve=cfg.work_reserve,
     )
     # SIGTERM too stops every module process and removes the workspace, like Ctrl-C.
     signal.signal(signal.SIGTERM, _raise_interrupt)
     interactive = sys.stdout.isatty() and cfg.log.format != "json"
     # Log lines go to stderr, so stdout holds just the result (`dir=$(chute submit ...)` works).
     logs.configure(cfg.log.format, "warning" if interactive else cfg.log.level, stream=sys.stderr)
-    result = _with_progress(spec) if interactive else execute(spec)
+    entry.become_subreaper()  # this process runs nothing else: whatever a module leaves is ours to end
+    modules = _launcher(spec)
+    try:
+        result = _with_progress(spec, modules) if interactive else execute(spec, modules=modules)
+    finally:
+        if modules is not None:
+            modules.close()
+        entry.kill_orphans(set())
+        shutil.rmtree(cfg.work_dir / owner, ignore_errors=True)
     return _report(result)
 
 
-def _with_progress(spec: RunSpec) -> RunResult:
+def _launcher(spec: RunSpec):
+    if spec.launch.mode != "warm":
+        return None
+    try:
+        from .launcher import Launcher
+    except ImportError:
+        return None
+    return Launcher(spec.python, spec.launch.preload, dict(spec.environ))
+
+
+def _with_progress(spec: RunSpec, modules) -> RunResult:
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     columns = (TextColumn("{task.description:<32}"), BarColumn(), TextColumn("{task.fields[state]:<10}"), TimeElapsedColumn())
@@ -88,11 +112,11 @@ def _with_progress(spec: RunSpec) -> RunResult:
             elif event == "entry.failed":
                 progress.update(task, state="retrying" if fields["retrying"] else "failed")
 
-        return execute(spec, emit)
+        return execute(spec, emit=emit, modules=modules)
 
 
 def _report(result: RunResult) -> int:
-    if result.status == "succeeded":
+    if result.status == RunStatus.SUCCEEDED:
         print(f"published {result.result_dir}")
         return RET_OK
     error = result.error or {}

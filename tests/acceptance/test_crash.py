@@ -20,7 +20,8 @@ import subprocess
 import time
 from pathlib import Path
 
-from chute import claims
+from chute import claims, leases, publish
+from chute.run import COMMIT_SUFFIX
 from tests.harness import Daemon, Setup, assert_processed_once, claimed_inputs, drop, files, wait_until
 
 SEED = 20261124
@@ -91,11 +92,12 @@ def test_a_file_that_keeps_killing_the_daemon_is_quarantined_after_max_crashes(t
     deaths = 0
     while True:
         with Daemon(config, name=f"poison-{deaths}") as d:
-            if d.events("run.quarantined", file="poison.bin"):  # given up on while taking over its claim
+            [first] = wait_until(lambda: d.events("run.quarantined", file="poison.bin")
+                                 or d.events("run.started", file="poison.bin"))
+            if first["event"] == "run.quarantined":  # given up on when its claim was taken over: never run again
                 more("after")
                 assert d.stop() == 0
                 break
-            d.wait_event("run.started", file="poison.bin")
             more(f"other-{deaths}")  # through the second worker, while the poison runs
         # Leaving `with` killed the daemon (SIGKILL) while the poison's run was still going.
         deaths += 1
@@ -124,7 +126,7 @@ def dead_daemon_id() -> str:
     """The id of a daemon of this host whose process is gone (a pid that just exited)."""
     proc = subprocess.Popen(["true"])
     proc.wait()
-    return claims.Identity(claims.hostname(), claims.boot_id(), proc.pid, "dead00").daemon_id
+    return leases.Identity(leases.hostname(), leases.boot_id(), proc.pid, "dead00").daemon_id
 
 
 def manifest(run_id: str, name: str, data: bytes, status: str = "succeeded") -> str:
@@ -148,9 +150,9 @@ def test_a_restart_finishes_every_stage_a_crash_can_leave_a_claim_in(tmp_path):
     def claim(stage: str, n: int, *markers: str, commit: bool = True, keep_input: bool = True):
         name, data = f"{stage}.bin", f"{stage}\n".encode()
         run_id = f"20260101T000000Z-{n:06x}"
-        if claims.REVEALING in markers or claims.QUARANTINING in markers:
+        if publish.REVEALING in markers or publish.QUARANTINING in markers:
             delivered.add(run_id)
-        folder = owner / (run_id + (claims.COMMIT_SUFFIX if commit else ""))
+        folder = owner / (run_id + (COMMIT_SUFFIX if commit else ""))
         folder.mkdir(parents=True)
         if keep_input:
             (folder / name).write_bytes(data)
@@ -177,30 +179,30 @@ def test_a_restart_finishes_every_stage_a_crash_can_leave_a_claim_in(tmp_path):
     (outbox / f".chute-build-{run_id}" / "result.bin").write_bytes(data[:2])  # half-built, never shown
     rerun[name] = data
     # Its result is complete or out: delivery is finished, nothing runs again.
-    name, data, run_id, _ = claim("revealing", 4, claims.RUNNING, claims.REVEALING)
+    name, data, run_id, _ = claim("revealing", 4, claims.RUNNING, publish.REVEALING)
     result(outbox / f".chute-build-{run_id}", run_id, name, data)
     finished[name] = data
-    name, data, run_id, _ = claim("revealed", 5, claims.RUNNING, claims.REVEALING)
+    name, data, run_id, _ = claim("revealed", 5, claims.RUNNING, publish.REVEALING)
     result(outbox / "revealed", run_id, name, data)
     finished[name] = data
-    name, data, run_id, folder = claim("archiving", 6, claims.RUNNING, claims.REVEALING)
+    name, data, run_id, folder = claim("archiving", 6, claims.RUNNING, publish.REVEALING)
     result(outbox / "archiving", run_id, name, data)
     (archive / name).write_bytes(data)  # copied across filesystems and renamed in; the unlink never came
-    (folder / claims.ARCHIVING).write_bytes(os.fsencode(archive / name))
+    (folder / publish.ARCHIVING).write_bytes(os.fsencode(archive / name))
     finished[name] = data
-    name, data, run_id, _ = claim("archived", 7, claims.RUNNING, claims.REVEALING, keep_input=False)
+    name, data, run_id, _ = claim("archived", 7, claims.RUNNING, publish.REVEALING, keep_input=False)
     result(outbox / "archived", run_id, name, data)
     (archive / name).write_bytes(data)
     finished[name] = data
     # Failed runs on their way into quarantine.
-    name, data, run_id, _ = claim("quarantining", 8, claims.RUNNING, claims.QUARANTINING)
+    name, data, run_id, _ = claim("quarantining", 8, claims.RUNNING, publish.QUARANTINING)
     report(quarantine / f".chute-build-{run_id}", run_id, name, data)
     quarantined[name] = data
-    name, data, run_id, _ = claim("moved", 9, claims.RUNNING, claims.QUARANTINING, keep_input=False)
+    name, data, run_id, _ = claim("moved", 9, claims.RUNNING, publish.QUARANTINING, keep_input=False)
     report(quarantine / f".chute-build-{run_id}", run_id, name, data)
     (quarantine / f".chute-build-{run_id}" / name).write_bytes(data)
     quarantined[name] = data
-    name, data, run_id, _ = claim("across", 10, claims.RUNNING, claims.QUARANTINING)
+    name, data, run_id, _ = claim("across", 10, claims.RUNNING, publish.QUARANTINING)
     report(quarantine / f".chute-build-{run_id}", run_id, name, data)
     (quarantine / f".chute-build-{run_id}" / name).write_bytes(data)  # renamed in; the unlink never came
     quarantined[name] = data

@@ -27,7 +27,7 @@ def test_a_module_that_segfaults_or_aborts_fails_its_run_and_nothing_else(tmp_pa
         for name, data in good.items():
             drop(path, name, data)
         wait_until(lambda: len(files(Path(inbox["archive"]))) == 6 and len(files(Path(inbox["quarantine"]))) == 2, 30)
-        assert d.events("executor.broken") == []  # the module died, not the pool worker
+        assert d.events("executor.worker_died") == []  # the module died, not the pool worker
     reports = {name: json.loads((Path(inbox["quarantine"]) / name / "report.json").read_text())
                for name in ("crash", "aborts")}
     assert reports["crash"]["error"]["reason"] == f"killed by signal {signal.SIGSEGV.value}"
@@ -36,7 +36,11 @@ def test_a_module_that_segfaults_or_aborts_fails_its_run_and_nothing_else(tmp_pa
     assert sorted(files(Path(inbox["outbox"]))) == sorted(n.removesuffix(".bin") for n in good)
 
 
-def test_a_pool_worker_that_dies_is_replaced_and_its_runs_run_again_once(tmp_path):
+def parent_of(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[1])
+
+
+def test_a_pool_worker_that_dies_charges_only_its_own_run(tmp_path):
     inbox, daemon = start(tmp_path)
     path = Path(inbox["path"])
     inputs = {f"long-{i}.bin": f"sleep=1.5\nlong {i}\n".encode() for i in range(2)}
@@ -46,18 +50,24 @@ def test_a_pool_worker_that_dies_is_replaced_and_its_runs_run_again_once(tmp_pat
             if name.startswith("long"):
                 drop(path, name, data)
         started = d.wait_event("entry.started", count=2)
-        # The module's parent is the pool worker running that run: kill the worker, not the module.
-        run_id = started[0]["run_id"]
+        # Kill the pool worker running the first run (the module's parent, or its launcher's parent).
+        run_id, other = started[0]["run_id"], started[1]["run_id"]
         [module] = wait_until(lambda: processes_with(f"CHUTE_RUN_ID={run_id}"), 10)
-        worker = int(Path(f"/proc/{module}/stat").read_text().rpartition(")")[2].split()[1])
-        assert worker not in (os.getpid(), d.pid)
+        worker = module
+        while parent_of(worker) != d.pid:
+            worker = parent_of(worker)
         os.kill(worker, signal.SIGKILL)
-        d.wait_event("executor.broken")
+        d.wait_event("executor.worker_died")
         for name, data in inputs.items():
             if name.startswith("short"):
                 drop(path, name, data)
         wait_until(lambda: len(files(Path(inbox["archive"]))) == len(inputs), 40)
         assert d.stop() == 0
         assert len(d.events("run.published", run_id=run_id)) == 1  # run again under its claim, once
+        [deferred] = d.events("run.deferred", run_id=run_id)
+        assert deferred["fault"] == "crash" and "died" in deferred["reason"]
+        # The run in the other worker was not touched: one start of its first step, no deferral.
+        assert len(d.events("entry.started", run_id=other, step="first")) == 1
+        assert d.events("run.deferred", run_id=other) == []
         assert d.events("run.quarantined") == []
     assert_processed_once(inbox, inputs)

@@ -85,7 +85,8 @@ def test_a_frozen_daemons_runs_are_taken_over_and_still_processed_exactly_once(t
     assert len(published) == len(inputs), "a run published twice"
     runs = ledger_runs(a.config) + ledger_runs(b.config)
     assert sum(r.state.value == "succeeded" for r in runs) == len(inputs)
-    assert all(r.state.value in ("succeeded", "discarded") for r in runs), [r for r in runs]
+    assert all(r.state.value in ("succeeded", "discarded") for r in runs), \
+        [(r.run_id, r.state.value, r.error) for r in runs if r.state.value not in ("succeeded", "discarded")]
     print(f"\nfrozen daemon: {len(inputs)} files, {len(taken_ids)} runs taken over, "
           f"{len(discarded)} discarded by the frozen daemon")
     assert_processed_once(inbox, inputs)

@@ -166,8 +166,9 @@ def test_module_gets_its_environment_and_progress_is_reported(project, clip):
     env = seen["env"]
     assert env["CHUTE_RUN_ID"] == result.run_id
     assert (env["CHUTE_JOB"], env["CHUTE_STEP"], env["CHUTE_MODULE"]) == ("env_job", "look", "probe_env")
-    workspace = project.work / result.run_id
-    assert Path(env["TMPDIR"]).is_relative_to(workspace)
+    # TMPDIR is inside the run's own workspace: work_dir/<owner>/<run_id>.<attempt>/
+    workspace = Path(env["TMPDIR"]).relative_to(project.work / "test-owner").parts[0]
+    assert workspace.startswith(result.run_id + ".")
     assert Path(seen["scratch"]).is_relative_to(env["TMPDIR"])
     assert seen["cwd"] == str(project.modules / "probe_env")
     progress = [kw["progress"] for event, kw in events if event == "entry.progress"]
@@ -415,19 +416,40 @@ def test_failing_entry_stops_its_running_sibling(project, clip, ignore_term):
     assert not proc_alive(project.note("patient.pid"))
 
 
-def test_cancel_file_stops_the_run_and_releases_the_input(project, clip):
+class PipeCancel:
+    """The cancel signal as a worker gets it: a descriptor that turns readable (here, a pipe)."""
+
+    def __init__(self):
+        self.r, self.w = os.pipe()
+
+    def fileno(self):
+        return self.r
+
+    def is_set(self):
+        return True
+
+    def set(self):
+        os.write(self.w, b"x")
+
+    def close(self):
+        os.close(self.r)
+        os.close(self.w)
+
+
+def test_cancel_stops_the_run_at_once_and_releases_the_input(project, clip):
     project.module("patient", SLEEPS)
     project.job("slow", [("wait", [entry("patient")])])
-    cancel = project.root / "cancel"
-    spec = project.spec("slow", clip, cancel_file=str(cancel))
+    cancel = PipeCancel()
+    spec = project.spec("slow", clip)
     results = []
-    runner = threading.Thread(target=lambda: results.append(execute(spec)))
+    runner = threading.Thread(target=lambda: results.append(execute(spec, cancel)))
     runner.start()
     try:
         wait_until(lambda: (project.sync / "patient.pid").exists())
-        cancel.touch()
+        cancel.set()
     finally:
         runner.join(timeout=30)
+        cancel.close()
 
     [result] = results
     assert result.status == "released"
@@ -678,7 +700,7 @@ def test_daemon_run_archives_its_input_on_another_filesystem(project, clip, tmpf
     assert Path(result.archived_to) == archive / name
     assert [p.name for p in archive.iterdir()] == [name]  # and no hidden partial copy beside it
     assert sha256_of(archive / name) == digest
-    assert not Path(spec.claim).exists() and not Path(spec.claim + ".commit").exists()
+    assert not Path(spec.claim).exists() and not spec.committed.exists()
     project.assert_clean()
 
 
@@ -697,7 +719,7 @@ def test_daemon_run_moves_a_failed_input_into_the_quarantine(project, clip, tmpf
     folder = Path(result.result_dir)
     assert sorted(p.name for p in folder.iterdir()) == sorted([name, "logs", "report.json"])
     assert sha256_of(folder / name) == digest
-    assert not Path(spec.claim).exists() and not Path(spec.claim + ".commit").exists()
+    assert not Path(spec.claim).exists() and not spec.committed.exists()
     assert [p.name for p in quarantine.iterdir()] == [folder.name]
     project.assert_clean()
 
@@ -717,7 +739,7 @@ def test_daemon_run_that_cannot_quarantine_keeps_its_claim_and_delivers_later(pr
 
     assert first.status == "deferred" and "No space left on device" in first.error["reason"]
     assert list(quarantine.iterdir()) == []  # no half-built folder
-    [claim] = [c for c in (Path(spec.claim), Path(spec.claim + ".commit")) if c.exists()]
+    [claim] = [c for c in (Path(spec.claim), spec.committed) if c.exists()]
     assert sha256_of(claim / "big.bin") == digest  # the input is still in its claim, whole
 
     subprocess.run(["mount", "-o", "remount,size=16m", str(mount)], check=True)
@@ -727,5 +749,5 @@ def test_daemon_run_that_cannot_quarantine_keeps_its_claim_and_delivers_later(pr
     folder = Path(second.result_dir)
     assert folder.parent == quarantine and sha256_of(folder / "big.bin") == digest
     assert read_json(folder / "report.json")["error"]["reason"] == "exited with status 3"
-    assert not Path(spec.claim).exists() and not Path(spec.claim + ".commit").exists()
+    assert not Path(spec.claim).exists() and not spec.committed.exists()
     project.assert_clean()

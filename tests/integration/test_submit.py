@@ -111,7 +111,9 @@ def test_module_sees_no_service_manager_variables(project, clip):
     assert seen["SOMETHING_ELSE"] == "kept"
     assert seen["CHUTE_RUN_ID"] == manifest["run_id"]
     assert (seen["CHUTE_JOB"], seen["CHUTE_STEP"], seen["CHUTE_MODULE"]) == ("env_job", "look", "probe_env")
-    assert Path(seen["TMPDIR"]).is_relative_to(project.work / manifest["run_id"])
+    # TMPDIR is inside the run's own workspace: work_dir/<owner>/<run_id>.<attempt>/
+    owner, workspace = Path(seen["TMPDIR"]).relative_to(project.work).parts[:2]
+    assert owner.startswith("submit-") and workspace.startswith(manifest["run_id"] + ".")
     project.assert_clean()
 
 

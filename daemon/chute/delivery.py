@@ -1,0 +1,232 @@
+"""The one delivery protocol: a run's result out to the outbox, or its input and report to the quarantine.
+
+Every delivery goes through a fence. For a daemon run the fence is the claim:
+committing it (one rename) is what only one daemon can do, so a run whose claim
+was taken over delivers nothing; markers in the committed claim tell recovery
+how far a delivery got, and a crash at any line is finished by `finish()`
+without running the file again. `chute submit` has no claim: its fence moves
+nothing, and an outage leaves no hidden build folder behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from . import claims, logs, publish
+from .errors import ClaimLost
+from .run import Outcome, RunResult, RunSpec, RunStatus, Fault, failure, os_reason, utcnow
+
+
+class ClaimFence:
+    """A daemon run's claim folder: the input lives in it until delivery moves it out."""
+
+    moves_input = True
+
+    def __init__(self, spec: RunSpec):
+        assert spec.claim is not None
+        self.spec = spec
+        self.dir = spec.committed if spec.committed.is_dir() else spec.claim
+
+    @property
+    def input(self) -> Path:
+        return self.dir / self.spec.input_name
+
+    @property
+    def is_committed(self) -> bool:
+        return self.dir == self.spec.committed
+
+    def commit(self) -> None:
+        self.dir = claims.commit(self.dir)  # ClaimLost: another daemon took it over
+
+    def mark(self, marker: str) -> None:
+        claims.mark(self.dir, marker)
+
+    def undo(self) -> None:
+        """Before anything went out: back to a plain claim, to be delivered (or run) again later."""
+        self.dir = claims.uncommit(self.dir)
+        for marker in (publish.REVEALING, publish.QUARANTINING):
+            (self.dir / marker).unlink(missing_ok=True)
+
+    def delivering(self) -> bool:
+        return any(claims.marked(self.dir, m) for m in (publish.REVEALING, publish.QUARANTINING))
+
+    def dispose(self) -> Path | None:
+        return publish.dispose_input(self.input, self.spec, self.dir / publish.ARCHIVING)
+
+    def done(self) -> None:
+        claims.remove(self.dir)
+
+    def lost(self) -> bool:
+        return claims.taken(self.dir)
+
+
+class NoFence:
+    """`chute submit`: the user's own file, read in place and never moved."""
+
+    moves_input = False
+    is_committed = False
+
+    def __init__(self, spec: RunSpec):
+        self.spec = spec
+        self.input = spec.input_path
+
+    def commit(self) -> None:
+        pass
+
+    def mark(self, marker: str) -> None:
+        pass
+
+    def undo(self) -> None:
+        # No recovery finishes a hidden build folder of a submit: none may stay.
+        for folder in (self.spec.outbox, self.spec.quarantine):
+            shutil.rmtree(publish.build_dir(folder, self.spec.run_id), ignore_errors=True)
+
+    def delivering(self) -> bool:
+        return False
+
+    def dispose(self) -> Path | None:
+        return None
+
+    def done(self) -> None:
+        pass
+
+    def lost(self) -> bool:
+        return False
+
+
+Fence = ClaimFence | NoFence
+
+
+def fence_of(spec: RunSpec) -> Fence:
+    return ClaimFence(spec) if spec.claim is not None else NoFence(spec)
+
+
+def deliver(spec: RunSpec, outcome: Outcome, ws: Path | None, input_info: dict[str, Any], fence: Fence,
+            base: dict[str, Any]) -> RunResult:
+    """Publish a succeeded outcome or quarantine a failed one; an outage defers it with the claim kept."""
+    log = logs.get("chute.delivery").bind(**spec.context())
+    try:
+        fence.commit()
+        if outcome.status == "succeeded":
+            assert ws is not None
+            build = publish.build_result(spec, outcome, ws, input_info)
+            fence.mark(publish.REVEALING)
+            final = publish.reveal(build, spec.input_name)
+            log.info("run.published", result=str(final))
+            archived = fence.dispose()
+            fence.done()
+            return RunResult(spec.run_id, RunStatus.SUCCEEDED, final, archived_to=archived, **base)
+        final = _quarantine(spec, outcome, None if ws is None else ws / ".logs", input_info, fence)
+        log.warning("run.quarantined", result=str(final), **(outcome.error or {}))
+        return RunResult(spec.run_id, RunStatus.FAILED, final, error=outcome.error, **base)
+    except ClaimLost:
+        return lost(spec, base)
+    except OSError as exc:
+        if fence.lost():
+            return lost(spec, base)  # taken over after our commit: the new owner delivers
+        if not fence.delivering():  # once a marker says the result is going out, it is finished, never re-run
+            fence.undo()
+        return deferred(spec, f"cannot deliver the result: {os_reason(exc)}", Fault.OUTAGE, base)
+
+
+def _quarantine(spec: RunSpec, outcome: Outcome, logs_dir: Path | None, input_info: dict[str, Any],
+                fence: Fence) -> Path:
+    build = publish.build_report(spec, outcome, logs_dir, input_info)
+    fence.mark(publish.QUARANTINING)
+    publish.add_input(build, fence.input, spec.input_name, move=fence.moves_input, tag=spec.run_id)
+    final = publish.reveal(build, spec.input_name)
+    fence.done()
+    return final
+
+
+def quarantine_without_run(spec: RunSpec, reason: str, fence: Fence) -> RunResult:
+    """Quarantine a file no module ran on (a symlink, a poison file, an unreadable file), with report.json."""
+    stamp = utcnow()
+    outcome = Outcome(status="failed", started_at=stamp, finished_at=stamp, error=failure(reason))
+    try:
+        st = os.lstat(fence.input)
+    except OSError as exc:
+        if fence.lost():
+            return lost(spec, {})
+        return deferred(spec, f"cannot quarantine: {os_reason(exc)}", Fault.OUTAGE, {})
+    info = {"name": spec.input_name, "size": st.st_size, "sha256": None,
+            "inbox": None if spec.inbox is None else str(spec.inbox)}
+    result = deliver(spec, outcome, None, info, fence, {"input_size": st.st_size})
+    return result
+
+
+def finish(spec: RunSpec, fence: ClaimFence) -> RunResult | None:
+    """A committed claim whose delivery stopped (a crash, an outage): complete what its markers say.
+
+    Returns the result when it is out, None when nothing went out and the file must run
+    again (the claim is then uncommitted). An outage defers it: nothing is decided.
+    """
+    log = logs.get("chute.delivery").bind(**spec.context())
+    try:
+        status = _finish(spec, fence)
+    except OSError as exc:
+        if fence.lost():
+            return lost(spec, {})
+        return deferred(spec, f"cannot finish delivering the result: {os_reason(exc)}", Fault.OUTAGE, {})
+    if status is None:
+        fence.undo()
+        if fence.is_committed:
+            return deferred(spec, f"cannot take back the commit of {fence.dir}", Fault.OUTAGE, {})
+        return None
+    log.info("run.recovered", state=status.value)
+    return RunResult(spec.run_id, status)
+
+
+def _finish(spec: RunSpec, fence: ClaimFence) -> RunStatus | None:
+    claim = fence.dir
+    name = claims.input_of(claim)
+    if claims.marked(claim, publish.REVEALING):
+        build = publish.build_dir(spec.outbox, spec.run_id)
+        publish.require_root(spec.outbox)  # an unmounted outbox hides the build too: that is not "revealed"
+        if build.exists():
+            publish.reveal(build, _named(build / "manifest.json", name))
+        if name is not None:
+            fence.dispose()
+        fence.done()
+        return RunStatus.SUCCEEDED
+    if claims.marked(claim, publish.QUARANTINING):
+        build = publish.build_dir(spec.quarantine, spec.run_id)
+        publish.require_root(spec.quarantine)
+        if build.exists():
+            if name is not None and (build / name).exists():
+                # A move across filesystems renamed its whole copy in and stopped before the unlink.
+                os.unlink(claim / name)
+            elif name is not None:
+                publish.add_input(build, claim / name, name, move=True, tag=spec.run_id)
+            publish.reveal(build, _named(build / "report.json", name))
+        elif name is not None:
+            return None  # its build folder was given up before the input moved: run it again
+        fence.done()  # revealed, and stopped before the claim was removed
+        return RunStatus.FAILED
+    return None
+
+
+def _named(doc: Path, name: str | None) -> str:
+    """The input's name for a result folder: the claim's, or (its input gone already) what the manifest says."""
+    if name is not None:
+        return name
+    return json.loads(doc.read_text())["input"]["name"]
+
+
+def lost(spec: RunSpec, base: dict[str, Any]) -> RunResult:
+    """Another daemon took the claim over (we were thought dead): it runs the file; we deliver nothing.
+
+    Never "deferred": a run retried on a claim that is gone would wait for ever.
+    """
+    reason = "another daemon took over this claim"
+    logs.get("chute.delivery").warning("run.discarded", **spec.context(), reason=reason)
+    return RunResult(spec.run_id, RunStatus.LOST, error=failure(reason), **base)
+
+
+def deferred(spec: RunSpec, reason: str, fault: Fault, base: dict[str, Any]) -> RunResult:
+    """Not the file's fault: the claim is kept and the daemon tries again later (it logs run.deferred)."""
+    return RunResult(spec.run_id, RunStatus.DEFERRED, error=failure(reason), fault=fault, **base)

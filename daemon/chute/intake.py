@@ -1,0 +1,163 @@
+"""The inboxes: watching them, telling when a file has finished arriving, and claiming it.
+
+Returns values (claims made, inboxes that came and went) and never calls back
+into the service. The truth is each inbox's periodic scan; inotify events
+(watchdog's observer thread) only make the next look come sooner.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from watchdog.observers import Observer
+
+from . import claims, logs
+from .config import Config, Inbox
+from .leases import STATE_DIR, Identity
+from .watcher import EventHint, InboxWatcher, open_for_writing
+
+log = logs.get("chute.intake")
+IGNORED_MEMORY = 10000  # names remembered as logged once (file.ignored); the memory is cleared past it
+
+
+@dataclass(frozen=True)
+class Claimed:
+    inbox: Inbox
+    run_id: str
+    claim: Path
+    name: str
+    symlink: bool  # not followed: it goes to the quarantine as it is
+
+
+@dataclass(frozen=True)
+class Change:
+    """An inbox became unavailable (an unmounted share) or available again."""
+
+    inbox: Path
+    available: bool
+    reason: str | None = None
+
+
+class Intake:
+    def __init__(self, me: Identity, wake: threading.Event, clock=time.monotonic):
+        self.me, self.wake, self.clock = me, wake, clock
+        self.watchers: dict[Path, InboxWatcher] = {}
+        self.observer = Observer()
+        self.ignored_seen: set[tuple[Path, str]] = set()
+
+    def start(self) -> None:
+        self.observer.start()
+
+    def stop(self) -> None:
+        if self.observer.is_alive():
+            self.observer.stop()
+            self.observer.join(timeout=5)
+
+    def healthy(self) -> bool:
+        return not any(w.mode == "events" for w in self.watchers.values()) or self.observer.is_alive()
+
+    def add(self, inbox: Inbox, config: Config) -> None:
+        w = InboxWatcher(inbox, config.settle(inbox), config.defaults.poll_interval, self.wake)
+        self.watchers[inbox.path] = w
+        self._schedule(w)
+        log.info("inbox.watching", inbox=str(inbox.path), job=inbox.job, mode=w.mode, settle=w.settle)
+
+    def remove(self, path: Path) -> None:
+        w = self.watchers.pop(path)
+        self._unschedule(w)
+        log.info("inbox.removed", inbox=str(path))
+
+    def _schedule(self, w: InboxWatcher) -> None:
+        if w.mode != "events":
+            return
+        self._unschedule(w)
+        try:
+            w.watch = self.observer.schedule(EventHint(w, self.clock), str(w.inbox.path), recursive=False)
+        except OSError:
+            w.watch = None  # not there now: the scans carry on, and it is scheduled when it comes back
+
+    def _unschedule(self, w: InboxWatcher) -> None:
+        if w.watch is not None:
+            try:
+                self.observer.unschedule(w.watch)
+            except (KeyError, ValueError):
+                pass
+            w.watch = None
+
+    def next_due(self) -> float:
+        return min((w.next_scan for w in self.watchers.values()), default=float("inf"))
+
+    def hint(self) -> None:
+        """Look at every inbox at the next iteration (a run finished: a slot is free)."""
+        for w in self.watchers.values():
+            w.hint()
+
+    def look(self, now: float, capacity: int) -> tuple[list[Claimed], list[Change]]:
+        """Scan the inboxes that are due and claim up to `capacity` settled files, oldest change first."""
+        settled, changes = [], []
+        for w in list(self.watchers.values()):
+            if not w.due(now):
+                continue
+            scan = w.scan(now)
+            change = self._availability(w, scan)
+            if change is not None:
+                changes.append(change)
+            for name, reason in scan.ignored:
+                self._ignored(w, name, reason)
+            settled += [(now, w, name, None) for name in scan.symlinks]
+            settled += [(w.seen[name].changed_at, w, name, st) for name, st in scan.settled]
+        return self._claim_settled(settled, now, capacity), changes
+
+    def _claim_settled(self, settled: list, now: float, capacity: int) -> list[Claimed]:
+        if not settled or capacity <= 0:
+            return []
+        busy = open_for_writing()
+        made = []
+        for _, w, name, st in sorted(settled, key=lambda x: x[0]):
+            if len(made) >= capacity:
+                break  # the rest stays settled: claimed when a run finishes and the loop looks again
+            if st is not None and (st.st_dev, st.st_ino) in busy:
+                w.wait_longer(name, now)
+                log.debug("file.still_open", inbox=str(w.inbox.path), file=name)
+                continue
+            got = self._claim(w, name, st is None)
+            if got is not None:
+                made.append(got)
+        return made
+
+    def _claim(self, w: InboxWatcher, name: str, symlink: bool) -> Claimed | None:
+        inbox = w.inbox
+        try:
+            got = claims.claim(inbox.path, name, self.me)
+        except OSError as exc:
+            log.warning("file.claim_failed", inbox=str(inbox.path), file=name, reason=exc.strerror or str(exc))
+            return None
+        w.forget(name)
+        if got is None:
+            log.info("file.taken_elsewhere", inbox=str(inbox.path), file=name)
+            return None
+        return Claimed(inbox, got[0], got[1], name, symlink)
+
+    def _availability(self, w: InboxWatcher, scan) -> Change | None:
+        path, was = w.inbox.path, w.available
+        w.available = scan.available
+        if not scan.available and was is not False:
+            log.warning("inbox.unavailable", inbox=str(path), reason=scan.error)
+            return Change(path, False, scan.error)
+        if scan.available and was is False:
+            log.info("inbox.available", inbox=str(path))
+            self._schedule(w)
+            return Change(path, True)
+        return None
+
+    def _ignored(self, w: InboxWatcher, name: str, reason: str) -> None:
+        key = (w.inbox.path, name)
+        if key in self.ignored_seen or name == STATE_DIR:
+            return
+        if len(self.ignored_seen) > IGNORED_MEMORY:
+            self.ignored_seen.clear()
+        self.ignored_seen.add(key)
+        log.info("file.ignored", inbox=str(w.inbox.path), file=name, reason=reason)

@@ -1,0 +1,139 @@
+"""After a crash: leases kept fresh, dead daemons' claims taken over, and the ledger squared with the disk.
+
+A daemon on this host whose process is gone is taken over at once; any other
+(another host's, or one frozen here) only when its lease has not changed for
+`lease_timeout` on our own monotonic clock (SPEC §5). Returns values; the
+service decides what to run.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import claims, logs, publish
+from .config import Inbox
+from .leases import Identity, LeaseClock, dead_on_this_host, drop_lease, read_lease, write_lease
+from .ledger import Run, State
+
+log = logs.get("chute.recovery")
+# Leases are rewritten this often (at most; a quarter of lease_timeout when that is shorter),
+# so a live daemon's lease always changes well within another daemon's lease_timeout.
+HEARTBEAT = 5.0
+
+
+@dataclass(frozen=True)
+class Adopted:
+    """A claim taken over from a dead daemon: to be finished or run again."""
+
+    inbox: Inbox
+    claim: Path
+    run_id: str
+    name: str | None  # None: its input has already left it
+    crashes: int
+    owner: str
+
+
+class Recovery:
+    def __init__(self, me: Identity, lease_timeout: float):
+        self.me = me
+        self.clock = LeaseClock(lease_timeout)
+        self.interval = min(HEARTBEAT, lease_timeout / 4)
+        self.counter = 0
+        self.next_beat = 0.0
+
+    def heartbeat(self, now: float, leased: set[Path], watched: dict[Path, Inbox], *, take_over: bool = True,
+                  force: bool = False) -> list[Adopted]:
+        """Rewrite our leases; with `take_over`, take the claims of daemons judged dead in the watched inboxes."""
+        if not force and now < self.next_beat:
+            return []
+        self.next_beat = now + self.interval
+        self.counter += 1
+        adopted: list[Adopted] = []
+        for path in leased:
+            try:
+                write_lease(path, self.me, self.counter)
+            except OSError:
+                continue  # an unavailable inbox: its scan logs it
+            if take_over and path in watched:
+                adopted += self._judge(watched[path], now)
+        return adopted
+
+    def _judge(self, inbox: Inbox, now: float) -> list[Adopted]:
+        taken = []
+        for owner in claims.owners(inbox.path):
+            if owner != self.me.daemon_id and self._dead(inbox.path, owner, now):
+                taken += self._take_over(inbox, owner)
+        return taken
+
+    def _dead(self, inbox: Path, owner: str, now: float) -> bool:
+        lease = read_lease(inbox, owner)
+        if dead_on_this_host(self.me, owner, lease):
+            return True  # its process is gone: no need to wait out the lease
+        # Alive on this host (frozen, hung on a share) or on another host: the lease decides.
+        return self.clock.stale(inbox, owner, lease, now)
+
+    def _take_over(self, inbox: Inbox, owner: str) -> list[Adopted]:
+        taken = []
+        for old in claims.claims_of(inbox.path, owner):
+            claim = claims.take_over(old, inbox.path, self.me)
+            if claim is None:
+                continue  # another daemon took it first
+            a = Adopted(inbox, claim, claims.run_id_of(claim), claims.input_of(claim), claims.crashes(claim), owner)
+            log.warning("run.taken_over", run_id=a.run_id, job=inbox.job, inbox=str(inbox.path), file=a.name,
+                        owner=owner, crashes=a.crashes)
+            taken.append(a)
+        drop_lease(inbox.path, owner)
+        self.clock.forget(inbox.path, owner)
+        try:
+            (claims.claimed_root(inbox.path) / owner).rmdir()
+        except OSError:
+            pass
+        return taken
+
+    def release(self, inboxes: set[Path]) -> None:
+        """At a clean stop: our leases and (now empty) claimed folders go."""
+        for path in inboxes:
+            drop_lease(path, self.me.daemon_id)
+            try:
+                (claims.claimed_root(path) / self.me.daemon_id).rmdir()
+            except OSError:
+                pass  # not there, or (after a stuck stop) still holding a claim for recovery
+
+
+def reconcile(run: Run, inboxes: dict[Path, Inbox]) -> tuple[State, Path | None, dict]:
+    """A ledger row left queued or running by a daemon that died: what became of that run, from the disk.
+
+    Its result may be out (the daemon died after delivering, before recording); else
+    its claim went to another daemon, or back to the inbox: it is no longer ours.
+    """
+    inbox = inboxes.get(Path(run.inbox))
+    if inbox is not None:
+        for folder, state in ((inbox.outbox, State.SUCCEEDED), (inbox.quarantine, State.FAILED)):
+            found = find_result(folder, run.input_name, run.run_id)
+            if found is not None:
+                return state, found, {}
+    reason = "the daemon stopped before this run finished; its claim was taken over or released"
+    return State.DISCARDED, None, {"step": None, "module": None, "reason": reason, "exit_code": None, "log_tail": ""}
+
+
+def find_result(folder: Path, input_name: str, run_id: str, limit: int = 1000) -> Path | None:
+    """The result folder (`stem`, `stem-2`, ...) whose manifest or report names `run_id`."""
+    stem = publish.result_name(input_name)
+    missing = 0
+    for n in range(1, limit):
+        candidate = folder / (stem if n == 1 else f"{stem}-{n}")
+        if not candidate.is_dir():
+            missing += 1
+            if missing > 3:  # results a user deleted leave gaps; a run of missing names ends the search
+                return None
+            continue
+        missing = 0
+        for doc in ("manifest.json", "report.json"):
+            try:
+                if json.loads((candidate / doc).read_text())["run_id"] == run_id:
+                    return candidate
+            except (OSError, ValueError, KeyError, TypeError):
+                continue
+    return None

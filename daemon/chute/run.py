@@ -1,0 +1,182 @@
+"""The run contract: what the daemon hands to wherever a run executes, and what comes back.
+
+Plain, frozen, picklable values: a local pool worker and a Dask worker receive the
+same `RunSpec` and return the same `RunResult`. Status words live here, once,
+with their mapping to the ledger's states.
+"""
+
+from __future__ import annotations
+
+import enum
+import secrets
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from .job import EntryPlan, JobPlan
+
+COMMIT_SUFFIX = ".commit"  # a claim being delivered: <run_id>.commit (claims.commit)
+LOG_LIMIT = 4 * 1024 * 1024  # bytes of an entry's log kept (its tail)
+KILL_GRACE = 5.0  # seconds between SIGTERM and SIGKILL of a module's process group
+
+
+class RunStatus(str, enum.Enum):
+    """What one execution of a run came to."""
+
+    SUCCEEDED = "succeeded"  # published
+    FAILED = "failed"  # quarantined
+    RELEASED = "released"  # stopped by a daemon stop: the input goes back to its inbox
+    LOST = "lost"  # another daemon took the claim over: nothing delivered
+    DEFERRED = "deferred"  # not the file's fault (an outage, the machine): the claim is kept, tried later
+
+
+class Fault(str, enum.Enum):
+    """Why a run was deferred."""
+
+    OUTAGE = "outage"  # a folder it needs (inbox, outbox, quarantine, archive) is not there or not writable
+    MACHINE = "machine"  # the machine running it: no space or an I/O error in work_dir, the OOM killer
+    CRASH = "crash"  # its worker died under it (counted toward max_crashes)
+
+
+class EntryStatus(str, enum.Enum):
+    PENDING = "pending"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+@dataclass(frozen=True)
+class Launch:
+    """How module processes are started: forked from a warm launcher, or each a fresh interpreter."""
+
+    mode: str = "warm"  # warm | fresh
+    preload: tuple[str, ...] = ("chute.modkit", "av", "numpy", "PIL.Image")
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Everything a run needs, as plain values."""
+
+    run_id: str
+    job: JobPlan
+    input_path: Path  # the claimed file, or the user's own for `chute submit`
+    input_name: str  # its name as dropped
+    outbox: Path
+    quarantine: Path
+    work_dir: Path
+    owner: str  # who runs it (a daemon id, or `submit.<host>.<pid>`): its workspaces live in work_dir/owner
+    default_timeout: float
+    host: str
+    environ: tuple[tuple[str, str], ...]
+    python: str
+    inbox: Path | None = None
+    claim: Path | None = None  # the claim folder of a daemon run; None for `chute submit`
+    on_success: str = "keep"  # keep | archive | delete: the input after publishing
+    archive: Path | None = None
+    kill_grace: float = KILL_GRACE
+    log_limit: int = LOG_LIMIT
+    launch: Launch = field(default_factory=Launch)
+    work_reserve: int = 0  # bytes that must stay free in work_dir besides the run's own needs
+    max_crashes: int = 3
+    poison: str | None = None  # quarantine the input with this reason, running nothing (a symlink, a poison file)
+
+    @property
+    def committed(self) -> Path | None:
+        """The claim folder's name while its result is being delivered."""
+        return None if self.claim is None else self.claim.with_name(self.claim.name + COMMIT_SUFFIX)
+
+    @property
+    def owner_dir(self) -> Path:
+        return self.work_dir / self.owner
+
+    def new_workspace(self) -> Path:
+        """A workspace path of this attempt's own: a later attempt (or another owner) never shares it."""
+        return self.owner_dir / f"{self.run_id}.{secrets.token_hex(3)}"
+
+    def context(self) -> dict[str, Any]:
+        """The fields every log line of this run carries."""
+        return {"run_id": self.run_id, "job": self.job.name, "inbox": _text(self.inbox), "file": self.input_name}
+
+
+@dataclass
+class EntryRecord:
+    """One entry of a run as it went: the manifest's `steps[].entries[]`."""
+
+    plan: EntryPlan
+    status: EntryStatus = EntryStatus.PENDING
+    exit_code: int | None = None
+    attempts: int = 0
+    duration_s: float = 0.0
+    reason: str | None = None
+    log_tail: str = ""
+    log: Path | None = None
+
+    def as_manifest(self) -> dict[str, Any]:
+        return {
+            "module": self.plan.module, "module_version": self.plan.module_version,
+            "status": self.status.value, "exit_code": self.exit_code, "attempts": self.attempts,
+            "duration_s": round(self.duration_s, 3),
+        }
+
+
+@dataclass
+class Outcome:
+    """What the steps did: the input to publish or quarantine."""
+
+    status: str  # succeeded | failed | cancelled | deferred
+    started_at: str
+    finished_at: str = ""
+    steps: list[tuple[str, list[EntryRecord]]] = field(default_factory=list)
+    error: dict[str, Any] | None = None
+    fault: Fault | None = None  # set when status is deferred
+
+
+@dataclass(frozen=True)
+class EntryStat:
+    """An entry's figures, for metrics: module, how it ended, how long, how many attempts."""
+
+    module: str
+    status: str
+    duration_s: float
+    attempts: int
+
+
+@dataclass(frozen=True)
+class RunResult:
+    run_id: str
+    status: RunStatus
+    result_dir: Path | None = None
+    error: dict[str, Any] | None = None
+    input_size: int | None = None
+    input_sha256: str | None = None
+    archived_to: Path | None = None
+    fault: Fault | None = None
+    entries: tuple[EntryStat, ...] = ()
+    duration_s: float | None = None
+
+    @property
+    def reason(self) -> str:
+        return (self.error or {}).get("reason") or self.status.value
+
+
+def utcnow() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def failure(reason: str, step: str | None = None, module: str | None = None,
+            exit_code: int | None = None, log_tail: str = "") -> dict[str, Any]:
+    """The `error` object of a report (SPEC §6)."""
+    return {"step": step, "module": module, "reason": reason, "exit_code": exit_code, "log_tail": log_tail}
+
+
+def os_reason(exc: OSError) -> str:
+    """`No space left on device (/srv/out/x)`: an OSError as one line, without Python's `[Errno 28]`."""
+    where = exc.filename if exc.filename is not None else ""
+    text = exc.strerror or str(exc)
+    return f"{text} ({where})" if where else text
+
+
+def _text(path: Path | None) -> str | None:
+    return None if path is None else str(path)

@@ -1,0 +1,141 @@
+"""A run's workspace, and the input placed in it without letting a module spoil the user's file.
+
+The cheapest safe way wins: a reflink (an instant copy-on-write clone, on btrfs
+and XFS); on one filesystem, a hard link to the claimed file made read-only for
+the run (only where module processes cannot override file modes, i.e. chute is
+not running as root); otherwise a private copy. The step engine still checks
+afterwards that the input is unchanged.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import re
+import shutil
+import stat
+from pathlib import Path
+
+from . import claims
+from .fileops import private_copy, reflink, write_atomic
+from .leases import Identity, alive_here
+from .run import RunSpec
+
+OWNER = ".owner"  # in work_dir/<owner>/: who made these workspaces, to tell a dead owner's from a live one's
+_CAP_DAC_OVERRIDE = 1 << 1
+
+
+def owner_dir(work_dir: Path, me: Identity, owner: str) -> Path:
+    """`work_dir/<owner>/` with its owner record; every workspace of that owner lives in it."""
+    folder = work_dir / owner
+    folder.mkdir(parents=True, exist_ok=True)
+    write_atomic(folder / OWNER, json.dumps(me.record()).encode(), sync=False)
+    return folder
+
+
+def prepare(spec: RunSpec, source: Path, claim_dir: Path | None) -> Path:
+    """A fresh workspace holding the input under each of its bound names; returns it.
+
+    Raises PermissionError when the input cannot be read (the file's problem), other
+    OSErrors for the machine's (no space, work_dir gone).
+    """
+    with open(source, "rb"):
+        pass  # unreadable (chmod 000)? say so now, as the file's fault, before anything runs
+    ws = spec.new_workspace()
+    (ws / ".tmp").mkdir(parents=True)
+    (ws / ".logs").mkdir()
+    try:
+        first, *others = spec.job.input_names
+        stage(source, ws / first, claim_dir)
+        for name in others:
+            os.link(ws / first, ws / name)
+    except BaseException:
+        shutil.rmtree(ws, ignore_errors=True)
+        raise
+    return ws
+
+
+def stage(source: Path, dst: Path, claim_dir: Path | None) -> str:
+    """Put `source` at `dst` the cheapest safe way; returns how: reflink, link or copy."""
+    if reflink(source, dst):
+        return "reflink"
+    if claim_dir is not None and _can_link_read_only(source, dst.parent):
+        mode = stat.S_IMODE(os.stat(source).st_mode)
+        if mode & 0o222:
+            claims.mark(claim_dir, claims.MODE, f"{mode:o}".encode())  # restored before delivery, or by recovery
+            os.chmod(source, mode & ~0o222)
+        os.link(source, dst)
+        return "link"
+    private_copy(source, dst)
+    return "copy"
+
+
+def _can_link_read_only(source: Path, folder: Path) -> bool:
+    """A hard link is safe only on one filesystem and when nothing here can write a read-only file."""
+    try:
+        if os.stat(source).st_dev != os.stat(folder).st_dev:
+            return False
+    except OSError:
+        return False
+    return not _overrides_modes()
+
+
+def _overrides_modes() -> bool:
+    """Whether this process (and so its modules) may write files whatever their mode (CAP_DAC_OVERRIDE)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("CapEff:"):
+                    return bool(int(line.split()[1], 16) & _CAP_DAC_OVERRIDE)
+    except OSError:
+        pass
+    return os.geteuid() == 0
+
+
+def needs(spec: RunSpec, size: int, source: Path) -> int:
+    """Bytes the run needs free in work_dir before it starts: the reserve, plus the input if it is copied."""
+    try:
+        same = os.stat(source).st_dev == os.stat(spec.work_dir).st_dev
+    except OSError:
+        same = False
+    return spec.work_reserve + (0 if same and not _overrides_modes() else size)
+
+
+def free_bytes(folder: Path) -> int:
+    st = os.statvfs(folder)
+    return st.f_bavail * st.f_frsize
+
+
+def machine_errno(exc: OSError) -> bool:
+    """An error of the machine running the run, not of the file: no space, quota, I/O."""
+    return exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS)
+
+
+def remove_dead_owners(work_dir: Path) -> list[Path]:
+    """Remove the workspaces of owners no longer alive on this host (a killed daemon's); returns them.
+
+    A live owner's (another daemon sharing this work_dir, a `chute submit`) are never touched.
+    """
+    removed = []
+    try:
+        entries = list(work_dir.iterdir())
+    except OSError:
+        return removed
+    for folder in entries:
+        try:
+            record = json.loads((folder / OWNER).read_text())
+        except (OSError, ValueError):
+            record = None
+        if record is not None and alive_here(record):
+            continue
+        if record is None and not _old_style(folder):
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
+        removed.append(folder)
+    return removed
+
+
+def _old_style(folder: Path) -> bool:
+    """A workspace or cancel file of chute before per-owner workspaces (work_dir/<run_id>)."""
+    return re.fullmatch(r"\d{8}T\d{6}Z-[0-9a-f]{6}(\.cancel)?", folder.name) is not None

@@ -1,0 +1,128 @@
+"""A pool worker: one process that executes one run at a time for the daemon.
+
+Started by the local executor as `python -m chute.worker FD DAEMON_PID LOG_FORMAT LOG_LEVEL`,
+with FD one end of a socket pair to the daemon. It dies with the daemon whatever
+kills it (PR_SET_PDEATHSIG, and the socket's end of file), takes its launcher and
+modules with it, and is the subreaper of its modules, so that no process a module
+left behind outlives the run.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import sys
+from multiprocessing.connection import Connection
+
+from . import entry, logs
+from .run import Launch, RunSpec
+from .runner import execute
+
+_PR_SET_PDEATHSIG = 1
+
+
+class ConnCancel:
+    """The cancel signal of a run: a ("cancel", run_id) message from the daemon, or the daemon gone (end of file)."""
+
+    def __init__(self, conn: Connection, run_id: str):
+        self.conn, self.run_id = conn, run_id
+        self.set = False
+        self.eof = False
+
+    def fileno(self) -> int:
+        return self.conn.fileno()
+
+    def is_set(self) -> bool:
+        try:
+            while not self.set and self.conn.poll():
+                kind, run_id = self.conn.recv()
+                self.set = kind == "cancel" and run_id == self.run_id
+        except (EOFError, OSError):
+            self.set = self.eof = True
+        return self.set
+
+
+class Modules:
+    """This worker's warm launcher, made when a run first asks for one and kept between runs."""
+
+    def __init__(self, python: str, environ: dict[str, str]):
+        self.python, self.environ = python, environ
+        self.launch: Launch | None = None
+        self.launcher = None
+
+    def for_run(self, spec: RunSpec):
+        if spec.launch.mode != "warm":
+            return None
+        if self.launcher is None or spec.launch != self.launch:
+            self.close()
+            try:
+                from .launcher import Launcher
+            except ImportError:  # a chute without the launcher: every module is a fresh interpreter
+                return None
+            self.launcher = Launcher(self.python, spec.launch.preload, dict(spec.environ))
+            self.launch = spec.launch
+        return self.launcher
+
+    def pids(self) -> set[int]:
+        pid = getattr(self.launcher, "pid", None)
+        return {pid} if pid else set()
+
+    def close(self) -> None:
+        if self.launcher is not None:
+            self.launcher.close()
+            self.launcher = None
+
+
+def _die_with(daemon_pid: int) -> None:
+    """SIGKILL this process when the daemon dies; exit now if it already has (the race before prctl)."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != daemon_pid:
+        sys.exit(0)
+
+
+def serve(conn: Connection) -> None:
+    """Run what the daemon sends until it closes the connection."""
+    modules = Modules(sys.executable, {})
+    try:
+        while True:
+            try:
+                kind, payload = conn.recv()
+            except (EOFError, OSError):
+                return
+            if kind != "run":
+                continue  # a cancel for a run that has already finished
+            cancel = ConnCancel(conn, payload.run_id)
+            conn.send(("done", payload.run_id, _execute(payload, cancel, modules)))
+            if cancel.eof:
+                return
+    finally:
+        modules.close()
+
+
+def _execute(spec: RunSpec, cancel: ConnCancel, modules: Modules):
+    try:
+        return execute(spec, cancel, modules=modules.for_run(spec))
+    except Exception as exc:  # a bug: the daemon logs it and keeps the claim
+        logs.get("chute.worker").exception("run.error", **spec.context(), reason=f"{type(exc).__name__}: {exc}")
+        return exc
+    finally:
+        # Whatever a module left running, even out of its group and with no marker, is our child now.
+        entry.kill_orphans(modules.pids())
+
+
+def main(argv: list[str]) -> int:
+    fd, daemon_pid, log_format, log_level = int(argv[0]), int(argv[1]), argv[2], argv[3]
+    _die_with(daemon_pid)
+    os.setpgid(0, 0)  # a terminal's Ctrl-C reaches the daemon only; the daemon decides what stops
+    entry.become_subreaper()
+    logs.configure(log_format, log_level)
+    serve(Connection(fd))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
