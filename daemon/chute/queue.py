@@ -7,9 +7,12 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import claims, logs
 from .config import Inbox
 from .ledger import Ledger, State
-from .run import RunResult, RunSpec, RunStatus, utcnow
+from .run import Fault, RunResult, RunSpec, RunStatus, failure, utcnow
+
+log = logs.get("chute.queue")
 
 # A deferred run waits DEFER_MIN seconds, then twice as long each time, up to DEFER_MAX:
 # an outage of minutes is retried within a minute of its end, and a long one costs little.
@@ -73,16 +76,32 @@ class RunQueue:
         self.running.pop(active.run_id, None)
         self.ledger.finished(active.run_id, state, utcnow(), None if result is None else str(result), error)
 
-    def defer(self, active: Active, now: float, *, backoff: bool = True) -> float:
-        """Back to waiting, not before a back-off delay; returns the delay."""
+    def defer(self, active: Active, now: float, reason: str, fault: Fault | None) -> None:
+        """Back to waiting with its claim kept: after a back-off, or at once for a crash (its worker died)."""
         self.running.pop(active.run_id, None)
         active.future = None
         active.deferrals += 1
-        delay = min(DEFER_MAX, DEFER_MIN * 2 ** (active.deferrals - 1)) if backoff else 0.0
+        delay = 0.0 if fault == Fault.CRASH else min(DEFER_MAX, DEFER_MIN * 2 ** (active.deferrals - 1))
         active.not_before = now + delay
         self.ledger.requeued(active.run_id)
         self.pending.append(active)
-        return delay
+        log.warning("run.deferred", **active.spec.context(), reason=reason, fault=fault and fault.value,
+                    retry_in_s=delay)
+
+    def release(self, active: Active) -> None:
+        """Put a run's input back into its inbox (a stop); the run ends as released."""
+        spec = active.spec
+        if claims.taken(spec.claim):  # another daemon took it over (we were frozen): not ours to put back
+            self.ended(active, State.DISCARDED, error=failure("another daemon took over this claim"))
+            return
+        try:
+            back = claims.release(spec.claim, active.inbox.path)
+        except OSError as exc:
+            self.running.pop(active.run_id, None)
+            log.error("run.release_failed", **spec.context(), reason=exc.strerror or str(exc))
+            return
+        self.ended(active, State.RELEASED, back)
+        log.info("run.released", **spec.context(), to=None if back is None else str(back))
 
     def retry_now(self, inbox: Path) -> None:
         """An inbox (or its share) is back: its deferred runs go at once, not after their back-off."""

@@ -15,7 +15,8 @@ from pathlib import Path
 from . import claims, logs, publish
 from .config import Inbox
 from .leases import Identity, LeaseClock, dead_on_this_host, drop_lease, read_lease, write_lease
-from .ledger import Run, State
+from .ledger import Ledger, Run, State
+from .run import failure, utcnow
 
 log = logs.get("chute.recovery")
 # Leases are rewritten this often (at most; a quarter of lease_timeout when that is shorter),
@@ -102,6 +103,17 @@ class Recovery:
                 pass  # not there, or (after a stuck stop) still holding a claim for recovery
 
 
+def reconcile_ledger(ledger: Ledger, held: set[str], inboxes: dict[Path, Inbox]) -> None:
+    """Finish the ledger rows left queued or running by a dead daemon of ours that no claim of ours holds."""
+    for run in ledger.active():
+        if run.run_id in held:
+            continue
+        state, result, error = reconcile(run, inboxes)
+        ledger.finished(run.run_id, state, utcnow(), None if result is None else str(result), error or None)
+        log.info("run.reconciled", run_id=run.run_id, job=run.job, inbox=run.inbox, file=run.input_name,
+                 state=state.value, result=None if result is None else str(result))
+
+
 def reconcile(run: Run, inboxes: dict[Path, Inbox]) -> tuple[State, Path | None, dict]:
     """A ledger row left queued or running by a daemon that died: what became of that run, from the disk.
 
@@ -115,7 +127,7 @@ def reconcile(run: Run, inboxes: dict[Path, Inbox]) -> tuple[State, Path | None,
             if found is not None:
                 return state, found, {}
     reason = "the daemon stopped before this run finished; its claim was taken over or released"
-    return State.DISCARDED, None, {"step": None, "module": None, "reason": reason, "exit_code": None, "log_tail": ""}
+    return State.DISCARDED, None, failure(reason)
 
 
 def find_result(folder: Path, input_name: str, run_id: str, limit: int = 1000) -> Path | None:

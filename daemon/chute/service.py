@@ -3,8 +3,8 @@
 Signal handlers only set flags; `loop(now)` does one iteration and acts on them;
 `serve()` sleeps until the next thing is due (a scan, a heartbeat, a deferred
 run, a stop deadline) or something wakes it (a signal, an inotify hint, a
-finished run). The watching lives in intake.py, the leases and take-overs in
-recovery.py, the queue in queue.py, the runs in the executor.
+finished run). The watching and claiming live in intake.py, the leases and
+take-overs in recovery.py, the runs between queue and executor in dispatch.py.
 """
 
 from __future__ import annotations
@@ -12,24 +12,21 @@ from __future__ import annotations
 import enum
 import os
 import signal
-import sys
 import threading
 import time
-from dataclasses import replace
 from pathlib import Path
 
-from . import claims, logs, staging
+from . import logs, staging
 from .catalog import Catalog, load_catalog
 from .config import Inbox
-from .entry import sweep
+from .dispatch import Dispatcher
 from .errors import ChuteError, DefinitionError
-from .executor import Executor, ExecutorUnavailable, LocalExecutor, WorkerLost
-from .intake import Claimed, Intake
+from .executor import Executor, LocalExecutor
+from .intake import Intake
 from .leases import Identity
-from .ledger import Ledger, State
-from .queue import Active, RunQueue
-from .recovery import Adopted, Recovery, reconcile
-from .run import COMMIT_SUFFIX, Fault, Launch, RunResult, RunSpec, RunStatus, failure, utcnow
+from .ledger import Ledger
+from .queue import RunQueue
+from .recovery import Adopted, Recovery, reconcile_ledger
 from .systemd import Notifier, module_environ, status_line
 
 log = logs.get("chute.service")
@@ -55,7 +52,6 @@ class Service:
         self.wake = threading.Event()
         self.flags = {"stop": 0, "reload": False}
         self.state, self.stop_at = Stop.RUNNING, 0.0
-        self.counts = {"done": 0, "failed": 0}
         self.loop_errors = 0
         self.next_watchdog = 0.0
         cfg = catalog.config
@@ -67,6 +63,7 @@ class Service:
         self.executor = executor or _executor(catalog)
         self.intake = Intake(self.me, self.wake, clock)
         self.recovery = Recovery(self.me, cfg.lease_timeout)
+        self.runs = Dispatcher(catalog, self.me, self.environ, self.queue, self.executor, self.wake)
 
     # --- start and stop ---
 
@@ -80,7 +77,7 @@ class Service:
         self.intake.start()
         for folder in staging.remove_dead_owners(cfg.work_dir):
             log.info("work.removed", workspace=str(folder))
-        self._adopt_all(self.recovery.heartbeat(self.clock(), self._leased(), self._watched(), force=True))
+        self._adopt(self.recovery.heartbeat(self.clock(), self._leased(), self._watched(), force=True))
         self._reconcile()
         log.info("daemon.started", pid=os.getpid(), daemon=self.me.daemon_id, config=str(self.catalog.config_file),
                  inboxes=[str(i.path) for i in cfg.inboxes], workers=cfg.workers)
@@ -129,13 +126,14 @@ class Service:
         if self.flags["stop"] and self.state == Stop.RUNNING:
             self._begin_stop(now)
         take_over = self.state == Stop.RUNNING  # the runs draining are still ours: their leases stay fresh
-        self._adopt_all(self.recovery.heartbeat(now, self._leased(), self._watched(), take_over=take_over))
+        self._adopt(self.recovery.heartbeat(now, self._leased(), self._watched(), take_over=take_over))
         if self.state == Stop.RUNNING:
             self._take_files(now)
-            self._dispatch(now)
+            self.runs.dispatch(now)
         else:
             self._drain(now)
-        self._collect(now)
+        if self.runs.collect(now):
+            self.intake.hint()  # slots are free: claim what has settled meanwhile
         self._status()
         self._watchdog(now)
 
@@ -153,114 +151,14 @@ class Service:
 
     def _take_files(self, now: float) -> None:
         capacity = self.executor.free() - self.queue.waiting(now)
-        if capacity > 0 and not self._work_dir_has_room():
-            capacity = 0
+        if not staging.has_room(self.catalog.config.work_dir, self.catalog.config.work_reserve):
+            capacity = 0  # a full work_dir would only defer what we claim: leave the files in the inbox
         claimed, changes = self.intake.look(now, capacity)
         for change in changes:
             if change.available:
                 self.queue.retry_now(change.inbox)
         for c in claimed:
-            self._queue_claim(c, now)
-
-    def _work_dir_has_room(self) -> bool:
-        try:
-            return staging.free_bytes(self.catalog.config.work_dir) >= self.catalog.config.work_reserve
-        except OSError:
-            return False
-
-    def _queue_claim(self, c: Claimed, now: float) -> None:
-        poison = "the file is a symbolic link; chute does not follow links out of an inbox" if c.symlink else None
-        spec = self._spec(c.inbox, c.run_id, c.claim, c.name, poison)
-        try:
-            self.queue.add(Active(spec, c.inbox, now))
-        except BaseException:
-            claims.release(c.claim, c.inbox.path)  # not queued (the ledger failed?): back where it was
-            raise
-        if poison:  # the link itself was claimed; its run quarantines it, never reading its target
-            log.warning("file.rejected", **spec.context(), reason=poison)
-        else:
-            log.info("file.claimed", **spec.context())
-
-    def _spec(self, inbox: Inbox, run_id: str, claim: Path, name: str, poison: str | None = None) -> RunSpec:
-        cfg = self.catalog.config
-        return RunSpec(
-            run_id=run_id, job=self.catalog.jobs[inbox.job], input_path=claim / name, input_name=name,
-            outbox=inbox.outbox, quarantine=inbox.quarantine, work_dir=cfg.work_dir, owner=self.me.daemon_id,
-            default_timeout=cfg.defaults.timeout, host=self.me.host, environ=self.environ, python=sys.executable,
-            inbox=inbox.path, claim=claim, on_success=inbox.on_success, archive=inbox.archive,
-            launch=Launch(cfg.launcher.mode, tuple(cfg.launcher.preload)), work_reserve=cfg.work_reserve,
-            max_crashes=cfg.max_crashes, poison=poison,
-        )
-
-    def _dispatch(self, now: float) -> None:
-        while self.executor.free() > 0:
-            active = self.queue.ready(now)
-            if active is None:
-                return
-            future = self.executor.submit(active.spec)
-            future.add_done_callback(lambda _: self.wake.set())
-            self.queue.started(active, future, self.executor.where(active.run_id))
-
-    def _collect(self, now: float) -> None:
-        for active in [a for a in self.queue.running.values() if a.future.done()]:
-            try:
-                result = active.future.result()
-            except WorkerLost as exc:
-                self._worker_lost(active, str(exc), now)
-                continue
-            except ExecutorUnavailable as exc:
-                self._deferred(active, now, str(exc), Fault.OUTAGE)
-                continue
-            except Exception as exc:  # a bug in the worker: keep the claim, try again later
-                log.error("run.error", **active.spec.context(), reason=f"{type(exc).__name__}: {exc}")
-                self._deferred(active, now, f"{type(exc).__name__}: {exc}", Fault.MACHINE)
-                continue
-            self._record(active, result, now)
-
-    def _record(self, active: Active, result: RunResult, now: float) -> None:
-        if result.status == RunStatus.DEFERRED:
-            self._deferred(active, now, result.reason, result.fault)
-            return
-        if result.status == RunStatus.RELEASED:
-            self._release(active)
-            return
-        self.queue.finished(active, result)
-        if result.status == RunStatus.SUCCEEDED:
-            self.counts["done"] += 1
-        elif result.status == RunStatus.FAILED:
-            self.counts["failed"] += 1
-        self.intake.hint()  # a slot is free: claim what has settled meanwhile
-
-    def _deferred(self, active: Active, now: float, reason: str, fault: Fault | None) -> None:
-        delay = self.queue.defer(active, now, backoff=fault != Fault.CRASH)
-        log.warning("run.deferred", **active.spec.context(), reason=reason, fault=fault and fault.value,
-                    retry_in_s=delay)
-
-    def _worker_lost(self, active: Active, reason: str, now: float) -> None:
-        """Its worker died: only this run is charged (a crash), and its modules are swept."""
-        sweep(f"CHUTE_RUN_ID={active.run_id}")
-        try:
-            active.crashes = claims.count_crash(active.spec.claim)
-        except OSError:
-            active.crashes += 1
-        if active.crashes >= self.catalog.config.max_crashes:
-            why = f"{reason}; the worker died during {active.crashes} runs of this file"
-            active.spec = replace(active.spec, poison=why)
-        self._deferred(active, now, reason, Fault.CRASH)
-
-    def _release(self, active: Active) -> None:
-        spec = active.spec
-        if claims.taken(spec.claim):  # another daemon took it over (we were frozen): not ours to put back
-            self.queue.ended(active, State.DISCARDED, error=failure("another daemon took over this claim"))
-            return
-        try:
-            back = claims.release(spec.claim, active.inbox.path)
-        except OSError as exc:
-            self.queue.running.pop(active.run_id, None)
-            log.error("run.release_failed", **spec.context(), reason=exc.strerror or str(exc))
-            return
-        self.queue.ended(active, State.RELEASED, back)
-        log.info("run.released", **spec.context(), to=None if back is None else str(back))
+            self.runs.claimed(c, now)
 
     # --- leases, take-over and recovery ---
 
@@ -271,31 +169,14 @@ class Service:
     def _watched(self) -> dict[Path, Inbox]:
         return {path: w.inbox for path, w in self.intake.watchers.items()}
 
-    def _adopt_all(self, adopted: list[Adopted]) -> None:
+    def _adopt(self, adopted: list[Adopted]) -> None:
         for a in adopted:
-            self._adopt(a)
-
-    def _adopt(self, a: Adopted) -> None:
-        """Finish or run again a claim whose daemon died (SPEC §5: a crash loses nothing)."""
-        sweep(f"CHUTE_RUN_ID={a.run_id}")  # module processes the dead daemon left running
-        if a.name is None and not a.claim.name.endswith(COMMIT_SUFFIX):
-            claims.remove(a.claim)
-            return
-        plain = a.claim.with_name(a.run_id)
-        poison = f"the daemon died during {a.crashes} runs of this file" if a.crashes >= self.catalog.config.max_crashes else None
-        spec = self._spec(a.inbox, a.run_id, plain, a.name or "input", poison)
-        self.queue.add(Active(spec, a.inbox, self.clock(), crashes=a.crashes), front=True)
+            self.runs.adopted(a, self.clock())
 
     def _reconcile(self) -> None:
         """Ledger rows a dead daemon of ours left queued or running, and not adopted: what became of them."""
         held = {a.run_id for a in [*self.queue.pending, *self.queue.running.values()]}
-        inboxes = {i.path: i for i in self.catalog.config.inboxes}
-        for run in self.ledger.active():
-            if run.run_id not in held:
-                state, result, error = reconcile(run, inboxes)
-                self.ledger.finished(run.run_id, state, utcnow(), None if result is None else str(result), error or None)
-                log.info("run.reconciled", run_id=run.run_id, job=run.job, inbox=run.inbox, file=run.input_name,
-                         state=state.value, result=None if result is None else str(result))
+        reconcile_ledger(self.ledger, held, {i.path: i for i in self.catalog.config.inboxes})
 
     # --- reload ---
 
@@ -312,7 +193,7 @@ class Service:
         now = {i.path: i for i in new.config.inboxes}
         restart_needed = [k for k in ("state_dir", "work_dir", "workers", "executor")
                           if getattr(new.config, k) != getattr(self.catalog.config, k)]
-        self.catalog = new
+        self.catalog = self.runs.catalog = new
         for path in set(old) - set(now):
             self.intake.remove(path)  # its lease stays while runs of ours hold claims in it (_leased)
         for path, inbox in now.items():
@@ -346,37 +227,25 @@ class Service:
                  timeout=cfg.shutdown_timeout)
 
     def _drain(self, now: float) -> None:
-        while self.queue.pending:  # waiting and deferred runs go back to their inboxes
-            self._release(self.queue.pending.popleft())
+        self.runs.release_waiting()
         if not self.queue.running:
             self.state = Stop.STOPPED
         elif self.state == Stop.DRAINING and (self.flags["stop"] > 1 or now >= self.stop_at):
             self.state, self.stop_at = Stop.CANCELLING, now + self._grace() + STOP_MARGIN
             log.info("daemon.cancelling", runs=sorted(self.queue.running))
-            for run_id in self.queue.running:
-                self.executor.cancel(run_id)
+            self.runs.cancel_running()
         elif self.state == Stop.CANCELLING and now >= self.stop_at:
-            self._abandon()
+            self.runs.abandon()
+            self.state = Stop.STOPPED
 
     def _grace(self) -> float:
         return max((a.spec.kill_grace for a in self.queue.running.values()), default=0.0)
-
-    def _abandon(self) -> None:
-        """Workers that did not stop in time: kill them; their claims wait for the next start's recovery."""
-        log.error("executor.stuck", runs=sorted(self.queue.running))
-        self.executor.kill()
-        for active in list(self.queue.running.values()):
-            sweep(f"CHUTE_RUN_ID={active.run_id}")
-            if active.spec.claim.is_dir():  # not committed: nothing went out, it can go back now
-                self._release(active)
-        self.queue.running.clear()
-        self.state = Stop.STOPPED
 
     # --- systemd ---
 
     def _status(self) -> None:
         self.notifier.status(status_line(len(self.queue.pending), len(self.queue.running),
-                                         self.counts["done"], self.counts["failed"]))
+                                         self.runs.counts["done"], self.runs.counts["failed"]))
 
     def healthy(self) -> bool:
         # A loop that keeps failing is not making progress: let systemd's watchdog restart it.

@@ -107,6 +107,14 @@ def free_bytes(folder: Path) -> int:
     return st.f_bavail * st.f_frsize
 
 
+def has_room(work_dir: Path, reserve: int) -> bool:
+    """Whether work_dir is there with more than `reserve` bytes free (else claiming more would only defer them)."""
+    try:
+        return free_bytes(work_dir) >= reserve
+    except OSError:
+        return False
+
+
 def machine_errno(exc: OSError) -> bool:
     """An error of the machine running the run, not of the file: no space, quota, I/O."""
     return exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS)
