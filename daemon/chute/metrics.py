@@ -60,15 +60,17 @@ class Metrics:
         r = self.registry = CollectorRegistry()
         ProcessCollector(registry=r)  # process_start_time_seconds, memory, CPU, open files
         Gauge("chute_build_info", "chute's version (always 1)", ["version"], registry=r).labels(__version__).set(1)
-        self._runs = Counter("chute_runs", "Runs finished, by job and final status "
-                             "(succeeded, failed = quarantined, released, discarded)", ["job", "status"], registry=r)
+        # `job_name`, not `job`: Prometheus gives every target a `job` label of its own.
+        job, module = "job_name", "module"
+        self._runs = Counter("chute_runs", "Runs finished, by job and final status (succeeded, failed = "
+                             "quarantined, released, discarded)", [job, "status"], registry=r)
         self._run_seconds = Histogram("chute_run_duration_seconds", "Run durations, claim to result, by job",
-                                      ["job"], buckets=DURATION_BUCKETS, registry=r)
+                                      [job], buckets=DURATION_BUCKETS, registry=r)
         self._entries = Counter("chute_entries", "Module runs (entries) finished, by job, module and status",
-                                ["job", "module", "status"], registry=r)
+                                [job, module, "status"], registry=r)
         self._entry_seconds = Histogram("chute_entry_duration_seconds", "Entry durations (all attempts), by job "
-                                        "and module", ["job", "module"], buckets=DURATION_BUCKETS, registry=r)
-        self._retries = Counter("chute_module_retries", "Attempts of entries after a failed one", ["job", "module"],
+                                        "and module", [job, module], buckets=DURATION_BUCKETS, registry=r)
+        self._retries = Counter("chute_module_retries", "Attempts of entries after a failed one", [job, module],
                                 registry=r)
         self._takeovers = Counter("chute_takeovers", "Claims of a dead daemon taken over", ["inbox"], registry=r)
         self._deferred = Counter("chute_deferred_deliveries", "Runs put off because a folder they need was "
