@@ -60,6 +60,8 @@ def test_the_wheel_carries_the_bundled_modules_jobs_and_example_config(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
     bundled = {n.removeprefix("chute/bundled/") for n in names if n.startswith("chute/bundled/")}
     assert "config.example.yaml" in bundled
+    # chute.bundled is mapped onto the top of the tree: nothing else of it may slip in (a conftest.py...).
+    assert {n.split("/")[0] for n in bundled} == {"config.example.yaml", "modules", "jobs"}
     for module in sorted(p.parent for p in (REPO / "modules").glob("*/manifest.yaml")):
         for f in module.iterdir():
             if f.is_file():
