@@ -2,13 +2,17 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+# The extras installed into .venv: media for the bundled modules (and the media
+# test clips), test for the suite. An extra the tests come to need (dask, for
+# the dask executor's tests) goes on this line.
+EXTRAS := media,test
 
 .PHONY: run test check venv system-packages clean
 
 $(BIN)/chute: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet -e '.[$(EXTRAS)]'
 	touch $@
 
 venv: $(BIN)/chute

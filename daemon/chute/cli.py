@@ -41,7 +41,8 @@ def cmd_check(args: argparse.Namespace) -> int:
         print(f"{display_path(file)}: invalid, {n} problem{'s' if n != 1 else ''}", file=sys.stderr)
         return RET_FAILED
     cfg = cat.config
-    print(f"config   {display_path(cat.config_file)}")
+    embedded = " (the embedded default)" if cat.config_file == config_mod.EMBEDDED_DEFAULT.resolve() else ""
+    print(f"config   {display_path(cat.config_file)}{embedded}")
     print(f"modules  {len(cat.modules)}: {', '.join(sorted(cat.modules)) or '-'}")
     print(f"jobs     {len(cat.jobs)}: {', '.join(sorted(cat.jobs)) or '-'}")
     print(f"inboxes  {len(cfg.inboxes)}")
@@ -70,6 +71,16 @@ def cmd_plan(args: argparse.Namespace) -> int:
     for a in plan.artifacts:
         origin = "the dropped file" if a.step is None else f"{a.step}/{a.module}"
         print(f"  {a.name:<{width}}  {a.type:<8} {origin:<28} {'public' if a.public else 'deleted after the run'}")
+    return RET_OK
+
+
+@command("schema")
+def cmd_schema(args: argparse.Namespace) -> int:
+    import json
+
+    from .schema import config_schema
+
+    print(json.dumps(config_schema(), indent=2))
     return RET_OK
 
 
@@ -110,6 +121,7 @@ def parser() -> argparse.ArgumentParser:
     add("plan", "show a job's resolved steps and artifact flow").add_argument("job")
     add("modules", "list the loaded modules")
     add("jobs", "list the defined jobs")
+    sub.add_parser("schema", help="print the JSON Schema of the config file (for editors: see config.example.yaml)")
     for extra in EXTRA_PARSERS:
         extra(add)
     return p

@@ -4,17 +4,33 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
-from pydantic import AfterValidator, Field, ValidationError
+from pydantic import AfterValidator, ConfigDict, Field, ValidationError, model_validator
 
 from .errors import ChuteError, DefinitionError, Problem
 from .model import Frozen, display_path
 from .yamlfile import Document, load, pydantic_problems
 
 SEARCH_ORDER = (Path("config.yaml"), Path("/etc/chute/config.yaml"))
-# The embedded default is config.example.yaml at the top of the source tree.
-EMBEDDED_DEFAULT = Path(__file__).resolve().parents[2] / "config.example.yaml"
+
+
+def _bundled() -> Path:
+    """The folder of the bundled modules, jobs and config.example.yaml.
+
+    Installed from a wheel they are package data in chute/bundled/ (see
+    pyproject.toml); in a source checkout (or an editable install) they are at
+    the top of the tree, two folders above this file.
+    """
+    here = Path(__file__).resolve().parent
+    packaged = here / "bundled"
+    return packaged if (packaged / "config.example.yaml").is_file() else here.parents[1]
+
+
+BUNDLED = _bundled()
+# The embedded default: config.example.yaml. Its modules_path and jobs_path are
+# the bundled ones; its other folders (./var/...) are under the current folder.
+EMBEDDED_DEFAULT = BUNDLED / "config.example.yaml"
 
 
 def _no_nul(path: Path) -> Path:
@@ -61,6 +77,53 @@ class Inbox(Frozen):
     settle: float | None = Field(default=None, ge=0)
 
 
+NotifyEvent = Literal["run.published", "run.quarantined", "inbox.unavailable", "daemon.error"]
+NOTIFY_EVENTS: tuple[str, ...] = get_args(NotifyEvent)
+
+
+def _apprise_url(url: str) -> str:
+    from .notify import url_problem  # imported here: Apprise loads its plugins only when a config has targets
+
+    problem = url_problem(url)
+    if problem:
+        raise ValueError(problem)
+    return url
+
+
+class NotifyTarget(Frozen):
+    """One Apprise URL, told about some events of some inboxes."""
+
+    url: Annotated[str, AfterValidator(_apprise_url)] = Field(
+        description="An Apprise URL: mailto://, slack://, msteams://, discord://, ntfy://, gotify://, json://...")
+    events: list[NotifyEvent] = Field(default_factory=lambda: list(NOTIFY_EVENTS), min_length=1,
+                                      description="What to tell about (default: all four)")
+    inboxes: list[FolderPath] | None = Field(default=None, description="Only these inboxes' events (default: all)")
+
+
+def _listen(value: str) -> str:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"{value!r} must be HOST:PORT, e.g. 127.0.0.1:9464 or [::]:9464")
+    return value
+
+
+class MetricsConfig(Frozen):
+    """Prometheus metrics: served over HTTP (`listen`) or written for node_exporter (`textfile`)."""
+
+    model_config = ConfigDict(json_schema_extra={"oneOf": [{"required": ["listen"]}, {"required": ["textfile"]}]})
+
+    listen: Annotated[str, AfterValidator(_listen)] | None = Field(
+        default=None, description="HOST:PORT to serve /metrics on, e.g. 127.0.0.1:9464")
+    textfile: FolderPath | None = Field(
+        default=None, description="A *.prom file for node_exporter's textfile collector, rewritten atomically")
+
+    @model_validator(mode="after")
+    def _one_of(self) -> MetricsConfig:
+        if (self.listen is None) == (self.textfile is None):
+            raise ValueError("give exactly one of 'listen' (HOST:PORT) or 'textfile' (a path)")
+        return self
+
+
 class Config(Frozen):
     modules_path: list[FolderPath] = Field(default_factory=lambda: [Path("modules")])
     jobs_path: list[FolderPath] = Field(default_factory=lambda: [Path("jobs")])
@@ -74,6 +137,8 @@ class Config(Frozen):
     lease_timeout: float = Field(default=120, gt=0)
     work_reserve_mb: float = Field(default=256, ge=0)
     launcher: LauncherConfig = Field(default_factory=LauncherConfig)
+    notify: list[NotifyTarget] = Field(default_factory=list)
+    metrics: MetricsConfig | None = None
     log: LogConfig = Field(default_factory=LogConfig)
     inboxes: list[Inbox] = Field(default_factory=list)
 
@@ -108,17 +173,23 @@ def load_config(file: Path) -> tuple[Config, Document]:
         config = Config.model_validate(data)
     except ValidationError as exc:
         raise DefinitionError(pydantic_problems(doc, exc)) from None
-    config = _anchor(config, file.resolve().parent)
-    problems = _overlaps(doc, config)
+    base = file.resolve().parent
+    config = _anchor(config, base, Path.cwd() if file.resolve() == EMBEDDED_DEFAULT.resolve() else base)
+    problems = _overlaps(doc, config) + _notify_inboxes(doc, config)
     if problems:
         raise DefinitionError(problems)
     return config, doc
 
 
-def _anchor(config: Config, base: Path) -> Config:
-    """Relative paths are relative to the config file's folder."""
+def _anchor(config: Config, base: Path, folders: Path) -> Config:
+    """Relative paths are relative to the config file's folder.
 
-    def a(p: Path) -> Path:
+    `folders` is that folder too, except for the embedded default: there only
+    modules_path and jobs_path (the bundled ones) are, and every other folder
+    is under the current one.
+    """
+
+    def a(p: Path, base: Path = folders) -> Path:
         return Path(os.path.normpath(base / p.expanduser()))
 
     inboxes = [
@@ -128,12 +199,19 @@ def _anchor(config: Config, base: Path) -> Config:
         })
         for i in config.inboxes
     ]
+    notify = [t.model_copy(update={"inboxes": [a(p) for p in t.inboxes]}) if t.inboxes is not None else t
+              for t in config.notify]
+    metrics = config.metrics
+    if metrics is not None and metrics.textfile is not None:
+        metrics = metrics.model_copy(update={"textfile": a(metrics.textfile)})
     return config.model_copy(update={
-        "modules_path": [a(p) for p in config.modules_path],
-        "jobs_path": [a(p) for p in config.jobs_path],
+        "modules_path": [a(p, base) for p in config.modules_path],
+        "jobs_path": [a(p, base) for p in config.jobs_path],
         "state_dir": a(config.state_dir),
         "work_dir": a(config.work_dir),
         "inboxes": inboxes,
+        "notify": notify,
+        "metrics": metrics,
     })
 
 
@@ -165,3 +243,11 @@ def _overlaps(doc: Document, config: Config) -> list[Problem]:
             if _inside(getattr(config, key), other.path):
                 problems.append(doc.problem((key,), f"is inside inboxes[{j}] ({other.path})"))
     return problems
+
+
+def _notify_inboxes(doc: Document, config: Config) -> list[Problem]:
+    """A notify target's inbox that is no inbox of this config (a typo would silence it for good)."""
+    watched = {Path(os.path.realpath(inbox.path)) for inbox in config.inboxes}
+    return [doc.problem(("notify", i, "inboxes", j), f"{folder} is not the path of an inbox in this config")
+            for i, target in enumerate(config.notify) for j, folder in enumerate(target.inboxes or ())
+            if Path(os.path.realpath(folder)) not in watched]

@@ -7,7 +7,10 @@ from pathlib import Path
 
 
 def _media(path: Path, kind: str) -> str | None:
-    import av  # imported here: only runs that check media pay for loading FFmpeg
+    try:
+        import av  # imported here: only runs that check media pay for loading FFmpeg
+    except ImportError:  # no chute[media]: a sanity check it cannot make is skipped, not failed
+        return None
 
     try:
         with av.open(str(path)) as container:
@@ -19,7 +22,10 @@ def _media(path: Path, kind: str) -> str | None:
 
 
 def _image(path: Path) -> str | None:
-    from PIL import Image, UnidentifiedImageError
+    try:
+        from PIL import Image, UnidentifiedImageError
+    except ImportError:  # no chute[media], as above
+        return None
 
     try:
         with Image.open(path) as img:

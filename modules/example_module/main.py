@@ -4,6 +4,10 @@ The sample rate and the channel layout of the source are kept; only the
 sample format changes. See README.md.
 """
 
+from chute.extras import require_media
+
+require_media()  # without chute[media]: one line and exit 1, not an ImportError
+
 import av
 
 from chute.modkit import UnusableInput, atomic_output, decode, open_media, progress, run

@@ -14,6 +14,10 @@ L, R, C, Ls, Rs), the integrated value is ebur128's as well.
 import math
 from importlib.metadata import version
 
+from chute.extras import require_media
+
+require_media()  # without chute[media]: one line and exit 1, not an ImportError
+
 import av
 import av.filter
 import numpy as np

@@ -8,6 +8,10 @@ are documented in README.md and stay stable: a value that is not known is
 
 from fractions import Fraction
 
+from chute.extras import require_media
+
+require_media()  # without chute[media]: one line and exit 1, not an ImportError
+
 import av
 
 from chute.modkit import decode, open_media, progress, run, write_json

@@ -9,6 +9,10 @@
 - The moov atom is moved to the front (``movflags=faststart``).
 """
 
+from chute.extras import require_media
+
+require_media()  # without chute[media]: one line and exit 1, not an ImportError
+
 import av
 from av.video.reformatter import ColorRange
 

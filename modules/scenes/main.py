@@ -7,6 +7,10 @@ score at or above ``threshold`` starts a new shot. See README.md.
 
 from importlib.metadata import version
 
+from chute.extras import require_media
+
+require_media()  # without chute[media]: one line and exit 1, not an ImportError
+
 from scenedetect import SceneManager, StatsManager
 from scenedetect.backends.pyav import VideoStreamAv
 from scenedetect.detectors import ContentDetector

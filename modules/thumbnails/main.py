@@ -9,6 +9,10 @@ with ``count``, not with the length of the file. Sheet size: see README.md.
 
 import math
 
+from chute.extras import require_media
+
+require_media()  # without chute[media]: one line and exit 1, not an ImportError
+
 import av
 from PIL import Image, ImageDraw, ImageFont
 

@@ -6,6 +6,10 @@ minimum and maximum over all channels, on a scale from -1 (bottom) to +1
 are decoded, so memory stays small however long the file is.
 """
 
+from chute.extras import require_media
+
+require_media()  # without chute[media]: one line and exit 1, not an ImportError
+
 import av
 import numpy as np
 from PIL import Image

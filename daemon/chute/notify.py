@@ -1,0 +1,276 @@
+"""Notifications through Apprise (SPEC §10), sent from background threads that never delay a file.
+
+The service calls `Notifications.send` from its loop; each target has its own
+bounded queue and thread, so a slow or dead endpoint delays only its own
+messages, never a claim, a run or another target. A message that cannot be
+sent is retried with back-off, then given up; nothing about a file depends on
+it. URLs are logged only with their secrets masked (Apprise's privacy form).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import socket
+import threading
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from . import logs
+
+if TYPE_CHECKING:
+    from .config import NotifyTarget
+
+log = logs.get("chute.notify")
+
+QUEUE_SIZE = 1000  # messages waiting per target; more are dropped (and logged)
+RETRY_DELAYS = (5.0, 30.0, 120.0)  # seconds before the 2nd, 3rd and 4th attempt, then it is given up
+
+_TITLES = {
+    "run.published": "published {file}",
+    "run.quarantined": "quarantined {file}",
+    "inbox.unavailable": "inbox unavailable: {inbox}",
+    "daemon.error": "daemon error",
+}
+_TYPES = {"run.published": "success", "run.quarantined": "failure", "inbox.unavailable": "warning",
+          "daemon.error": "failure"}
+# The body's lines, in this order; fields the service passes beyond these follow them.
+_ORDER = ("file", "job", "inbox", "result", "duration", "reason", "step", "module", "run_id")
+
+
+@dataclass(frozen=True)
+class Message:
+    """One notification, as the service sent it."""
+
+    event: str
+    inbox: str | None
+    fields: dict[str, Any]
+    host: str = field(default_factory=socket.gethostname)
+
+    def title(self) -> str:
+        values = {"file": self.fields.get("file", "?"), "inbox": self.inbox or "?"}
+        return f"chute on {self.host}: {_TITLES.get(self.event, self.event).format(**values)}"
+
+    def body(self) -> str:
+        """`key: value` lines: what a person reads, and what a webhook receiver can split."""
+        fields = dict(self.fields, inbox=self.inbox)
+        if fields.get("duration_s") is not None:
+            fields["duration"] = f"{float(fields.pop('duration_s')):.1f} s"
+        fields.pop("duration_s", None)
+        keys = [k for k in _ORDER if k in fields] + sorted(k for k in fields if k not in _ORDER)
+        lines = [f"{key}: {fields[key]}" for key in keys if fields[key] is not None]
+        return "\n".join([f"event: {self.event}", *lines, f"host: {self.host}"])
+
+
+class Notifications:
+    """Every configured target, each with its own queue and thread."""
+
+    def __init__(self, targets: Sequence[NotifyTarget]):
+        self._targets = [_Target(t, n) for n, t in enumerate(targets)]
+
+    def start(self) -> None:
+        for target in self._targets:
+            target.start()
+
+    def send(self, event: str, *, inbox: str | None, **fields: Any) -> None:
+        """Queue `event` for every target that wants it; never blocks, never raises."""
+        if not self._targets:
+            return
+        try:
+            message = Message(event, inbox, fields)
+            for target in self._targets:
+                if target.wants(event, inbox):
+                    target.put(message)
+        except Exception as exc:  # a bug here must not reach the daemon's loop
+            log.warning("notify.dropped", notification=event, reason=f"{type(exc).__name__}: {exc}")
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop the threads; what is still queued gets up to `timeout` seconds in all."""
+        deadline = time.monotonic() + timeout
+        for target in self._targets:
+            target.stop(deadline)
+        for target in self._targets:
+            target.join(deadline)
+
+
+class _Target:
+    """One Apprise URL: its filter, its queue and the thread that empties it."""
+
+    def __init__(self, target: NotifyTarget, number: int):
+        self.url = target.url
+        self._plugin = _instantiate(target.url)
+        self.masked = masked_url(target.url, self._plugin)
+        self.events = frozenset(target.events)
+        self.inboxes = None if target.inboxes is None else frozenset(os.path.realpath(p) for p in target.inboxes)
+        self._resolved: dict[str, str] = {}
+        self._queue: deque[Message] = deque()
+        self._ready = threading.Condition()
+        self._stopping = threading.Event()
+        self._deadline = float("inf")
+        self._thread = threading.Thread(target=self._loop, name=f"chute-notify-{number}", daemon=True)
+
+    def wants(self, event: str, inbox: str | None) -> bool:
+        if event not in self.events:
+            return False
+        if self.inboxes is None or inbox is None:  # daemon.error belongs to no inbox: every target hears it
+            return True
+        if inbox not in self._resolved:  # once per inbox, so a symlinked path still matches
+            self._resolved[inbox] = os.path.realpath(inbox)
+        return self._resolved[inbox] in self.inboxes
+
+    def put(self, message: Message) -> None:
+        with self._ready:
+            if len(self._queue) >= QUEUE_SIZE or self._stopping.is_set():
+                reason = "stopping" if self._stopping.is_set() else f"{QUEUE_SIZE} messages already waiting"
+                log.warning("notify.dropped", url=self.masked, notification=message.event, reason=reason,
+                            **_run_fields(message))
+                return
+            self._queue.append(message)
+            self._ready.notify()
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, deadline: float) -> None:
+        self._deadline = deadline
+        with self._ready:
+            self._stopping.set()
+            self._ready.notify()
+
+    def join(self, deadline: float) -> None:
+        if self._thread.is_alive():
+            # A send stuck in a slow endpoint is left behind: the thread is a daemon thread.
+            self._thread.join(max(0.0, deadline - time.monotonic()))
+
+    def _next(self) -> Message | None:
+        with self._ready:
+            while not self._queue and not self._stopping.is_set():
+                self._ready.wait()
+            if self._queue and time.monotonic() < self._deadline:
+                return self._queue.popleft()
+            if self._queue:
+                log.warning("notify.dropped", url=self.masked, count=len(self._queue), reason="stopping")
+                self._queue.clear()
+            return None
+
+    def _loop(self) -> None:
+        while (message := self._next()) is not None:
+            self._deliver(message)
+
+    def _deliver(self, message: Message) -> None:
+        for attempt in range(1, len(RETRY_DELAYS) + 2):
+            error = self._attempt(message)
+            if error is None:
+                log.debug("notify.sent", url=self.masked, notification=message.event, attempt=attempt,
+                          **_run_fields(message))
+                return
+            delay = RETRY_DELAYS[attempt - 1] if attempt <= len(RETRY_DELAYS) else None
+            if delay is not None and self._stopping.is_set() and time.monotonic() >= self._deadline:
+                delay = None
+            log.warning("notify.failed", url=self.masked, notification=message.event, attempt=attempt,
+                        error=error, retry_in_s=delay, **_run_fields(message))
+            # Woken early by a stop: one more try right away while the stop allows it.
+            if delay is None or (self._stopping.wait(delay) and time.monotonic() >= self._deadline):
+                return
+
+    def _attempt(self, message: Message) -> str | None:
+        """Send once; None when it went out, else why not (secrets masked)."""
+        if self._plugin is None:
+            return "Apprise cannot use this URL"
+        _CAPTURE.records = []
+        try:
+            sent = self._plugin.notify(body=message.body(), title=message.title(),
+                                       notify_type=_TYPES.get(message.event, "info"))
+            error = None if sent else "; ".join(_CAPTURE.records[-2:]) or "Apprise reports a failure"
+        except Exception as exc:  # a plugin's bug is one failed attempt, not a dead thread
+            error = f"{type(exc).__name__}: {exc}"
+        finally:
+            _CAPTURE.records = None
+        return None if error is None else mask(error, self.url, self.masked)
+
+
+def _run_fields(message: Message) -> dict[str, Any]:
+    return {k: message.fields[k] for k in ("run_id", "file") if k in message.fields}
+
+
+# --- Apprise: URLs, secrets, and its log records ---
+
+
+class _Capture(logging.Handler):
+    """Keeps Apprise's warnings of the current sending thread as the error of its attempt."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.local = threading.local()
+
+    @property
+    def records(self) -> list[str] | None:
+        return getattr(self.local, "records", None)
+
+    @records.setter
+    def records(self, value: list[str] | None) -> None:
+        self.local.records = value
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.records is not None:
+            self.records.append(record.getMessage())
+
+
+_CAPTURE = _Capture()
+
+
+def _quiet_apprise() -> None:
+    """Apprise's and urllib3's lines stay out of chute's log: they may hold a URL's secrets.
+
+    (urllib3 logs each request's path at debug, and a Discord or Slack webhook's
+    token is in its path.) Their warnings become the `error` of notify.failed.
+    """
+    for name in ("apprise", "urllib3"):
+        logger = logging.getLogger(name)
+        if _CAPTURE not in logger.handlers:
+            logger.addHandler(_CAPTURE)
+        logger.propagate = False
+        logger.setLevel(logging.WARNING)
+
+
+def _instantiate(url: str):
+    """Apprise's plugin for `url`, or None when Apprise cannot use it."""
+    _quiet_apprise()
+    import apprise
+
+    return apprise.Apprise.instantiate(url)
+
+
+def url_problem(url: str) -> str | None:
+    """Why Apprise cannot use `url` (never quoting it: it may hold a password), or None."""
+    scheme = url.partition("://")[0] if "://" in url else ""
+    if not re.fullmatch(r"[A-Za-z][A-Za-z0-9+.-]*", scheme):
+        return "must be an Apprise URL, SCHEME://..., e.g. json://host:8080/hook or mailto://user:pass@example.com"
+    if _instantiate(url) is None:
+        return f"Apprise cannot use this {scheme}:// URL (an unknown scheme, or a part missing or malformed)"
+    return None
+
+
+def masked_url(url: str, plugin: Any = None) -> str:
+    """`url` as Apprise prints it with privacy on: passwords and tokens shortened or starred."""
+    plugin = plugin or _instantiate(url)
+    if plugin is None:
+        return url.partition("://")[0] + "://****"
+    return plugin.url(privacy=True)
+
+
+def mask(text: str, url: str, masked: str) -> str:
+    """`text` with every part of `url` that its masked form hides replaced by ****."""
+    shown = set(_tokens(masked))
+    for secret in sorted(set(_tokens(url)) - shown, key=len, reverse=True):
+        if len(secret) >= 4:
+            text = text.replace(secret, "****")
+    return text
+
+
+def _tokens(url: str) -> list[str]:
+    return [t for t in re.split(r"[/:@?&=#,+;%\s]+", url) if t]
