@@ -47,6 +47,7 @@ class Intake:
         self.watchers: dict[Path, InboxWatcher] = {}
         self.observer = Observer()
         self.ignored_seen: set[tuple[Path, str]] = set()
+        self.scanned: dict[Path, float] = {}  # wall-clock time of each inbox's last successful scan
 
     def start(self) -> None:
         self.observer.start()
@@ -87,6 +88,10 @@ class Intake:
                 pass
             w.watch = None
 
+    def states(self) -> dict[str, tuple[bool, float | None]]:
+        """Each inbox: (available, wall-clock time of its last successful scan)."""
+        return {str(p): (w.available is not False, self.scanned.get(p)) for p, w in self.watchers.items()}
+
     def next_due(self) -> float:
         return min((w.next_scan for w in self.watchers.values()), default=float("inf"))
 
@@ -102,6 +107,8 @@ class Intake:
             if not w.due(now):
                 continue
             scan = w.scan(now)
+            if scan.available:
+                self.scanned[w.inbox.path] = time.time()
             change = self._availability(w, scan)
             if change is not None:
                 changes.append(change)

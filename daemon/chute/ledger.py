@@ -72,7 +72,7 @@ _INSERT = f"INSERT INTO runs ({_COLUMNS}) VALUES (?, ?, ?, ?, NULL, NULL, 'queue
 _START = "UPDATE runs SET state = 'running', attempts = attempts + 1, started_at = ?, worker = ? WHERE run_id = ?"
 # Ledgers written before a column existed get it on open.
 _MIGRATIONS = {"worker": "ALTER TABLE runs ADD COLUMN worker TEXT"}
-_FINISH = "UPDATE runs SET state = ?, finished_at = ?, result = ?, error = ?, size = COALESCE(?, size), sha256 = COALESCE(?, sha256) WHERE run_id = ?"
+_FINISH = "UPDATE runs SET state = ?, finished_at = ?, result = ?, error = ?, size = COALESCE(?, size), sha256 = COALESCE(?, sha256), worker = COALESCE(?, worker) WHERE run_id = ?"
 _REQUEUE = "UPDATE runs SET state = 'queued' WHERE run_id = ?"
 _GET = f"SELECT {_COLUMNS} FROM runs WHERE run_id = ?"
 _ACTIVE = f"SELECT {_COLUMNS} FROM runs WHERE state IN ('queued', 'running') ORDER BY queued_at"
@@ -148,9 +148,10 @@ class Ledger:
         self._write(_REQUEUE, (run_id,))
 
     def finished(self, run_id: str, state: State, now: str, result: str | None = None,
-                 error: dict[str, Any] | None = None, size: int | None = None, sha256: str | None = None) -> None:
+                 error: dict[str, Any] | None = None, size: int | None = None, sha256: str | None = None,
+                 worker: str | None = None) -> None:
         self._write(_FINISH, (state.value, now, _text(result), json.dumps(error) if error else None, size, sha256,
-                              run_id))
+                              worker, run_id))
 
     def set_state(self, run_id: str, state: State) -> None:
         self._write(_SET_STATE, (state.value, run_id))

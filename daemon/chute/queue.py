@@ -40,8 +40,8 @@ class Active:
 
 
 class RunQueue:
-    def __init__(self, ledger: Ledger):
-        self.ledger = ledger
+    def __init__(self, ledger: Ledger, clock, telemetry=None):
+        self.ledger, self.clock, self.telemetry = ledger, clock, telemetry
         self.pending: deque[Active] = deque()
         self.running: dict[str, Active] = {}
 
@@ -69,12 +69,16 @@ class RunQueue:
         self.running.pop(active.run_id, None)
         self.ledger.finished(active.run_id, LEDGER_STATE[result.status], utcnow(),
                              None if result.result_dir is None else str(result.result_dir), result.error,
-                             result.input_size, result.input_sha256)
+                             result.input_size, result.input_sha256, result.worker)
+        if self.telemetry is not None:
+            self.telemetry.run_ended(active, result, self.clock() - active.queued_at)
 
     def ended(self, active: Active, state: State, result: Path | None = None, error: dict | None = None) -> None:
         """A run that ends without a result value (released by the daemon itself, discarded)."""
         self.running.pop(active.run_id, None)
         self.ledger.finished(active.run_id, state, utcnow(), None if result is None else str(result), error)
+        if self.telemetry is not None:
+            self.telemetry.run_closed(active, state)
 
     def defer(self, active: Active, now: float, reason: str, fault: Fault | None) -> None:
         """Back to waiting with its claim kept: after a back-off, or at once for a crash (its worker died)."""
@@ -87,6 +91,8 @@ class RunQueue:
         self.pending.append(active)
         log.warning("run.deferred", **active.spec.context(), reason=reason, fault=fault and fault.value,
                     retry_in_s=delay)
+        if self.telemetry is not None:
+            self.telemetry.deferred(active, fault.value if fault else "unknown")
 
     def release(self, active: Active) -> None:
         """Put a run's input back into its inbox (a stop); the run ends as released."""

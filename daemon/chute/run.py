@@ -155,6 +155,7 @@ class RunResult:
     fault: Fault | None = None
     entries: tuple[EntryStat, ...] = ()
     duration_s: float | None = None
+    worker: str | None = None  # where it executed (the executor's name for the worker)
 
     @property
     def reason(self) -> str:

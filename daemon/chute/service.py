@@ -28,6 +28,7 @@ from .ledger import Ledger
 from .queue import RunQueue
 from .recovery import Adopted, Recovery, reconcile_ledger
 from .systemd import Notifier, module_environ, status_line
+from .telemetry import Telemetry
 
 log = logs.get("chute.service")
 # Workers that have not stopped this long after their runs were cancelled (kill_grace) are killed.
@@ -57,7 +58,8 @@ class Service:
         cfg = catalog.config
         self.environ = tuple(module_environ(os.environ).items())
         self.ledger = Ledger(cfg.state_dir)
-        self.queue = RunQueue(self.ledger)
+        self.telemetry = Telemetry(cfg)
+        self.queue = RunQueue(self.ledger, clock, self.telemetry)
         staging.owner_dir(cfg.work_dir, self.me, self.me.daemon_id)
         # The executor first: its workers must be started before the observer thread exists.
         self.executor = executor or _executor(catalog)
@@ -75,6 +77,7 @@ class Service:
         for inbox in cfg.inboxes:
             self._add_inbox(inbox)
         self.intake.start()
+        self.telemetry.start()
         for folder in staging.remove_dead_owners(cfg.work_dir):
             log.info("work.removed", workspace=str(folder))
         self._adopt(self.recovery.heartbeat(self.clock(), self._leased(), self._watched(), force=True))
@@ -103,6 +106,7 @@ class Service:
                 except Exception as exc:  # a bug or an unforeseen OS error: log it, keep the files safe, go on
                     self.loop_errors += 1
                     log.exception("daemon.error", reason=f"{type(exc).__name__}: {exc}", consecutive=self.loop_errors)
+                    self.telemetry.daemon_error(f"{type(exc).__name__}: {exc}")
                     self.wake.wait(min(ERROR_BACKOFF_MAX, 0.1 * 2 ** min(self.loop_errors, 6)))
                 self.wake.wait(max(0.0, self.next_due() - self.clock()))
                 self.wake.clear()
@@ -113,6 +117,7 @@ class Service:
         self.recovery.release(self._leased())
         self.intake.stop()
         self.executor.close()
+        self.telemetry.close()
         self.ledger.close()
         self.notifier.close()
         log.info("daemon.stopped")
@@ -136,6 +141,8 @@ class Service:
             self.intake.hint()  # slots are free: claim what has settled meanwhile
         self._status()
         self._watchdog(now)
+        self.telemetry.tick(now, len(self.queue.pending), len(self.queue.running), self.queue.oldest(now),
+                            self.intake.states())
 
     def next_due(self) -> float:
         """When the loop has something to do, if nothing wakes it first."""
@@ -157,6 +164,8 @@ class Service:
         for change in changes:
             if change.available:
                 self.queue.retry_now(change.inbox)
+            else:
+                self.telemetry.inbox_unavailable(str(change.inbox), change.reason)
         for c in claimed:
             self.runs.claimed(c, now)
 
@@ -171,6 +180,7 @@ class Service:
 
     def _adopt(self, adopted: list[Adopted]) -> None:
         for a in adopted:
+            self.telemetry.taken_over(str(a.inbox.path))
             self.runs.adopted(a, self.clock())
 
     def _reconcile(self) -> None:
@@ -194,6 +204,10 @@ class Service:
         restart_needed = [k for k in ("state_dir", "work_dir", "workers", "executor")
                           if getattr(new.config, k) != getattr(self.catalog.config, k)]
         self.catalog = self.runs.catalog = new
+        if (new.config.notify, new.config.metrics) != self.telemetry.config_key:
+            self.telemetry.close()
+            self.telemetry = self.queue.telemetry = Telemetry(new.config)
+            self.telemetry.start()
         for path in set(old) - set(now):
             self.intake.remove(path)  # its lease stays while runs of ours hold claims in it (_leased)
         for path, inbox in now.items():

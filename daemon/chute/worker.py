@@ -13,13 +13,16 @@ import ctypes
 import os
 import signal
 import sys
+from dataclasses import replace
 from multiprocessing.connection import Connection
 
 from . import entry, logs
+from .leases import hostname
 from .run import Launch, RunSpec
 from .runner import execute
 
 _PR_SET_PDEATHSIG = 1
+WHERE = f"{hostname()}/worker-{os.getpid()}"  # as LocalExecutor.where names this worker
 
 
 class ConnCancel:
@@ -105,7 +108,7 @@ def serve(conn: Connection) -> None:
 
 def _execute(spec: RunSpec, cancel: ConnCancel, modules: Modules):
     try:
-        return execute(spec, cancel, modules=modules.for_run(spec))
+        return replace(execute(spec, cancel, modules=modules.for_run(spec)), worker=WHERE)
     except Exception as exc:  # a bug: the daemon logs it and keeps the claim
         logs.get("chute.worker").exception("run.error", **spec.context(), reason=f"{type(exc).__name__}: {exc}")
         return exc

@@ -208,7 +208,6 @@ def test_an_unwritable_textfile_is_logged_once_and_never_raised(metrics, tmp_pat
 
 # --- the daemon: `chute run` with metrics (the service's wiring) ---
 
-needs_wiring = pytest.mark.xfail(reason="needs the service wiring (metrics in service.py)", strict=False)
 
 
 def _drain(tmp_path: Path, metrics_config: dict) -> tuple[Daemon, Path, dict, float]:
@@ -237,7 +236,6 @@ def _drop_six(inbox: dict) -> None:
         drop(Path(inbox["path"]), f"bad-{i}.mov", b"fail\n")
 
 
-@needs_wiring
 def test_metrics_scraped_from_a_running_daemon_match_the_ledger(tmp_path):
     _, config, inbox, started = _drain(tmp_path, {"listen": "127.0.0.1:0"})
     with Daemon(config) as d:
@@ -251,7 +249,6 @@ def test_metrics_scraped_from_a_running_daemon_match_the_ledger(tmp_path):
         assert d.stop() == 0
 
 
-@needs_wiring
 def test_the_textfile_of_a_stopped_daemon_matches_the_ledger(tmp_path):
     path = tmp_path / "textfile" / "chute.prom"
     path.parent.mkdir()

@@ -168,7 +168,6 @@ def test_no_targets_start_nothing():
 
 # --- the daemon: `chute run` with notify targets (the service's wiring) ---
 
-needs_wiring = pytest.mark.xfail(reason="needs the service wiring (notify in service.py)", strict=False)
 
 
 def _drop_files(inbox: Path, good: int, bad: int = 0) -> dict[str, bytes]:
@@ -179,7 +178,6 @@ def _drop_files(inbox: Path, good: int, bad: int = 0) -> dict[str, bytes]:
     return inputs
 
 
-@needs_wiring
 def test_the_daemon_sends_one_message_per_published_and_quarantined_file(tmp_path, webhook):
     setup = Setup(tmp_path, notify=[{"url": webhook.url()}])
     inbox = setup.inbox()
@@ -205,7 +203,6 @@ def test_the_daemon_sends_one_message_per_published_and_quarantined_file(tmp_pat
             assert (m["type"], fields["event"]) == ("success", "run.published") and "reason" not in fields
 
 
-@needs_wiring
 @pytest.mark.parametrize("receiver", ["hanging", "refusing"])
 def test_a_hanging_or_refusing_receiver_delays_and_loses_no_file(tmp_path, webhook, receiver):
     """20 files drain as they do with notifications off, while the receiver has not answered once."""
