@@ -206,10 +206,13 @@ class Launcher:
         self._sock, self._startup = ours, startup
         self._ensure_poller()
         self._poller.register(ours.fileno(), select.EPOLLIN)
-        ready = self._reply(START_TIMEOUT)
+        try:
+            ready = self._reply(START_TIMEOUT)
+        except LauncherUnavailable as error:
+            raise LauncherUnavailable(f"cannot start the module launcher: {error}") from None
         if "ready" not in ready:
             self._kill()
-            raise LauncherUnavailable(f"the module launcher cannot start: {ready.get('error')}")
+            raise LauncherUnavailable(f"cannot start the module launcher: {ready.get('error')}")
         self.skipped = ready["skipped"]
 
     def _ensure_poller(self) -> None:
@@ -390,11 +393,7 @@ class _Server:
         return None
 
     def _spawn(self, request: dict[str, Any], fds: list[int]) -> _ModuleRun | None:
-        error = self._unsafe()
-        try:
-            os.chdir(request["cwd"])  # here, so a bad cwd fails the spawn as it fails Popen
-        except OSError as exc:
-            error = {"error": f"cannot enter {request['cwd']}: {exc.strerror}", "errno": exc.errno}
+        error = _threads_error() or _enter(request["cwd"])
         if error is None:
             try:
                 return self._fork(request, fds)
@@ -404,12 +403,6 @@ class _Server:
         for fd in fds:
             os.close(fd)
         self._send(error)
-        return None
-
-    def _unsafe(self) -> dict[str, str] | None:
-        threads = len(os.listdir("/proc/self/task"))
-        if threads != 1:  # a fork would copy locks held by the other threads
-            return {"error": f"the launcher has {threads} threads; it forks only with one"}
         return None
 
     def _fork(self, request: dict[str, Any], fds: list[int]) -> _ModuleRun | None:
@@ -468,6 +461,21 @@ def _set_pdeathsig(signum: int) -> None:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
 
 
+def _threads_error() -> dict[str, str] | None:
+    threads = len(os.listdir("/proc/self/task"))
+    if threads != 1:  # a fork copies only the calling thread, and whatever locks the others held
+        return {"error": f"the launcher has {threads} threads; it forks only with one"}
+    return None
+
+
+def _enter(cwd: str) -> dict[str, Any] | None:
+    try:
+        os.chdir(cwd)  # here, before the fork, so a bad cwd fails the spawn as it fails Popen
+    except OSError as error:
+        return {"error": f"cannot enter {cwd}: {error.strerror}", "errno": error.errno}
+    return None
+
+
 def _flush_stdio() -> None:
     for stream in (sys.stdout, sys.stderr):
         if stream is not None:
@@ -510,26 +518,37 @@ def main(argv: Sequence[str]) -> _ModuleRun | int:
     if os.getppid() != parent:  # the client died before prctl
         return 1
     startup = _Startup.take()
-    global _fast_exit
-    if atexit._ncallbacks() == 0:  # it must run last, so be registered first
-        atexit.register(_exit_module)
-        _fast_exit = True
+    _register_exit()
     if not sys.flags.safe_path:
         del sys.path[0]  # the cwd of `-m`: the preloads must come from where a module's imports come from
     sock = socket.socket(fileno=fd)
     sock.set_inheritable(False)
+    ready = _warm_up(preload)
+    sock.send(json.dumps(ready).encode())
+    if "error" in ready:
+        return 1
+    return _Server(sock, startup).serve() or 0
+
+
+def _warm_up(preload: Sequence[str]) -> dict[str, Any]:
+    """Import the preloads; the message for the client: ready (with the preloads skipped), or an error."""
+    global _launcher_modules
     skipped = _preload(preload)
     _stop_blas_threads()
-    unsafe = _Server(sock, startup)._unsafe()
-    if unsafe is not None:
-        sock.send(json.dumps({"error": f"{unsafe['error']} after importing {', '.join(preload)}"}).encode())
-        return 1
+    error = _threads_error()
+    if error is not None:
+        return {"error": f"{error['error']} after importing {', '.join(preload)}"}
     gc.collect()
     gc.freeze()  # what is imported now stays shared with every child, not copied by their collector
-    global _launcher_modules
     _launcher_modules = frozenset(sys.modules)
-    sock.send(json.dumps({"ready": os.getpid(), "skipped": skipped}).encode())
-    return _Server(sock, startup).serve() or 0
+    return {"ready": os.getpid(), "skipped": skipped}
+
+
+def _register_exit() -> None:
+    global _fast_exit
+    if atexit._ncallbacks() == 0:  # it must run last, so it must be registered first
+        atexit.register(_exit_module)
+        _fast_exit = True
 
 
 def _become(run: _ModuleRun) -> str:
