@@ -8,7 +8,8 @@ stdin=DEVNULL, start_new_session=True, close_fds=True)`` would have given (SPEC 
 process group, the module's argv, cwd, environment, sys.path[0], fresh sys.stdin/stdout/stderr on fds 0-2
 and nothing else open, the signal dispositions and mask a fresh interpreter starts with, reseeded random
 generators; the entrypoint then runs as ``__main__`` at the top level of the launcher's main, so the
-interpreter's own exit (exit status, traceback, joining threads, atexit) is the module's.
+interpreter's own exit (exit status, traceback, joining threads, atexit) is the module's, except that
+the preloaded libraries are not torn down (`_exit_module` says why and what is kept).
 
 What cannot be re-done in a forked child is what an interpreter reads once at start-up (`is_startup_variable`:
 PYTHON*, the locale, the dynamic loader, thread counts): the launcher is started with the first module's
@@ -25,7 +26,6 @@ from __future__ import annotations
 
 import atexit
 import ctypes
-import errno
 import gc
 import importlib
 import importlib.machinery
@@ -224,7 +224,7 @@ class Launcher:
     def _request(self, request: bytes, fds: list[int]) -> dict[str, Any]:
         try:
             socket.send_fds(self._sock, [request], fds)
-        except OSError:  # EPIPE: it died
+        except (BrokenPipeError, ConnectionResetError):  # it died (a bad fd raises, as for Popen)
             self._died()
             raise LauncherUnavailable(self._exits[-1].reason if self._exits else "the module launcher died") from None
         return self._reply(REPLY_TIMEOUT)
@@ -318,6 +318,13 @@ def _describe(returncode: int) -> str:
 
 # ---- The launcher process: python -m chute.launcher SOCKET_FD PARENT_PID PRELOAD... ----
 
+# How the module running in this process ends, once its code has: set by _run_as_main, acted on by
+# _exit_module (registered first at the launcher's start, so it is the last atexit handler to run).
+_fast_exit = False
+_exit_status: int | None = None  # None: in the launcher, or a status only the interpreter knows
+_interrupted = False  # an uncaught KeyboardInterrupt: die by SIGINT, as a fresh interpreter does
+_launcher_modules: frozenset[str] = frozenset()  # sys.modules when the launcher was ready
+
 
 @dataclass(frozen=True)
 class _Startup:
@@ -408,7 +415,12 @@ class _Server:
     def _fork(self, request: dict[str, Any], fds: list[int]) -> _ModuleRun | None:
         _flush_stdio()  # or the child would write the launcher's buffered output again
         started, ready = os.pipe()
-        pid = os.fork()
+        try:
+            pid = os.fork()
+        except OSError:
+            os.close(started)
+            os.close(ready)
+            raise
         if pid == 0:
             self._detach(fds)  # closes `ready` too: the launcher's read below returns
             return _ModuleRun(request["argv"], request["env"], self.startup)
@@ -616,14 +628,6 @@ def _run_script(path: str, program: str) -> None:
         print(f"{program}: can't open file {path!r}: [Errno {error.errno}] {error.strerror}", file=sys.stderr)
         raise SystemExit(2) from None
     exec(compile(source, path, "exec", dont_inherit=True), main_module.__dict__)
-
-
-# How the module running in this process ends, once its code has: set by _run_as_main, acted on by
-# _exit_module (registered first at the launcher's start, so it is the last atexit handler to run).
-_fast_exit = False
-_exit_status: int | None = None  # None: in the launcher, or a status only the interpreter knows
-_interrupted = False  # an uncaught KeyboardInterrupt: die by SIGINT, as a fresh interpreter does
-_launcher_modules: frozenset[str] = frozenset()  # sys.modules when the launcher was ready
 
 
 def _run_as_main(run: _ModuleRun) -> None:

@@ -61,7 +61,8 @@ print(json.dumps({
     "loader": [type(__loader__).__name__, __loader__.name, __loader__.path],
     "own_group": os.getpgid(0) == os.getpid(), "own_session": os.getsid(0) == os.getpid(),
     "environ": dict(os.environ),
-    "c_environ": {name: (getenv(name.encode()) or b"").decode() for name in ("CHUTE_TEST_MARK", "CHUTE_TEST_LAUNCHER_ONLY", "LC_CTYPE")},
+    "c_environ": {name: (getenv(name.encode()) or b"").decode()
+                  for name in ("CHUTE_TEST_MARK", "CHUTE_TEST_LAUNCHER_ONLY", "LC_CTYPE")},
     "stdin_is_devnull": os.path.samestat(os.fstat(0), os.stat(os.devnull)), "stdin_read": sys.stdin.read(),
     "stdio": [stream(sys.stdin), stream(sys.stdout), stream(sys.stderr)],
     "stdio_dunder": [sys.stdin is sys.__stdin__, sys.stdout is sys.__stdout__, sys.stderr is sys.__stderr__],
