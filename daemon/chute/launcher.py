@@ -196,6 +196,7 @@ class Launcher:
         try:
             with theirs:
                 # A session of its own: a terminal's Ctrl-C is for the daemon, which stops modules itself.
+                # Its stderr is the daemon's: only a crash of the launcher itself would write there.
                 self._proc = subprocess.Popen(
                     argv, cwd="/", env=environ | startup, stdin=subprocess.DEVNULL,
                     stdout=subprocess.DEVNULL, pass_fds=[theirs.fileno()], start_new_session=True,
@@ -225,8 +226,7 @@ class Launcher:
         try:
             socket.send_fds(self._sock, [request], fds)
         except (BrokenPipeError, ConnectionResetError):  # it died (a bad fd raises, as for Popen)
-            self._died()
-            raise LauncherUnavailable(self._exits[-1].reason if self._exits else "the module launcher died") from None
+            raise LauncherUnavailable(self._died()) from None
         return self._reply(REPLY_TIMEOUT)
 
     def _reply(self, timeout: float) -> dict[str, Any]:
@@ -530,6 +530,7 @@ def main(argv: Sequence[str]) -> _ModuleRun | int:
     if os.getppid() != parent:  # the client died before prctl
         return 1
     startup = _Startup.take()
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # an inherited SIG_IGN would reap its children for it
     _register_exit()
     if not sys.flags.safe_path:
         del sys.path[0]  # the cwd of `-m`: the preloads must come from where a module's imports come from
