@@ -40,6 +40,7 @@ import subprocess
 import sys
 import time
 import types
+import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -324,6 +325,8 @@ _fast_exit = False
 _exit_status: int | None = None  # None: in the launcher, or a status only the interpreter knows
 _interrupted = False  # an uncaught KeyboardInterrupt: die by SIGINT, as a fresh interpreter does
 _launcher_modules: frozenset[str] = frozenset()  # sys.modules when the launcher was ready
+_SYS_DELETES = ("path", "argv", "ps1", "ps2", "last_type", "last_value", "last_traceback", "path_hooks",
+                "path_importer_cache", "meta_path", "__interactivehook__")
 
 
 @dataclass(frozen=True)
@@ -613,8 +616,8 @@ def _reset_libraries() -> None:
         sys.modules["faulthandler"].enable()  # onto the new sys.stderr
 
 
-def _run_script(path: str, program: str) -> None:
-    """Run `path` as ``__main__``, as ``python path`` does (Python/pythonrun.c)."""
+def _main_namespace(path: str) -> dict[str, Any]:
+    """A new ``__main__`` module for the script at `path`, as ``python path`` makes it (Python/pythonrun.c)."""
     main_module = types.ModuleType("__main__")
     main_module.__loader__ = importlib.machinery.SourceFileLoader("__main__", path)
     main_module.__annotations__ = {}
@@ -622,31 +625,58 @@ def _run_script(path: str, program: str) -> None:
     main_module.__file__ = path
     main_module.__cached__ = None
     sys.modules["__main__"] = main_module
+    return main_module.__dict__
+
+
+def _run_script(path: str, program: str, namespace: dict[str, Any]) -> None:
     try:
         with open(path, "rb") as f:
             source = f.read()
     except OSError as error:
         print(f"{program}: can't open file {path!r}: [Errno {error.errno}] {error.strerror}", file=sys.stderr)
         raise SystemExit(2) from None
-    exec(compile(source, path, "exec", dont_inherit=True), main_module.__dict__)
+    exec(compile(source, path, "exec", dont_inherit=True), namespace)
 
 
 def _run_as_main(run: _ModuleRun) -> None:
-    """Become the module and run it; the interpreter's exit is then the module's, as for a fresh one."""
+    """Become the module and run it; the interpreter's exit is then the module's, as for a fresh one.
+
+    The steps after the script are _PyRun_SimpleFileObject's: flush stdio; then either exit at once
+    (SystemExit), or report an uncaught exception, and remove __file__ and __cached__ from __main__.
+    """
     global _exit_status, _interrupted
     path = _become(run)
+    namespace = _main_namespace(path)
     try:
-        _run_script(path, run.argv[0])
+        _run_script(path, run.argv[0], namespace)
     except SystemExit as exit:
+        _flush_io()
         _exit_status = _status_of(exit.code)
         raise  # the interpreter prints sys.exit("text") itself
     except BaseException as error:  # noqa: BLE001 - an uncaught exception ends a fresh interpreter so
+        _flush_io()
         if isinstance(error, KeyboardInterrupt) and not _fast_exit:
             raise  # then only the interpreter can die by SIGINT (and the traceback shows launcher frames)
         _print_uncaught(error)
         _exit_status, _interrupted = 1, isinstance(error, KeyboardInterrupt)
+        _forget_file(namespace)
         raise SystemExit(1) from None
+    _flush_io()
+    _forget_file(namespace)
     _exit_status = 0
+
+
+def _flush_io() -> None:
+    for stream in (sys.stderr, sys.stdout):
+        try:
+            stream.flush()
+        except Exception:  # noqa: BLE001, S110 - as flush_io() in Python/pythonrun.c: errors are cleared
+            pass
+
+
+def _forget_file(namespace: dict[str, Any]) -> None:
+    namespace.pop("__file__", None)
+    namespace.pop("__cached__", None)
 
 
 def _print_uncaught(error: BaseException) -> None:
@@ -684,11 +714,7 @@ def _exit_module() -> None:
         return  # the launcher itself, or an exit status only the interpreter knows: its full teardown
     status = _exit_status if _flush_std_files() else 120
     _release_module_state()
-    for stream in (sys.stdout, sys.stderr):
-        try:  # as CPython's later flush (or the streams' dealloc): silent, the status stays
-            stream.flush()
-        except Exception:  # noqa: BLE001, S110
-            pass
+    _flush_io()  # as CPython's later flush (or the streams' dealloc): silent, the status stays
     if _interrupted:  # exit_sigint() in Modules/main.c
         signal.signal(signal.SIGINT, signal.SIG_DFL)
         os.kill(os.getpid(), signal.SIGINT)
@@ -714,30 +740,44 @@ def _flush_std_files() -> bool:
 
 
 def _release_module_state() -> None:
-    """Drop and clear __main__ and the modules the module imported, as finalize_modules() does."""
-    names = ["__main__"]
+    """Tear down __main__ and the modules the module imported, as Py_FinalizeEx and finalize_modules do."""
+    atexit._clear()  # CPython drops the callbacks once they all ran (this one never returns)
+    gc.collect()  # before modules are destroyed, as CPython does; it also decides the order below
+    _delete_special()
+    imported = []
     for name in reversed(sys.modules):  # newest first; the launcher's modules are all older
         if name in _launcher_modules:
             break
-        names.insert(0, name)
-    modules = [sys.modules.pop(name, None) for name in names]
-    # Their namespaces, not weak references to them: functions (an atexit callback, a __del__)
-    # keep a namespace alive after its module object is gone, and CPython still clears it.
-    namespaces = [module.__dict__ for module in modules if isinstance(module, types.ModuleType)]
+        imported.append(name)
+    modules = [sys.modules.pop(name, None) for name in ["__main__", *reversed(imported)]]
+    refs = [weakref.ref(module) for module in modules if isinstance(module, types.ModuleType)]
     del modules
+    gc.collect()  # most go here, with all they alone held
+    for ref in reversed(refs):  # those still alive are wiped, the last imported first
+        module = ref()
+        if module is not None:
+            _clear_module_dict(module.__dict__)
+    module = None
     gc.collect()
-    for namespace in reversed(namespaces):  # in reverse order of import, __main__ last
-        _clear_module_dict(namespace)
-    del namespaces
-    gc.collect()
+
+
+def _delete_special() -> None:
+    # As finalize_modules_delete_special: where a module's values hide from the teardown of modules.
+    sys.modules["builtins"]._ = None
+    for name in _SYS_DELETES:
+        setattr(sys, name, None)
+    sys.stdin, sys.stdout, sys.stderr = sys.__stdin__, sys.__stdout__, sys.__stderr__
 
 
 def _clear_module_dict(namespace: dict[str, Any]) -> None:
     # As _PyModule_ClearDict: names with one leading underscore first, then all but __builtins__.
-    for name in [name for name in namespace if name.startswith("_") and not name.startswith("__")]:
-        namespace[name] = None
-    for name in [name for name in namespace if name != "__builtins__"]:
-        namespace[name] = None
+    names = [name for name in namespace if isinstance(name, str)]
+    for name in names:
+        if name.startswith("_") and not name.startswith("__"):
+            namespace[name] = None
+    for name in names:
+        if name != "__builtins__":
+            namespace[name] = None
 
 
 if __name__ == "__main__":

@@ -84,12 +84,14 @@ import atexit, os, signal, sys, threading, time
 
 class Noisy:
     def __del__(self):
-        print("torn down", flush=True)
+        print("torn down; a global defined later is", _later, flush=True)
 
 noisy = Noisy()
+_later = "still there"
 unclosed = open(os.path.join(os.environ["CHUTE_TEST_OUT"], "unclosed.txt"), "w")
 unclosed.write("written, never closed\n")
-atexit.register(lambda: print("atexit ran"))
+import helper  # a module of the module's own, with an unclosed file of its own
+atexit.register(lambda: print("atexit ran", "__file__" in globals()))
 gate = threading.Event()
 threading.Thread(target=lambda: (gate.wait(), print("thread joined"))).start()
 print("CHUTE_PROGRESS 0.25")
@@ -112,6 +114,12 @@ elif ending == "segfault":
 elif ending == "interrupted":
     os.kill(os.getpid(), signal.SIGINT)
     time.sleep(60)
+'''
+
+HELPER = r'''
+import os
+appended = open(os.path.join(os.environ["CHUTE_TEST_OUT"], "unclosed.txt"), "a")
+appended.write("appended by a helper, never closed\n")
 '''
 
 SLEEPER = r'''
@@ -167,7 +175,7 @@ def folder(tmp_path: Path) -> Path:
     """A module folder holding every test module, and a TMPDIR and output folder beside it."""
     module = tmp_path / "module"
     module.mkdir()
-    for name, text in [("view.py", VIEW), ("endings.py", ENDINGS), ("sleeper.py", SLEEPER),
+    for name, text in [("view.py", VIEW), ("endings.py", ENDINGS), ("helper.py", HELPER), ("sleeper.py", SLEEPER),
                        ("blas.py", BLAS), ("vandal.py", VANDAL)]:
         (module / name).write_text(textwrap.dedent(text))
     (tmp_path / "tmp").mkdir()
@@ -303,7 +311,7 @@ def test_a_module_ends_as_it_would_in_a_fresh_interpreter(launcher, folder, endi
         return  # no Python exit at all: what was unflushed is lost, both ways
     assert warm.stdout.startswith("CHUTE_PROGRESS 0.25\n")
     assert "thread joined" in warm.stdout and "atexit ran" in warm.stdout and "torn down" in warm.stdout
-    assert fresh_file == "written, never closed\n"
+    assert fresh_file == "written, never closed\nappended by a helper, never closed\n"
 
 
 def test_a_traceback_and_messages_read_as_from_a_fresh_interpreter(launcher, folder):
