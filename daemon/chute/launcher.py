@@ -425,7 +425,10 @@ class _Server:
             os.close(ready)
             raise
         if pid == 0:
-            self._detach(fds)  # closes `ready` too: the launcher's read below returns
+            try:
+                self._detach(fds)  # closes `ready` too: the launcher's read below returns
+            except BaseException:  # noqa: BLE001 - nothing of the launcher may run on in a child
+                os._exit(127)
             return _ModuleRun(request["argv"], request["env"], self.startup)
         os.chdir("/")
         for fd in (ready, *fds):
@@ -449,7 +452,7 @@ class _Server:
             os.dup2(fd, target)
         self.selector.close()
         self.sock.close()
-        os.closerange(3, self.max_fd)  # the received fds, the pidfds, the launcher's end of `started`
+        os.closerange(3, self.max_fd)  # the received fds, the pidfds, both ends of the start pipe
 
     def _reap(self, pid: int) -> None:
         pidfd = self.children.pop(pid)
