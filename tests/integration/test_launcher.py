@@ -175,8 +175,8 @@ def folder(tmp_path: Path) -> Path:
     """A module folder holding every test module, and a TMPDIR and output folder beside it."""
     module = tmp_path / "module"
     module.mkdir()
-    for name, text in [("view.py", VIEW), ("endings.py", ENDINGS), ("helper.py", HELPER), ("sleeper.py", SLEEPER),
-                       ("blas.py", BLAS), ("vandal.py", VANDAL)]:
+    for name, text in [("view.py", VIEW), ("endings.py", ENDINGS), ("helper.py", HELPER),
+                       ("sleeper.py", SLEEPER), ("blas.py", BLAS), ("vandal.py", VANDAL)]:
         (module / name).write_text(textwrap.dedent(text))
     (tmp_path / "tmp").mkdir()
     (tmp_path / "out").mkdir()
@@ -330,15 +330,14 @@ def test_a_traceback_and_messages_read_as_from_a_fresh_interpreter(launcher, fol
 def test_the_probe_module_gives_the_same_json_both_ways(launcher, clip, tmp_path):
     probe = ROOT / "modules" / "probe"
     env = module_env(tmp_path / "module")
-    outputs = [tmp_path / "fresh.json", tmp_path / "warm.json"]
-    fresh, warm = (
-        run(launcher, [PYTHON, "main.py", "--input", str(clip), "--output", str(output)], probe, env)
-        for run, output in [(lambda _, *args: run_fresh(*args), outputs[0]), (run_warm, outputs[1])]
-    )
+    argv = [PYTHON, "main.py", "--input", str(clip), "--output"]
+    fresh = run_fresh([*argv, str(tmp_path / "fresh.json")], probe, env)
+    warm = run_warm(launcher, [*argv, str(tmp_path / "warm.json")], probe, env)
     assert warm.returncode == fresh.returncode == 0, warm.stderr
     assert (warm.stdout, warm.stderr) == (fresh.stdout, fresh.stderr)
-    assert json.loads(outputs[1].read_text()) == json.loads(outputs[0].read_text())
-    assert json.loads(outputs[1].read_text())["streams"][0]["codec"] == "h264"
+    described = json.loads((tmp_path / "warm.json").read_text())
+    assert described == json.loads((tmp_path / "fresh.json").read_text())
+    assert described["streams"][0]["codec"] == "h264"
 
 
 def test_numpy_in_a_module_gets_its_blas_threads_back(launcher, folder):
