@@ -20,6 +20,9 @@ str hash seed (unless PYTHONHASHSEED fixes it for both).
 The client side (`Launcher`) is for one single-threaded loop: `spawn`, then `fileno` in a selector and
 `collect` when it is readable. The launcher dies with the thread that started it (PR_SET_PDEATHSIG) and
 when its socket closes; either way it takes its modules with it.
+
+This file holds the three parts in the order they run: the client (`Launcher`), the launcher process
+(`main`, `_Server`), and the forked child becoming the module (`_become`, `_run_as_main`, `_exit_module`).
 """
 
 from __future__ import annotations
