@@ -147,6 +147,7 @@ class Project:
 
     root: Path
     marker: str = field(default_factory=lambda: f"chute-test-{uuid.uuid4().hex}")
+    launcher: Any = None  # a chute.launcher.Launcher: modules are then forked warm instead of started fresh
     declared: dict[str, tuple[dict[str, str], dict[str, str]]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -248,8 +249,8 @@ class Project:
         staging.owner_dir(values["work_dir"], Identity.mine(), values["owner"])  # as the daemon does at start
         return RunSpec(**values)
 
-    def execute(self, job: str, input_path: Path, emit=None, cancel=None, modules=None, **overrides: Any) -> RunResult:
-        return execute(self.spec(job, input_path, **overrides), cancel, emit, modules)
+    def execute(self, job: str, input_path: Path, emit=None, cancel=None, **overrides: Any) -> RunResult:
+        return execute(self.spec(job, input_path, **overrides), cancel, emit, self.launcher)
 
     # --- running: `chute submit` as a subprocess ---
 
@@ -293,8 +294,10 @@ class Project:
                       if not ws.name.startswith("."))
 
     def leftovers(self) -> list[int]:
-        """Live processes (not zombies) carrying this project's marker in their environment or command line."""
-        return marked_processes(self.marker)
+        """Live processes (not zombies) carrying this project's marker in their environment or command line
+        (the project's own warm launcher, which lives on between runs, not counted)."""
+        launcher = getattr(self.launcher, "pid", None)
+        return [pid for pid in marked_processes(self.marker) if pid != launcher]
 
     def assert_clean(self) -> None:
         """What every run leaves behind: no workspace, no hidden build folder, no module process."""

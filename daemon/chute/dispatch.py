@@ -33,6 +33,7 @@ class Dispatcher:
         self.catalog, self.me, self.environ = catalog, me, environ
         self.queue, self.executor, self.wake = queue, executor, wake
         self.counts = {"done": 0, "failed": 0}
+        self.swept: set[str] = set()  # dead daemons whose every process has been swept
 
     def spec(self, inbox: Inbox, run_id: str, claim: Path, name: str, poison: str | None = None) -> RunSpec:
         """The run of one claimed file, as the executor gets it (plain values)."""
@@ -62,6 +63,11 @@ class Dispatcher:
     def adopted(self, a: Adopted, now: float) -> None:
         """Finish or run again a claim whose daemon died (SPEC §5: a crash loses nothing)."""
         sweep(f"CHUTE_RUN_ID={a.run_id}")  # module processes the dead daemon left running
+        if a.owner_gone and a.owner not in self.swept:
+            # Everything it started carries its id: launchers, and what warm modules forked (whose
+            # /proc environ is the launcher's, without the run's marker).
+            sweep(f"CHUTE_OWNER={a.owner}")
+            self.swept.add(a.owner)
         if a.name is None and not a.claim.name.endswith(COMMIT_SUFFIX):
             claims.remove(a.claim)  # its input had left it: nothing to run, nothing to finish
             return

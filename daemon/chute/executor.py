@@ -69,8 +69,10 @@ class _Slot:
 class LocalExecutor:
     """`workers` worker processes on this host, each replaced alone when it dies (huey's way)."""
 
-    def __init__(self, workers: int, log_format: str, log_level: str):
+    def __init__(self, workers: int, log_format: str, log_level: str, owner: str | None = None):
         self.args = (log_format, log_level)
+        # CHUTE_OWNER: the daemon's id on its workers too, so a successor can sweep whatever it left.
+        self.environ = os.environ | ({"CHUTE_OWNER": owner} if owner else {})
         self.lock = threading.Lock()
         self.wake_r, self.wake_w = os.pipe2(os.O_CLOEXEC)
         # Started here, in the thread that runs the daemon loop: PR_SET_PDEATHSIG follows the
@@ -85,7 +87,7 @@ class LocalExecutor:
         try:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "chute.worker", str(theirs.fileno()), str(os.getpid()), *self.args],
-                pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL, close_fds=True)
+                pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL, close_fds=True, env=self.environ)
         finally:
             theirs.close()
         return _Slot(proc, Connection(mine.detach()), pidfd=os.pidfd_open(proc.pid))

@@ -228,7 +228,7 @@ class Step:
             self._fail(failure(reason, plan.step, plan.module), None)
             return
         if proc.fallback is not None:
-            self.log.warning("launcher.unavailable", module=plan.module, reason=proc.fallback)
+            self.log.info("entry.fresh", module=plan.module, reason=proc.fallback)
         attempt = _Attempt(i, proc, time.monotonic() + self._timeout(plan))
         self._track(attempt)
         self.log.info("entry.started", step=plan.step, module=plan.module, attempt=rec.attempts, pid=proc.pid)

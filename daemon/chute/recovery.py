@@ -34,6 +34,7 @@ class Adopted:
     name: str | None  # None: its input has already left it
     crashes: int
     owner: str
+    owner_gone: bool  # its daemon is known dead on this host (not merely silent): all it left may be swept
 
 
 class Recovery:
@@ -64,24 +65,23 @@ class Recovery:
     def _judge(self, inbox: Inbox, now: float) -> list[Adopted]:
         taken = []
         for owner in claims.owners(inbox.path):
-            if owner != self.me.daemon_id and self._dead(inbox.path, owner, now):
-                taken += self._take_over(inbox, owner)
+            if owner == self.me.daemon_id:
+                continue
+            lease = read_lease(inbox.path, owner)
+            gone = dead_on_this_host(self.me, owner, lease) is True  # its process is gone: no need to wait
+            # Alive on this host (frozen, hung on a share) or on another host: the lease decides.
+            if gone or self.clock.stale(inbox.path, owner, lease, now):
+                taken += self._take_over(inbox, owner, gone)
         return taken
 
-    def _dead(self, inbox: Path, owner: str, now: float) -> bool:
-        lease = read_lease(inbox, owner)
-        if dead_on_this_host(self.me, owner, lease):
-            return True  # its process is gone: no need to wait out the lease
-        # Alive on this host (frozen, hung on a share) or on another host: the lease decides.
-        return self.clock.stale(inbox, owner, lease, now)
-
-    def _take_over(self, inbox: Inbox, owner: str) -> list[Adopted]:
+    def _take_over(self, inbox: Inbox, owner: str, gone: bool) -> list[Adopted]:
         taken = []
         for old in claims.claims_of(inbox.path, owner):
             claim = claims.take_over(old, inbox.path, self.me)
             if claim is None:
                 continue  # another daemon took it first
-            a = Adopted(inbox, claim, claims.run_id_of(claim), claims.input_of(claim), claims.crashes(claim), owner)
+            a = Adopted(inbox, claim, claims.run_id_of(claim), claims.input_of(claim), claims.crashes(claim), owner,
+                        gone)
             log.warning("run.taken_over", run_id=a.run_id, job=inbox.job, inbox=str(inbox.path), file=a.name,
                         owner=owner, crashes=a.crashes)
             taken.append(a)

@@ -56,13 +56,14 @@ class Service:
         self.loop_errors = 0
         self.next_watchdog = 0.0
         cfg = catalog.config
-        self.environ = tuple(module_environ(os.environ).items())
+        # CHUTE_OWNER: on every process of ours (workers, launchers, modules), so a successor can sweep them all.
+        self.environ = tuple((module_environ(os.environ) | {"CHUTE_OWNER": self.me.daemon_id}).items())
         self.ledger = Ledger(cfg.state_dir)
         self.telemetry = Telemetry(cfg)
         self.queue = RunQueue(self.ledger, clock, self.telemetry)
         staging.owner_dir(cfg.work_dir, self.me, self.me.daemon_id)
         # The executor first: its workers must be started before the observer thread exists.
-        self.executor = executor or _executor(catalog)
+        self.executor = executor or _executor(catalog, self.me.daemon_id)
         self.intake = Intake(self.me, self.wake, clock)
         self.recovery = Recovery(self.me, cfg.lease_timeout)
         self.runs = Dispatcher(catalog, self.me, self.environ, self.queue, self.executor, self.wake)
@@ -274,7 +275,7 @@ class Service:
             self.next_watchdog = now + interval
 
 
-def _executor(catalog: Catalog) -> Executor:
+def _executor(catalog: Catalog, owner: str) -> Executor:
     cfg = catalog.config
     if cfg.executor.kind == "dask":
         try:
@@ -282,7 +283,7 @@ def _executor(catalog: Catalog) -> Executor:
         except ImportError:
             raise ChuteError(f"executor.kind {cfg.executor.kind!r} is not available in this version; use 'local'")
         return DaskExecutor(cfg.executor, cfg.log.format, cfg.log.level)
-    return LocalExecutor(cfg.workers, cfg.log.format, cfg.log.level)
+    return LocalExecutor(cfg.workers, cfg.log.format, cfg.log.level, owner)
 
 
 def run_daemon(catalog: Catalog) -> None:

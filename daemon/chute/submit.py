@@ -17,6 +17,7 @@ from .leases import Identity
 from .run import Launch, RunResult, RunSpec, RunStatus
 from .runner import execute
 from .systemd import module_environ
+from .worker import Modules
 
 
 def add_parser(add) -> None:
@@ -82,14 +83,9 @@ def run(args) -> int:
     return _report(result)
 
 
-def _launcher(spec: RunSpec):
-    if spec.launch.mode != "warm":
-        return None
-    try:
-        from .launcher import Launcher
-    except ImportError:
-        return None
-    return Launcher(spec.python, spec.launch.preload, dict(spec.environ))
+def _launcher(spec: RunSpec) -> Modules | None:
+    modules = Modules()
+    return modules if modules.for_run(spec) is not None else None
 
 
 def _with_progress(spec: RunSpec, modules) -> RunResult:

@@ -13,6 +13,7 @@ import ctypes
 import os
 import signal
 import sys
+import time
 from dataclasses import replace
 from multiprocessing.connection import Connection
 
@@ -22,6 +23,8 @@ from .run import Launch, RunSpec
 from .runner import execute
 
 _PR_SET_PDEATHSIG = 1
+RETRY_AFTER = 600.0  # seconds before a launcher that could not start is tried again
+log = logs.get("chute.worker")
 WHERE = f"{hostname()}/worker-{os.getpid()}"  # as LocalExecutor.where names this worker
 
 
@@ -47,29 +50,64 @@ class ConnCancel:
 
 
 class Modules:
-    """This worker's warm launcher, made when a run first asks for one and kept between runs."""
+    """This process's warm launcher, started when a run first asks for one and kept between runs.
 
-    def __init__(self, python: str, environ: dict[str, str]):
-        self.python, self.environ = python, environ
+    A launcher that cannot start is not asked again for RETRY_AFTER seconds: meanwhile
+    every module is a fresh interpreter (one `launcher.unavailable` line, not one per module).
+    """
+
+    def __init__(self):
         self.launch: Launch | None = None
         self.launcher = None
+        self.broken_until = 0.0
+        self.started_pid: int | None = None
 
-    def for_run(self, spec: RunSpec):
-        if spec.launch.mode != "warm":
+    def for_run(self, spec: RunSpec) -> Modules | None:
+        if spec.launch.mode != "warm" or time.monotonic() < self.broken_until:
             return None
         if self.launcher is None or spec.launch != self.launch:
             self.close()
-            try:
-                from .launcher import Launcher
-            except ImportError:  # a chute without the launcher: every module is a fresh interpreter
-                return None
-            self.launcher = Launcher(self.python, spec.launch.preload, dict(spec.environ))
+            from .launcher import Launcher
+
+            self.launcher = Launcher(spec.python, spec.launch.preload, dict(spec.environ))
             self.launch = spec.launch
-        return self.launcher
+        return self
+
+    def spawn(self, argv, cwd, env, stdout, stderr) -> int:
+        from .launcher import LauncherUnavailable
+
+        try:
+            pid = self.launcher.spawn(argv, cwd, env, stdout, stderr)
+        except LauncherUnavailable as exc:
+            if not self.launcher.running:  # it cannot start: stop asking for a while
+                self.broken_until = time.monotonic() + RETRY_AFTER
+                log.warning("launcher.unavailable", reason=str(exc), retry_in_s=RETRY_AFTER)
+            raise
+        if self.launcher.pid != self.started_pid:
+            self.started_pid = self.launcher.pid
+            log.info("launcher.started", pid=self.started_pid, skipped=self.launcher.skipped or None)
+        return pid
+
+    def fileno(self) -> int:
+        return self.launcher.fileno()
+
+    def collect(self) -> list:
+        exits = self.launcher.collect()
+        lost = [e for e in exits if e.returncode is None]
+        if lost:
+            log.warning("launcher.died", reason=lost[0].reason, modules=len(lost))
+        return exits
+
+    @property
+    def running(self) -> bool:
+        return self.launcher is not None and self.launcher.running
+
+    @property
+    def pid(self) -> int | None:
+        return None if self.launcher is None else self.launcher.pid
 
     def pids(self) -> set[int]:
-        pid = getattr(self.launcher, "pid", None)
-        return {pid} if pid else set()
+        return {self.pid} if self.pid else set()
 
     def close(self) -> None:
         if self.launcher is not None:
@@ -89,7 +127,7 @@ def _die_with(daemon_pid: int) -> None:
 
 def serve(conn: Connection) -> None:
     """Run what the daemon sends until it closes the connection."""
-    modules = Modules(sys.executable, {})
+    modules = Modules()
     try:
         while True:
             try:
@@ -110,7 +148,7 @@ def _execute(spec: RunSpec, cancel: ConnCancel, modules: Modules):
     try:
         return replace(execute(spec, cancel, modules=modules.for_run(spec)), worker=WHERE)
     except Exception as exc:  # a bug: the daemon logs it and keeps the claim
-        logs.get("chute.worker").exception("run.error", **spec.context(), reason=f"{type(exc).__name__}: {exc}")
+        log.exception("run.error", **spec.context(), reason=f"{type(exc).__name__}: {exc}")
         return exc
     finally:
         # Whatever a module left running, even out of its group and with no marker, is our child now.

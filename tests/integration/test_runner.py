@@ -22,6 +22,18 @@ from tests.pipelines import entry, proc_alive, read_json, sha256_of
 
 pytestmark = pytest.mark.timeout(60)
 
+
+@pytest.fixture(params=["fresh", "warm"], autouse=True)
+def launch(request, project):
+    """Every test runs twice: modules as fresh interpreters, and forked from the warm launcher."""
+    if request.param == "warm":
+        from chute.launcher import Launcher
+
+        project.launcher = Launcher(environ=project.environ())
+    yield request.param
+    if project.launcher is not None:
+        project.launcher.close()
+
 TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 
 COPY = """
@@ -442,7 +454,7 @@ def test_cancel_stops_the_run_at_once_and_releases_the_input(project, clip):
     cancel = PipeCancel()
     spec = project.spec("slow", clip)
     results = []
-    runner = threading.Thread(target=lambda: results.append(execute(spec, cancel)))
+    runner = threading.Thread(target=lambda: results.append(execute(spec, cancel, modules=project.launcher)))
     runner.start()
     try:
         wait_until(lambda: (project.sync / "patient.pid").exists())
@@ -557,7 +569,7 @@ def _run_noisy(project, clip, body, fail):
     project.job("noisy_job", [("talk", [entry("noisy", options={"fail": fail})])])
     spec = project.spec("noisy_job", clip)
     results = []
-    runner = threading.Thread(target=lambda: results.append(execute(spec)))
+    runner = threading.Thread(target=lambda: results.append(execute(spec, modules=project.launcher)))
     runner.start()
     try:
         wait_until(lambda: (project.sync / "printed").exists(), timeout=30)
