@@ -190,7 +190,9 @@ def _anchor(config: Config, base: Path, folders: Path) -> Config:
     """
 
     def a(p: Path, base: Path = folders) -> Path:
-        return Path(os.path.normpath(base / p.expanduser()))
+        # Resolved (symlinks followed): two names for one folder are one folder everywhere chute
+        # compares paths, and inotify watches the real folder (a watch on a link sees nothing).
+        return Path(os.path.realpath(base / p.expanduser()))
 
     inboxes = [
         i.model_copy(update={
