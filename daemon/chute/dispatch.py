@@ -15,7 +15,6 @@ from pathlib import Path
 from . import claims, logs
 from .catalog import Catalog
 from .config import Inbox
-from .entry import sweep
 from .executor import Executor, ExecutorUnavailable, WorkerLost
 from .intake import Claimed
 from .leases import Identity
@@ -62,11 +61,11 @@ class Dispatcher:
 
     def adopted(self, a: Adopted, now: float) -> None:
         """Finish or run again a claim whose daemon died (SPEC §5: a crash loses nothing)."""
-        sweep(f"CHUTE_RUN_ID={a.run_id}")  # module processes the dead daemon left running
+        self.executor.sweep(f"CHUTE_RUN_ID={a.run_id}")  # module processes the dead daemon left running
         if a.owner_gone and a.owner not in self.swept:
             # Everything it started carries its id: launchers, and what warm modules forked (whose
             # /proc environ is the launcher's, without the run's marker).
-            sweep(f"CHUTE_OWNER={a.owner}")
+            self.executor.sweep(f"CHUTE_OWNER={a.owner}")
             self.swept.add(a.owner)
         if a.name is None and not a.claim.name.endswith(COMMIT_SUFFIX):
             claims.remove(a.claim)  # its input had left it: nothing to run, nothing to finish
@@ -113,7 +112,7 @@ class Dispatcher:
 
     def _worker_lost(self, active: Active, reason: str, now: float) -> None:
         """Its worker died: only this run is charged (a crash), and its modules are swept."""
-        sweep(f"CHUTE_RUN_ID={active.run_id}")
+        self.executor.sweep(f"CHUTE_RUN_ID={active.run_id}")
         try:
             active.crashes = claims.count_crash(active.spec.claim)
         except OSError:
@@ -139,7 +138,7 @@ class Dispatcher:
         log.error("executor.stuck", runs=sorted(self.queue.running))
         self.executor.kill()
         for active in list(self.queue.running.values()):
-            sweep(f"CHUTE_RUN_ID={active.run_id}")
+            self.executor.sweep(f"CHUTE_RUN_ID={active.run_id}")
             if active.spec.claim.is_dir():  # not committed: nothing went out, it can go back now
                 self.queue.release(active)
         self.queue.running.clear()

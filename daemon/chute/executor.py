@@ -3,8 +3,10 @@
 The surface every executor offers (the local pool here; a Dask cluster in
 dask_executor.py): `submit(spec)` returns a concurrent.futures.Future of the
 `RunResult`; `cancel(run_id)` asks a run to stop (its input is then released);
-`free()` says how many runs could start now; `where(run_id)` names the worker;
-`kill()` stops everything at once; `close()` ends it. A future that fails with
+`free()` says how many runs could start now (none while the workers' disk is
+below its reserve); `where(run_id)` names the worker; `sweep(marker)` kills
+the processes a dead daemon or worker left (by the marker in their
+environment); `kill()` stops everything at once; `close()` ends it. A future that fails with
 `WorkerLost` means the run died with its worker (a crash, counted toward the
 file's max_crashes); `ExecutorUnavailable` means it never reached a worker
 (defer it, charge nothing).
@@ -22,9 +24,10 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from typing import Protocol
 
-from . import logs
+from . import entry, logs, staging
+from .config import Config
 from .errors import ChuteError
-from .leases import hostname
+from .leases import Identity, hostname
 from .run import RunResult, RunSpec
 
 log = logs.get("chute.executor")
@@ -46,6 +49,8 @@ class Executor(Protocol):
     def free(self) -> int: ...
 
     def where(self, run_id: str) -> str | None: ...
+
+    def sweep(self, marker: str) -> None: ...
 
     def healthy(self) -> bool: ...
 
@@ -69,15 +74,19 @@ class _Slot:
 class LocalExecutor:
     """`workers` worker processes on this host, each replaced alone when it dies (huey's way)."""
 
-    def __init__(self, workers: int, log_format: str, log_level: str, owner: str | None = None):
-        self.args = (log_format, log_level)
+    def __init__(self, config: Config, me: Identity):
+        self.args = (config.log.format, config.log.level)
+        self.work_dir, self.reserve = config.work_dir, config.work_reserve
         # CHUTE_OWNER: the daemon's id on its workers too, so a successor can sweep whatever it left.
-        self.environ = os.environ | ({"CHUTE_OWNER": owner} if owner else {})
+        self.environ = os.environ | {"CHUTE_OWNER": me.daemon_id}
+        for folder in staging.remove_dead_owners(config.work_dir):
+            log.info("work.removed", workspace=str(folder))
+        staging.owner_dir(config.work_dir, me, me.daemon_id)
         self.lock = threading.Lock()
         self.wake_r, self.wake_w = os.pipe2(os.O_CLOEXEC)
         # Started here, in the thread that runs the daemon loop: PR_SET_PDEATHSIG follows the
         # thread that forked, so a worker must never be started from a thread that may end.
-        self.slots = [self._spawn() for _ in range(workers)]
+        self.slots = [self._spawn() for _ in range(config.workers)]
         self.closing = False
         self.thread = threading.Thread(target=self._collect, name="chute-executor", daemon=True)
         self.thread.start()
@@ -95,6 +104,8 @@ class LocalExecutor:
     # --- the daemon's side (its loop thread) ---
 
     def free(self) -> int:
+        if not staging.has_room(self.work_dir, self.reserve):
+            return 0  # a run now would only be deferred: leave the files in their inbox meanwhile
         with self.lock:
             return sum(1 for s in self.slots if s.run_id is None)
 
@@ -127,6 +138,9 @@ class LocalExecutor:
         with self.lock:
             slot = next((s for s in self.slots if s.run_id == run_id), None)
         return None if slot is None else f"{hostname()}/worker-{slot.proc.pid}"
+
+    def sweep(self, marker: str) -> None:
+        entry.sweep(marker)
 
     def healthy(self) -> bool:
         return self.thread.is_alive()

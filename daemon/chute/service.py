@@ -16,7 +16,7 @@ import threading
 import time
 from pathlib import Path
 
-from . import logs, staging
+from . import logs
 from .catalog import Catalog, load_catalog
 from .config import Inbox
 from .dispatch import Dispatcher
@@ -61,9 +61,8 @@ class Service:
         self.ledger = Ledger(cfg.state_dir)
         self.telemetry = Telemetry(cfg)
         self.queue = RunQueue(self.ledger, clock, self.telemetry)
-        staging.owner_dir(cfg.work_dir, self.me, self.me.daemon_id)
         # The executor first: its workers must be started before the observer thread exists.
-        self.executor = executor or _executor(catalog, self.me.daemon_id)
+        self.executor = executor or _executor(catalog, self.me)
         self.intake = Intake(self.me, self.wake, clock)
         self.recovery = Recovery(self.me, cfg.lease_timeout)
         self.runs = Dispatcher(catalog, self.me, self.environ, self.queue, self.executor, self.wake)
@@ -79,8 +78,6 @@ class Service:
             self._add_inbox(inbox)
         self.intake.start()
         self.telemetry.start()
-        for folder in staging.remove_dead_owners(cfg.work_dir):
-            log.info("work.removed", workspace=str(folder))
         self._adopt(self.recovery.heartbeat(self.clock(), self._leased(), self._watched(), force=True))
         self._reconcile()
         log.info("daemon.started", pid=os.getpid(), daemon=self.me.daemon_id, config=str(self.catalog.config_file),
@@ -133,13 +130,13 @@ class Service:
             self._begin_stop(now)
         take_over = self.state == Stop.RUNNING  # the runs draining are still ours: their leases stay fresh
         self._adopt(self.recovery.heartbeat(now, self._leased(), self._watched(), take_over=take_over))
+        if self.runs.collect(now):
+            self.intake.hint()  # slots are free: claim what has settled meanwhile
         if self.state == Stop.RUNNING:
             self._take_files(now)
             self.runs.dispatch(now)
         else:
             self._drain(now)
-        if self.runs.collect(now):
-            self.intake.hint()  # slots are free: claim what has settled meanwhile
         self._status()
         self._watchdog(now)
         self.telemetry.tick(now, len(self.queue.pending), len(self.queue.running), self.queue.oldest(now),
@@ -159,8 +156,6 @@ class Service:
 
     def _take_files(self, now: float) -> None:
         capacity = self.executor.free() - self.queue.waiting(now)
-        if not staging.has_room(self.catalog.config.work_dir, self.catalog.config.work_reserve):
-            capacity = 0  # a full work_dir would only defer what we claim: leave the files in the inbox
         claimed, changes = self.intake.look(now, capacity)
         for change in changes:
             if change.available:
@@ -275,7 +270,7 @@ class Service:
             self.next_watchdog = now + interval
 
 
-def _executor(catalog: Catalog, owner: str) -> Executor:
+def _executor(catalog: Catalog, me: Identity) -> Executor:
     cfg = catalog.config
     if cfg.executor.kind == "dask":
         try:
@@ -283,7 +278,7 @@ def _executor(catalog: Catalog, owner: str) -> Executor:
         except ImportError:
             raise ChuteError(f"executor.kind {cfg.executor.kind!r} is not available in this version; use 'local'")
         return DaskExecutor(cfg.executor, cfg.log.format, cfg.log.level)
-    return LocalExecutor(cfg.workers, cfg.log.format, cfg.log.level, owner)
+    return LocalExecutor(cfg, me)
 
 
 def run_daemon(catalog: Catalog) -> None:

@@ -1,0 +1,248 @@
+"""The daemon loop driven in-process: `Service.loop(now)` with a fake clock and a fake executor.
+
+Real folders, real claims and leases, a real SQLite ledger and the real watcher
+(polling); only the executor is a stand-in (it records what it was given and
+the test decides each run's result), and time is a number the test moves.
+Nothing here sleeps.
+"""
+
+from __future__ import annotations
+
+import signal
+from concurrent.futures import Future
+from pathlib import Path
+
+import pytest
+import yaml
+
+from chute import claims, leases
+from chute.catalog import load_catalog
+from chute.executor import WorkerLost
+from chute.ledger import Ledger, State
+from chute.run import Fault, RunResult, RunStatus
+from chute.service import Service, Stop
+from tests.harness import Setup, claimed_inputs, drop, files
+
+SETTLE = 1.0
+POLL = 5.0
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> float:
+        self.now += seconds
+        return self.now
+
+
+class FakeExecutor:
+    """The executor surface, with runs that end when the test says so."""
+
+    def __init__(self, slots: int = 2) -> None:
+        self.slots = slots
+        self.runs: dict[str, tuple] = {}
+        self.cancelled: list[str] = []
+        self.killed = False
+        self.closed = False
+        self.swept: list[str] = []
+
+    def free(self) -> int:
+        return self.slots - len(self.runs)
+
+    def submit(self, spec) -> Future:
+        future: Future = Future()
+        self.runs[spec.run_id] = (spec, future)
+        return future
+
+    def cancel(self, run_id: str) -> None:
+        self.cancelled.append(run_id)
+
+    def where(self, run_id: str) -> str:
+        return "fake/0"
+
+    def sweep(self, marker: str) -> None:
+        self.swept.append(marker)
+
+    def healthy(self) -> bool:
+        return True
+
+    def kill(self) -> None:
+        self.killed = True
+
+    def close(self) -> None:
+        self.closed = True
+
+    def finish(self, run_id: str, status: RunStatus = RunStatus.SUCCEEDED, **fields) -> None:
+        spec, future = self.runs.pop(run_id)
+        future.set_result(RunResult(run_id, status, **fields))
+
+    def lose(self, run_id: str) -> None:
+        spec, future = self.runs.pop(run_id)
+        future.set_exception(WorkerLost("its worker (pid 4242) died: killed by signal 9"))
+
+
+@pytest.fixture
+def daemon(tmp_path):
+    """A started Service on a poll inbox, its clock and executor; closed (and signal handlers restored) after."""
+    setup = Setup(tmp_path, defaults={"settle": SETTLE, "poll_interval": POLL, "timeout": 60}, shutdown_timeout=30,
+                  lease_timeout=120)
+    inbox = setup.inbox(watch="poll")
+    Path(inbox["path"]).mkdir()
+    config = setup.write()
+    clock, executor = Clock(), FakeExecutor()
+    saved = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
+    service = Service(load_catalog(config), executor=executor, clock=clock)
+    service.start()
+    yield service, clock, executor, setup, inbox
+    if service.state != Stop.STOPPED or not executor.closed:
+        service.close()
+    for s, handler in saved.items():
+        signal.signal(s, handler)
+
+
+def settle(service: Service, clock: Clock) -> None:
+    """A look at the inbox now (as an inotify hint makes it), and another `settle` later: what was
+    dropped is now settled (and claimed)."""
+    service.intake.hint()
+    service.loop(clock.advance(0.1))
+    service.loop(clock.advance(SETTLE + 0.1))
+
+
+def states(setup: Setup) -> dict[str, str]:
+    ledger = Ledger(Path(setup.config.get("state_dir", setup.root / "chute-state")), readonly=True)
+    try:
+        return {r.run_id: r.state.value for r in ledger.active() + ledger.recent(100)}
+    finally:
+        ledger.close()
+
+
+def test_a_settled_file_is_claimed_dispatched_and_its_result_recorded(daemon):
+    service, clock, executor, setup, inbox = daemon
+    path = Path(inbox["path"])
+    drop(path, "clip.bin", b"clip\n")
+
+    service.loop(clock.advance(0.1))
+    assert executor.runs == {} and files(path) == ["clip.bin"]  # seen once: not settled yet
+    service.loop(clock.advance(SETTLE + 0.1))
+
+    [(run_id, (spec, _))] = executor.runs.items()
+    assert spec.input_name == "clip.bin" and spec.claim == claimed_inputs(path)[0].parent
+    assert files(path) == [] and states(setup) == {run_id: "running"}
+    executor.finish(run_id, RunStatus.SUCCEEDED, result_dir=Path(inbox["outbox"]) / "clip")
+    service.loop(clock.advance(0.01))
+    assert states(setup) == {run_id: "succeeded"}
+    assert service.runs.counts == {"done": 1, "failed": 0}
+
+
+def test_a_deferred_run_waits_without_holding_a_slot(daemon):
+    service, clock, executor, setup, inbox = daemon
+    executor.slots = 1
+    path = Path(inbox["path"])
+    drop(path, "first.bin", b"1\n")
+    settle(service, clock)
+    [first] = executor.runs
+    executor.finish(first, RunStatus.DEFERRED, fault=Fault.OUTAGE, error={"reason": "the outbox is gone"})
+    service.loop(clock.advance(0.01))
+    drop(path, "second.bin", b"2\n")
+    settle(service, clock)  # the deferred run is backing off: the second file takes the slot
+    [second] = executor.runs
+    assert second != first and states(setup)[first] == "queued"
+    executor.finish(second)
+    service.loop(clock.advance(60))  # past the back-off: the first runs again, under its claim
+    assert list(executor.runs) == [first]
+
+
+def test_a_worker_death_charges_only_its_run_and_runs_it_again(daemon):
+    service, clock, executor, setup, inbox = daemon
+    path = Path(inbox["path"])
+    drop(path, "a.bin", b"a\n")
+    drop(path, "b.bin", b"b\n")
+    settle(service, clock)
+    lost, other = sorted(executor.runs, key=lambda r: executor.runs[r][0].input_name)
+    claim = executor.runs[lost][0].claim
+    claims.mark(claim, claims.RUNNING)  # as the worker does when the run starts
+    executor.lose(lost)
+    service.loop(clock.advance(0.01))
+    assert claims.crashes(claim) == 1  # counted toward max_crashes
+    assert lost in executor.runs and other in executor.runs  # run again at once; the other untouched
+    assert claims.crashes(executor.runs[other][0].claim) == 0
+
+
+def test_stop_drains_then_cancels_then_releases_the_input(daemon):
+    service, clock, executor, setup, inbox = daemon
+    path = Path(inbox["path"])
+    drop(path, "long.bin", b"long\n")
+    settle(service, clock)
+    [run_id] = executor.runs
+    service._on_stop_signal(signal.SIGTERM, None)
+    service.loop(clock.advance(0.01))
+    assert service.state == Stop.DRAINING and executor.cancelled == []
+    drop(path, "late.bin", b"late\n")
+    settle(service, clock)
+    assert list(executor.runs) == [run_id]  # nothing new is claimed while stopping
+    service.loop(clock.advance(30))  # shutdown_timeout is over
+    assert service.state == Stop.CANCELLING and executor.cancelled == [run_id]
+    executor.finish(run_id, RunStatus.RELEASED)
+    service.loop(clock.advance(0.01))
+    assert service.state == Stop.STOPPED
+    assert files(path) == ["late.bin", "long.bin"] and claimed_inputs(path) == []
+    assert states(setup)[run_id] == "released"
+
+
+def test_a_stop_whose_runs_never_answer_kills_the_executor_and_releases(daemon):
+    service, clock, executor, setup, inbox = daemon
+    path = Path(inbox["path"])
+    drop(path, "stuck.bin", b"stuck\n")
+    settle(service, clock)
+    service._on_stop_signal(signal.SIGTERM, None)
+    service._on_stop_signal(signal.SIGTERM, None)  # a second signal: cancel at once
+    service.loop(clock.advance(0.01))
+    assert service.state == Stop.CANCELLING
+    service.loop(clock.advance(5 + 10 + 1))  # kill grace + the stuck margin
+    assert service.state == Stop.STOPPED and executor.killed
+    assert files(path) == ["stuck.bin"]
+
+
+def test_reload_adds_an_inbox_and_keeps_the_run_in_flight(daemon):
+    service, clock, executor, setup, inbox = daemon
+    path = Path(inbox["path"])
+    drop(path, "old.bin", b"old\n")
+    settle(service, clock)
+    [run_id] = executor.runs
+    second = setup.inbox("second", watch="poll")
+    Path(second["path"]).mkdir()
+    setup.write()
+    service._on_reload_signal(signal.SIGHUP, None)
+    service.loop(clock.advance(0.01))
+    assert Path(second["path"]) in service.intake.watchers
+    drop(Path(second["path"]), "new.bin", b"new\n")
+    settle(service, clock)
+    assert len(executor.runs) == 2 and run_id in executor.runs
+
+
+def test_a_dead_daemons_claim_is_taken_over_and_run_under_its_run_id(daemon):
+    service, clock, executor, setup, inbox = daemon
+    path = Path(inbox["path"])
+    dead = leases.Identity(leases.hostname(), leases.boot_id(), 2 ** 22 + 7, "dead00").daemon_id
+    claim = claims.claimed_root(path) / dead / "20261128T000000Z-abcdef"
+    claim.mkdir(parents=True)
+    (claim / "orphan.bin").write_bytes(b"orphan\n")
+    claims.mark(claim, claims.RUNNING)
+    service.loop(clock.advance(60))  # the next heartbeat judges the owners
+    [(run_id, (spec, _))] = executor.runs.items()
+    assert run_id == "20261128T000000Z-abcdef" and spec.input_name == "orphan.bin"
+    assert claims.crashes(spec.claim) == 1 and spec.claim.parent.name == service.me.daemon_id
+    assert not (claims.claimed_root(path) / dead).exists()
+    # Whatever the dead daemon left running is swept: its run's processes, and all of its own.
+    assert executor.swept == [f"CHUTE_RUN_ID={run_id}", f"CHUTE_OWNER={dead}"]
+
+
+def test_the_loop_sleeps_until_its_next_due_time(daemon):
+    service, clock, executor, setup, inbox = daemon
+    service.loop(clock.advance(0.01))
+    due = service.next_due() - clock.now
+    assert 1.0 < due <= 5.0  # the next scan or heartbeat, not a 0.1 s tick
