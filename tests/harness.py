@@ -7,6 +7,8 @@ job serves many cases:
 
 - a first line ``sleep=2.5`` makes every entry sleep that long (``CHUTE_PROGRESS`` meanwhile);
 - a first line ``fail`` makes the first step's entry exit 3;
+- a first line ``segv`` / ``abort`` makes it kill itself with that signal, ``killparent`` kill its parent
+  (the pool worker, or the warm launcher that forked it) with SIGKILL;
 - ``CHUTE_TEST_SLEEP_MAX=<seconds>`` in the daemon's environment caps every such sleep
   (a restarted daemon finishes quickly what its predecessor was stopped in).
 
@@ -67,6 +69,10 @@ if first.startswith(b"sleep="):
     while time.monotonic() < end:
         print(f"CHUTE_PROGRESS {1 - (end - time.monotonic()) / total:.2f}", flush=True)
         time.sleep(min(0.1, max(0, end - time.monotonic())))
+if first == b"killparent" and os.environ["CHUTE_STEP"] == "first":  # its worker (or warm launcher) dies
+    import signal
+    os.kill(os.getppid(), signal.SIGKILL)
+    time.sleep(30)
 if first in (b"segv", b"abort") and os.environ["CHUTE_STEP"] == "first":
     import signal
     os.kill(os.getpid(), signal.SIGSEGV if first == b"segv" else signal.SIGABRT)

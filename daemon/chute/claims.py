@@ -161,8 +161,11 @@ def run_id_of(claim_dir: Path) -> str:
     return claim_dir.name.removesuffix(COMMIT_SUFFIX)
 
 
-def take_over(old: Path, inbox: Path, me: Identity) -> Path | None:
-    """Move a dead daemon's claim into ours (one rename: one winner); counts a crash if its run had started."""
+def take_over(old: Path, inbox: Path, me: Identity, charge: bool = True) -> Path | None:
+    """Move a dead daemon's claim into ours (one rename: one winner).
+
+    With `charge`, a run that had started counts as a crash of the file (see recovery._charge).
+    """
     mine = claimed_root(inbox) / me.daemon_id
     mine.mkdir(parents=True, exist_ok=True)
     new = mine / old.name
@@ -171,7 +174,10 @@ def take_over(old: Path, inbox: Path, me: Identity) -> Path | None:
     except FileNotFoundError:
         return None
     if marked(new, RUNNING):
-        count_crash(new)
+        if charge:
+            count_crash(new)
+        else:
+            (new / RUNNING).unlink(missing_ok=True)
     fsync_dir(new)
     return new
 

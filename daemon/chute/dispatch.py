@@ -71,7 +71,7 @@ class Dispatcher:
             claims.remove(a.claim)  # its input had left it: nothing to run, nothing to finish
             return
         crashed = a.crashes >= self.catalog.config.max_crashes
-        poison = f"the daemon died during {a.crashes} runs of this file" if crashed else None
+        poison = f"its daemon's host died during {a.crashes} runs of this file" if crashed else None
         spec = self.spec(a.inbox, a.run_id, a.claim.with_name(a.run_id), a.name or "input", poison)
         self.queue.add(Active(spec, a.inbox, now, crashes=a.crashes), front=True)
 
@@ -118,7 +118,7 @@ class Dispatcher:
         except OSError:
             active.crashes += 1
         if active.crashes >= self.catalog.config.max_crashes:
-            why = f"{reason}; the worker died during {active.crashes} runs of this file"
+            why = f"{reason}; in {active.crashes} runs of this file"
             active.spec = replace(active.spec, poison=why)
         self.queue.defer(active, now, reason, Fault.CRASH)
 

@@ -71,13 +71,26 @@ class Recovery:
             gone = dead_on_this_host(self.me, owner, lease) is True  # its process is gone: no need to wait
             # Alive on this host (frozen, hung on a share) or on another host: the lease decides.
             if gone or self.clock.stale(inbox.path, owner, lease, now):
-                taken += self._take_over(inbox, owner, gone)
+                taken += self._take_over(inbox, owner, gone, self._charge(lease))
         return taken
 
-    def _take_over(self, inbox: Inbox, owner: str, gone: bool) -> list[Adopted]:
+    def _charge(self, lease: dict | None) -> bool:
+        """Whether the runs of a daemon taken over count as crashes of their files.
+
+        Runs execute in workers: a file that kills its run kills a worker or a module, and
+        that is counted where it happens (executor, step engine). The daemon itself dying
+        on this boot of this host (kill -9, a stop gone wrong) or being frozen is not the
+        files' doing. A host that rebooted, or another host gone silent, may have gone
+        down because of a file (a kernel out of memory): those runs count.
+        """
+        if lease is None:
+            return True
+        return lease.get("host") != self.me.host or lease.get("boot_id") != self.me.boot_id
+
+    def _take_over(self, inbox: Inbox, owner: str, gone: bool, charge: bool) -> list[Adopted]:
         taken = []
         for old in claims.claims_of(inbox.path, owner):
-            claim = claims.take_over(old, inbox.path, self.me)
+            claim = claims.take_over(old, inbox.path, self.me, charge)
             if claim is None:
                 continue  # another daemon took it first
             a = Adopted(inbox, claim, claims.run_id_of(claim), claims.input_of(claim), claims.crashes(claim), owner,
