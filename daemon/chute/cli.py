@@ -207,7 +207,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         for r in rows:
             when = r.finished_at or r.started_at or r.queued_at
             extra = r.result or ((r.error or {}).get("reason") or "")
-            print(f"  {r.run_id}  {r.state.value:<9} {r.job:<14} {r.input_name!r}  {when}  {extra}")
+            where = f"on {r.worker}  " if r.worker and r.state.value == "running" else ""
+            print(f"  {r.run_id}  {r.state.value:<9} {r.job:<14} {r.input_name!r}  {when}  {where}{extra}")
     return RET_OK
 
 

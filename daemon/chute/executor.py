@@ -31,6 +31,10 @@ from .leases import Identity, hostname
 from .run import RunResult, RunSpec
 
 log = logs.get("chute.executor")
+# A worker whose connection is closed exits at once (it is idle by then); one that has not after this
+# long is killed. The collector thread gets as long to notice the close.
+REAP_TIMEOUT = 10.0
+JOIN_TIMEOUT = 5.0
 
 
 class WorkerLost(ChuteError):
@@ -155,7 +159,7 @@ class LocalExecutor:
         """End every worker: idle ones exit at the end of their connection; then reap them."""
         self.closing = True
         os.write(self.wake_w, b"x")
-        self.thread.join(timeout=5)
+        self.thread.join(timeout=JOIN_TIMEOUT)
         for slot in self.slots:
             slot.conn.close()
         for slot in self.slots:
@@ -166,7 +170,7 @@ class LocalExecutor:
     @staticmethod
     def _reap(slot: _Slot) -> None:
         try:
-            slot.proc.wait(timeout=10)
+            slot.proc.wait(timeout=REAP_TIMEOUT)
         except subprocess.TimeoutExpired:
             slot.proc.kill()
             slot.proc.wait()

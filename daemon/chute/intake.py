@@ -21,6 +21,7 @@ from .watcher import EventHint, InboxWatcher, open_for_writing
 
 log = logs.get("chute.intake")
 IGNORED_MEMORY = 10000  # names remembered as logged once (file.ignored); the memory is cleared past it
+OBSERVER_JOIN = 5.0  # seconds the inotify observer thread gets to stop
 
 
 @dataclass(frozen=True)
@@ -55,7 +56,7 @@ class Intake:
     def stop(self) -> None:
         if self.observer.is_alive():
             self.observer.stop()
-            self.observer.join(timeout=5)
+            self.observer.join(timeout=OBSERVER_JOIN)
 
     def healthy(self) -> bool:
         return not any(w.mode == "events" for w in self.watchers.values()) or self.observer.is_alive()

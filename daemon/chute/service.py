@@ -33,8 +33,9 @@ from .telemetry import Telemetry
 log = logs.get("chute.service")
 # Workers that have not stopped this long after their runs were cancelled (kill_grace) are killed.
 STOP_MARGIN = 10.0
-# A loop iteration that failed (a bug, an unforeseen OS error) is retried after a back-off up to this.
-ERROR_BACKOFF_MAX = 5.0
+# A loop iteration that failed (a bug, an unforeseen OS error) is retried after a back-off that
+# doubles from ERROR_BACKOFF_MIN up to ERROR_BACKOFF_MAX: a persistent error costs little CPU and log.
+ERROR_BACKOFF_MIN, ERROR_BACKOFF_MAX = 0.1, 5.0
 
 
 class Stop(enum.Enum):
@@ -105,7 +106,7 @@ class Service:
                     self.loop_errors += 1
                     log.exception("daemon.error", reason=f"{type(exc).__name__}: {exc}", consecutive=self.loop_errors)
                     self.telemetry.daemon_error(f"{type(exc).__name__}: {exc}")
-                    self.wake.wait(min(ERROR_BACKOFF_MAX, 0.1 * 2 ** min(self.loop_errors, 6)))
+                    self.wake.wait(min(ERROR_BACKOFF_MAX, ERROR_BACKOFF_MIN * 2 ** (self.loop_errors - 1)))
                 self.wake.wait(max(0.0, self.next_due() - self.clock()))
                 self.wake.clear()
         finally:

@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -88,6 +89,19 @@ def test_a_copied_file_is_published_archived_and_shown_by_status(tmp_path):
     assert by_name["clip.mp4"]["state"] == "succeeded"
     assert by_name["clip.mp4"]["sha256"] == sha256(src)
     assert by_name["clip.mp4"]["result"] == str(tmp_path / "in-out" / "clip")
+
+
+def test_status_shows_where_a_run_is_executing(tmp_path):
+    config, daemon, inbox = start(tmp_path)
+    with daemon as d:
+        (inbox / "long.bin").write_bytes(b"sleep=10\nlong\n")
+        [started] = d.wait_event("run.started")
+        [active] = status_json(config)["active"]
+        text = subprocess.run([str(CHUTE), "status", "--config", str(config)], capture_output=True, text=True).stdout
+    worker = active["worker"]
+    host, _, name = worker.partition("/")
+    assert active["state"] == "running" and host == socket.gethostname() and name.startswith("worker-")
+    assert f"on {worker}" in text
 
 
 def test_a_file_held_open_between_chunks_is_claimed_only_after_close(tmp_path):
