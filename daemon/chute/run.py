@@ -155,6 +155,7 @@ class RunResult:
     fault: Fault | None = None
     entries: tuple[EntryStat, ...] = ()
     duration_s: float | None = None
+    worker: str | None = None  # where it ran, when not in a local pool worker (a Dask worker's address)
 
     @property
     def reason(self) -> str:

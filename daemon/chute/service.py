@@ -17,6 +17,7 @@ import threading
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Callable
 
 from . import claims, logs, staging
 from .catalog import Catalog, load_catalog
@@ -64,7 +65,7 @@ class Service:
         self.queue = RunQueue(self.ledger)
         staging.owner_dir(cfg.work_dir, self.me, self.me.daemon_id)
         # The executor first: its workers must be started before the observer thread exists.
-        self.executor = executor or _executor(catalog)
+        self.executor = executor or _executor(catalog, lambda: [i.path for i in self.catalog.config.inboxes])
         self.intake = Intake(self.me, self.wake, clock)
         self.recovery = Recovery(self.me, cfg.lease_timeout)
 
@@ -391,14 +392,15 @@ class Service:
             self.next_watchdog = now + interval
 
 
-def _executor(catalog: Catalog) -> Executor:
+def _executor(catalog: Catalog, inboxes: Callable[[], list[Path]]) -> Executor:
+    """The configured executor; `inboxes` names the inboxes watched now (a Dask worker must see them)."""
     cfg = catalog.config
     if cfg.executor.kind == "dask":
         try:
             from .dask_executor import DaskExecutor
-        except ImportError:
-            raise ChuteError(f"executor.kind {cfg.executor.kind!r} is not available in this version; use 'local'")
-        return DaskExecutor(cfg.executor, cfg.log.format, cfg.log.level)
+        except ImportError as exc:
+            raise ChuteError(f"executor.kind 'dask' needs Dask ({exc.name} is missing): pip install 'chute[dask]'")
+        return DaskExecutor(cfg.executor, cfg.work_dir, inboxes, cfg.log.format, cfg.log.level)
     return LocalExecutor(cfg.workers, cfg.log.format, cfg.log.level)
 
 

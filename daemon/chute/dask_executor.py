@@ -1,0 +1,363 @@
+"""Runs on a Dask cluster: the Executor surface (executor.py) over a `distributed.Client`.
+
+The daemon stays the only watcher and claimer; each run is one Dask task
+(`dask_worker.run`) placed by us on a worker with a free thread, so `where()`
+knows it at once and `free()` counts exactly. A monitor thread keeps the
+picture of the cluster: workers joining (probed for the shared folders before
+they get a run), workers leaving (their runs fail with `WorkerLost` if they had
+started, `ExecutorUnavailable` if not), the scheduler going away (every run in
+flight is deferred, `free()` is 0 until a new connection is made). Results come
+back as Dask futures and are handed over as concurrent.futures ones, so the
+service needs no Dask knowledge.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import secrets
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+
+from distributed import Client, KilledWorker
+from distributed.security import Security
+
+from . import claims, logs
+from .config import Executor as ExecutorConfig
+from .errors import ChuteError
+from .executor import ExecutorUnavailable, WorkerLost
+from .leases import STATE_DIR
+from .run import RunSpec
+from . import dask_worker
+
+log = logs.get("chute.executor")
+MONITOR_INTERVAL = 1.0  # seconds between looks at the cluster's workers (and tries to reconnect)
+RECONNECT_MAX = 10.0  # seconds between tries to reach a scheduler that is gone, at most
+
+
+@dataclass
+class _Worker:
+    """A Dask worker as the daemon sees it: probing until it is known to see the shared folders."""
+
+    id: str  # its local_directory: one per worker process
+    nthreads: int
+    state: str = "probing"  # probing | allowed | refused
+    runs: set[str] = field(default_factory=set)
+    probe: object = None  # the Dask future of its probe under way
+    turn: int = 0  # when it was last given a run: ties go to the one idle longest
+
+
+@dataclass
+class _Run:
+    spec: RunSpec
+    future: Future
+    key: str
+    worker: str
+    task: object = None  # the Dask future
+
+
+class DaskExecutor:
+    """Runs on a Dask cluster at `config.address`; `inboxes()` lists the folders every worker must see."""
+
+    def __init__(self, config: ExecutorConfig, work_dir: Path, inboxes: Callable[[], list[Path]],
+                 log_format: str, log_level: str):
+        self.config, self.inboxes = config, inboxes
+        self.plugin = dask_worker.ChutePlugin(str(work_dir), log_format, log_level)
+        self.lock = threading.Lock()
+        self.workers: dict[str, _Worker] = {}
+        self.runs: dict[str, _Run] = {}
+        self.paths: tuple[str, ...] | None = None  # what workers were last probed for
+        self.turns = itertools.count(1)
+        self.topic = f"chute.events.{secrets.token_hex(4)}"  # this daemon's runs' events, relayed to its log
+        self.wake, self.closing = threading.Event(), False
+        self.retry_in = MONITOR_INTERVAL
+        _quiet_dask()
+        try:
+            self.client: Client | None = self._connect()
+        except (OSError, TimeoutError) as exc:
+            raise ChuteError(f"cannot reach the Dask scheduler at {config.address} "
+                             f"within {config.connect_timeout:g} s: {_reason(exc)}") from None
+        self.thread = threading.Thread(target=self._monitor, name="chute-dask", daemon=True)
+        self.thread.start()
+
+    # --- the daemon's side (its loop thread) ---
+
+    def free(self) -> int:
+        with self.lock:
+            if self.client is None:
+                return 0
+            return sum(max(0, w.nthreads - len(w.runs)) for w in self.workers.values() if w.state == "allowed")
+
+    def submit(self, spec: RunSpec) -> Future:
+        future: Future = Future()
+        with self.lock:
+            address = self._pick()
+            client = self.client
+            if address is None or client is None:
+                future.set_exception(ExecutorUnavailable("no Dask worker is free"))
+                return future
+            worker = self.workers[address]
+            run = _Run(spec, future, f"chute-run-{spec.run_id}-{secrets.token_hex(3)}", address)
+            self.runs[spec.run_id] = run
+            worker.runs.add(spec.run_id)
+            worker.turn = next(self.turns)
+        try:
+            run.task = client.submit(dask_worker.run, spec, worker.id, run.key, self.topic, key=run.key, workers=[address],
+                                     allow_other_workers=False, pure=False, retries=0)
+        except Exception as exc:  # the connection went in between
+            self._settle(run, error=ExecutorUnavailable(f"cannot reach the Dask scheduler: {_reason(exc)}"))
+            return future
+        run.task.add_done_callback(partial(self._done, run))
+        return future
+
+    def _pick(self) -> str | None:
+        """The allowed worker with the most free threads; of equals, the one given a run longest ago."""
+        free = [(w.nthreads - len(w.runs), -w.turn, address) for address, w in self.workers.items()
+                if w.state == "allowed" and w.nthreads > len(w.runs)]
+        return max(free)[2] if free else None
+
+    def cancel(self, run_id: str) -> None:
+        self._tell(run_id, dask_worker.cancel_run)
+
+    def where(self, run_id: str) -> str | None:
+        with self.lock:
+            run = self.runs.get(run_id)
+        return None if run is None else run.worker
+
+    def healthy(self) -> bool:
+        return self.thread.is_alive()
+
+    def kill(self) -> None:
+        """Stop every run at once: its modules killed on its worker, its task forgotten by the cluster."""
+        with self.lock:
+            runs = list(self.runs.values())
+        for run in runs:
+            self._tell(run.spec.run_id, dask_worker.kill_run, run.spec.run_id)
+            self._settle(run, error=ExecutorUnavailable("stopped"))
+
+    def close(self) -> None:
+        self.closing = True
+        self.wake.set()
+        self.thread.join(timeout=10)
+        with self.lock:
+            client, self.client = self.client, None
+        self._drop_runs("the daemon stopped")
+        if client is not None:
+            client.close(timeout=5)
+
+    def _tell(self, run_id: str, function, *args) -> None:
+        """Call `function(key, *args)` in the worker process of the run (Client.run, not a task: it never waits)."""
+        with self.lock:
+            run, client = self.runs.get(run_id), self.client
+        if run is None or client is None:
+            return
+        try:
+            client.run(function, run.key, *args, workers=[run.worker], wait=False)
+        except Exception as exc:  # the scheduler is gone: its workers stop their runs themselves
+            log.warning("executor.cancel_failed", run_id=run_id, worker=run.worker, reason=_reason(exc))
+
+    # --- results, from Dask's callback thread ---
+
+    def _done(self, run: _Run, task) -> None:
+        if self.runs.get(run.spec.run_id) is not run:
+            return  # settled already: its worker left, or the connection was lost
+        try:
+            if task.status == "finished":
+                self._settle(run, result=task.result())
+            elif task.status == "error":
+                self._settle(run, error=_lost(task.exception(), run.worker))
+            else:
+                self._settle(run, error=ExecutorUnavailable("the connection to the Dask scheduler was lost"))
+        except Exception as exc:  # the result could not be fetched: the claim says what became of the run
+            self._settle(run, error=ExecutorUnavailable(f"its result was lost: {_reason(exc)}"))
+
+    def _settle(self, run: _Run, result=None, error: BaseException | None = None) -> None:
+        """End `run` once: whichever of its result, its worker's loss or the connection's comes first."""
+        with self.lock:
+            if self.runs.get(run.spec.run_id) is not run:
+                return
+            del self.runs[run.spec.run_id]
+            worker = self.workers.get(run.worker)
+            if worker is not None:
+                worker.runs.discard(run.spec.run_id)
+        if run.task is not None:
+            run.task.release()
+        if error is not None:
+            run.future.set_exception(error)
+        else:
+            run.future.set_result(result)
+
+    # --- the monitor thread: the scheduler and its workers ---
+
+    def _monitor(self) -> None:
+        while not self.closing:
+            try:
+                self.tick()
+            except Exception as exc:  # a scheduler going away mid-call, or a bug: look again next time
+                log.debug("executor.monitor_error", reason=_reason(exc))
+            self.wake.wait(self.retry_in)
+            self.wake.clear()
+
+    def tick(self) -> None:
+        """One look: reconnect if the scheduler was lost; then who joined, who left, what to probe."""
+        client = self.client
+        if client is None or client.status != "running":
+            self._lost_scheduler()
+            client = self._reconnect()
+            if client is None:
+                return
+        info = client.scheduler_info(n_workers=-1)["workers"]
+        # A worker process is known by its own scratch folder: one that took a dead one's address has another.
+        now = {address: (w["local_directory"], w["nthreads"]) for address, w in info.items()}
+        for address in [a for a, w in self.workers.items() if now.get(a, (None,))[0] != w.id]:
+            self._worker_left(client, address)
+        paths = self._shared_paths()
+        reprobe = paths != self.paths
+        self.paths = paths
+        for address, (wid, nthreads) in now.items():
+            if address not in self.workers:
+                with self.lock:
+                    self.workers[address] = _Worker(wid, nthreads)
+                self._probe(client, address)
+            elif reprobe:
+                self._probe(client, address)
+
+    def _shared_paths(self) -> tuple[str, ...]:
+        """The `.chute` folders of the inboxes this daemon sees now: the proof a worker sees the same share."""
+        folders = [path / STATE_DIR for path in self.inboxes()]
+        return tuple(str(f) for f in folders if f.is_dir())
+
+    def _probe(self, client: Client, address: str) -> None:
+        """A small task pinned to the worker: does it see every inbox's `.chute` folder?"""
+        task = client.submit(dask_worker.probe, list(self.paths or ()), key=f"chute-probe-{secrets.token_hex(4)}",
+                             workers=[address], allow_other_workers=False, pure=False, priority=100)
+        with self.lock:
+            worker = self.workers.get(address)
+            if worker is not None:
+                worker.probe = task
+        task.add_done_callback(partial(self._probed, address, self.paths))
+
+    def _probed(self, address: str, paths: tuple[str, ...] | None, task) -> None:
+        worker = self.workers.get(address)
+        if worker is None or worker.probe is not task or task.status == "cancelled":
+            return  # it left, or a later probe (for other folders) counts
+        try:
+            seen = task.result()
+            missing, reason = seen["missing"], None if seen["missing"] is None else "not found there"
+        except Exception as exc:  # chute is not installed there, or the worker died meanwhile
+            missing, reason = "(chute itself)", _reason(exc)
+        finally:
+            task.release()
+        state = "allowed" if missing is None else "refused"
+        if state != worker.state:
+            if state == "allowed":
+                log.info("executor.worker_joined", worker=address, host=seen.get("host"), nthreads=worker.nthreads)
+            else:
+                log.error("executor.worker_refused", worker=address, path=missing, reason=reason,
+                          hint="every worker must see the shared folders at the same paths as the daemon")
+        with self.lock:
+            worker.state = state
+        self.wake.set()
+
+    def _worker_left(self, client: Client, address: str) -> None:
+        """A worker left the cluster: runs that had started on it died with it (a crash); the others never ran."""
+        with self.lock:
+            worker = self.workers.pop(address)
+            runs = [self.runs[r] for r in worker.runs if r in self.runs]
+        log.warning("executor.worker_left", worker=address, runs=sorted(r.spec.run_id for r in runs))
+        # Pinned to a worker that is gone, its tasks would wait for it for ever: the cluster forgets them.
+        tasks = [t for t in [worker.probe, *(r.task for r in runs)] if t is not None]
+        if tasks:
+            client.cancel(tasks, force=True)
+        for run in runs:
+            started = run.spec.claim is None or claims.marked(run.spec.claim, claims.RUNNING)
+            reason = f"its worker ({address}) left the Dask cluster"
+            self._settle(run, error=WorkerLost(reason) if started else ExecutorUnavailable(reason))
+
+    def _lost_scheduler(self) -> None:
+        with self.lock:
+            client, self.client = self.client, None
+            self.workers.clear()
+            self.paths = None
+        if client is None:
+            return
+        running = self._drop_runs("the connection to the Dask scheduler was lost")
+        log.warning("executor.disconnected", scheduler=self.config.address, runs=running)
+        try:
+            client.close(timeout=2)
+        except Exception:  # it is broken already: nothing of it is used again
+            pass
+
+    def _drop_runs(self, reason: str) -> list[str]:
+        with self.lock:
+            runs = list(self.runs.values())
+        for run in runs:
+            self._settle(run, error=ExecutorUnavailable(reason))
+        return sorted(r.spec.run_id for r in runs)
+
+    def _reconnect(self) -> Client | None:
+        try:
+            client = self._connect()
+        except (OSError, TimeoutError):
+            self.retry_in = min(RECONNECT_MAX, self.retry_in * 2)
+            return None
+        with self.lock:
+            self.client = client
+        self.retry_in = MONITOR_INTERVAL
+        return client
+
+    def _connect(self) -> Client:
+        """A client of the scheduler, with chute's worker plugin registered and the run events relayed."""
+        client = Client(self.config.address, security=_security(self.config), timeout=self.config.connect_timeout,
+                        set_as_default=False, name="chute")
+        try:
+            client.register_plugin(self.plugin, name=dask_worker.PLUGIN)
+            client.subscribe_topic(self.topic, _relay)
+        except BaseException:
+            client.close(timeout=2)
+            raise
+        log.info("executor.connected", scheduler=self.config.address,
+                 workers=len(client.scheduler_info(n_workers=-1)["workers"]))
+        return client
+
+
+def _lost(exc: BaseException | None, address: str) -> BaseException:
+    """A task's error as the service reads it: the worker's death is a WorkerLost, anything else itself."""
+    if isinstance(exc, KilledWorker):
+        return WorkerLost(f"its worker ({address}) died")
+    return exc if exc is not None else ExecutorUnavailable("the task ended without a result")
+
+
+def _relay(event) -> None:
+    """A run event logged on a worker, logged again here (with `worker`): one log shows every run."""
+    _, fields = event
+    fields = dict(fields)
+    fields.pop("timestamp", None)
+    level, name = fields.pop("level", "info"), fields.pop("event", "run.event")
+    getattr(log, level if level in ("debug", "info", "warning", "error") else "info")(name, **fields)
+
+
+def _security(config: ExecutorConfig) -> Security | None:
+    if config.security is None:
+        return None
+    s = config.security
+    return Security(tls_ca_file=str(s.ca_file), tls_client_cert=str(s.cert),
+                    tls_client_key=None if s.key is None else str(s.key), require_encryption=True)
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def _quiet_dask() -> None:
+    """Dask's own log lines go through chute's (one JSON line each), warnings and worse only."""
+    for name in ("distributed", "distributed.client", "distributed.core", "distributed.comm"):
+        logger = logging.getLogger(name)
+        logger.handlers.clear()
+        logger.propagate = True
+    logging.getLogger("distributed").setLevel(logging.ERROR)
