@@ -46,6 +46,7 @@ class _Worker:
     id: str  # its local_directory: one per worker process
     nthreads: int
     state: str = "probing"  # probing | allowed | refused
+    verdict: str | None = None  # what its last probe said (logged when it changes)
     runs: set[str] = field(default_factory=set)
     probe: object = None  # the Dask future of its probe under way
     turn: int = 0  # when it was last given a run: ties go to the one idle longest
@@ -78,9 +79,11 @@ class DaskExecutor:
         _quiet_dask()
         try:
             self.client: Client | None = self._connect()
-        except (OSError, TimeoutError) as exc:
-            raise ChuteError(f"cannot reach the Dask scheduler at {config.address} "
-                             f"within {config.connect_timeout:g} s: {_reason(exc)}") from None
+        except (OSError, TimeoutError):
+            raise ChuteError(f"cannot reach the Dask scheduler at {config.address} (executor.address) "
+                             f"within {config.connect_timeout:g} s") from None
+        except Exception as exc:  # a malformed address, TLS files that do not load
+            raise ChuteError(f"cannot connect to the Dask scheduler at {config.address}: {_reason(exc)}") from None
         self.thread = threading.Thread(target=self._monitor, name="chute-dask", daemon=True)
         self.thread.start()
 
@@ -88,8 +91,8 @@ class DaskExecutor:
 
     def free(self) -> int:
         with self.lock:
-            if self.client is None:
-                return 0
+            if self.client is None or self.client.status != "running":
+                return 0  # the scheduler is gone (or being reached again): claim nothing meanwhile
             return sum(max(0, w.nthreads - len(w.runs)) for w in self.workers.values() if w.state == "allowed")
 
     def submit(self, spec: RunSpec) -> Future:
@@ -97,7 +100,7 @@ class DaskExecutor:
         with self.lock:
             address = self._pick()
             client = self.client
-            if address is None or client is None:
+            if address is None or client is None or client.status != "running":
                 future.set_exception(ExecutorUnavailable("no Dask worker is free"))
                 return future
             worker = self.workers[address]
@@ -170,8 +173,10 @@ class DaskExecutor:
                 self._settle(run, result=task.result())
             elif task.status == "error":
                 self._settle(run, error=_lost(task.exception(), run.worker))
-            else:
+            elif getattr(getattr(task._state, "exception", None), "reason", None) == "scheduler-connection-lost":
                 self._settle(run, error=ExecutorUnavailable("the connection to the Dask scheduler was lost"))
+            else:  # the cluster dropped it (forgotten, cancelled by someone else)
+                self._settle(run, error=_vanished(run, f"its task was dropped by the Dask cluster on {run.worker}"))
         except Exception as exc:  # the result could not be fetched: the claim says what became of the run
             self._settle(run, error=ExecutorUnavailable(f"its result was lost: {_reason(exc)}"))
 
@@ -226,42 +231,46 @@ class DaskExecutor:
             elif reprobe:
                 self._probe(client, address)
 
+    # --- probes: does a worker see the shared folders? ---
+
     def _shared_paths(self) -> tuple[str, ...]:
         """The `.chute` folders of the inboxes this daemon sees now: the proof a worker sees the same share."""
         folders = [path / STATE_DIR for path in self.inboxes()]
         return tuple(str(f) for f in folders if f.is_dir())
 
     def _probe(self, client: Client, address: str) -> None:
-        """A small task pinned to the worker: does it see every inbox's `.chute` folder?"""
-        task = client.submit(dask_worker.probe, list(self.paths or ()), key=f"chute-probe-{secrets.token_hex(4)}",
-                             workers=[address], allow_other_workers=False, pure=False, priority=100)
+        """A small task pinned to the worker: does it see every inbox's `.chute` folder? No run goes there before."""
         with self.lock:
-            worker = self.workers.get(address)
-            if worker is not None:
-                worker.probe = task
-        task.add_done_callback(partial(self._probed, address, self.paths))
+            worker = self.workers[address]
+            worker.state, worker.probe = "probing", None
+        if not self.paths:
+            return  # no inbox is there yet, here either (its lease makes `.chute`): nothing to prove
+        task = client.submit(dask_worker.probe, list(self.paths), key=f"chute-probe-{secrets.token_hex(4)}",
+                             workers=[address], allow_other_workers=False, pure=False, priority=100)
+        worker.probe = task
+        task.add_done_callback(partial(self._probed, address))
 
-    def _probed(self, address: str, paths: tuple[str, ...] | None, task) -> None:
+    def _probed(self, address: str, task) -> None:
         worker = self.workers.get(address)
         if worker is None or worker.probe is not task or task.status == "cancelled":
             return  # it left, or a later probe (for other folders) counts
+        seen: dict = {}
         try:
             seen = task.result()
             missing, reason = seen["missing"], None if seen["missing"] is None else "not found there"
         except Exception as exc:  # chute is not installed there, or the worker died meanwhile
-            missing, reason = "(chute itself)", _reason(exc)
+            missing, reason = None, f"the probe failed: {_reason(exc)}"
         finally:
             task.release()
-        state = "allowed" if missing is None else "refused"
-        if state != worker.state:
+        state = "allowed" if reason is None else "refused"
+        if state != worker.verdict:
             if state == "allowed":
                 log.info("executor.worker_joined", worker=address, host=seen.get("host"), nthreads=worker.nthreads)
             else:
                 log.error("executor.worker_refused", worker=address, path=missing, reason=reason,
                           hint="every worker must see the shared folders at the same paths as the daemon")
         with self.lock:
-            worker.state = state
-        self.wake.set()
+            worker.state = worker.verdict = state
 
     def _worker_left(self, client: Client, address: str) -> None:
         """A worker left the cluster: runs that had started on it died with it (a crash); the others never ran."""
@@ -269,14 +278,11 @@ class DaskExecutor:
             worker = self.workers.pop(address)
             runs = [self.runs[r] for r in worker.runs if r in self.runs]
         log.warning("executor.worker_left", worker=address, runs=sorted(r.spec.run_id for r in runs))
-        # Pinned to a worker that is gone, its tasks would wait for it for ever: the cluster forgets them.
         tasks = [t for t in [worker.probe, *(r.task for r in runs)] if t is not None]
-        if tasks:
-            client.cancel(tasks, force=True)
         for run in runs:
-            started = run.spec.claim is None or claims.marked(run.spec.claim, claims.RUNNING)
-            reason = f"its worker ({address}) left the Dask cluster"
-            self._settle(run, error=WorkerLost(reason) if started else ExecutorUnavailable(reason))
+            self._settle(run, error=_vanished(run, f"its worker ({address}) left the Dask cluster"))
+        if tasks:  # pinned to a worker that is gone, they would wait for it for ever: the cluster forgets them
+            client.cancel(tasks, force=True, reason="chute: its worker left")
 
     def _lost_scheduler(self) -> None:
         with self.lock:
@@ -302,7 +308,7 @@ class DaskExecutor:
     def _reconnect(self) -> Client | None:
         try:
             client = self._connect()
-        except (OSError, TimeoutError):
+        except Exception:  # not back yet
             self.retry_in = min(RECONNECT_MAX, self.retry_in * 2)
             return None
         with self.lock:
@@ -323,6 +329,12 @@ class DaskExecutor:
         log.info("executor.connected", scheduler=self.config.address,
                  workers=len(client.scheduler_info(n_workers=-1)["workers"]))
         return client
+
+
+def _vanished(run: _Run, reason: str) -> BaseException:
+    """A run gone with its worker: a crash if it had started (its claim says so), else it never ran."""
+    started = run.spec.claim is None or claims.marked(run.spec.claim, claims.RUNNING)
+    return WorkerLost(reason) if started else ExecutorUnavailable(reason)
 
 
 def _lost(exc: BaseException | None, address: str) -> BaseException:
@@ -355,9 +367,9 @@ def _reason(exc: BaseException) -> str:
 
 
 def _quiet_dask() -> None:
-    """Dask's own log lines go through chute's (one JSON line each), warnings and worse only."""
+    """Dask's own lines go through chute's renderer, and only critical ones: the executor.* events say the rest."""
     for name in ("distributed", "distributed.client", "distributed.core", "distributed.comm"):
         logger = logging.getLogger(name)
         logger.handlers.clear()
         logger.propagate = True
-    logging.getLogger("distributed").setLevel(logging.ERROR)
+    logging.getLogger("distributed").setLevel(logging.CRITICAL)
