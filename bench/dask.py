@@ -129,8 +129,8 @@ def plain(root: Path, runs: int, parallel: int) -> float:
 
 
 def dask_executor(cluster: Cluster, cat, workers: int) -> DaskExecutor:
-    executor = DaskExecutor(ExecutorConfig(kind="dask", address=cluster.address), cat.config.work_dir,
-                            lambda: [i.path for i in cat.config.inboxes], "json", "warning")
+    cfg = cat.config.model_copy(update={"executor": ExecutorConfig(kind="dask", address=cluster.address)})
+    executor = DaskExecutor(lambda: cfg)
     wait_until(lambda: executor.free() >= workers, 60)
     return executor
 

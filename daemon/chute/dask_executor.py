@@ -21,13 +21,12 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from functools import partial
-from pathlib import Path
 
 from distributed import Client, KilledWorker
 from distributed.security import Security
 
 from . import claims, logs
-from .config import Executor as ExecutorConfig
+from .config import Config, Executor as ExecutorConfig
 from .errors import ChuteError
 from .executor import ExecutorUnavailable, WorkerLost
 from .leases import STATE_DIR
@@ -62,12 +61,12 @@ class _Run:
 
 
 class DaskExecutor:
-    """Runs on a Dask cluster at `config.address`; `inboxes()` lists the folders every worker must see."""
+    """Runs on the Dask cluster `current().executor` names; every worker must see its inboxes and modules."""
 
-    def __init__(self, config: ExecutorConfig, work_dir: Path, inboxes: Callable[[], list[Path]],
-                 log_format: str, log_level: str):
-        self.config, self.inboxes = config, inboxes
-        self.plugin = dask_worker.ChutePlugin(str(work_dir), log_format, log_level)
+    def __init__(self, current: Callable[[], Config]):
+        cfg = current()
+        self.config, self.current = cfg.executor, current
+        self.plugin = dask_worker.ChutePlugin(str(cfg.work_dir), cfg.log.format, cfg.log.level)
         self.lock = threading.Lock()
         self.workers: dict[str, _Worker] = {}
         self.runs: dict[str, _Run] = {}
@@ -80,10 +79,10 @@ class DaskExecutor:
         try:
             self.client: Client | None = self._connect()
         except (OSError, TimeoutError):
-            raise ChuteError(f"cannot reach the Dask scheduler at {config.address} (executor.address) "
-                             f"within {config.connect_timeout:g} s") from None
+            raise ChuteError(f"cannot reach the Dask scheduler at {self.config.address} (executor.address) "
+                             f"within {self.config.connect_timeout:g} s") from None
         except Exception as exc:  # a malformed address, TLS files that do not load
-            raise ChuteError(f"cannot connect to the Dask scheduler at {config.address}: {_reason(exc)}") from None
+            raise ChuteError(f"cannot connect to the Dask scheduler at {self.config.address}: {_reason(exc)}") from None
         self.thread = threading.Thread(target=self._monitor, name="chute-dask", daemon=True)
         self.thread.start()
 
@@ -234,9 +233,12 @@ class DaskExecutor:
     # --- probes: does a worker see the shared folders? ---
 
     def _shared_paths(self) -> tuple[str, ...]:
-        """The `.chute` folders of the inboxes this daemon sees now: the proof a worker sees the same share."""
-        folders = [path / STATE_DIR for path in self.inboxes()]
-        return tuple(str(f) for f in folders if f.is_dir())
+        """What a worker must see as this daemon does: the inboxes' `.chute` folders (the share), the modules."""
+        cfg = self.current()
+        shares = [str(f) for f in (inbox.path / STATE_DIR for inbox in cfg.inboxes) if f.is_dir()]
+        if not shares:
+            return ()  # none yet (a first start, before the leases make them): nothing to prove, no run to give
+        return (*shares, *(str(f) for f in cfg.modules_path if f.is_dir()))
 
     def _probe(self, client: Client, address: str) -> None:
         """A small task pinned to the worker: does it see every inbox's `.chute` folder? No run goes there before."""
@@ -244,7 +246,7 @@ class DaskExecutor:
             worker = self.workers[address]
             worker.state, worker.probe = "probing", None
         if not self.paths:
-            return  # no inbox is there yet, here either (its lease makes `.chute`): nothing to prove
+            return  # no inbox is there yet, here either: the worker waits for one
         task = client.submit(dask_worker.probe, list(self.paths), key=f"chute-probe-{secrets.token_hex(4)}",
                              workers=[address], allow_other_workers=False, pure=False, priority=100)
         worker.probe = task

@@ -21,7 +21,7 @@ from typing import Callable
 
 from . import claims, logs, staging
 from .catalog import Catalog, load_catalog
-from .config import Inbox
+from .config import Config, Inbox
 from .entry import sweep
 from .errors import ChuteError, DefinitionError
 from .executor import Executor, ExecutorUnavailable, LocalExecutor, WorkerLost
@@ -65,7 +65,7 @@ class Service:
         self.queue = RunQueue(self.ledger)
         staging.owner_dir(cfg.work_dir, self.me, self.me.daemon_id)
         # The executor first: its workers must be started before the observer thread exists.
-        self.executor = executor or _executor(catalog, lambda: [i.path for i in self.catalog.config.inboxes])
+        self.executor = executor or _executor(catalog, lambda: self.catalog.config)
         self.intake = Intake(self.me, self.wake, clock)
         self.recovery = Recovery(self.me, cfg.lease_timeout)
 
@@ -392,15 +392,15 @@ class Service:
             self.next_watchdog = now + interval
 
 
-def _executor(catalog: Catalog, inboxes: Callable[[], list[Path]]) -> Executor:
-    """The configured executor; `inboxes` names the inboxes watched now (a Dask worker must see them)."""
+def _executor(catalog: Catalog, current: Callable[[], Config]) -> Executor:
+    """The configured executor; `current()` is the config in force (reloads change the folders a Dask worker must see)."""
     cfg = catalog.config
     if cfg.executor.kind == "dask":
         try:
             from .dask_executor import DaskExecutor
         except ImportError as exc:
             raise ChuteError(f"executor.kind 'dask' needs Dask ({exc.name} is missing): pip install 'chute[dask]'")
-        return DaskExecutor(cfg.executor, cfg.work_dir, inboxes, cfg.log.format, cfg.log.level)
+        return DaskExecutor(current)
     return LocalExecutor(cfg.workers, cfg.log.format, cfg.log.level)
 
 
