@@ -189,16 +189,16 @@ def probe(paths: list[str]) -> dict[str, Any]:
     return {"missing": missing, "host": hostname()}
 
 
-def cancel_run(key: str, dask_worker=None) -> None:
-    """Stop the run of Dask task `key` in this worker (called by Client.run)."""
+async def cancel_run(key: str, dask_worker=None) -> None:
+    """Stop the run of Dask task `key` in this worker (by Client.run: a coroutine, so the daemon need not wait)."""
     if _state is not None:
         _state.cancel(key)
 
 
-def kill_run(key: str, run_id: str, dask_worker=None) -> int:
+async def kill_run(key: str, run_id: str, dask_worker=None) -> int:
     """Stop it, and SIGKILL its module processes at once (the daemon gave up waiting)."""
-    cancel_run(key)
-    return entry.sweep(f"CHUTE_RUN_ID={run_id}")
+    await cancel_run(key)
+    return await asyncio.to_thread(entry.sweep, f"CHUTE_RUN_ID={run_id}")
 
 
 def clean(work_dir: Path) -> None:

@@ -191,3 +191,26 @@ def test_no_reachable_scheduler_at_start_is_one_line_and_exit_1(tmp_path):
     assert result.returncode == 1
     assert result.stderr.splitlines() == [
         f"chute: cannot reach the Dask scheduler at {address} (executor.address) within 1 s"]
+
+
+def test_sigterm_stops_the_run_on_its_worker_and_puts_the_input_back(tmp_path, cluster):
+    cluster.add_worker("a")
+    cluster.wait_for_workers(1)
+    setup = dask_setup(tmp_path, cluster, shutdown_timeout=0.5)
+    inbox = setup.inbox()
+    path = Path(inbox["path"])
+    path.mkdir()
+    config = setup.write()
+    with Daemon(config) as d:
+        d.wait_event("executor.worker_joined")
+        drop(path, "long.bin", b"sleep=60\n")
+        [started] = d.wait_event("entry.started")
+        [module] = wait_until(lambda: processes_with(f"CHUTE_RUN_ID={started['run_id']}"))
+        assert d.stop() == 0  # drained for shutdown_timeout, then cancelled through Dask: no shared file
+        assert d.events("daemon.cancelling")[0]["runs"] == [started["run_id"]]
+        assert d.events("executor.stuck") == [] and d.events("executor.cancel_failed") == []
+        [released] = d.events("run.released")
+        assert released["to"] == str(path / "long.bin")
+    assert files(path) == ["long.bin"] and (path / "long.bin").read_bytes() == b"sleep=60\n"
+    assert not alive(module)
+    assert files(Path(inbox["outbox"])) == [] and files(Path(inbox["quarantine"])) == []
