@@ -23,6 +23,23 @@ from tests.harness import wait_until
 DASK = Path(sys.executable).with_name("dask")
 
 
+def make_certificates(folder: Path) -> dict[str, Path]:
+    """A CA of our own and one certificate it signed for 127.0.0.1 (openssl): {"ca_file", "cert", "key"}."""
+    folder.mkdir(parents=True, exist_ok=True)
+    ca, ca_key, cert, key, csr = (folder / n for n in ("ca.pem", "ca.key", "cert.pem", "cert.key", "cert.csr"))
+    ext = folder / "ext.cnf"
+    ext.write_text("subjectAltName=IP:127.0.0.1\n")
+    for argv in (
+        ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", ca_key, "-out", ca, "-days", "2",
+         "-subj", "/CN=chute test CA"],
+        ["req", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", csr, "-subj", "/CN=127.0.0.1"],
+        ["x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial", "-out", cert, "-days", "2",
+         "-extfile", ext],
+    ):
+        subprocess.run(["openssl", *map(str, argv)], check=True, capture_output=True)
+    return {"ca_file": ca, "cert": cert, "key": key}
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -71,10 +88,13 @@ class Supervised:
 class Cluster:
     """A scheduler on a fixed port (so it can be restarted in place) and named workers."""
 
-    def __init__(self, root: Path, env: dict[str, str] | None = None):
+    def __init__(self, root: Path, env: dict[str, str] | None = None, tls: dict[str, Path] | None = None):
+        """`tls`: {"ca_file", "cert", "key"} for every process of the cluster (then the address is tls://)."""
         self.root = root
         self.port = free_port()
-        self.address = f"tcp://127.0.0.1:{self.port}"
+        self.address = f"{'tls' if tls else 'tcp'}://127.0.0.1:{self.port}"
+        self.tls = [] if not tls else ["--tls-ca-file", str(tls["ca_file"]), "--tls-cert", str(tls["cert"]),
+                                       "--tls-key", str(tls["key"])]
         self.marker = f"CHUTE_TEST_DASK={uuid.uuid4().hex}"
         self.env = {**os.environ, **(env or {}), "CHUTE_TEST_DASK": self.marker.split("=", 1)[1]}
         self.env.pop("NOTIFY_SOCKET", None)
@@ -85,7 +105,7 @@ class Cluster:
     def start_scheduler(self) -> None:
         with open(self.root / "scheduler.log", "ab") as log:
             self.scheduler = subprocess.Popen(
-                [str(DASK), "scheduler", "--host", "127.0.0.1", "--port", str(self.port), "--no-dashboard"],
+                [str(DASK), "scheduler", "--host", "127.0.0.1", "--port", str(self.port), "--no-dashboard", *self.tls],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=self.env)
 
     def kill_scheduler(self) -> None:
@@ -95,7 +115,7 @@ class Cluster:
     def add_worker(self, name: str, env: dict[str, str] | None = None, wrap: tuple[str, ...] = ()) -> Supervised:
         """A `dask worker --nthreads 1` named `name` (its log: root/worker-NAME.log), restarted when it exits."""
         argv = [*wrap, str(DASK), "worker", self.address, "--nthreads", "1", "--name", name, "--no-dashboard",
-                "--host", "127.0.0.1", "--death-timeout", "60"]
+                "--host", "127.0.0.1", "--death-timeout", "60", *self.tls]
         worker = Supervised(argv, self.root / f"worker-{name}.log", {**self.env, **(env or {})})
         self.workers[name] = worker
         return worker
@@ -103,8 +123,13 @@ class Cluster:
     def addresses(self) -> dict[str, str]:
         """Worker name -> address, as the scheduler knows them now."""
         from distributed import Client
+        from distributed.security import Security
 
-        with Client(self.address, timeout=10, set_as_default=False) as client:
+        security = None
+        if self.tls:
+            ca, cert, key = self.tls[1], self.tls[3], self.tls[5]
+            security = Security(tls_ca_file=ca, tls_client_cert=cert, tls_client_key=key, require_encryption=True)
+        with Client(self.address, timeout=10, set_as_default=False, security=security) as client:
             info = client.scheduler_info(n_workers=-1)["workers"]
         return {w["name"]: address for address, w in info.items()}
 

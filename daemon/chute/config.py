@@ -47,6 +47,8 @@ class Executor(Frozen):
             raise ValueError("kind 'dask' needs 'address': the scheduler, e.g. tcp://host:8786")
         if self.security is not None and self.address and not self.address.startswith("tls://"):
             raise ValueError("with 'security' (TLS), 'address' must start with tls://")
+        if self.security is None and self.address and self.address.startswith("tls://"):
+            raise ValueError("a tls:// address needs 'security': the CA file and this daemon's certificate")
         return self
 
 

@@ -24,6 +24,7 @@ from functools import partial
 
 from distributed import Client, KilledWorker
 from distributed.security import Security
+from distributed.utils import LoopRunner
 
 from . import claims, logs
 from .config import Config, Executor as ExecutorConfig
@@ -76,15 +77,26 @@ class DaskExecutor:
         self.wake, self.closing = threading.Event(), False
         self.retry_in = MONITOR_INTERVAL
         _quiet_dask()
+        # One event loop thread for every client this executor makes: Dask's own, started per
+        # client, stays behind each time a connection attempt fails (and a lost scheduler means many).
+        self.loop = LoopRunner(asynchronous=False)
+        self.loop.start()
         try:
-            self.client: Client | None = self._connect()
+            self.client: Client | None = self._first_connect()
+        except BaseException:
+            self.loop.stop()
+            raise
+        self.thread = threading.Thread(target=self._monitor, name="chute-dask", daemon=True)
+        self.thread.start()
+
+    def _first_connect(self) -> Client:
+        try:
+            return self._connect()
         except (OSError, TimeoutError):
             raise ChuteError(f"cannot reach the Dask scheduler at {self.config.address} (executor.address) "
                              f"within {self.config.connect_timeout:g} s") from None
         except Exception as exc:  # a malformed address, TLS files that do not load
             raise ChuteError(f"cannot connect to the Dask scheduler at {self.config.address}: {_reason(exc)}") from None
-        self.thread = threading.Thread(target=self._monitor, name="chute-dask", daemon=True)
-        self.thread.start()
 
     # --- the daemon's side (its loop thread) ---
 
@@ -150,6 +162,7 @@ class DaskExecutor:
         self._drop_runs("the daemon stopped")
         if client is not None:
             client.close(timeout=5)
+        self.loop.stop()
 
     def _tell(self, run_id: str, function, *args) -> None:
         """Call `function(key, *args)` in the worker process of the run (Client.run, not a task: it never waits)."""
@@ -320,8 +333,8 @@ class DaskExecutor:
 
     def _connect(self) -> Client:
         """A client of the scheduler, with chute's worker plugin registered and the run events relayed."""
-        client = Client(self.config.address, security=_security(self.config), timeout=self.config.connect_timeout,
-                        set_as_default=False, name="chute")
+        client = _Client(self.config.address, security=_security(self.config), timeout=self.config.connect_timeout,
+                         set_as_default=False, name="chute", loop=self.loop.loop)
         try:
             client.register_plugin(self.plugin, name=dask_worker.PLUGIN)
             client.subscribe_topic(self.topic, _relay)
@@ -331,6 +344,14 @@ class DaskExecutor:
         log.info("executor.connected", scheduler=self.config.address,
                  workers=len(client.scheduler_info(n_workers=-1)["workers"]))
         return client
+
+
+class _Client(Client):
+    """Dask's client; one whose connection failed is not closed again when collected (a traceback on stderr)."""
+
+    def __del__(self):
+        if self.status == "running":
+            super().__del__()
 
 
 def _vanished(run: _Run, reason: str) -> BaseException:

@@ -7,6 +7,7 @@ The workers are kept running as their systemd units would keep them (tests/dask_
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 from pathlib import Path
@@ -18,7 +19,7 @@ from tests.harness import (CHUTE, Daemon, Setup, assert_processed_once, drop, fi
 
 pytest.importorskip("distributed")
 
-from tests.dask_cluster import Cluster, free_port  # noqa: E402
+from tests.dask_cluster import Cluster, free_port, make_certificates  # noqa: E402
 
 # The copy module, plus: with $CHUTE_TEST_ONCE set (in the workers' environment), the first step of a run
 # sleeps for a long time on its first attempt only, so a test can kill the worker under it.
@@ -214,3 +215,36 @@ def test_sigterm_stops_the_run_on_its_worker_and_puts_the_input_back(tmp_path, c
     assert files(path) == ["long.bin"] and (path / "long.bin").read_bytes() == b"sleep=60\n"
     assert not alive(module)
     assert files(Path(inbox["outbox"])) == [] and files(Path(inbox["quarantine"])) == []
+
+
+def test_a_tls_cluster_runs_files_and_refuses_a_daemon_without_certificates(tmp_path):
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is needed to make the test certificates")
+    tls = make_certificates(tmp_path / "tls")
+    cluster = Cluster(tmp_path, tls=tls)
+    try:
+        cluster.add_worker("a")
+        cluster.wait_for_workers(1)
+        plain_address = cluster.address.replace("tls://", "tcp://")  # no certificate: the scheduler will not talk
+        plain = Setup(tmp_path, executor={"kind": "dask", "address": plain_address, "connect_timeout": 2})
+        plain.inbox()
+        result = subprocess.run([str(CHUTE), "run", "--config", str(plain.write("plain"))], capture_output=True,
+                                text=True, timeout=60)
+        assert result.returncode == 1
+        assert result.stderr.splitlines() == [
+            f"chute: cannot reach the Dask scheduler at {plain_address} (executor.address) within 2 s"]
+        setup = Setup(tmp_path, executor={"kind": "dask", "address": cluster.address,
+                                          "security": {k: str(v) for k, v in tls.items()}})
+        inbox = setup.inbox()
+        path = Path(inbox["path"])
+        path.mkdir(exist_ok=True)
+        inputs = {f"f{i}.bin": f"file {i}\n".encode() for i in range(3)}
+        with Daemon(setup.write()) as d:
+            d.wait_event("executor.worker_joined")
+            for name, data in inputs.items():
+                drop(path, name, data)
+            wait_until(lambda: len(files(Path(inbox["archive"]))) == len(inputs), 60)
+            assert d.stop() == 0
+        assert_processed_once(inbox, inputs)
+    finally:
+        cluster.close()
