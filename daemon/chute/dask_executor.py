@@ -72,6 +72,9 @@ class DaskExecutor:
         self.workers: dict[str, _Worker] = {}
         self.runs: dict[str, _Run] = {}
         self.paths: tuple[str, ...] | None = None  # what workers were last probed for
+        # Runs in flight when the scheduler was lost: their attempts may still be stopping on a worker
+        # that never lost it. None of them is sent again before no worker runs it any more.
+        self.stale: set[str] = set()
         self.turns = itertools.count(1)
         self.topic = f"chute.events.{secrets.token_hex(4)}"  # this daemon's runs' events, relayed to its log
         self.wake, self.closing = threading.Event(), False
@@ -113,6 +116,9 @@ class DaskExecutor:
             client = self.client
             if address is None or client is None or client.status != "running":
                 future.set_exception(ExecutorUnavailable("no Dask worker is free"))
+                return future
+            if spec.run_id in self.stale:
+                future.set_exception(ExecutorUnavailable("its earlier attempt is still stopping on a worker"))
                 return future
             worker = self.workers[address]
             run = _Run(spec, future, f"chute-run-{spec.run_id}-{secrets.token_hex(3)}", address)
@@ -186,6 +192,8 @@ class DaskExecutor:
             elif task.status == "error":
                 self._settle(run, error=_lost(task.exception(), run.worker))
             elif getattr(getattr(task._state, "exception", None), "reason", None) == "scheduler-connection-lost":
+                with self.lock:
+                    self.stale.add(run.spec.run_id)
                 self._settle(run, error=ExecutorUnavailable("the connection to the Dask scheduler was lost"))
             else:  # the cluster dropped it (forgotten, cancelled by someone else)
                 self._settle(run, error=_vanished(run, f"its task was dropped by the Dask cluster on {run.worker}"))
@@ -227,6 +235,8 @@ class DaskExecutor:
             client = self._reconnect()
             if client is None:
                 return
+        if self.stale:
+            self._stop_stale(client)
         info = client.scheduler_info(n_workers=-1)["workers"]
         # A worker process is known by its own scratch folder: one that took a dead one's address has another.
         now = {address: (w["local_directory"], w["nthreads"]) for address, w in info.items()}
@@ -242,6 +252,18 @@ class DaskExecutor:
                 self._probe(client, address)
             elif reprobe:
                 self._probe(client, address)
+
+    def _stop_stale(self, client: Client) -> None:
+        """Attempts the last connection left running (the daemon lost the scheduler, its workers did not): stop them."""
+        with self.lock:
+            checked = set(self.stale)
+        found = client.run(dask_worker.active_runs, on_error="return")
+        running = {r for runs in found.values() if isinstance(runs, list) for r in runs}
+        if checked & running:
+            client.run(dask_worker.cancel_runs, sorted(checked & running), wait=False)
+        if all(isinstance(runs, list) for runs in found.values()):  # one that did not answer may still run one
+            with self.lock:
+                self.stale -= checked - running
 
     # --- probes: does a worker see the shared folders? ---
 
@@ -307,6 +329,8 @@ class DaskExecutor:
         if client is None:
             return
         running = self._drop_runs("the connection to the Dask scheduler was lost")
+        with self.lock:
+            self.stale.update(running)
         log.warning("executor.disconnected", scheduler=self.config.address, runs=running)
         try:
             client.close(timeout=2)

@@ -76,7 +76,7 @@ class WorkerState:
         self.owner = f"dask.{self.me.daemon_id}"
         self.environ = tuple(module_environ(os.environ).items())
         self.lock = threading.Lock()
-        self.cancels: dict[str, PipeCancel] = {}  # by Dask key: one per submission
+        self.cancels: dict[str, tuple[str, PipeCancel]] = {}  # Dask key (one per submission) -> run id, cancel
         self.early: set[str] = set()  # cancels that came before their run started
         self.idle: list[Modules] = []
         self.owners: set[Path] = set()
@@ -89,7 +89,7 @@ class WorkerState:
         """Run `spec` in this worker's own workspace folder, with its environment and interpreter."""
         spec = replace(spec, owner=self.owner, host=hostname(), python=sys.executable, environ=self.environ)
         self._own(spec.work_dir)
-        cancel = self._begin(key)
+        cancel = self._begin(key, spec.run_id)
         modules = self._modules()
         token = _forward_to.set((get_worker(), address, topic))
         try:
@@ -107,10 +107,10 @@ class WorkerState:
             staging.owner_dir(work_dir, self.me, self.owner)
             self.owners.add(work_dir)
 
-    def _begin(self, key: str) -> PipeCancel:
+    def _begin(self, key: str, run_id: str) -> PipeCancel:
         cancel = PipeCancel()
         with self.lock:
-            self.cancels[key] = cancel
+            self.cancels[key] = (run_id, cancel)
             if self.closing or key in self.early:
                 self.early.discard(key)
                 cancel.set()
@@ -128,17 +128,26 @@ class WorkerState:
 
     def cancel(self, key: str) -> None:
         with self.lock:
-            cancel = self.cancels.get(key)
-            if cancel is None:
-                self.early.add(key)
+            if key in self.cancels:
+                self.cancels[key][1].set()
             else:
-                cancel.set()
+                self.early.add(key)
+
+    def cancel_runs(self, run_ids: set[str]) -> None:
+        with self.lock:
+            for run_id, cancel in self.cancels.values():
+                if run_id in run_ids:
+                    cancel.set()
+
+    def active(self) -> list[str]:
+        with self.lock:
+            return [run_id for run_id, _ in self.cancels.values()]
 
     def close(self) -> None:
         """The worker is closing: stop its runs now (their inputs stay claimed), then its launchers."""
         with self.lock:
             self.closing = True
-            for cancel in self.cancels.values():
+            for _, cancel in self.cancels.values():
                 cancel.set()
             idle, self.idle = self.idle, []
         for modules in idle:
@@ -193,6 +202,17 @@ async def cancel_run(key: str, dask_worker=None) -> None:
     """Stop the run of Dask task `key` in this worker (by Client.run: a coroutine, so the daemon need not wait)."""
     if _state is not None:
         _state.cancel(key)
+
+
+async def active_runs(dask_worker=None) -> list[str]:
+    """The run ids this worker process is running now."""
+    return [] if _state is None else _state.active()
+
+
+async def cancel_runs(run_ids: list[str], dask_worker=None) -> None:
+    """Stop these runs wherever they are in this worker (attempts the daemon lost track of)."""
+    if _state is not None:
+        _state.cancel_runs(set(run_ids))
 
 
 async def kill_run(key: str, run_id: str, dask_worker=None) -> int:
