@@ -17,6 +17,7 @@ import itertools
 import logging
 import secrets
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -37,6 +38,7 @@ from . import dask_worker
 log = logs.get("chute.executor")
 MONITOR_INTERVAL = 1.0  # seconds between looks at the cluster's workers (and tries to reconnect)
 RECONNECT_MAX = 10.0  # seconds between tries to reach a scheduler that is gone, at most
+REPROBE = 30.0  # seconds between probes of a refused worker (its share may be mounted since)
 
 
 @dataclass
@@ -49,6 +51,8 @@ class _Worker:
     verdict: str | None = None  # what its last probe said (logged when it changes)
     runs: set[str] = field(default_factory=set)
     probe: object = None  # the Dask future of its probe under way
+    probed_at: float = 0.0  # monotonic
+    running: bool = True  # the scheduler says it takes tasks (not paused, not retiring)
     turn: int = 0  # when it was last given a run: ties go to the one idle longest
 
 
@@ -107,7 +111,8 @@ class DaskExecutor:
         with self.lock:
             if self.client is None or self.client.status != "running":
                 return 0  # the scheduler is gone (or being reached again): claim nothing meanwhile
-            return sum(max(0, w.nthreads - len(w.runs)) for w in self.workers.values() if w.state == "allowed")
+            return sum(max(0, w.nthreads - len(w.runs)) for w in self.workers.values()
+                       if w.state == "allowed" and w.running)
 
     def submit(self, spec: RunSpec) -> Future:
         future: Future = Future()
@@ -126,8 +131,8 @@ class DaskExecutor:
             worker.runs.add(spec.run_id)
             worker.turn = next(self.turns)
         try:
-            run.task = client.submit(dask_worker.run, spec, worker.id, run.key, self.topic, key=run.key, workers=[address],
-                                     allow_other_workers=False, pure=False, retries=0)
+            run.task = client.submit(dask_worker.run, spec, worker.id, run.key, self.topic, key=run.key,
+                                     workers=[address], allow_other_workers=False, pure=False, retries=0)
         except Exception as exc:  # the connection went in between
             self._settle(run, error=ExecutorUnavailable(f"cannot reach the Dask scheduler: {_reason(exc)}"))
             return future
@@ -137,7 +142,7 @@ class DaskExecutor:
     def _pick(self) -> str | None:
         """The allowed worker with the most free threads; of equals, the one given a run longest ago."""
         free = [(w.nthreads - len(w.runs), -w.turn, address) for address, w in self.workers.items()
-                if w.state == "allowed" and w.nthreads > len(w.runs)]
+                if w.state == "allowed" and w.running and w.nthreads > len(w.runs)]
         return max(free)[2] if free else None
 
     def cancel(self, run_id: str) -> None:
@@ -223,7 +228,7 @@ class DaskExecutor:
             try:
                 self.tick()
             except Exception as exc:  # a scheduler going away mid-call, or a bug: look again next time
-                log.debug("executor.monitor_error", reason=_reason(exc))
+                log.warning("executor.monitor_error", reason=f"{type(exc).__name__}: {_reason(exc)}")
             self.wake.wait(self.retry_in)
             self.wake.clear()
 
@@ -250,8 +255,10 @@ class DaskExecutor:
                 with self.lock:
                     self.workers[address] = _Worker(wid, nthreads)
                 self._probe(client, address)
-            elif reprobe:
+            elif reprobe or (self.workers[address].state == "refused"
+                             and time.monotonic() - self.workers[address].probed_at > REPROBE):
                 self._probe(client, address)
+            self.workers[address].running = info[address].get("status", "running") == "running"
 
     def _stop_stale(self, client: Client) -> None:
         """Attempts the last connection left running (the daemon lost the scheduler, its workers did not): stop them."""
@@ -279,7 +286,7 @@ class DaskExecutor:
         """A small task pinned to the worker: does it see every inbox's `.chute` folder? No run goes there before."""
         with self.lock:
             worker = self.workers[address]
-            worker.state, worker.probe = "probing", None
+            worker.state, worker.probe, worker.probed_at = "probing", None, time.monotonic()
         if not self.paths:
             return  # no inbox is there yet, here either: the worker waits for one
         task = client.submit(dask_worker.probe, list(self.paths), key=f"chute-probe-{secrets.token_hex(4)}",
