@@ -115,16 +115,21 @@ class Cluster:
     def add_worker(self, name: str, env: dict[str, str] | None = None, wrap: tuple[str, ...] = ()) -> Supervised:
         """A `dask worker --nthreads 1` named `name` (its log: root/worker-NAME.log), restarted when it exits."""
         argv = [*wrap, str(DASK), "worker", self.address, "--nthreads", "1", "--name", name, "--no-dashboard",
-                "--host", "127.0.0.1", "--death-timeout", "60", *self.tls]
+                "--host", "127.0.0.1", "--death-timeout", "60", "--local-directory", str(self.root / "dask-scratch"),
+                *self.tls]
         worker = Supervised(argv, self.root / f"worker-{name}.log", {**self.env, **(env or {})})
         self.workers[name] = worker
         return worker
 
     def addresses(self) -> dict[str, str]:
-        """Worker name -> address, as the scheduler knows them now."""
+        """Worker name -> address, as the scheduler knows them now ({} while it is not listening)."""
         from distributed import Client
         from distributed.security import Security
 
+        try:  # a Client that fails to connect leaves its event loop thread behind: try the port first
+            socket.create_connection(("127.0.0.1", self.port), timeout=2).close()
+        except OSError:
+            return {}
         security = None
         if self.tls:
             ca, cert, key = self.tls[1], self.tls[3], self.tls[5]
