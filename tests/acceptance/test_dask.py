@@ -45,6 +45,12 @@ def dask_setup(root: Path, cluster: Cluster, **config) -> Setup:
     return Setup(root, executor={"kind": "dask", "address": cluster.address}, **config)
 
 
+def need_unshare(*args: str) -> None:
+    """Skip unless `unshare ARGS true` works here (it needs CAP_SYS_ADMIN)."""
+    if shutil.which("unshare") is None or subprocess.run(["unshare", *args, "true"], capture_output=True).returncode:
+        pytest.skip(f"cannot run `unshare {' '.join(args)}` here (it needs CAP_SYS_ADMIN)")
+
+
 def workers_used(daemon: Daemon) -> set[str]:
     return {e["worker"] for e in daemon.events("run.published")}
 
@@ -83,6 +89,7 @@ def test_forty_files_through_two_workers_each_published_once(tmp_path, cluster):
 
 
 def test_a_worker_killed_under_its_run_runs_it_elsewhere_once_and_its_module_is_swept(tmp_path, cluster):
+    need_unshare("--pid", "--fork", "--mount-proc")
     once = tmp_path / "once"
     once.mkdir()
     for name in ("a", "b"):
@@ -155,6 +162,7 @@ def test_the_scheduler_killed_and_restarted_mid_run_loses_and_duplicates_nothing
 
 
 def test_a_worker_that_does_not_see_the_share_is_refused_and_the_others_work(tmp_path, cluster):
+    need_unshare("--mount", "--propagation", "private")
     share = tmp_path / "share"
     share.mkdir()
     cluster.add_worker("good")
