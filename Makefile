@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # The extras installed into .venv: media for the bundled modules (and the media
 # test clips), test for the suite. An extra the tests come to need (dask, for
 # the dask executor's tests) goes on this line.
-EXTRAS := media,test
+EXTRAS := dask,media,test
 
 .PHONY: run test check venv system-packages clean
 

@@ -43,9 +43,29 @@ def _no_nul(path: Path) -> Path:
 FolderPath = Annotated[Path, AfterValidator(_no_nul)]
 
 
+class Security(Frozen):
+    """TLS for a Dask cluster: the CA that signed the cluster's certificates, and this daemon's own."""
+
+    ca_file: FolderPath
+    cert: FolderPath
+    key: FolderPath | None = None  # when the key is not in the cert file
+
+
 class Executor(Frozen):
     kind: Literal["local", "dask"] = "local"
-    address: str | None = None
+    address: str | None = None  # dask: the scheduler, tcp://host:8786 or tls://host:8786
+    security: Security | None = None  # dask: TLS certificates (then the address is tls://)
+    connect_timeout: float = Field(default=10, gt=0)  # dask: seconds to reach the scheduler at start
+
+    @model_validator(mode="after")
+    def _dask_needs_address(self) -> Executor:
+        if self.kind == "dask" and not self.address:
+            raise ValueError("kind 'dask' needs 'address': the scheduler, e.g. tcp://host:8786")
+        if self.security is not None and self.address and not self.address.startswith("tls://"):
+            raise ValueError("with 'security' (TLS), 'address' must start with tls://")
+        if self.security is None and self.address and self.address.startswith("tls://"):
+            raise ValueError("a tls:// address needs 'security': the CA file and this daemon's certificate")
+        return self
 
 
 class LauncherConfig(Frozen):
@@ -206,7 +226,14 @@ def _anchor(config: Config, base: Path, folders: Path) -> Config:
     metrics = config.metrics
     if metrics is not None and metrics.textfile is not None:
         metrics = metrics.model_copy(update={"textfile": a(metrics.textfile)})
+    security = config.executor.security
+    if security is not None:
+        security = security.model_copy(update={
+            "ca_file": a(security.ca_file), "cert": a(security.cert),
+            "key": a(security.key) if security.key is not None else None,
+        })
     return config.model_copy(update={
+        "executor": config.executor.model_copy(update={"security": security}),
         "modules_path": [a(p, base) for p in config.modules_path],
         "jobs_path": [a(p, base) for p in config.jobs_path],
         "state_dir": a(config.state_dir),

@@ -15,10 +15,11 @@ import signal
 import threading
 import time
 from pathlib import Path
+from typing import Callable
 
 from . import logs
 from .catalog import Catalog, load_catalog
-from .config import Inbox
+from .config import Config, Inbox
 from .dispatch import Dispatcher
 from .errors import ChuteError, DefinitionError
 from .executor import Executor, LocalExecutor
@@ -63,7 +64,7 @@ class Service:
         self.telemetry = Telemetry(cfg)
         self.queue = RunQueue(self.ledger, clock, self.telemetry)
         # The executor first: its workers must be started before the observer thread exists.
-        self.executor = executor or _executor(catalog, self.me)
+        self.executor = executor or _executor(catalog, self.me, lambda: self.catalog.config)
         self.intake = Intake(self.me, self.wake, clock)
         self.recovery = Recovery(self.me, cfg.lease_timeout)
         self.runs = Dispatcher(catalog, self.me, self.environ, self.queue, self.executor, self.wake)
@@ -271,14 +272,15 @@ class Service:
             self.next_watchdog = now + interval
 
 
-def _executor(catalog: Catalog, me: Identity) -> Executor:
+def _executor(catalog: Catalog, me: Identity, current: Callable[[], Config]) -> Executor:
+    """The configured executor; `current()` is the config in force (reloads change the folders a Dask worker must see)."""
     cfg = catalog.config
     if cfg.executor.kind == "dask":
         try:
             from .dask_executor import DaskExecutor
-        except ImportError:
-            raise ChuteError(f"executor.kind {cfg.executor.kind!r} is not available in this version; use 'local'")
-        return DaskExecutor(cfg.executor, cfg.log.format, cfg.log.level)
+        except ImportError as exc:
+            raise ChuteError(f"executor.kind 'dask' needs Dask ({exc.name} is missing): pip install 'chute[dask]'")
+        return DaskExecutor(current)
     return LocalExecutor(cfg, me)
 
 

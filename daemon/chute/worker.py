@@ -56,11 +56,14 @@ class Modules:
     every module is a fresh interpreter (one `launcher.unavailable` line, not one per module).
     """
 
-    def __init__(self):
+    def __init__(self, via=None):
         self.launch: Launch | None = None
         self.launcher = None
         self.broken_until = 0.0
         self.started_pid: int | None = None
+        # Where spawn runs: a launcher is tied to the thread that starts it (PR_SET_PDEATHSIG), so a
+        # caller whose threads come and go (a Dask worker) hands a long-lived one (an executor of 1 thread).
+        self.via = via
 
     def for_run(self, spec: RunSpec) -> Modules | None:
         if spec.launch.mode != "warm" or time.monotonic() < self.broken_until:
@@ -74,6 +77,11 @@ class Modules:
         return self
 
     def spawn(self, argv, cwd, env, stdout, stderr) -> int:
+        if self.via is not None:
+            return self.via.submit(self._spawn, argv, cwd, env, stdout, stderr).result()
+        return self._spawn(argv, cwd, env, stdout, stderr)
+
+    def _spawn(self, argv, cwd, env, stdout, stderr) -> int:
         from .launcher import LauncherUnavailable
 
         try:

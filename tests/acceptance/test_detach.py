@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from chute.entry import sweep
+from tests.dask_cluster import free_port
 from tests.harness import CHUTE, Setup, drop, files, wait_until
 
 PR_SET_CHILD_SUBREAPER = 36
@@ -211,12 +212,14 @@ def test_no_detach_under_systemd(tmp_path, detached):
 
 def test_failure_while_starting_is_the_commands(tmp_path, detached):
     """What stops the daemon from starting is the command's one-line error and exit code; no pidfile stays."""
-    setup = Setup(tmp_path, executor={"kind": "dask", "address": "tcp://127.0.0.1:8786"})
+    port = free_port()
+    setup = Setup(tmp_path, executor={"kind": "dask", "address": f"tcp://127.0.0.1:{port}", "connect_timeout": 1})
     setup.inbox()
     setup.write()
     result = detached.chute("run", "--detach", "--pidfile", "chute.pid", "--log-file", "chute.log",
                             "--config", "chute.yaml")
     assert result.returncode == 1
-    assert result.stderr.splitlines() == ["chute: executor.kind 'dask' is not available in this version; use 'local'"]
+    assert result.stderr.splitlines() == [
+        f"chute: cannot reach the Dask scheduler at tcp://127.0.0.1:{port} (executor.address) within 1 s"]
     assert not (tmp_path / "chute.pid").exists()
     wait_until(lambda: not detached.running())
