@@ -10,7 +10,7 @@
 """
 
 import av
-from av.video.reformatter import ColorRange
+from av.video.reformatter import ColorRange, VideoReformatter
 
 from chute.modkit import (
     BadOption,
@@ -21,6 +21,7 @@ from chute.modkit import (
     open_media,
     progress,
     run,
+    threaded,
 )
 
 OPTIONS = [Option("height", int, 360), Option("crf", int, 23)]
@@ -95,6 +96,7 @@ class _Video:
         # The source's time base keeps every timestamp exact (VFR included).
         encoder.time_base = source.time_base
         encoder.options = {"crf": str(crf), "preset": PRESET}
+        threaded(encoder)  # x264's frame threads, as the ffmpeg CLI runs it
         # Scaling keeps the YUV matrix, so the source's colour tags stay true;
         # the range becomes limited ("tv"), which every player expects.
         encoder.color_primaries = context.color_primaries
@@ -104,6 +106,9 @@ class _Video:
         self.time_base = source.time_base
         self.origin = round(origin / source.time_base)
         self.step = max(1, round(1 / (rate * source.time_base)))
+        # One scaler for every frame: frame.reformat() would build a new one
+        # (and its threads) each time, which cost more than the encoding.
+        self.scaler = VideoReformatter()
         self.last_pts = None
         self.frames = 0
 
@@ -113,7 +118,8 @@ class _Video:
             pts = 0 if self.last_pts is None else self.last_pts + self.step
         if self.last_pts is not None and pts <= self.last_pts:
             return  # a repeated timestamp: x264 and the muxer would refuse it
-        scaled = frame.reformat(
+        scaled = self.scaler.reformat(
+            frame,
             width=self.width,
             height=self.height,
             format="yuv420p",

@@ -1,0 +1,310 @@
+"""The bundled media modules against the ffmpeg command line, side by side.
+
+Usage: .venv/bin/python bench/media.py [--clip FILE] [--seconds 30] [--repeat 3]
+       [--long FILE | --long-minutes 10 | --no-long] [--keep DIR]
+
+Makes (with PyAV, no ffmpeg needed) the issue #13 clip: 1280x720 25 fps
+``testsrc2``, x264 ``preset fast crf 20`` with x264's default GOP (250
+frames, 10 s), a 997 Hz sine in 48 kHz stereo AAC; or takes ``--clip``.
+Then, ``--repeat`` times and alternating so that a busy machine slows both
+sides alike, runs:
+
+- each module as chute runs it (``python main.py --input ... --output ...``
+  in its folder, a fresh interpreter): its wall time, and the module's own
+  time (the same run, timed inside the process after the imports a warm
+  launcher has already done: av, numpy, PIL, chute.modkit);
+- the whole ``media_ingest`` job through ``chute submit``;
+- where the ``ffmpeg`` command is installed, the same products with the CLI
+  (and the job as a script would run them: probe, sheet, WAV and proxy at
+  once, then loudness and waveform);
+- the contact sheet of a 1080p 10-minute file with a 10 s GOP (made once
+  and kept beside the clip with ``--keep``; it takes minutes to encode),
+  against the CLI decoding keyframes only.
+
+Prints the best time of the repeats for each, and the ratios to the CLI.
+"""
+
+from __future__ import annotations
+
+import argparse
+import heapq
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import av
+import av.filter
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+MODULES = ROOT / "modules"
+JOBS = ROOT / "jobs"
+# Run in the module's folder: the imports a warm launcher has already done,
+# then main.py as __main__, timed; the time goes to stderr's last line.
+OWN_TIMER = """
+import os, runpy, sys, time
+import av, numpy, PIL.Image, chute.modkit
+sys.argv = ["main.py", *sys.argv[1:]]
+sys.path.insert(0, os.getcwd())
+started = time.perf_counter()
+try:
+    runpy.run_path("main.py", run_name="__main__")
+except SystemExit as end:
+    status = end.code or 0
+print(f"\\nBENCH_OWN {time.perf_counter() - started:.4f} {status}", file=sys.stderr)
+"""
+
+
+@dataclass
+class Row:
+    """One product: the best of each measurement over the repeats."""
+
+    name: str
+    own: list[float] = field(default_factory=list)
+    wall: list[float] = field(default_factory=list)
+    cli: list[float] = field(default_factory=list)
+
+    def best(self, which):
+        values = getattr(self, which)
+        return min(values) if values else None
+
+
+def main() -> int:
+    args = _arguments()
+    with tempfile.TemporaryDirectory(prefix="chute-bench-media-") as scratch:
+        folder = Path(args.keep or scratch)
+        folder.mkdir(parents=True, exist_ok=True)
+        clip = args.clip or _clip(folder / "clip.mp4", args.seconds, 1280, 720, "fast")
+        long = None if args.no_long else (
+            args.long or _clip(folder / f"long-{args.long_minutes:g}min.mp4",
+                               args.long_minutes * 60, 1920, 1080, "veryfast"))
+        rows = _measure(clip, long, folder, args.repeat, shutil.which("ffmpeg") is not None)
+    _print(rows, clip, long, args.repeat)
+    return 0
+
+
+def _arguments():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clip", type=Path, help="measure on this file instead of making the clip")
+    parser.add_argument("--seconds", type=float, default=30.0, help="length of the made clip")
+    parser.add_argument("--repeat", type=int, default=3, help="runs of everything; the best counts")
+    parser.add_argument("--long", type=Path, help="a long file for the contact sheet row")
+    parser.add_argument("--long-minutes", type=float, default=10.0)
+    parser.add_argument("--no-long", action="store_true", help="skip the long file's row")
+    parser.add_argument("--keep", type=Path, help="write (and reuse) clips and outputs here")
+    return parser.parse_args()
+
+
+def _clip(path, seconds, width, height, preset):
+    if not path.exists():
+        started = time.monotonic()
+        print(f"making {path.name}: {seconds:g} s {width}x{height} ...", flush=True)
+        make_test_clip(path, seconds, width, height, preset)
+        print(f"  done in {time.monotonic() - started:.0f} s", flush=True)
+    return path
+
+
+def _measure(clip, long, folder, repeat, with_cli):
+    """Every row, ``repeat`` times, each chute run next to its CLI run."""
+    out = folder / "out"
+    out.mkdir(exist_ok=True)
+    wav = out / "audio.wav"
+    runs = _module_runs(clip, long, out)
+    commands = cli_commands(clip, long, out) if with_cli else {}
+    rows = {name: Row(name) for name in ["media_ingest", *runs]}
+    for attempt in range(repeat):
+        print(f"round {attempt + 1} of {repeat}", flush=True)
+        _module("example_module", clip, wav)  # the WAV loudness and waveform read
+        for name, (module, source, output) in runs.items():
+            own, wall = _module(module, source, output)
+            rows[name].own.append(own)
+            rows[name].wall.append(wall)
+            if name in commands:
+                rows[name].cli.append(_timed(commands[name]))
+        rows["media_ingest"].wall.append(_submit(clip, folder))
+        if with_cli:
+            rows["media_ingest"].cli.append(cli_job(clip, out / "job"))
+    return list(rows.values())
+
+
+def _module_runs(clip, long, out):
+    """Row name -> (module, input, output), in media_ingest's order."""
+    wav = out / "audio.wav"
+    runs = {
+        "probe": ("probe", clip, out / "probe.json"),
+        "contact sheet": ("thumbnails", clip, out / "contact_sheet.jpg"),
+        "audio WAV": ("example_module", clip, wav),
+        "proxy": ("proxy", clip, out / "proxy.mp4"),
+        "loudness": ("loudness", wav, out / "loudness.json"),
+        "waveform": ("waveform", wav, out / "waveform.png"),
+    }
+    if long is not None:
+        runs["contact sheet, 1080p long"] = ("thumbnails", long, out / "long_sheet.jpg")
+    return runs
+
+
+def _module(name, source, output):
+    """(own time, wall time) of one fresh-interpreter run of module ``name``."""
+    argv = [sys.executable, "-c", OWN_TIMER, "--input", str(source), "--output", str(output)]
+    for option, value in _defaults(name).items():
+        argv += [f"--{option}", str(value).lower() if isinstance(value, bool) else str(value)]
+    started = time.perf_counter()
+    done = subprocess.run(argv, cwd=MODULES / name, capture_output=True, text=True,
+                          env={**os.environ, "TMPDIR": str(output.parent), "CHUTE_MODULE": name})
+    wall = time.perf_counter() - started
+    last = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else ""
+    _, own, status = last.split() if last.startswith("BENCH_OWN") else ("", "nan", "?")
+    if status != "0":
+        raise SystemExit(f"{name} failed: {done.stderr.strip()[-500:]}")
+    return float(own), wall
+
+
+def _defaults(name):
+    manifest = yaml.safe_load((MODULES / name / "manifest.yaml").read_text())
+    return {option["name"]: option["default"] for option in manifest.get("options", [])}
+
+
+def _submit(clip, folder):
+    """Wall time of ``chute submit CLIP --job media_ingest``."""
+    config = folder / "config.yaml"
+    config.write_text(yaml.safe_dump({
+        "modules_path": [str(MODULES)], "jobs_path": [str(JOBS)],
+        "state_dir": str(folder / "state"), "work_dir": str(folder / "work"),
+        "log": {"format": "json", "level": "warning"},
+    }))
+    outbox = folder / "outbox"
+    shutil.rmtree(outbox, ignore_errors=True)
+    chute = Path(sys.executable).with_name("chute")
+    argv = [str(chute), "submit", str(clip), "--job", "media_ingest", "--config", str(config),
+            "--outbox", str(outbox)]
+    started = time.perf_counter()
+    done = subprocess.run(argv, capture_output=True, text=True)
+    wall = time.perf_counter() - started
+    if done.returncode != 0:
+        raise SystemExit(f"chute submit failed: {(done.stdout + done.stderr).strip()[-500:]}")
+    return wall
+
+
+def make_test_clip(path, seconds, width, height, preset):
+    """testsrc2 in x264 (crf 20, default GOP) and a 997 Hz sine in AAC, as the issue's clip."""
+    with av.open(str(path), "w") as container:
+        video = container.add_stream("libx264", rate=25)
+        video.width, video.height, video.pix_fmt = width, height, "yuv420p"
+        video.codec_context.options = {"preset": preset, "crf": "20"}
+        audio = container.add_stream("aac", rate=48000)
+        audio.layout = "stereo"
+        pictures = _source(f"testsrc2=size={width}x{height}:rate=25:duration={seconds}", "buffersink")
+        sound = _source(f"sine=frequency=997:sample_rate=48000:duration={seconds},"
+                        "aformat=sample_fmts=fltp:channel_layouts=stereo", "abuffersink")
+        # Interleaved in time, as a recorder writes them.
+        timed = heapq.merge(((frame.time, video, frame) for frame in pictures),
+                            ((frame.time, audio, frame) for frame in sound), key=lambda item: item[0])
+        for _, stream, frame in timed:
+            if stream is video:
+                frame.pict_type = av.video.frame.PictureType.NONE  # x264 chooses the keyframes
+            container.mux(stream.encode(frame))
+        for stream in (video, audio):
+            container.mux(stream.encode(None))
+
+
+def _source(description, sink_name):
+    """Frames of an FFmpeg source filter chain, as a generator."""
+    graph = av.filter.Graph()
+    chain = [graph.add(*part.split("=", 1)) for part in description.split(",")]
+    chain.append(graph.add(sink_name))
+    for left, right in zip(chain, chain[1:]):
+        left.link_to(right)
+    graph.configure()
+    while True:
+        try:
+            yield graph.pull()
+        except (av.error.EOFError, av.error.BlockingIOError):
+            return
+
+
+def cli_commands(clip, long, out):
+    """Row name -> the ffmpeg command line making the same product."""
+    seconds, count = _duration(clip), 12
+    quiet = ["-v", "error", "-y", "-nostdin"]
+    wav = out / "cli_audio.wav"
+    commands = {
+        "probe": ["ffprobe", "-v", "error", "-show_format", "-show_streams", "-of", "json", str(clip)],
+        "contact sheet": ["ffmpeg", *quiet, "-i", str(clip), "-vf",
+                          f"fps={count}/{seconds:.3f},scale=320:-2,tile=4x3",
+                          "-frames:v", "1", "-q:v", "3", str(out / "cli_sheet.jpg")],
+        "audio WAV": ["ffmpeg", *quiet, "-i", str(clip), "-vn", "-c:a", "pcm_s16le", str(wav)],
+        "proxy": ["ffmpeg", *quiet, "-i", str(clip), "-vf", "scale=-2:360", "-c:v", "libx264",
+                  "-preset", "veryfast", "-crf", "23", "-c:a", "aac", "-ar", "48000", "-ac", "2",
+                  "-b:a", "128k", "-movflags", "+faststart", str(out / "cli_proxy.mp4")],
+        "loudness": ["ffmpeg", "-nostdin", "-nostats", "-i", str(wav), "-af", "ebur128=peak=true",
+                     "-f", "null", "-"],
+        "waveform": ["ffmpeg", *quiet, "-i", str(wav), "-filter_complex", "showwavespic=s=1200x240",
+                     "-frames:v", "1", str(out / "cli_waveform.png")],
+    }
+    if long is not None:
+        every = max(1, _keyframe_count(long) // count)
+        commands["contact sheet, 1080p long"] = [
+            "ffmpeg", *quiet, "-skip_frame", "nokey", "-i", str(long), "-vf",
+            f"select=not(mod(n\\,{every})),scale=320:-2,tile=4x3", "-frames:v", "1",
+            str(out / "cli_long_sheet.jpg")]
+    return commands
+
+
+def cli_job(clip, folder):
+    """Wall time of media_ingest as a script runs it with the CLI: four at once, then two."""
+    folder.mkdir(exist_ok=True)
+    commands = cli_commands(clip, None, folder)
+    started = time.perf_counter()
+    for batch in (["probe", "contact sheet", "audio WAV", "proxy"], ["loudness", "waveform"]):
+        running = [subprocess.Popen(commands[name], stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.DEVNULL) for name in batch]
+        if any(process.wait() for process in running):
+            raise SystemExit("the ffmpeg script failed")
+    return time.perf_counter() - started
+
+
+def _duration(path):
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        return float(stream.duration * stream.time_base)
+
+
+def _keyframe_count(path):
+    with av.open(str(path)) as container:
+        return sum(1 for entry in container.streams.video[0].index_entries if entry.is_keyframe)
+
+
+def _timed(argv):
+    started = time.perf_counter()
+    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return time.perf_counter() - started
+
+
+def _print(rows, clip, long, repeat):
+    print(f"\nclip: {clip.name}, {clip.stat().st_size / 1e6:.1f} MB"
+          + (f"; long: {long.name}, {long.stat().st_size / 1e6:.0f} MB" if long else ""))
+    print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, best of {repeat}\n")
+    print("| product | module's own time | chute wall (fresh interpreter) | ffmpeg CLI | own / CLI | wall / CLI |")
+    print("|---|---|---|---|---|---|")
+    for row in rows:
+        own, wall, cli = row.best("own"), row.best("wall"), row.best("cli")
+        print(f"| {row.name} | {_seconds(own)} | {_seconds(wall)} | {_seconds(cli)} "
+              f"| {_ratio(own, cli)} | {_ratio(wall, cli)} |")
+
+
+def _seconds(value):
+    return "–" if value is None else f"{value:.2f} s"
+
+
+def _ratio(value, baseline):
+    return "–" if value is None or not baseline else f"{value / baseline:.2f}×"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
