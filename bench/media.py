@@ -9,19 +9,21 @@ frames, 10 s), a 997 Hz sine in 48 kHz stereo AAC; or takes ``--clip``.
 Then, ``--repeat`` times and alternating so that a busy machine slows both
 sides alike, runs:
 
-- each module as chute runs it (``python main.py --input ... --output ...``
-  in its folder, a fresh interpreter): its wall time, and the module's own
-  time (the same run, timed inside the process after the imports a warm
-  launcher has already done: av, numpy, PIL, chute.modkit);
+- each module as chute runs it today (``python main.py --input ... --output
+  ...`` in its folder, a fresh interpreter), and again timed inside the
+  process after the imports a warm launcher will have done (av, numpy, PIL,
+  chute.modkit): the module's own time;
 - the whole ``media_ingest`` job through ``chute submit``;
 - where the ``ffmpeg`` command is installed, the same products with the CLI
   (and the job as a script would run them: probe, sheet, WAV and proxy at
   once, then loudness and waveform);
-- the contact sheet of a 1080p 10-minute file with a 10 s GOP (made once
-  and kept beside the clip with ``--keep``; it takes minutes to encode),
-  against the CLI decoding keyframes only.
+- the contact sheet of a 1080p 10-minute file with a 10 s GOP (made once,
+  and kept with ``--keep``: it takes minutes to encode), against the CLI
+  decoding keyframes only.
 
-Prints the best time of the repeats for each, and the ratios to the CLI.
+Prints the fastest of the repeats for each, with the CPU time (user + sys,
+all threads and children) of that run, and the ratios of wall times to the
+CLI's. On a shared machine the CPU times say what the wall times cannot.
 """
 
 from __future__ import annotations
@@ -45,32 +47,39 @@ ROOT = Path(__file__).resolve().parents[1]
 
 MODULES = ROOT / "modules"
 JOBS = ROOT / "jobs"
+LONG_ROW = "contact sheet, long 1080p file"
 # Run in the module's folder: the imports a warm launcher has already done,
-# then main.py as __main__, timed; the time goes to stderr's last line.
+# then main.py as __main__, timed (wall and CPU of all threads); the times go
+# to stderr's last line.
 OWN_TIMER = """
-import os, runpy, sys, time
+import os, resource, runpy, sys, time
 import av, numpy, PIL.Image, chute.modkit
+def cpu():
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 sys.argv = ["main.py", *sys.argv[1:]]
 sys.path.insert(0, os.getcwd())
-started = time.perf_counter()
+status, started, cpu_started = 0, time.perf_counter(), cpu()
 try:
     runpy.run_path("main.py", run_name="__main__")
 except SystemExit as end:
     status = end.code or 0
-print(f"\\nBENCH_OWN {time.perf_counter() - started:.4f} {status}", file=sys.stderr)
+print(f"\\nBENCH_OWN {time.perf_counter() - started:.4f} {cpu() - cpu_started:.4f} {status}",
+      file=sys.stderr)
 """
 
 
 @dataclass
 class Row:
-    """One product: the best of each measurement over the repeats."""
+    """One product: every measurement of the repeats, as (wall, cpu) seconds."""
 
     name: str
-    own: list[float] = field(default_factory=list)
-    wall: list[float] = field(default_factory=list)
-    cli: list[float] = field(default_factory=list)
+    own: list[tuple[float, float]] = field(default_factory=list)
+    fresh: list[tuple[float, float]] = field(default_factory=list)
+    cli: list[tuple[float, float]] = field(default_factory=list)
 
     def best(self, which):
+        """The fastest run's (wall, cpu), or None."""
         values = getattr(self, which)
         return min(values) if values else None
 
@@ -105,7 +114,9 @@ def _clip(path, seconds, width, height, preset):
     if not path.exists():
         started = time.monotonic()
         print(f"making {path.name}: {seconds:g} s {width}x{height} ...", flush=True)
-        make_test_clip(path, seconds, width, height, preset)
+        partial = path.with_name(f"{path.stem}.partial{path.suffix}")
+        make_test_clip(partial, seconds, width, height, preset)
+        partial.rename(path)
         print(f"  done in {time.monotonic() - started:.0f} s", flush=True)
     return path
 
@@ -114,20 +125,17 @@ def _measure(clip, long, folder, repeat, with_cli):
     """Every row, ``repeat`` times, each chute run next to its CLI run."""
     out = folder / "out"
     out.mkdir(exist_ok=True)
-    wav = out / "audio.wav"
     runs = _module_runs(clip, long, out)
     commands = cli_commands(clip, long, out) if with_cli else {}
     rows = {name: Row(name) for name in ["media_ingest", *runs]}
     for attempt in range(repeat):
         print(f"round {attempt + 1} of {repeat}", flush=True)
-        _module("example_module", clip, wav)  # the WAV loudness and waveform read
         for name, (module, source, output) in runs.items():
-            own, wall = _module(module, source, output)
-            rows[name].own.append(own)
-            rows[name].wall.append(wall)
+            rows[name].own.append(_own(module, source, output))
+            rows[name].fresh.append(_fresh(module, source, output))
             if name in commands:
-                rows[name].cli.append(_timed(commands[name]))
-        rows["media_ingest"].wall.append(_submit(clip, folder))
+                rows[name].cli.append(_run(commands[name]))
+        rows["media_ingest"].fresh.append(_submit(clip, folder))
         if with_cli:
             rows["media_ingest"].cli.append(cli_job(clip, out / "job"))
     return list(rows.values())
@@ -135,7 +143,7 @@ def _measure(clip, long, folder, repeat, with_cli):
 
 def _module_runs(clip, long, out):
     """Row name -> (module, input, output), in media_ingest's order."""
-    wav = out / "audio.wav"
+    wav = out / "audio.wav"  # written by "audio WAV", read by the two after it
     runs = {
         "probe": ("probe", clip, out / "probe.json"),
         "contact sheet": ("thumbnails", clip, out / "contact_sheet.jpg"),
@@ -145,24 +153,36 @@ def _module_runs(clip, long, out):
         "waveform": ("waveform", wav, out / "waveform.png"),
     }
     if long is not None:
-        runs["contact sheet, 1080p long"] = ("thumbnails", long, out / "long_sheet.jpg")
+        runs[LONG_ROW] = ("thumbnails", long, out / "long_sheet.jpg")
     return runs
 
 
-def _module(name, source, output):
-    """(own time, wall time) of one fresh-interpreter run of module ``name``."""
-    argv = [sys.executable, "-c", OWN_TIMER, "--input", str(source), "--output", str(output)]
+def _fresh(name, source, output):
+    """(wall, cpu) of module ``name`` run as chute runs it today: a new interpreter."""
+    return _run([sys.executable, "main.py", *_arguments_of(name, source, output)],
+                cwd=MODULES / name, env=_environ(name, output))
+
+
+def _own(name, source, output):
+    """(wall, cpu) of module ``name`` itself, after the imports a warm launcher did."""
+    argv = [sys.executable, "-c", OWN_TIMER, *_arguments_of(name, source, output)]
+    done = subprocess.run(argv, cwd=MODULES / name, env=_environ(name, output),
+                          capture_output=True, text=True)
+    last = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else ""
+    if not last.startswith("BENCH_OWN") or last.split()[3] != "0":
+        raise SystemExit(f"{name} failed: {done.stderr.strip()[-500:]}")
+    return float(last.split()[1]), float(last.split()[2])
+
+
+def _arguments_of(name, source, output):
+    argv = ["--input", str(source), "--output", str(output)]
     for option, value in _defaults(name).items():
         argv += [f"--{option}", str(value).lower() if isinstance(value, bool) else str(value)]
-    started = time.perf_counter()
-    done = subprocess.run(argv, cwd=MODULES / name, capture_output=True, text=True,
-                          env={**os.environ, "TMPDIR": str(output.parent), "CHUTE_MODULE": name})
-    wall = time.perf_counter() - started
-    last = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else ""
-    _, own, status = last.split() if last.startswith("BENCH_OWN") else ("", "nan", "?")
-    if status != "0":
-        raise SystemExit(f"{name} failed: {done.stderr.strip()[-500:]}")
-    return float(own), wall
+    return argv
+
+
+def _environ(name, output):
+    return {**os.environ, "TMPDIR": str(output.parent), "CHUTE_MODULE": name}
 
 
 def _defaults(name):
@@ -171,7 +191,7 @@ def _defaults(name):
 
 
 def _submit(clip, folder):
-    """Wall time of ``chute submit CLIP --job media_ingest``."""
+    """(wall, cpu) of ``chute submit CLIP --job media_ingest``, its modules included."""
     config = folder / "config.yaml"
     config.write_text(yaml.safe_dump({
         "modules_path": [str(MODULES)], "jobs_path": [str(JOBS)],
@@ -183,12 +203,7 @@ def _submit(clip, folder):
     chute = Path(sys.executable).with_name("chute")
     argv = [str(chute), "submit", str(clip), "--job", "media_ingest", "--config", str(config),
             "--outbox", str(outbox)]
-    started = time.perf_counter()
-    done = subprocess.run(argv, capture_output=True, text=True)
-    wall = time.perf_counter() - started
-    if done.returncode != 0:
-        raise SystemExit(f"chute submit failed: {(done.stdout + done.stderr).strip()[-500:]}")
-    return wall
+    return _run(argv)
 
 
 def make_test_clip(path, seconds, width, height, preset):
@@ -249,7 +264,7 @@ def cli_commands(clip, long, out):
     }
     if long is not None:
         every = max(1, _keyframe_count(long) // count)
-        commands["contact sheet, 1080p long"] = [
+        commands[LONG_ROW] = [
             "ffmpeg", *quiet, "-skip_frame", "nokey", "-i", str(long), "-vf",
             f"select=not(mod(n\\,{every})),scale=320:-2,tile=4x3", "-frames:v", "1",
             str(out / "cli_long_sheet.jpg")]
@@ -257,16 +272,16 @@ def cli_commands(clip, long, out):
 
 
 def cli_job(clip, folder):
-    """Wall time of media_ingest as a script runs it with the CLI: four at once, then two."""
+    """(wall, cpu) of media_ingest as a script runs it with the CLI: four at once, then two."""
     folder.mkdir(exist_ok=True)
     commands = cli_commands(clip, None, folder)
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), 0.0
     for batch in (["probe", "contact sheet", "audio WAV", "proxy"], ["loudness", "waveform"]):
         running = [subprocess.Popen(commands[name], stdout=subprocess.DEVNULL,
                                     stderr=subprocess.DEVNULL) for name in batch]
-        if any(process.wait() for process in running):
-            raise SystemExit("the ffmpeg script failed")
-    return time.perf_counter() - started
+        for process in running:
+            cpu += _reap(process, commands)
+    return time.perf_counter() - started, cpu
 
 
 def _duration(path):
@@ -280,30 +295,47 @@ def _keyframe_count(path):
         return sum(1 for entry in container.streams.video[0].index_entries if entry.is_keyframe)
 
 
-def _timed(argv):
+def _run(argv, **options):
+    """(wall, cpu) of one command; its CPU (user + sys) includes its children's."""
     started = time.perf_counter()
-    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return time.perf_counter() - started
+    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, **options)
+    cpu = _reap(process, argv)
+    return time.perf_counter() - started, cpu
+
+
+def _reap(process, what):
+    # os.wait4 gives the rusage of that one child (and of the children it
+    # waited for), not of everything this process ever ran.
+    error = process.stderr.read() if process.stderr else b""
+    _, status, usage = os.wait4(process.pid, 0)
+    process.returncode = os.waitstatus_to_exitcode(status)
+    if process.stderr:
+        process.stderr.close()
+    if process.returncode != 0:
+        raise SystemExit(f"failed: {what}: {error.decode(errors='replace').strip()[-500:]}")
+    return usage.ru_utime + usage.ru_stime
 
 
 def _print(rows, clip, long, repeat):
     print(f"\nclip: {clip.name}, {clip.stat().st_size / 1e6:.1f} MB"
           + (f"; long: {long.name}, {long.stat().st_size / 1e6:.0f} MB" if long else ""))
-    print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, best of {repeat}\n")
-    print("| product | module's own time | chute wall (fresh interpreter) | ffmpeg CLI | own / CLI | wall / CLI |")
+    print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, PyAV {av.__version__} "
+          f"(FFmpeg {av.ffmpeg_version_info}), best of {repeat} (wall; CPU of that run)\n")
+    print("| product | module's own time | chute, fresh interpreter | ffmpeg CLI "
+          "| own / CLI | fresh / CLI |")
     print("|---|---|---|---|---|---|")
     for row in rows:
-        own, wall, cli = row.best("own"), row.best("wall"), row.best("cli")
-        print(f"| {row.name} | {_seconds(own)} | {_seconds(wall)} | {_seconds(cli)} "
-              f"| {_ratio(own, cli)} | {_ratio(wall, cli)} |")
+        own, fresh, cli = row.best("own"), row.best("fresh"), row.best("cli")
+        print(f"| {row.name} | {_seconds(own)} | {_seconds(fresh)} | {_seconds(cli)} "
+              f"| {_ratio(own, cli)} | {_ratio(fresh, cli)} |")
 
 
-def _seconds(value):
-    return "–" if value is None else f"{value:.2f} s"
+def _seconds(measured):
+    return "–" if measured is None else f"{measured[0]:.2f} s (CPU {measured[1]:.2f})"
 
 
-def _ratio(value, baseline):
-    return "–" if value is None or not baseline else f"{value / baseline:.2f}×"
+def _ratio(measured, baseline):
+    return "–" if measured is None or baseline is None else f"{measured[0] / baseline[0]:.2f}×"
 
 
 if __name__ == "__main__":

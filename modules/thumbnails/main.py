@@ -14,7 +14,7 @@ as JSON. Sheet size: see README.md.
 
 import json
 import math
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
 
 import av
@@ -270,7 +270,8 @@ def _keyframes(stream, length):
     file has none: what FFmpeg noted while probing its first seconds is not
     one, so an index that stops before the second half is not used. Index
     times are decoding times; a keyframe is shown later by the decoder's
-    delay (B-frames), which the first keyframe tells.
+    delay (B-frames), which the first keyframe tells. (Seeking takes
+    presentation times: FFmpeg's MP4 reader makes the same shift.)
     """
     entries = stream.index_entries
     start = stream.start_time or 0
@@ -284,7 +285,11 @@ def _keyframes(stream, length):
 
 
 def _nearest(keyframes, low, high, target):
-    inside = [key for key in keyframes or () if low <= key < high]
+    if not keyframes:
+        return None
+    after = bisect_left(keyframes, target)  # the first at or after the target
+    around = keyframes[max(0, after - 1) : after + 1]
+    inside = [key for key in around if low <= key < high]
     return min(inside, key=lambda key: abs(key - target)) if inside else None
 
 
