@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import heapq
 import math
-import wave
 from fractions import Fraction
 from pathlib import Path
 
@@ -132,21 +131,28 @@ def tone(
     return np.repeat(wave[:, None], channels, axis=1)
 
 
-def make_tones(path, segments, tone_hz: float = 997, sample_rate: int = 48000) -> Path:
-    """Write a stereo 16-bit WAV of sine segments, one after another, continuous in phase.
+def make_tones(path, segments, tone_hz: float = 997, sample_rate: int = 48000,
+               layout: str = "stereo") -> Path:
+    """Write a 16-bit WAV of sine segments, one after another, continuous in phase.
 
     ``segments`` are ``(seconds, dbfs)`` pairs, dbfs the peak level: the
     test signals of EBU Tech 3341 (loudness) and 3342 (loudness range).
+    Every channel of ``layout`` (named in the file) carries the same sine.
     """
     counts = [round(seconds * sample_rate) for seconds, _ in segments]
     peaks = np.concatenate([np.full(n, 10 ** (dbfs / 20)) for n, (_, dbfs) in zip(counts, segments)])
-    wave_ = peaks * np.sin(2 * math.pi * tone_hz * np.arange(len(peaks)) / sample_rate)
-    pcm = np.round(np.repeat(wave_[:, None], 2, axis=1) * 32767).astype("<i2")
-    with wave.open(str(path), "wb") as out:
-        out.setnchannels(2)
-        out.setsampwidth(2)
-        out.setframerate(sample_rate)
-        out.writeframes(pcm.tobytes())
+    wave = peaks * np.sin(2 * math.pi * tone_hz * np.arange(len(peaks)) / sample_rate)
+    pcm = np.round(wave * 32767).astype(np.int16)
+    with av.open(str(path), "w", format="wav") as container:
+        stream = container.add_stream("pcm_s16le", rate=sample_rate)
+        stream.layout = layout
+        channels = stream.codec_context.channels
+        for start in range(0, len(pcm), _PCM_FRAME):
+            chunk = np.repeat(pcm[start : start + _PCM_FRAME, None], channels, axis=1)
+            frame = av.AudioFrame.from_ndarray(chunk.reshape(1, -1), format="s16", layout=layout)
+            frame.sample_rate, frame.pts = sample_rate, start
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
     return Path(path)
 
 

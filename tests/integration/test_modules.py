@@ -462,6 +462,21 @@ def test_loudness_of_the_ebu_test_signals(case, segments, lufs, lra, out_dir, tm
         assert report["loudness_range_lu"] == pytest.approx(lra, abs=1.0), case
 
 
+@pytest.mark.parametrize(("layout", "weights"), [
+    ("5.1", 1 + 1 + 1 + 1.41 + 1.41),  # L R C at 1.0, surrounds at 1.41, LFE not counted
+    ("quad", 1 + 1 + 1.41 + 1.41),
+])
+def test_loudness_weights_surround_channels(layout, weights, out_dir, tmp_path):
+    """BS.1770-4 channel weights: the same -20 dBFS tone in every channel."""
+    source = make_tones(tmp_path / "surround.wav", [(5.0, -20.0)], layout=layout)
+    report_file = out_dir / "loudness.json"
+    result = run_module("loudness", source, report_file, tmp_path)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(report_file.read_text())
+    assert report["channel_layout"] == layout
+    assert report["integrated_lufs"] == pytest.approx(-20.0 - 3.01 + 10 * math.log10(weights), abs=0.1)
+
+
 @pytest.mark.parametrize(("seconds", "dbfs"), [(5.0, -200.0), (0.3, -20.0)])
 def test_loudness_of_silence_or_a_blip_is_null(seconds, dbfs, out_dir, tmp_path):
     """BS.1770 defines no integrated loudness for silence or under one 400 ms block."""
