@@ -22,8 +22,10 @@ sides alike, runs:
   decoding keyframes only.
 
 Prints the fastest of the repeats for each, with the CPU time (user + sys,
-all threads and children) of that run, and the ratios of wall times to the
-CLI's. On a shared machine the CPU times say what the wall times cannot.
+all threads and children) of that run, and the ratio of wall times to the
+CLI's: the median over the rounds of each round's ratio (the two runs of a
+round are next to each other, under the same load). On a shared machine the
+CPU times say what the wall times cannot.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import argparse
 import heapq
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -82,6 +85,15 @@ class Row:
         """The fastest run's (wall, cpu), or None."""
         values = getattr(self, which)
         return min(values) if values else None
+
+    def ratio(self, which):
+        """The median over the rounds of this round's wall time / the CLI's, or None.
+
+        Each chute run is next to its CLI run, so a round's ratio compares two
+        runs under the same load; the best times may come from different rounds.
+        """
+        pairs = [(mine[0], cli[0]) for mine, cli in zip(getattr(self, which), self.cli)]
+        return statistics.median(mine / cli for mine, cli in pairs) if pairs else None
 
 
 def main() -> int:
@@ -320,22 +332,24 @@ def _print(rows, clip, long, repeat):
     print(f"\nclip: {clip.name}, {clip.stat().st_size / 1e6:.1f} MB"
           + (f"; long: {long.name}, {long.stat().st_size / 1e6:.0f} MB" if long else ""))
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, PyAV {av.__version__} "
-          f"(FFmpeg {av.ffmpeg_version_info}), best of {repeat} (wall; CPU of that run)\n")
+          f"(FFmpeg {av.ffmpeg_version_info}), load average {os.getloadavg()[2]:.1f}; "
+          f"times: best of {repeat} (and that run's CPU time); ratios: median of the "
+          f"{repeat} rounds' ratios\n")
     print("| product | module's own time | chute, fresh interpreter | ffmpeg CLI "
           "| own / CLI | fresh / CLI |")
     print("|---|---|---|---|---|---|")
     for row in rows:
         own, fresh, cli = row.best("own"), row.best("fresh"), row.best("cli")
         print(f"| {row.name} | {_seconds(own)} | {_seconds(fresh)} | {_seconds(cli)} "
-              f"| {_ratio(own, cli)} | {_ratio(fresh, cli)} |")
+              f"| {_ratio(row.ratio('own'))} | {_ratio(row.ratio('fresh'))} |")
 
 
 def _seconds(measured):
     return "–" if measured is None else f"{measured[0]:.2f} s (CPU {measured[1]:.2f})"
 
 
-def _ratio(measured, baseline):
-    return "–" if measured is None or baseline is None else f"{measured[0] / baseline[0]:.2f}×"
+def _ratio(value):
+    return "–" if value is None else f"{value:.2f}×"
 
 
 if __name__ == "__main__":
