@@ -1,6 +1,6 @@
 """What a bundled module says when chute's optional media extra is not installed.
 
-The bundled modules use PyAV, numpy, Pillow, pyloudnorm and PySceneDetect,
+The bundled modules use PyAV, numpy, Pillow and PySceneDetect,
 which `pip install chute` leaves out and `pip install 'chute[media]'` brings.
 A module calls `require_media()` before importing any of them, so that
 without them it fails with one line instead of an ImportError's traceback.
@@ -13,7 +13,7 @@ import sys
 from importlib.util import find_spec
 
 # The import names of the `media` extra in pyproject.toml.
-MEDIA = ("av", "numpy", "PIL", "pyloudnorm", "scenedetect")
+MEDIA = ("av", "numpy", "PIL", "scenedetect")
 EXIT_FAILED = 1  # as modkit's: the machine, not the input
 
 

@@ -41,7 +41,8 @@ COLOR_SPACES = {
 
 
 def main(args):
-    with open_media(args.input, need="video") as container:
+    # One frame is decoded: frame threads would only make it come later.
+    with open_media(args.input, need="video", threads=False) as container:
         report = {
             "schema": SCHEMA,
             "container": _container(container),

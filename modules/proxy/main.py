@@ -9,12 +9,15 @@
 - The moov atom is moved to the front (``movflags=faststart``).
 """
 
+import queue
+import threading
+
 from chute.extras import require_media
 
 require_media()  # without chute[media]: one line and exit 1, not an ImportError
 
 import av
-from av.video.reformatter import ColorRange
+from av.video.reformatter import ColorRange, VideoReformatter
 
 from chute.modkit import (
     BadOption,
@@ -25,6 +28,7 @@ from chute.modkit import (
     open_media,
     progress,
     run,
+    threaded,
 )
 
 OPTIONS = [Option("height", int, 360), Option("crf", int, 23)]
@@ -63,19 +67,26 @@ def _transcode(source, temporary, height, crf):
     )
     options = {"movflags": "faststart"}
     with av.open(str(temporary), "w", format="mp4", options=options) as proxy:
-        video = _Video(proxy, video_in, height, crf, origin)
-        audio = _Audio(proxy, origin) if audio_in is not None else None
+        mux = _Muxer(proxy)
+        video = _Video(proxy, mux, video_in, height, crf, origin)
+        # The sound is encoded on a thread of its own: AAC is a third of the
+        # work left on this one, which feeds the decoder's and x264's threads.
+        audio = _Worker(_Audio(proxy, mux, origin)) if audio_in is not None else None
         streams = [video_in] + ([audio_in] if audio_in is not None else [])
-        for frame in decode(source, *streams):
-            if isinstance(frame, av.VideoFrame):
-                video.write(frame)
-                if duration and frame.time is not None:
-                    progress((frame.time - origin) / duration)
-            else:
-                audio.write(frame)
-        video.finish()
-        if audio is not None:
-            audio.finish()
+        try:
+            for frame in decode(source, *streams):
+                if isinstance(frame, av.VideoFrame):
+                    video.write(frame)
+                    if duration and frame.time is not None:
+                        progress((frame.time - origin) / duration)
+                else:
+                    audio.write(frame)
+            if audio is not None:
+                audio.finish()
+            video.finish()
+        finally:
+            if audio is not None:
+                audio.stop()  # before the container closes, however this ends
     if not video.frames:
         raise UnusableInput("no picture could be decoded")
 
@@ -83,7 +94,7 @@ def _transcode(source, temporary, height, crf):
 class _Video:
     """The proxy's H.264 stream: scales, encodes and muxes source frames."""
 
-    def __init__(self, proxy, source, height, crf, origin):
+    def __init__(self, proxy, mux, source, height, crf, origin):
         context = source.codec_context
         if not context.width or not context.height:
             raise UnusableInput("the video stream has no picture size")
@@ -91,7 +102,7 @@ class _Video:
             context.width, context.height, source.sample_aspect_ratio or 1, height
         )
         rate = source.average_rate or source.guessed_rate or 25
-        self.proxy = proxy
+        self.mux = mux
         self.stream = proxy.add_stream("libx264", rate=rate)
         self.stream.width, self.stream.height = self.width, self.height
         self.stream.pix_fmt = "yuv420p"
@@ -99,6 +110,7 @@ class _Video:
         # The source's time base keeps every timestamp exact (VFR included).
         encoder.time_base = source.time_base
         encoder.options = {"crf": str(crf), "preset": PRESET}
+        threaded(encoder)  # x264's frame threads, as the ffmpeg CLI runs it
         # Scaling keeps the YUV matrix, so the source's colour tags stay true;
         # the range becomes limited ("tv"), which every player expects.
         encoder.color_primaries = context.color_primaries
@@ -108,6 +120,9 @@ class _Video:
         self.time_base = source.time_base
         self.origin = round(origin / source.time_base)
         self.step = max(1, round(1 / (rate * source.time_base)))
+        # One scaler for every frame: frame.reformat() would build a new one
+        # (and its threads) each time, which cost more than the encoding.
+        self.scaler = VideoReformatter()
         self.last_pts = None
         self.frames = 0
 
@@ -117,7 +132,8 @@ class _Video:
             pts = 0 if self.last_pts is None else self.last_pts + self.step
         if self.last_pts is not None and pts <= self.last_pts:
             return  # a repeated timestamp: x264 and the muxer would refuse it
-        scaled = frame.reformat(
+        scaled = self.scaler.reformat(
+            frame,
             width=self.width,
             height=self.height,
             format="yuv420p",
@@ -126,19 +142,19 @@ class _Video:
         )
         scaled.pts = pts
         scaled.time_base = self.time_base
-        self.proxy.mux(self.stream.encode(scaled))
+        self.mux(self.stream.encode(scaled))
         self.last_pts = pts
         self.frames += 1
 
     def finish(self):
-        self.proxy.mux(self.stream.encode(None))
+        self.mux(self.stream.encode(None))
 
 
 class _Audio:
     """The proxy's AAC stream: 48 kHz stereo, in step with the picture."""
 
-    def __init__(self, proxy, origin):
-        self.proxy = proxy
+    def __init__(self, proxy, mux, origin):
+        self.mux = mux
         self.stream = proxy.add_stream("aac", rate=AUDIO_RATE)
         self.stream.layout = "stereo"
         self.stream.format = "fltp"
@@ -161,15 +177,71 @@ class _Audio:
     def finish(self):
         for chunk in self.resampler.resample(None):
             self._encode(chunk)
-        self.proxy.mux(self.stream.encode(None))
+        self.mux(self.stream.encode(None))
 
     def _encode(self, chunk):
         pts = self.next_pts if chunk.pts is None else chunk.pts - self.origin
         if pts < self.next_pts:
             return  # sound from before the first picture, or overlapping
         chunk.pts = pts
-        self.proxy.mux(self.stream.encode(chunk))
+        self.mux(self.stream.encode(chunk))
         self.next_pts = pts + chunk.samples
+
+
+class _Muxer:
+    """``proxy.mux`` for two threads: one packet write at a time."""
+
+    def __init__(self, proxy):
+        self.proxy = proxy
+        self.lock = threading.Lock()
+
+    def __call__(self, packets):
+        with self.lock:
+            self.proxy.mux(packets)
+
+
+class _Worker:
+    """A sink's ``write`` and ``finish`` calls, in order, on a thread of its own."""
+
+    def __init__(self, sink):
+        self.sink = sink
+        self.queue = queue.Queue(maxsize=64)  # decoded frames; a second of sound
+        self.error = None
+        self.thread = threading.Thread(target=self._loop, name="proxy-audio", daemon=True)
+        self.thread.start()
+
+    def write(self, frame):
+        self._raise()
+        self.queue.put(frame)
+
+    def finish(self):
+        """Wait until every frame is written and the sink finished."""
+        self.queue.put(_FINISH)
+        self.queue.join()
+        self._raise()
+
+    def stop(self):
+        """End the thread (after what it was given); idempotent."""
+        if self.thread.is_alive():
+            self.queue.put(None)
+            self.thread.join()
+
+    def _loop(self):
+        while (item := self.queue.get()) is not None:
+            try:
+                if self.error is None:
+                    self.sink.finish() if item is _FINISH else self.sink.write(item)
+            except BaseException as error:  # handed to the main thread
+                self.error = error
+            finally:
+                self.queue.task_done()
+
+    def _raise(self):
+        if self.error is not None:
+            raise self.error
+
+
+_FINISH = object()
 
 
 def _seconds(value, time_base):

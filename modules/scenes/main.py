@@ -64,7 +64,10 @@ class _Detector(ContentDetector):
 
 def _open(path):
     try:
-        return VideoStreamAv(str(path), suppress_output=True)
+        # Frame threads, as the ffmpeg CLI decodes (PyAV's default is slices
+        # only). FFmpeg's log stays off (PyAV's default), so the log callback
+        # that PySceneDetect warns about with threads is never installed.
+        return VideoStreamAv(str(path), threading_mode="AUTO", suppress_output=True)
     except VideoOpenFailure as error:
         raise UnusableInput(f"PySceneDetect cannot open the video ({error})")
     except Exception as error:  # FrameRateUnavailable and the like

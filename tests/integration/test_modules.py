@@ -24,7 +24,8 @@ import pytest
 import yaml
 from PIL import Image
 
-from tests.media import make_clip, tone, truncate
+from chute.modkit import format_timecode
+from tests.media import make_clip, make_tones, read_stamp, tone, truncate
 
 ROOT = Path(__file__).resolve().parents[2]
 MODULES = ROOT / "modules"
@@ -256,6 +257,106 @@ def test_thumbnails_sheet_size_and_order(clips, out_dir, tmp_path):
         assert np.abs(np.subtract(corner, colour)).max() < 30, (corners, shots)
 
 
+def load_module(name):
+    """A bundled module's main.py as a Python module (its pure functions)."""
+    spec = importlib.util.spec_from_file_location(f"_module_{name}", MODULES / name / "main.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def sheet_tiles(sheet_file, count, columns, width):
+    """[(tile as the JPEG comment describes it, frame index stamped on the tile)]."""
+    with Image.open(sheet_file) as sheet:
+        described = json.loads(sheet.info["comment"])
+        pixels = np.asarray(sheet.convert("RGB"))
+    height = pixels.shape[0] // math.ceil(count / columns)
+    stamps = []
+    for index in range(count):
+        row, column = divmod(index, columns)
+        tile = pixels[row * height:(row + 1) * height, column * width:(column + 1) * width]
+        stamps.append(read_stamp(tile))
+    assert described["schema"] == "chute.thumbnails/1"
+    return list(zip(described["tiles"], stamps))
+
+
+# Each clip drives the module down other ways to its tiles (see choose() in
+# modules/thumbnails/main.py); on every one, the frame a tile shows (its
+# stamp) is the one its label names, and lies in the tile's slice.
+@pytest.mark.parametrize(("name", "clip_options", "count", "ways"), [
+    # A keyframe every second, slices of 2 s: one inside each.
+    ("keyframes", {"seconds": 8.0, "gop": 1.0}, 4, {"keyframe"}),
+    # One keyframe for the whole clip: a linear pass.
+    ("one_keyframe", {"seconds": 4.0, "gop": None}, 6, {"keyframe", "continue"}),
+    # B-frames (shown in another order than decoded, some skipped), GOP 4 s, slices 1 s.
+    ("bframes", {"seconds": 8.0, "gop": 4.0, "bframes": True}, 8, {"keyframe", "continue"}),
+    # MPEG-TS: no index, so seeks land where they may.
+    ("ts_short_gop", {"seconds": 6.0, "gop": 1.0, "suffix": ".ts"}, 4, {"seek"}),
+    ("ts_long_gop", {"seconds": 6.0, "gop": 4.0, "suffix": ".ts"}, 4, {"seek"}),
+])
+def test_thumbnails_tiles_show_the_frames_their_labels_say(name, clip_options, count, ways,
+                                                          out_dir, tmp_path):
+    options = dict(clip_options)
+    suffix = options.pop("suffix", ".mp4")
+    source = make_clip(tmp_path / f"{name}{suffix}", width=320, height=180, fps=25,
+                       audio=False, stamp=True, **options)
+    sheet_file = out_dir / "sheet.jpg"
+    result = run_module("thumbnails", source, sheet_file, tmp_path,
+                        count=count, columns=4, width=160)
+    assert result.returncode == 0, result.stderr
+    tiles = sheet_tiles(sheet_file, count, 4, 160)
+    slice_s = options["seconds"] / count
+    for index, (tile, stamp) in enumerate(tiles):
+        assert stamp == round(tile["time_s"] * 25), (index, tiles)
+        assert tile["timecode"] == format_timecode(tile["time_s"])
+        assert index * slice_s <= tile["time_s"] < (index + 1) * slice_s, (index, tiles)
+    assert {tile["reached_by"] for tile, _ in tiles} == ways, tiles
+
+
+def test_thumbnails_keyframes_only_tiles_are_keyframes(out_dir, tmp_path):
+    """With a keyframe in every slice, every tile is one (and the nearest to its middle)."""
+    source = make_clip(tmp_path / "gop1.mp4", seconds=9.0, width=320, height=180, audio=False,
+                       stamp=True, gop=1.0)
+    sheet_file = out_dir / "sheet.jpg"
+    result = run_module("thumbnails", source, sheet_file, tmp_path, count=3, columns=3, width=160)
+    assert result.returncode == 0, result.stderr
+    tiles = sheet_tiles(sheet_file, 3, 3, 160)
+    # Slices of 3 s, middles at 1.5, 4.5 and 7.5 s: keyframes 1 (or 2), 4 (or 5), 7 (or 8).
+    assert all(tile["keyframe"] for tile, _ in tiles)
+    assert [stamp % 25 for _, stamp in tiles] == [0, 0, 0]
+    assert [abs(tile["time_s"] - middle) for (tile, _), middle in zip(tiles, (1.5, 4.5, 7.5))] \
+        == [0.5, 0.5, 0.5]
+
+
+@pytest.mark.parametrize(("tile", "position", "before", "expected"), [
+    # A keyframe inside the slice costs a seek, whatever the distance.
+    ((0, 100, 50, 40), None, 0, "keyframe"),
+    # ... but decoding on for two frames is cheaper still.
+    ((0, 100, 50, 40), 48, 0, "continue"),
+    # No keyframe in the slice: on from a nearby position...
+    ((100, 200, 150, None), 90, 0, "continue"),
+    # ... or back to the keyframe before, when that is much nearer than the position.
+    ((100, 200, 150, None), 10, 95, "seek"),
+    # The decoder cannot go on (it skipped to keyframes) and has to seek.
+    ((100, 200, 150, None), None, 0, "seek"),
+    # The position is past the target: only a seek goes back.
+    ((100, 200, 150, None), 160, 0, "seek"),
+    # No index: a seek is assumed to land close.
+    ((100, 200, 150, None), 60, None, "seek"),
+])
+def test_thumbnails_choose_the_cheapest_way(tile, position, before, expected):
+    thumbnails = load_module("thumbnails")
+    assert thumbnails.choose(thumbnails.Tile(*tile), position, before, frame_ticks=1) == expected
+
+
+def test_thumbnails_plan_slices_and_their_nearest_keyframes():
+    thumbnails = load_module("thumbnails")
+    tiles = thumbnails.plan(start=10, length=300, count=3, keyframes=[10, 60, 100, 250, 300])
+    assert [(t.low, t.high, t.target) for t in tiles] == [(10, 110, 60), (110, 210, 160), (210, 310, 260)]
+    assert [t.keyframe for t in tiles] == [60, None, 250]
+    assert [t.keyframe for t in thumbnails.plan(0, 300, 3, None)] == [None, None, None]
+
+
 def test_proxy_size_duration_faststart_and_sound(clips, out_dir, tmp_path):
     proxy = out_dir / "proxy.mp4"
     result = run_module("proxy", clips["av"], proxy, tmp_path, height=120, crf=30)
@@ -273,6 +374,27 @@ def test_proxy_size_duration_faststart_and_sound(clips, out_dir, tmp_path):
         assert (audio.sample_rate, audio.channels) == (48000, 2)
     boxes = top_level_boxes(proxy)
     assert boxes.index("moov") < boxes.index("mdat"), boxes
+
+
+def test_proxy_keeps_every_frame_and_its_time(out_dir, tmp_path):
+    """Frame-threaded decoding and encoding lose no frame, not even the last ones."""
+    source = make_clip(tmp_path / "bframes.mp4", seconds=3.0, width=320, height=180,
+                       bframes=True, gop=2.0, stamp=True)
+    proxy = out_dir / "proxy.mp4"
+    result = run_module("proxy", source, proxy, tmp_path, height=180, crf=18)
+    assert result.returncode == 0, result.stderr
+
+    def shown(path):
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            start = stream.start_time or 0
+            return [(float((f.pts - start) * stream.time_base), read_stamp(f.to_ndarray(format="rgb24")))
+                    for f in container.decode(stream)]
+
+    made, original = shown(proxy), shown(source)
+    assert len(made) == len(original) == 75
+    assert [stamp for _, stamp in made] == list(range(75))
+    assert [t for t, _ in made] == pytest.approx([t for t, _ in original], abs=1e-6)
 
 
 def test_proxy_of_silent_widescreen_has_no_sound(clips, out_dir, tmp_path):
@@ -316,6 +438,56 @@ def test_loudness_of_a_tone(suffix, channels, out_dir, tmp_path):
     assert report["true_peak_dbtp"] == pytest.approx(-20.0, abs=0.1 if suffix == ".wav" else 1.5)
     assert report["loudness_range_lu"] == pytest.approx(0.0, abs=0.5)  # a steady tone
     assert report["channels"] == channels
+
+
+# EBU Tech 3341 (loudness) and 3342 (loudness range) test signals: stereo
+# 997 Hz sine segments (seconds, dBFS peak), with the values a compliant
+# meter must read, +-0.1 LU and +-1 LU. They check the gating, not just the
+# weighting.
+@pytest.mark.parametrize(("case", "segments", "lufs", "lra"), [
+    ("3341 case 3", [(10, -36), (60, -23), (10, -36)], -23.0, None),
+    ("3341 case 5", [(20, -26), (20.1, -20), (20, -26)], -23.0, None),
+    ("3342 case 1", [(20, -20), (20, -30)], None, 10.0),
+    ("3342 case 3", [(20, -40), (20, -20)], None, 20.0),
+])
+def test_loudness_of_the_ebu_test_signals(case, segments, lufs, lra, out_dir, tmp_path):
+    source = make_tones(tmp_path / "ebu.wav", segments)
+    report_file = out_dir / "loudness.json"
+    result = run_module("loudness", source, report_file, tmp_path)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(report_file.read_text())
+    if lufs is not None:
+        assert report["integrated_lufs"] == pytest.approx(lufs, abs=0.1), case
+    if lra is not None:
+        assert report["loudness_range_lu"] == pytest.approx(lra, abs=1.0), case
+
+
+@pytest.mark.parametrize(("layout", "weights"), [
+    ("5.1", 1 + 1 + 1 + 1.41 + 1.41),  # L R C at 1.0, surrounds at 1.41, LFE not counted
+    ("quad", 1 + 1 + 1.41 + 1.41),
+])
+def test_loudness_weights_surround_channels(layout, weights, out_dir, tmp_path):
+    """BS.1770-4 channel weights: the same -20 dBFS tone in every channel."""
+    source = make_tones(tmp_path / "surround.wav", [(5.0, -20.0)], layout=layout)
+    report_file = out_dir / "loudness.json"
+    result = run_module("loudness", source, report_file, tmp_path)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(report_file.read_text())
+    assert report["channel_layout"] == layout
+    assert report["integrated_lufs"] == pytest.approx(-20.0 - 3.01 + 10 * math.log10(weights), abs=0.1)
+
+
+@pytest.mark.parametrize(("seconds", "dbfs"), [(5.0, -200.0), (0.3, -20.0)])
+def test_loudness_of_silence_or_a_blip_is_null(seconds, dbfs, out_dir, tmp_path):
+    """BS.1770 defines no integrated loudness for silence or under one 400 ms block."""
+    source = make_clip(tmp_path / "quiet.wav", seconds=seconds, tone_dbfs=dbfs)
+    report_file = out_dir / "loudness.json"
+    result = run_module("loudness", source, report_file, tmp_path)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(report_file.read_text())
+    assert report["integrated_lufs"] is None
+    assert report["loudness_range_lu"] is None
+    assert report["duration_s"] == pytest.approx(seconds, abs=0.001)
 
 
 def test_waveform_size_and_level(out_dir, tmp_path):
