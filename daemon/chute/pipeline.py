@@ -26,6 +26,9 @@ Emit = Callable[..., None]
 # After a module exits and its group is killed, its pipes close at once unless an escaped
 # process without our marker holds them: wait this long for their last lines, then let go.
 PIPE_GRACE = 2.0
+# After SIGKILL a module's exit is reported at once (its pidfd, or its launcher's message); one that
+# is not reported within this is taken as lost rather than waited for.
+EXIT_REPORT = 10.0
 # A failure leaving less than this free in the workspace is the disk's fault, not the file's.
 FULL_DISK = 1024 * 1024
 MACHINE_ERRORS = ("No space left on device", "Disk quota exceeded", "Input/output error")
@@ -85,6 +88,7 @@ class _Attempt:
     def __init__(self, index: int, proc: ModuleProcess, deadline: float):
         self.index, self.proc, self.deadline = index, proc, deadline
         self.kill_at: float | None = None  # SIGKILL due (SIGTERM was sent)
+        self.killed = False  # SIGKILL was sent: its exit is due by kill_at
         self.drain_until: float | None = None  # exited: its pipes get until then
         self.reason: str | None = None  # set when chute stopped it (timeout, fail fast, cancel)
 
@@ -167,9 +171,13 @@ class Step:
         if a.drain_until is not None:
             if now >= a.drain_until or all(s.fd < 0 for s in a.proc.streams):
                 self._finish(a)
+        elif a.kill_at is not None and now >= a.kill_at and a.killed:
+            # SIGKILL cannot be refused: an exit that is not reported is lost, not pending (never wait for ever).
+            a.proc.set_exit(None, "no exit status came back after SIGKILL")
+            self._exited(a)
         elif a.kill_at is not None and now >= a.kill_at:
             a.proc.signal_group(signal.SIGKILL)
-            a.kill_at = float("inf")  # its exit (pidfd or launcher) comes next
+            a.killed, a.kill_at = True, now + EXIT_REPORT
         elif a.kill_at is None and now >= a.deadline:
             timeout = self._timeout(a)
             a.reason = f"timed out after {timeout:g} s"

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from chute.launcher import Launcher
 from chute.runner import execute
 from tests.harness import wait_until
 from tests.pipelines import HOSTILE_IDS, HOSTILE_NAMES
@@ -233,10 +234,19 @@ def test_two_runs_of_one_file_never_replace_each_other(project, clip):
     first = project.execute("describe_job", clip)
     before = (project.outbox / "clip" / "manifest.json").read_bytes()
 
-    # Two more at once: they race for the next free name.
+    # Two more at once: they race for the next free name. (Each with a launcher of its own: like a pool
+    # worker, a launcher serves one run at a time.)
     results = []
-    threads = [threading.Thread(target=lambda: results.append(project.execute("describe_job", clip)))
-               for _ in range(2)]
+
+    def alone():
+        own = Launcher(environ=project.environ()) if project.launcher is not None else None
+        try:
+            results.append(execute(project.spec("describe_job", clip), modules=own))
+        finally:
+            if own is not None:
+                own.close()
+
+    threads = [threading.Thread(target=alone) for _ in range(2)]
     for t in threads:
         t.start()
     for t in threads:
