@@ -20,7 +20,6 @@ import asyncio
 import contextvars
 import json
 import os
-import signal
 import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -253,22 +252,7 @@ def _dead_owners(work_dir: Path) -> list[tuple[Path, dict]]:
 def sweep_under(folder: Path) -> int:
     """SIGKILL every process whose TMPDIR lies in `folder` (a module of one of its workspaces); returns how many."""
     prefix = f"TMPDIR={folder}/".encode()
-    killed = 0
-    for name in os.listdir("/proc"):
-        if not name.isdigit() or int(name) == os.getpid():
-            continue
-        try:
-            with open(f"/proc/{name}/environ", "rb") as f:
-                env = f.read()
-        except OSError:
-            continue
-        if any(part.startswith(prefix) for part in env.split(b"\0")):
-            try:
-                os.kill(int(name), signal.SIGKILL)
-                killed += 1
-            except OSError:
-                pass
-    return killed
+    return entry.kill_where(lambda env: any(part.startswith(prefix) for part in env.split(b"\0")))
 
 
 def _add_forwarder() -> None:

@@ -258,12 +258,22 @@ def sweep(marker: str) -> int:
     the modules' subreaper. Returns how many were killed.
     """
     needle = marker.encode() + b"\0"
+    return kill_where(lambda env: env.startswith(needle) or b"\0" + needle in env)
+
+
+def kill_where(matches: Callable[[bytes], bool]) -> int:
+    """SIGKILL every other process whose /proc environ `matches`; returns how many were killed."""
     killed = 0
     me = os.getpid()
     for name in os.listdir("/proc"):
         if not name.isdigit() or int(name) == me:
             continue
-        if _carries(int(name), needle):
+        try:
+            with open(f"/proc/{name}/environ", "rb") as f:
+                env = f.read()
+        except OSError:
+            continue
+        if matches(env):
             try:
                 os.kill(int(name), signal.SIGKILL)
                 killed += 1
