@@ -11,8 +11,10 @@ concatenation, the one public artifact). One inbox, `watch: events`, `settle: 0`
 
 Default mode: `--files` files are dropped into the inbox *before* `chute run`
 starts; chute's time is from starting `chute run` to the timestamp of the last
-`run.published` in its JSON log (startup included). The baseline, run right after
-in the same process, is `xargs -P <workers>` running for each file a small sh
+`run.published` in its JSON log (startup included). The baseline, run in the same
+process just before and again just after chute's rows (the mean of the two is the
+ratio's base, so a change of load on a shared machine shows rather than skews the
+ratio), is `xargs -P <workers>` running for each file a small sh
 script that starts `left` and `right` in parallel, waits, then runs `join` (each in
 its module folder, with the same interpreter chute gives modules): the same work
 with no daemon around it. Prints both times and chute's as a ratio of the
@@ -181,7 +183,18 @@ def chute_rows(base: Path, args, files: int) -> list[tuple[str, dict | None]]:
     return rows
 
 
-def print_drain(rows, baseline: float, args) -> None:
+def baseline(root: Path, args) -> float:
+    """Wall time of the xargs baseline on `--files` files, checked to have made every result."""
+    setup = Setup(root)
+    write_definitions(setup)
+    wall = run_xargs(root, setup.defs / "modules", args.files, args.workers)
+    made = sum(1 for f in (root / "work").iterdir() if (f / "result.bin").is_file())
+    assert made == args.files, f"the baseline made {made} results of {args.files}"
+    return wall
+
+
+def print_drain(rows, baselines: tuple[float, float], args) -> None:
+    baseline = sum(baselines) / 2
     print(f"{args.files} files through left+right, then join; workers {args.workers}; watch: events, settle 0")
     print(f"{'row':<28} {'wall s':>7} {'files/s':>8} {'ratio to xargs':>15}")
     for label, result in rows:
@@ -190,7 +203,8 @@ def print_drain(rows, baseline: float, args) -> None:
             continue
         wall = result["wall"]
         print(f"{label:<28} {wall:7.2f} {args.files / wall:8.1f} {wall / baseline:15.2f}")
-    print(f"{f'xargs -P {args.workers} (baseline)':<28} {baseline:7.2f} {args.files / baseline:8.1f} {1.0:15.2f}")
+    print(f"{f'xargs -P {args.workers} (baseline)':<28} {baseline:7.2f} {args.files / baseline:8.1f} {1.0:15.2f}"
+          f"   (mean of {baselines[0]:.2f} s before and {baselines[1]:.2f} s after chute's rows)")
 
 
 def print_backlog(rows, args) -> None:
@@ -222,14 +236,12 @@ def main() -> int:
         if args.backlog:
             print_backlog(chute_rows(base, args, args.backlog), args)
             return 0
+        # The baseline runs before and after chute's rows (their mean is the ratio's base), so
+        # that a change of load on a shared machine during the bench shows instead of skewing it.
+        before = baseline(base / "xargs-before", args)
         rows = chute_rows(base, args, args.files)
-        root = base / "xargs"
-        setup = Setup(root)
-        write_definitions(setup)
-        baseline = run_xargs(root, setup.defs / "modules", args.files, args.workers)
-        made = sum(1 for f in (root / "work").iterdir() if (f / "result.bin").is_file())
-        assert made == args.files, f"the baseline made {made} results of {args.files}"
-    print_drain(rows, baseline, args)
+        after = baseline(base / "xargs-after", args)
+    print_drain(rows, (before, after), args)
     return 0
 
 
