@@ -77,6 +77,7 @@ class Defaults(Frozen):
     timeout: float = Field(default=3600, gt=0)
     settle: float = Field(default=2.0, ge=0)
     poll_interval: float = Field(default=5.0, gt=0)
+    rescan_interval: float = Field(default=60.0, gt=0)
 
 
 class LogConfig(Frozen):

@@ -20,7 +20,6 @@ from .leases import STATE_DIR, Identity
 from .watcher import EventHint, InboxWatcher, open_for_writing
 
 log = logs.get("chute.intake")
-IGNORED_MEMORY = 10000  # names remembered as logged once (file.ignored); the memory is cleared past it
 OBSERVER_JOIN = 5.0  # seconds the inotify observer thread gets to stop
 
 
@@ -47,7 +46,6 @@ class Intake:
         self.me, self.wake, self.clock = me, wake, clock
         self.watchers: dict[Path, InboxWatcher] = {}
         self.observer = Observer()
-        self.ignored_seen: set[tuple[Path, str]] = set()
         self.scanned: dict[Path, float] = {}  # wall-clock time of each inbox's last successful scan
 
     def start(self) -> None:
@@ -62,7 +60,8 @@ class Intake:
         return not any(w.mode == "events" for w in self.watchers.values()) or self.observer.is_alive()
 
     def add(self, inbox: Inbox, config: Config) -> None:
-        w = InboxWatcher(inbox, config.settle(inbox), config.defaults.poll_interval, self.wake)
+        w = InboxWatcher(inbox, config.settle(inbox), config.defaults.poll_interval, self.wake,
+                         config.defaults.rescan_interval)
         self.watchers[inbox.path] = w
         self._schedule(w)
         log.info("inbox.watching", inbox=str(inbox.path), job=inbox.job, mode=w.mode, settle=w.settle)
@@ -107,7 +106,7 @@ class Intake:
         for w in list(self.watchers.values()):
             if not w.due(now):
                 continue
-            scan = w.scan(now)
+            scan = w.scan(now, limit=max(capacity, 0))  # only as many settled files are stat'ed as can be taken
             if scan.available:
                 self.scanned[w.inbox.path] = time.time()
             change = self._availability(w, scan)
@@ -122,7 +121,7 @@ class Intake:
     def _claim_settled(self, settled: list, now: float, capacity: int) -> list[Claimed]:
         if not settled or capacity <= 0:
             return []
-        busy = open_for_writing()
+        busy = open_for_writing({(st.st_dev, st.st_ino) for *_, st in settled if st is not None})
         made = []
         for _, w, name, st in sorted(settled, key=lambda x: x[0]):
             if len(made) >= capacity:
@@ -162,10 +161,6 @@ class Intake:
         return None
 
     def _ignored(self, w: InboxWatcher, name: str, reason: str) -> None:
-        key = (w.inbox.path, name)
-        if key in self.ignored_seen or name == STATE_DIR:
-            return
-        if len(self.ignored_seen) > IGNORED_MEMORY:
-            self.ignored_seen.clear()
-        self.ignored_seen.add(key)
-        log.info("file.ignored", inbox=str(w.inbox.path), file=name, reason=reason)
+        """The watcher reports each ignored name once, until it leaves: log it (not our own .chute)."""
+        if name != STATE_DIR:
+            log.info("file.ignored", inbox=str(w.inbox.path), file=name, reason=reason)

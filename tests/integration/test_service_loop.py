@@ -13,12 +13,11 @@ from concurrent.futures import Future
 from pathlib import Path
 
 import pytest
-import yaml
 
 from chute import claims, leases
 from chute.catalog import load_catalog
 from chute.executor import WorkerLost
-from chute.ledger import Ledger, State
+from chute.ledger import Ledger
 from chute.run import Fault, RunResult, RunStatus
 from chute.service import Service, Stop
 from tests.harness import Setup, claimed_inputs, drop, files
@@ -105,9 +104,10 @@ def daemon(tmp_path):
 
 
 def settle(service: Service, clock: Clock) -> None:
-    """A look at the inbox now (as an inotify hint makes it), and another `settle` later: what was
-    dropped is now settled (and claimed)."""
-    service.intake.hint()
+    """A listing of the inbox now (as its next poll makes it), and another look `settle` later: what
+    was dropped is now settled (and claimed)."""
+    for w in service.intake.watchers.values():
+        w.rescan()
     service.loop(clock.advance(0.1))
     service.loop(clock.advance(SETTLE + 0.1))
 

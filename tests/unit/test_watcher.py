@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
 
 from chute.config import Inbox
-from chute.watcher import InboxWatcher, filesystem_type, ignore_reason, open_for_writing, watch_mode
+from chute.watcher import EventHint, InboxWatcher, filesystem_type, ignore_reason, open_for_writing, watch_mode
+from tests.harness import wait_until
 
 # --- ignore_reason (SPEC §5.1) ---
 
@@ -162,6 +164,17 @@ def test_open_for_writing_sees_writers_not_readers(tmp_path):
     assert key not in open_for_writing()
 
 
+def test_open_for_writing_of_candidates_sees_only_them(tmp_path):
+    paths = [tmp_path / "a", tmp_path / "b"]
+    for path in paths:
+        path.write_bytes(b"x")
+    a, b = [(p.stat().st_dev, p.stat().st_ino) for p in paths]
+    with open(paths[0], "ab"), open(paths[1], "ab"):
+        assert open_for_writing({a}) == {a}
+        assert open_for_writing({a, b}) == {a, b}
+    assert open_for_writing({a, b}) == set()
+
+
 # --- InboxWatcher.scan, driven by `now` ---
 
 
@@ -202,3 +215,168 @@ def test_a_vanished_inbox_is_unavailable_not_empty(tmp_path):
     scan = w.scan(0.5)
     assert not scan.available and scan.error
     assert "clip.mp4" in w.seen  # what was settling is kept for when it comes back
+
+
+def names(settled) -> list[str]:
+    return [name for name, _ in settled]
+
+
+def test_a_name_ignored_or_a_folder_is_reported_once_and_again_after_it_left(tmp_path):
+    w = InboxWatcher(inbox(str(tmp_path), "poll"), settle=0.0, poll_interval=5.0)
+    (tmp_path / "clip.mp4.part").write_bytes(b"")
+    (tmp_path / "folder").mkdir()
+    assert sorted(w.scan(0.0).ignored) == [("clip.mp4.part", SUFFIX), ("folder", "a folder")]
+    assert w.scan(5.0).ignored == []  # the daemon logs each once, without a set of its own
+    (tmp_path / "clip.mp4.part").unlink()
+    (tmp_path / "folder").rmdir()
+    assert w.scan(10.0).ignored == []
+    (tmp_path / "clip.mp4.part").write_bytes(b"")
+    (tmp_path / "folder").mkdir()
+    assert sorted(w.scan(15.0).ignored) == [("clip.mp4.part", SUFFIX), ("folder", "a folder")]
+
+
+def test_a_folder_replaced_by_a_file_of_that_name_is_taken(tmp_path):
+    w = InboxWatcher(inbox(str(tmp_path), "poll"), settle=0.0, poll_interval=5.0)
+    (tmp_path / "clip.mp4").mkdir()
+    assert w.scan(0.0).ignored == [("clip.mp4", "a folder")]
+    (tmp_path / "clip.mp4").rmdir()
+    (tmp_path / "clip.mp4").write_bytes(b"a")
+    w.scan(5.0)
+    assert names(w.scan(w.next_scan).settled) == ["clip.mp4"]
+
+
+def test_a_claimed_name_dropped_again_is_a_new_file(tmp_path):
+    w = InboxWatcher(inbox(str(tmp_path), "poll"), settle=1.0, poll_interval=5.0)
+    (tmp_path / "clip.mp4").write_bytes(b"first")
+    w.scan(0.0)
+    assert names(w.scan(1.0).settled) == ["clip.mp4"]
+    (tmp_path / "clip.mp4").unlink()  # what the claim's rename does
+    w.forget("clip.mp4")
+    (tmp_path / "clip.mp4").write_bytes(b"again")
+    assert w.scan(5.0).settled == []  # seen at this listing: it must stay unchanged for `settle` first
+    assert names(w.scan(6.0).settled) == ["clip.mp4"]
+
+
+def test_a_file_growing_between_listings_in_polling_mode_restarts_its_settle_time(tmp_path):
+    w = InboxWatcher(inbox(str(tmp_path), "poll"), settle=1.0, poll_interval=5.0)
+    (tmp_path / "clip.mp4").write_bytes(b"a")
+    w.scan(0.0)
+    with open(tmp_path / "clip.mp4", "ab") as f:  # no event in polling mode: the settle-time look sees it
+        f.write(b"b")
+    assert w.scan(1.0).settled == []
+    assert w.next_scan == 2.0
+    assert names(w.scan(2.0).settled) == ["clip.mp4"]
+
+
+def test_limit_offers_the_oldest_settled_files_and_a_hint_offers_the_rest(tmp_path):
+    w = InboxWatcher(inbox(str(tmp_path), "poll"), settle=1.0, poll_interval=5.0)
+    for i, name in enumerate(["a.mp4", "b.mp4", "c.mp4"]):
+        (tmp_path / name).write_bytes(b"x")
+        w.touched(name, 0.0)
+        w.scan(0.1 * i)  # each is first seen a little later than the one before
+    assert names(w.scan(2.0, limit=2).settled) == ["a.mp4", "b.mp4"]
+    (tmp_path / "a.mp4").unlink()
+    w.forget("a.mp4")  # claimed; b.mp4 was not (no free worker)
+    assert not w.due(2.5)
+    w.hint()  # a worker is free
+    assert w.due(2.5)
+    assert names(w.scan(2.5, limit=2).settled) == ["b.mp4", "c.mp4"]
+
+
+def test_a_settled_file_not_claimed_is_offered_again_after_a_poll_interval(tmp_path):
+    w = InboxWatcher(inbox(str(tmp_path), "events"), settle=0.0, poll_interval=5.0, rescan_interval=60.0)
+    w.watch = "watching"  # what the service sets once inotify watches the folder
+    (tmp_path / "clip.mp4").write_bytes(b"x")
+    w.scan(0.0)
+    assert names(w.scan(0.0).settled) == ["clip.mp4"]
+    assert w.next_scan == 5.0  # not claimed (say, a failed rename): tried again, long before the rescan
+
+
+def events_watcher(tmp_path, settle=1.0) -> InboxWatcher:
+    w = InboxWatcher(inbox(str(tmp_path), "events"), settle=settle, poll_interval=5.0, rescan_interval=60.0)
+    w.watch = "watching"
+    assert w.scan(-5.0).available
+    assert w.next_scan == 0.0  # a second listing a poll later, for what came before the inotify watch
+    w.scan(0.0)
+    assert w.next_scan == 60.0  # an empty inbox watched by inotify: the next listing is the backstop
+    return w
+
+
+def test_in_events_mode_an_event_makes_the_watcher_look_at_that_name_only(tmp_path):
+    w = events_watcher(tmp_path)
+    (tmp_path / "clip.mp4").write_bytes(b"x")
+    (tmp_path / "unseen.mp4").write_bytes(b"x")  # its event was lost (a queue overflow)
+    w.closed("clip.mp4", 1.0)
+    assert w.due(1.0)
+    w.scan(1.0)
+    assert sorted(w.seen) == ["clip.mp4"]
+    assert names(w.scan(2.0).settled) == ["clip.mp4"]
+    (tmp_path / "clip.mp4").unlink()
+    w.forget("clip.mp4")  # claimed
+    assert w.scan(59.0).settled == [] and w.seen == {}
+    w.scan(60.0)  # the backstop listing finds it
+    assert "unseen.mp4" in w.seen
+
+
+def test_in_events_mode_a_file_written_and_not_closed_is_never_settled(tmp_path):
+    w = events_watcher(tmp_path)
+    (tmp_path / "clip.mp4").write_bytes(b"x")
+    w.wrote("clip.mp4", 1.0)  # a writer /proc cannot show (smbd as another user) still has it open
+    w.scan(1.0)
+    assert w.scan(2.0).settled == [] and w.scan(10.0).settled == []
+    w.closed("clip.mp4", 10.5)
+    assert w.scan(11.0).settled == []  # its settle time starts at the close
+    assert names(w.scan(11.5).settled) == ["clip.mp4"]
+
+
+def test_in_events_mode_an_event_restarts_the_settle_time_of_a_settled_file(tmp_path):
+    w = events_watcher(tmp_path)
+    (tmp_path / "clip.mp4").write_bytes(b"x")
+    w.touched("clip.mp4", 1.0)
+    w.scan(1.0)
+    assert names(w.scan(2.0).settled) == ["clip.mp4"]
+    w.touched("clip.mp4", 2.5)  # not claimed yet, and something happened to it
+    assert w.scan(3.0).settled == []
+    assert names(w.scan(3.5).settled) == ["clip.mp4"]
+
+
+def test_in_events_mode_a_replaced_folder_is_reported_unavailable_once(tmp_path):
+    folder = tmp_path / "inbox"
+    folder.mkdir()
+    w = events_watcher(folder)
+    folder.rename(tmp_path / "old")  # a remount between two looks: the inotify watch is on the old folder
+    folder.mkdir()
+    (folder / "clip.mp4").write_bytes(b"x")
+    w.touched("other.mp4", 1.0)
+    scan = w.scan(1.0)
+    assert not scan.available and "replaced" in scan.error  # the service schedules a new watch when it is back
+    assert w.scan(1.5).available and "clip.mp4" in w.seen
+
+
+@pytest.fixture
+def observed(tmp_path):
+    """A watcher of tmp_path/inbox fed by a real inotify observer; its backstop listing an hour away."""
+    from watchdog.observers import Observer
+
+    folder = tmp_path / "inbox"
+    folder.mkdir()
+    w = InboxWatcher(inbox(str(folder), "events"), settle=0.0, poll_interval=3600.0, rescan_interval=3600.0)
+    observer = Observer()
+    w.watch = observer.schedule(EventHint(w, time.monotonic), str(folder), recursive=False)
+    observer.start()
+    assert w.scan(time.monotonic()).available
+    yield w
+    observer.stop()
+    observer.join(10)
+
+
+def test_an_inotify_event_leads_the_watcher_to_a_dropped_file_without_a_listing(observed):
+    folder = Path(observed.path)
+    (folder / "clip.mp4").write_bytes(b"x")
+    wait_until(lambda: names(observed.scan(time.monotonic()).settled) == ["clip.mp4"], 10)
+
+
+def test_an_inbox_removed_under_inotify_is_unavailable_at_the_next_look(observed):
+    Path(observed.path).rmdir()
+    wait_until(lambda: observed.due(time.monotonic()), 10)  # the daemon is woken, not left to its next listing
+    assert not observed.scan(time.monotonic()).available
