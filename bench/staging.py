@@ -20,13 +20,9 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "daemon"))
-
-from chute import staging  # noqa: E402
 
 # One staging in a child process (so it can run as another user): prints {"how": ..., "seconds": ...}.
 CHILD = """
