@@ -17,7 +17,7 @@ from watchdog.observers import Observer
 from . import claims, logs
 from .config import Config, Inbox
 from .leases import STATE_DIR, Identity
-from .watcher import EventHint, InboxWatcher, open_for_writing
+from .watcher import EventHint, InboxWatcher, Writers
 
 log = logs.get("chute.intake")
 OBSERVER_JOIN = 5.0  # seconds the inotify observer thread gets to stop
@@ -47,6 +47,7 @@ class Intake:
         self.watchers: dict[Path, InboxWatcher] = {}
         self.observer = Observer()
         self.scanned: dict[Path, float] = {}  # wall-clock time of each inbox's last successful scan
+        self.writers = Writers()
 
     def start(self) -> None:
         self.observer.start()
@@ -121,7 +122,7 @@ class Intake:
     def _claim_settled(self, settled: list, now: float, capacity: int) -> list[Claimed]:
         if not settled or capacity <= 0:
             return []
-        busy = open_for_writing({(st.st_dev, st.st_ino) for *_, st in settled if st is not None})
+        busy = self.writers.busy({(st.st_dev, st.st_ino) for *_, st in settled if st is not None}, now)
         made = []
         for _, w, name, st in sorted(settled, key=lambda x: x[0]):
             if len(made) >= capacity:

@@ -34,6 +34,10 @@ from watchdog.events import (
 
 from .config import Inbox
 
+# A /proc walk for open writers is reused this long (Writers): a file still being written was
+# written within its settle time, which inotify or its mtime shows; this only bounds the lag of
+# a writer that opened a settled file and has not written yet.
+WALK_TTL = 0.25
 WRITE_GRACE = 600.0  # seconds a write seen by inotify holds a file when its close event never comes
 RESCAN_INTERVAL = 60.0  # seconds between backstop listings in events mode (defaults.rescan_interval)
 IGNORED_PREFIXES = (".", "~$")
@@ -112,14 +116,39 @@ def watch_mode(inbox: Inbox, mountinfo: str = "/proc/self/mountinfo") -> str:
     return "poll" if filesystem_type(inbox.path, mountinfo) in NETWORK_FS else "events"
 
 
-def open_for_writing(candidates: Collection[tuple[int, int]] | None = None) -> set[tuple[int, int]]:
-    """(device, inode) of every file some local process has open for writing (from /proc).
+class Writers:
+    """Which files local processes have open for writing, for a stream of claims.
 
-    Args:
-        candidates: look only for these (device, inode) pairs, which skips reading the flags
-            of every other open file (the scan then costs about one stat per open descriptor).
+    A walk of /proc (one stat per open descriptor on the host) is the daemon's largest cost
+    while it drains a backlog, claiming a file every few milliseconds: the map of open
+    regular files it makes is reused for WALK_TTL seconds, and only the descriptors that
+    hold a candidate have their open flags read, fresh, at each question.
     """
-    found: set[tuple[int, int]] = set()
+
+    def __init__(self) -> None:
+        self.walked_at = float("-inf")
+        self.open: dict[tuple[int, int], list[tuple[str, str]]] = {}
+
+    def busy(self, candidates: Collection[tuple[int, int]], now: float) -> set[tuple[int, int]]:
+        if not candidates:
+            return set()
+        if now - self.walked_at >= WALK_TTL:
+            self.open, self.walked_at = _open_files(), now
+        found = set()
+        for key in candidates:
+            for pid, fd in self.open.get(key, ()):
+                try:
+                    if _open_flags(pid, fd) & (os.O_WRONLY | os.O_RDWR):
+                        found.add(key)
+                        break
+                except (OSError, ValueError):
+                    continue  # closed meanwhile
+        return found
+
+
+def _open_files() -> dict[tuple[int, int], list[tuple[str, str]]]:
+    """(device, inode) of every regular file open on this host -> [(pid, fd)], from /proc."""
+    found: dict[tuple[int, int], list[tuple[str, str]]] = {}
     for pid in os.listdir("/proc"):
         if not pid.isdigit():
             continue
@@ -131,15 +160,10 @@ def open_for_writing(candidates: Collection[tuple[int, int]] | None = None) -> s
         for fd in fds:
             try:
                 st = os.stat(f"{fd_dir}/{fd}")
-                if not stat.S_ISREG(st.st_mode):
-                    continue
-                key = (st.st_dev, st.st_ino)
-                if key in found or (candidates is not None and key not in candidates):
-                    continue
-                if _open_flags(pid, fd) & (os.O_WRONLY | os.O_RDWR):
-                    found.add(key)
-            except (OSError, ValueError):
-                continue  # gone meanwhile, or not ours to read
+            except OSError:
+                continue
+            if stat.S_ISREG(st.st_mode):
+                found.setdefault((st.st_dev, st.st_ino), []).append((pid, fd))
     return found
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from chute.config import Inbox
-from chute.watcher import EventHint, InboxWatcher, filesystem_type, ignore_reason, open_for_writing, watch_mode
+from chute.watcher import WALK_TTL, EventHint, InboxWatcher, Writers, filesystem_type, ignore_reason, watch_mode
 from tests.harness import wait_until
 
 # --- ignore_reason (SPEC §5.1) ---
@@ -147,32 +147,41 @@ def test_auto_uses_events_when_the_filesystem_is_unknown(tmp_path):
     assert watch_mode(inbox("/srv/share/inbox"), str(tmp_path / "absent")) == "events"
 
 
-# --- open_for_writing (a real /proc) ---
+# --- Writers: who has a file open for writing (a real /proc) ---
 
 
-def test_open_for_writing_sees_writers_not_readers(tmp_path):
+def key_of(path):
+    st = path.stat()
+    return (st.st_dev, st.st_ino)
+
+
+def test_writers_sees_writers_not_readers(tmp_path):
     path = tmp_path / "f"
     path.write_bytes(b"x")
-    key = (path.stat().st_dev, path.stat().st_ino)
-    assert key not in open_for_writing()
+    key = key_of(path)
+    now = 1000.0
+    assert Writers().busy({key}, now) == set()
     with open(path, "rb"):
-        assert key not in open_for_writing()
+        assert Writers().busy({key}, now) == set()
     with open(path, "ab"):
-        assert key in open_for_writing()
+        assert Writers().busy({key}, now) == {key}
     with open(path, "r+b"):
-        assert key in open_for_writing()
-    assert key not in open_for_writing()
+        assert Writers().busy({key}, now) == {key}
 
 
-def test_open_for_writing_of_candidates_sees_only_them(tmp_path):
+def test_writers_reuses_its_walk_but_reads_flags_fresh(tmp_path):
     paths = [tmp_path / "a", tmp_path / "b"]
     for path in paths:
         path.write_bytes(b"x")
-    a, b = [(p.stat().st_dev, p.stat().st_ino) for p in paths]
-    with open(paths[0], "ab"), open(paths[1], "ab"):
-        assert open_for_writing({a}) == {a}
-        assert open_for_writing({a, b}) == {a, b}
-    assert open_for_writing({a, b}) == set()
+    a, b = key_of(paths[0]), key_of(paths[1])
+    writers = Writers()
+    with open(paths[0], "ab"), open(paths[1], "rb"):
+        assert writers.busy({a, b}, 1000.0) == {a}
+    # Closed since the walk: within WALK_TTL the walk is reused, but the flags are read again.
+    assert writers.busy({a, b}, 1000.0 + WALK_TTL / 2) == set()
+    with open(paths[1], "ab"):
+        # Opened for writing after the walk: seen once the walk is renewed.
+        assert writers.busy({b}, 1000.0 + WALK_TTL) == {b}
 
 
 # --- InboxWatcher.scan, driven by `now` ---
