@@ -99,7 +99,8 @@ class Service:
         """Run until stopped by a signal."""
         self.start()
         try:
-            while self.state != Stop.STOPPED:
+            while True:
+                self.wake.clear()  # before the iteration: a wake-up during it makes the next come at once
                 try:
                     self.loop(self.clock())
                     self.loop_errors = 0
@@ -108,8 +109,9 @@ class Service:
                     log.exception("daemon.error", reason=f"{type(exc).__name__}: {exc}", consecutive=self.loop_errors)
                     self.telemetry.daemon_error(f"{type(exc).__name__}: {exc}")
                     self.wake.wait(min(ERROR_BACKOFF_MAX, ERROR_BACKOFF_MIN * 2 ** (self.loop_errors - 1)))
+                if self.state == Stop.STOPPED:
+                    break
                 self.wake.wait(max(0.0, self.next_due() - self.clock()))
-                self.wake.clear()
         finally:
             self.close()
 
