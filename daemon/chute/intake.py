@@ -20,6 +20,27 @@ from .leases import STATE_DIR, Identity
 from .watcher import EventHint, InboxWatcher, Writers
 
 log = logs.get("chute.intake")
+
+
+def _no_move_pairing() -> None:
+    """Let inotify events through at once, instead of behind a move's 0.5 s pairing delay.
+
+    watchdog holds an IN_MOVED_FROM for 0.5 s to pair it with its IN_MOVED_TO, and every
+    event queued behind it waits too (gorakhargosh/watchdog#649). Each claim moves a file
+    out of the watched inbox, so a file dropped just after a claim would be seen half a
+    second late. chute needs no pairs: a move is a look at both names (EventHint).
+    """
+    try:
+        from watchdog.observers.inotify_move_event_grouper import InotifyMoveEventGrouper as Grouper
+    except ImportError:  # watchdog before 6
+        try:
+            from watchdog.observers.inotify_buffer import InotifyBuffer as Grouper
+        except ImportError:
+            return
+    Grouper.delay = 0.0
+
+
+_no_move_pairing()
 OBSERVER_JOIN = 5.0  # seconds the inotify observer thread gets to stop
 
 
