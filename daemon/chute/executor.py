@@ -28,7 +28,8 @@ from . import entry, logs, staging
 from .config import Config
 from .errors import ChuteError
 from .leases import Identity, hostname
-from .run import RunResult, RunSpec
+from .run import Launch, RunResult, RunSpec
+from .systemd import module_environ
 
 log = logs.get("chute.executor")
 # A worker whose connection is closed exits at once (it is idle by then); one that has not after this
@@ -83,6 +84,10 @@ class LocalExecutor:
         self.work_dir, self.reserve = config.work_dir, config.work_reserve
         # CHUTE_OWNER: the daemon's id on its workers too, so a successor can sweep whatever it left.
         self.environ = os.environ | {"CHUTE_OWNER": me.daemon_id}
+        # Each worker starts its warm launcher at once (its preloads take a while), for the modules'
+        # environment as the service gives it (service.Service.environ).
+        self.warm = (Launch(config.launcher.mode, tuple(config.launcher.preload)),
+                     module_environ(os.environ) | {"CHUTE_OWNER": me.daemon_id})
         for folder in staging.remove_dead_owners(config.work_dir):
             log.info("work.removed", workspace=str(folder))
         staging.owner_dir(config.work_dir, me, me.daemon_id)
@@ -103,7 +108,9 @@ class LocalExecutor:
                 pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL, close_fds=True, env=self.environ)
         finally:
             theirs.close()
-        return _Slot(proc, Connection(mine.detach()), pidfd=os.pidfd_open(proc.pid))
+        slot = _Slot(proc, Connection(mine.detach()), pidfd=os.pidfd_open(proc.pid))
+        slot.conn.send(("warm", self.warm))
+        return slot
 
     # --- the daemon's side (its loop thread) ---
 

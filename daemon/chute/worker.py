@@ -66,14 +66,17 @@ class Modules:
         self.via = via
 
     def for_run(self, spec: RunSpec) -> Modules | None:
-        if spec.launch.mode != "warm" or time.monotonic() < self.broken_until:
+        return self._use(spec.launch, spec.python, dict(spec.environ))
+
+    def _use(self, launch: Launch, python: str, environ: dict[str, str]) -> Modules | None:
+        if launch.mode != "warm" or time.monotonic() < self.broken_until:
             return None
-        if self.launcher is None or spec.launch != self.launch:
+        if self.launcher is None or launch != self.launch:
             self.close()
             from .launcher import Launcher
 
-            self.launcher = Launcher(spec.python, spec.launch.preload, dict(spec.environ))
-            self.launch = spec.launch
+            self.launcher = Launcher(python, launch.preload, environ)
+            self.launch = launch
         return self
 
     def spawn(self, argv, cwd, env, stdout, stderr) -> int:
@@ -114,6 +117,20 @@ class Modules:
     def pid(self) -> int | None:
         return None if self.launcher is None else self.launcher.pid
 
+    def warm_up(self, launch: Launch, environ: dict[str, str]) -> None:
+        """Start the launcher before the first run asks for it (a module's env adds PYTHONUNBUFFERED=1)."""
+        from .launcher import LauncherUnavailable
+
+        if self._use(launch, sys.executable, environ) is None:
+            return
+        try:
+            self.launcher.prepare(environ | {"PYTHONUNBUFFERED": "1"})
+        except LauncherUnavailable as exc:
+            log.warning("launcher.unavailable", reason=str(exc), retry_in_s=None)
+            return
+        self.started_pid = self.launcher.pid
+        log.info("launcher.started", pid=self.started_pid, skipped=self.launcher.skipped or None)
+
     def pids(self) -> set[int]:
         return {self.pid} if self.pid else set()
 
@@ -142,6 +159,9 @@ def serve(conn: Connection) -> None:
                 kind, payload = conn.recv()
             except (EOFError, OSError):
                 return
+            if kind == "warm":
+                modules.warm_up(*payload)
+                continue
             if kind != "run":
                 continue  # a cancel for a run that has already finished
             cancel = ConnCancel(conn, payload.run_id)
