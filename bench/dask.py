@@ -43,6 +43,7 @@ from chute.claims import new_run_id  # noqa: E402
 from chute.config import Executor as ExecutorConfig  # noqa: E402
 from chute.dask_executor import DaskExecutor  # noqa: E402
 from chute.executor import LocalExecutor  # noqa: E402
+from chute.leases import Identity  # noqa: E402
 from chute.run import RunSpec, RunStatus  # noqa: E402
 from chute.systemd import module_environ  # noqa: E402
 from tests.dask_cluster import Cluster  # noqa: E402
@@ -155,7 +156,7 @@ def main() -> int:
         try:
             cluster.add_worker("w1")
             cluster.wait_for_workers(1)
-            local = LocalExecutor(1, "json", "warning")
+            local = LocalExecutor(cat.config.model_copy(update={"workers": 1}), Identity.mine())
             dask = dask_executor(cluster, cat, 1)
             times: dict[str, list[float]] = {"local": [], "dask": []}
             for _ in range(args.runs):

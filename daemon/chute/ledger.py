@@ -69,11 +69,11 @@ CREATE INDEX IF NOT EXISTS runs_finished ON runs (finished_at);
 """
 _COLUMNS = "run_id, inbox, job, input_name, size, sha256, state, attempts, claim, queued_at, started_at, finished_at, result, error, worker"
 _INSERT = f"INSERT INTO runs ({_COLUMNS}) VALUES (?, ?, ?, ?, NULL, NULL, 'queued', 0, ?, ?, NULL, NULL, NULL, NULL, NULL) ON CONFLICT(run_id) DO UPDATE SET state = 'queued', claim = excluded.claim"
-_START = "UPDATE runs SET state = 'running', attempts = attempts + 1, started_at = ?, worker = ? WHERE run_id = ?"
+_START = "UPDATE runs SET state = 'running', attempts = attempts + 1, started_at = ?, worker = ?, error = NULL WHERE run_id = ?"
 # Ledgers written before a column existed get it on open.
 _MIGRATIONS = {"worker": "ALTER TABLE runs ADD COLUMN worker TEXT"}
 _FINISH = "UPDATE runs SET state = ?, finished_at = ?, result = ?, error = ?, size = COALESCE(?, size), sha256 = COALESCE(?, sha256), worker = COALESCE(?, worker) WHERE run_id = ?"
-_REQUEUE = "UPDATE runs SET state = 'queued' WHERE run_id = ?"
+_REQUEUE = "UPDATE runs SET state = 'queued', error = ? WHERE run_id = ?"
 _GET = f"SELECT {_COLUMNS} FROM runs WHERE run_id = ?"
 _ACTIVE = f"SELECT {_COLUMNS} FROM runs WHERE state IN ('queued', 'running') ORDER BY queued_at"
 _RECENT = f"SELECT {_COLUMNS} FROM runs WHERE state NOT IN ('queued', 'running') ORDER BY finished_at DESC LIMIT ?"
@@ -144,8 +144,9 @@ class Ledger:
     def started(self, run_id: str, now: str, worker: str | None = None) -> None:
         self._write(_START, (now, worker, run_id))
 
-    def requeued(self, run_id: str) -> None:
-        self._write(_REQUEUE, (run_id,))
+    def requeued(self, run_id: str, error: dict[str, Any] | None = None) -> None:
+        """Back to queued (deferred): `error` says why it waits, for `chute status`."""
+        self._write(_REQUEUE, (json.dumps(error) if error else None, run_id))
 
     def finished(self, run_id: str, state: State, now: str, result: str | None = None,
                  error: dict[str, Any] | None = None, size: int | None = None, sha256: str | None = None,

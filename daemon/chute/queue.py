@@ -87,7 +87,7 @@ class RunQueue:
         active.deferrals += 1
         delay = 0.0 if fault == Fault.CRASH else min(DEFER_MAX, DEFER_MIN * 2 ** (active.deferrals - 1))
         active.not_before = now + delay
-        self.ledger.requeued(active.run_id)
+        self.ledger.requeued(active.run_id, failure(f"waiting ({fault.value if fault else 'deferred'}): {reason}"))
         self.pending.append(active)
         log.warning("run.deferred", **active.spec.context(), reason=reason, fault=fault and fault.value,
                     retry_in_s=delay)

@@ -258,8 +258,9 @@ class Service:
     # --- systemd ---
 
     def _status(self) -> None:
+        waiting = len(self.queue.pending) - self.queue.waiting(self.clock())  # deferred, backing off
         self.notifier.status(status_line(len(self.queue.pending), len(self.queue.running),
-                                         self.runs.counts["done"], self.runs.counts["failed"]))
+                                         self.runs.counts["done"], self.runs.counts["failed"], waiting))
 
     def healthy(self) -> bool:
         # A loop that keeps failing is not making progress: let systemd's watchdog restart it.

@@ -127,9 +127,10 @@ def module_environ(environ: Mapping[str, str]) -> dict[str, str]:
     return {k: v for k, v in environ.items() if k not in SERVICE_MANAGER_VARIABLES}
 
 
-def status_line(queued: int, running: int, done: int, failed: int) -> str:
-    """The STATUS= text: "2 queued, 1 running, 40 done, 3 failed"."""
-    return f"{queued} queued, {running} running, {done} done, {failed} failed"
+def status_line(queued: int, running: int, done: int, failed: int, waiting: int = 0) -> str:
+    """The STATUS= text: "2 queued, 1 running, 40 done, 3 failed", and "(1 waiting: deferred)" when some are."""
+    deferred = f" ({waiting} waiting: deferred)" if waiting else ""
+    return f"{queued} queued{deferred}, {running} running, {done} done, {failed} failed"
 
 
 def _socket_address(value: str) -> str | bytes | None:

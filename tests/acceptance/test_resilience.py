@@ -20,7 +20,7 @@ import pytest
 
 from chute.ledger import FILE, Ledger
 from tests.harness import (CHUTE, Daemon, Setup, assert_processed_once, claimed_inputs, drop, files, ledger_runs,
-                           processes_with, wait_until)
+                           processes_with, status_json, wait_until)
 from tests.pipelines import proc_alive
 
 pytestmark = pytest.mark.timeout(180)
@@ -145,6 +145,9 @@ def test_a_full_work_dir_defers_runs_and_quarantines_nothing(tmp_path, tmpfs):
         deferred = d.wait_event("run.deferred", count=5, timeout=60)
         assert {ev["fault"] for ev in deferred} == {"machine"}
         assert d.events("run.quarantined") == [] and files(Path(inbox["quarantine"])) == []
+        # `chute status` says why they wait.
+        waiting = [r for r in status_json(config)["active"] if r["state"] == "queued"]
+        assert waiting and all(r["error"]["reason"].startswith("waiting (machine): ") for r in waiting)
         subprocess.run(["mount", "-o", "remount,size=64m", str(work)], check=True)  # the operator makes room
         wait_until(lambda: len(files(Path(inbox["archive"]))) == 5, 120)
         assert d.stop() == 0

@@ -773,3 +773,42 @@ def test_daemon_run_that_cannot_quarantine_keeps_its_claim_and_delivers_later(pr
     assert read_json(folder / "report.json")["error"]["reason"] == "exited with status 3"
     assert not Path(spec.claim).exists() and not spec.committed.exists()
     project.assert_clean()
+
+
+def test_a_launcher_killed_mid_run_defers_the_run_and_the_next_gets_a_new_launcher(project, clip, launch):
+    if launch != "warm":
+        pytest.skip("about the warm launcher (a fresh module's parent is this test process)")
+    project.module("parricide", """
+        import signal
+        note("launcher.pid", os.getppid())
+        os.kill(os.getppid(), signal.SIGKILL)
+        time.sleep(30)
+    """)
+    project.module("copy", COPY, outputs={"output": "video"})
+    project.job("kills", [("go", [entry("parricide")])])
+    project.job("copies", [("go", [entry("copy", outputs={"output": "copy.mp4"})])])
+
+    killed = project.execute("kills", clip)
+
+    assert killed.status == "deferred" and killed.fault == "crash"  # not the file's fault: it waits
+    assert killed.error["reason"].startswith("the module launcher died (killed by signal 9")
+    assert project.results(project.quarantine) == []
+    first = project.note("launcher.pid")
+    assert not proc_alive(first)
+    again = project.execute("copies", clip)
+    assert again.status == "succeeded" and project.launcher.pid != first
+
+
+def test_a_partial_copy_left_by_an_earlier_attempt_is_removed(project, clip, tmpfs):
+    archive = tmpfs("4m") / "done"
+    archive.mkdir()
+    project.module("copy", COPY, outputs={"output": "video"})
+    project.job("copy_job", [("copy", [entry("copy", outputs={"output": "copy.mp4"})])])
+    spec = _daemon_spec(project, clip, job="copy_job", on_success="archive", archive=str(archive))
+    # What a crash during an earlier attempt's move across filesystems leaves: a hidden partial copy.
+    (archive / f".chute-copy-{spec.run_id}-clip.mp4").write_bytes(b"half")
+
+    result = execute(spec, modules=project.launcher)
+
+    assert result.status == "succeeded", result.error
+    assert [p.name for p in archive.iterdir()] == ["clip.mp4"]

@@ -314,3 +314,19 @@ def test_ctrl_c_on_the_terminal_stops_every_module_process(project, clip):
         assert not proc_alive(project.note(pid_file)), pid_file
     assert project.results(project.outbox) == [] and project.results(project.quarantine) == []
     project.assert_clean()
+
+
+def test_a_child_that_clears_its_environment_and_leaves_the_session_does_not_outlive_the_run(project, clip):
+    """No marker to find it by: chute is the subreaper of its modules, and kills every orphan at the run's end."""
+    project.module("sneaky", """
+        child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"], env={},
+                                 start_new_session=True, stdin=subprocess.DEVNULL)
+        note("hidden.pid", child.pid)
+        write("output", "{}")
+    """)
+    project.job("sneaky_job", [("go", [entry("sneaky")])])
+
+    proc = project.submit(clip, "sneaky_job")
+
+    assert proc.returncode == 0, proc.stderr
+    assert not proc_alive(project.note("hidden.pid"))  # killed (and reaped) before chute submit returned

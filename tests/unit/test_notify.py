@@ -193,3 +193,4 @@ def test_module_environ_drops_what_systemd_gave_the_daemon():
 def test_status_line():
     assert status_line(2, 1, 40, 3) == "2 queued, 1 running, 40 done, 3 failed"
     assert status_line(0, 0, 0, 0) == "0 queued, 0 running, 0 done, 0 failed"
+    assert status_line(3, 0, 7, 0, waiting=2) == "3 queued (2 waiting: deferred), 0 running, 7 done, 0 failed"
