@@ -6,6 +6,8 @@ kill:   `kill -9` of the daemon process alone (not its group) at a random moment
         and an immediate restart, `--cycles` times; then one last daemon drains.
 freeze: two daemons share the inbox and the work_dir; one is SIGSTOPped past the
         lease timeout (the other takes its runs over) and SIGCONTed, `--cycles` times.
+Each cycle drops its share of the files first, so that runs are under way at every
+kill or freeze.
 
 Prints, for each mode: files lost, published twice, quarantined, and processes
 of a killed daemon still alive 5 s after its death (workers, launchers, modules).
@@ -40,12 +42,25 @@ def prepare(root: Path, count: int, **config) -> tuple[Setup, dict, Path, list[s
     inbox = setup.inbox(job="media_ingest")
     path = Path(inbox["path"])
     path.mkdir()
-    clip = make_clip(root / "clip.mp4", seconds=3, width=320, height=240)
+    # Long enough that a run outlasts a lease: a frozen daemon still holds claims when it is judged.
+    make_clip(root / "clip.mp4", seconds=60, width=960, height=540)
     names = [f"clip-{i:03d}.mp4" for i in range(count)]
-    for name in names:  # a careful client: a hidden name, then a rename
-        (path / f".{name}").write_bytes(clip.read_bytes())
-        os.replace(path / f".{name}", path / name)
     return setup, inbox, path, names
+
+
+def drop_some(path: Path, names: list[str], clip: bytes, cycle: int, cycles: int) -> None:
+    """This cycle's share of the files, so that work is under way at every kill or freeze."""
+    share = names[cycle * len(names) // cycles:(cycle + 1) * len(names) // cycles]
+    for name in share:  # a careful client: a hidden name, then a rename
+        (path / f".{name}").write_bytes(clip)
+        os.replace(path / f".{name}", path / name)
+
+
+def started(d: Daemon, timeout: float, before: int = 0) -> None:
+    """Until `d` has started a module (runs are under way), or `timeout` (the other daemon took them all)."""
+    deadline = time.monotonic() + timeout
+    while len(d.events("entry.started")) <= before and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 def leftovers_after(d: Daemon) -> int:
@@ -81,11 +96,14 @@ def drain(config: Path, inbox: dict, names: list[str], name: str) -> None:
 def soak_kill(root: Path, count_files: int, cycles: int) -> dict[str, int]:
     setup, inbox, path, names = prepare(root, count_files)
     config = setup.write()
+    clip = (root / "clip.mp4").read_bytes()
     left = 0
     for cycle in range(cycles):
         d = Daemon(config, name=f"kill-{cycle}")
         d.start()
-        time.sleep(random.uniform(0.3, 3.0))  # the scenario: a death at any moment of the work
+        drop_some(path, names, clip, cycle, cycles)
+        started(d, 8)
+        time.sleep(random.uniform(0.0, 1.5))  # the scenario: a death at any moment of the work
         os.kill(d.pid, signal.SIGKILL)
         d.proc.wait(10)
         left += leftovers_after(d)
@@ -98,9 +116,13 @@ def soak_freeze(root: Path, count_files: int, cycles: int) -> dict[str, int]:
     setup, inbox, path, names = prepare(root, count_files)
     work = root / "shared-work"
     a, b = (Daemon(setup.write(n, work_dir=str(work)), name=n) for n in ("a", "b"))
+    clip = (root / "clip.mp4").read_bytes()
     with a, b:
-        for _ in range(cycles):
-            time.sleep(random.uniform(0.5, 2.0))
+        for cycle in range(cycles):
+            before = len(a.events("entry.started"))
+            drop_some(path, names, clip, cycle, cycles)
+            started(a, 8, before)
+            time.sleep(random.uniform(0.0, 0.5))
             a.signal(signal.SIGSTOP)
             time.sleep(LEASE + random.uniform(1.0, 2.0))  # past the lease: b takes a's runs over
             a.signal(signal.SIGCONT)
