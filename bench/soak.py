@@ -86,18 +86,20 @@ def count(inbox: dict, names: list[str]) -> dict[str, int]:
     }
 
 
-def drain(config: Path, inbox: dict, names: list[str], name: str) -> None:
+def drain(config: Path, inbox: dict, names: list[str], name: str) -> int:
+    """A last daemon runs what is left; returns how many claims it took over."""
     with Daemon(config, name=name) as d:
         wait_until(lambda: len(files(Path(inbox["archive"]))) + len(files(Path(inbox["quarantine"]))) >= len(names),
                    timeout=60 + 5 * len(names))
         assert d.stop(120) == 0
+        return len(d.events("run.taken_over"))
 
 
 def soak_kill(root: Path, count_files: int, cycles: int) -> dict[str, int]:
     setup, inbox, path, names = prepare(root, count_files)
     config = setup.write()
     clip = (root / "clip.mp4").read_bytes()
-    left = 0
+    left, taken = 0, 0
     for cycle in range(cycles):
         d = Daemon(config, name=f"kill-{cycle}")
         d.start()
@@ -107,9 +109,10 @@ def soak_kill(root: Path, count_files: int, cycles: int) -> dict[str, int]:
         os.kill(d.pid, signal.SIGKILL)
         d.proc.wait(10)
         left += leftovers_after(d)
+        taken += len(d.events("run.taken_over"))
         d.kill()
-    drain(config, inbox, names, "kill-drain")
-    return {**count(inbox, names), "leftover processes": left}
+    taken += drain(config, inbox, names, "kill-drain")
+    return {**count(inbox, names), "leftover processes": left, "taken over": taken}
 
 
 def soak_freeze(root: Path, count_files: int, cycles: int) -> dict[str, int]:
