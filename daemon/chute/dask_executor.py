@@ -107,6 +107,9 @@ class DaskExecutor:
 
     # --- the daemon's side (its loop thread) ---
 
+    def ahead(self) -> int:
+        return 0  # a run's claim costs little next to its trip through the scheduler
+
     def free(self) -> int:
         with self.lock:
             if self.client is None or self.client.status != "running":

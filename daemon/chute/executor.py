@@ -4,7 +4,8 @@ The surface every executor offers (the local pool here; a Dask cluster in
 dask_executor.py): `submit(spec)` returns a concurrent.futures.Future of the
 `RunResult`; `cancel(run_id)` asks a run to stop (its input is then released);
 `free()` says how many runs could start now (none while the workers' disk is
-below its reserve); `where(run_id)` names the worker; `sweep(marker)` kills
+below its reserve); `ahead()` how many more are worth claiming now so that
+a slot that frees starts its next run at once; `where(run_id)` names the worker; `sweep(marker)` kills
 the processes a dead daemon or worker left (by the marker in their
 environment); `kill()` stops everything at once; `close()` ends it. A future that fails with
 `WorkerLost` means the run died with its worker (a crash, counted toward the
@@ -36,6 +37,7 @@ log = logs.get("chute.executor")
 # long is killed. The collector thread gets as long to notice the close.
 REAP_TIMEOUT = 10.0
 JOIN_TIMEOUT = 5.0
+AHEAD = 2  # at most this many runs claimed and waiting for a worker (LocalExecutor.ahead)
 
 
 class WorkerLost(ChuteError):
@@ -52,6 +54,8 @@ class Executor(Protocol):
     def cancel(self, run_id: str) -> None: ...
 
     def free(self) -> int: ...
+
+    def ahead(self) -> int: ...
 
     def where(self, run_id: str) -> str | None: ...
 
@@ -119,6 +123,16 @@ class LocalExecutor:
             return 0  # a run now would only be deferred: leave the files in their inbox meanwhile
         with self.lock:
             return sum(1 for s in self.slots if s.run_id is None)
+
+    def ahead(self) -> int:
+        """Runs worth claiming beyond the free slots: a slot that frees starts one of them at once.
+
+        Without them, a worker that finishes waits for the loop to claim its next file (a rename
+        and two fsyncs in the inbox, ~5 ms under load, in every run of a backlog).
+        """
+        if not staging.has_room(self.work_dir, self.reserve):
+            return 0
+        return min(AHEAD, len(self.slots))
 
     def submit(self, spec: RunSpec) -> Future:
         future: Future = Future()

@@ -137,6 +137,7 @@ class Service:
         if self.runs.collect(now):
             self.intake.hint()  # slots are free: claim what has settled meanwhile
         if self.state == Stop.RUNNING:
+            self.runs.dispatch(now)  # runs claimed ahead start first; then the places they left are claimed
             self._take_files(now)
             self.runs.dispatch(now)
         else:
@@ -159,7 +160,7 @@ class Service:
     # --- claiming and running ---
 
     def _take_files(self, now: float) -> None:
-        capacity = self.executor.free() - self.queue.waiting(now)
+        capacity = self.executor.free() + self.executor.ahead() - self.queue.waiting(now)
         claimed, changes = self.intake.look(now, capacity)
         for change in changes:
             if change.available:

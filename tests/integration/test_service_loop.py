@@ -43,6 +43,7 @@ class FakeExecutor:
 
     def __init__(self, slots: int = 2) -> None:
         self.slots = slots
+        self.spare = 0  # runs worth claiming ahead of a free slot (LocalExecutor.ahead)
         self.runs: dict[str, tuple] = {}
         self.cancelled: list[str] = []
         self.killed = False
@@ -51,6 +52,9 @@ class FakeExecutor:
 
     def free(self) -> int:
         return self.slots - len(self.runs)
+
+    def ahead(self) -> int:
+        return self.spare
 
     def submit(self, spec) -> Future:
         future: Future = Future()
@@ -154,6 +158,33 @@ def test_a_deferred_run_waits_without_holding_a_slot(daemon):
     executor.finish(second)
     service.loop(clock.advance(60))  # past the back-off: the first runs again, under its claim
     assert list(executor.runs) == [first]
+
+
+def test_a_run_claimed_ahead_starts_the_moment_a_slot_frees_and_goes_back_on_stop(daemon):
+    service, clock, executor, setup, inbox = daemon
+    executor.slots, executor.spare = 1, 1
+    path = Path(inbox["path"])
+    names = {"a.bin", "b.bin", "c.bin"}
+    for name in names:
+        drop(path, name, name.encode())
+    settle(service, clock)
+    [first] = executor.runs
+    running = executor.runs[first][0].input_name
+    claimed = {p.name for p in claimed_inputs(path)}
+    assert len(claimed) == 2 and running in claimed  # one more is claimed, waiting for the slot
+    [ahead] = claimed - {running}
+    [left] = files(path)
+
+    executor.finish(first)
+    service.loop(clock.advance(0.01))  # one iteration: the run claimed ahead starts, the last file takes its place
+    [second] = executor.runs
+    assert executor.runs[second][0].input_name == ahead
+    assert files(path) == [] and {p.name for p in claimed_inputs(path)} == names
+
+    service._on_stop_signal(signal.SIGTERM, None)
+    service.loop(clock.advance(0.01))
+    assert files(path) == [left]  # what waited goes back under its own name; the running one drains
+    assert {p.name for p in claimed_inputs(path)} == {running, ahead}  # (the fake executor delivers nothing)
 
 
 def test_a_worker_death_charges_only_its_run_and_runs_it_again(daemon):
