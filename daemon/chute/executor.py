@@ -4,13 +4,13 @@ The surface every executor offers (the local pool here; a Dask cluster in
 dask_executor.py): `submit(spec)` returns a concurrent.futures.Future of the
 `RunResult`; `cancel(run_id)` asks a run to stop (its input is then released);
 `free()` says how many runs could start now (none while the workers' disk is
-below its reserve); `ahead()` how many more are worth claiming now so that
-a slot that frees starts its next run at once; `where(run_id)` names the worker; `sweep(marker)` kills
-the processes a dead daemon or worker left (by the marker in their
-environment); `kill()` stops everything at once; `close()` ends it. A future that fails with
-`WorkerLost` means the run died with its worker (a crash, counted toward the
-file's max_crashes); `ExecutorUnavailable` means it never reached a worker
-(defer it, charge nothing).
+below its reserve); `ahead()` how many more are worth claiming now, so that a
+slot that frees starts its next run at once; `where(run_id)` names the worker;
+`sweep(marker)` kills the processes a dead daemon or worker left (by the marker
+in their environment); `kill()` stops everything at once; `close()` ends it. A
+future that fails with `WorkerLost` means the run died with its worker (a crash,
+counted toward the file's max_crashes); `ExecutorUnavailable` means it never
+reached a worker (defer it, charge nothing).
 """
 
 from __future__ import annotations
