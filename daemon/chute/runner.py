@@ -73,20 +73,21 @@ def _run(spec: RunSpec, fence: Fence, cancel: Cancel | None, emit: Emit | None,
 def _prepare(spec: RunSpec, fence: Fence) -> tuple[Path, dict] | RunResult:
     """The workspace and the input's description, or why the run cannot start (and whose fault that is)."""
     try:
+        claim_dir = fence.dir if isinstance(fence, ClaimFence) else None
         size = fence.input.stat().st_size
-        need, free = staging.needs(spec, size, fence.input), staging.free_bytes(spec.work_dir)
+        need, free = staging.needs(spec, size, fence.input, claim_dir), staging.free_bytes(spec.work_dir)
         if free < need:
             reason = f"work_dir {spec.work_dir} has {free >> 20} MiB free; this run needs {need >> 20} MiB"
             return deferred(spec, reason, Fault.MACHINE, {})
-        ws = staging.prepare(spec, fence.input, fence.dir if isinstance(fence, ClaimFence) else None)
+        ws = staging.prepare(spec, fence.input, claim_dir)
         first = ws / spec.job.input_names[0]
         return ws, describe_input(first, spec.input_name, spec.inbox)
-    except PermissionError as exc:  # the file's own problem: quarantined with the reason, never retried for ever
-        return quarantine_without_run(spec, f"chute cannot read the file: {exc.strerror}", fence)
+    except staging.Unreadable as exc:  # the file's own problem: quarantined with the reason, never retried for ever
+        return quarantine_without_run(spec, f"chute cannot read the file: {exc}", fence)
     except OSError as exc:
         if isinstance(fence, ClaimFence) and fence.lost():
             return lost(spec, {})
-        if staging.machine_errno(exc) or not spec.work_dir.is_dir():
+        if staging.machine_errno(exc) or not spec.work_dir.is_dir() or staging.within(exc.filename, spec.work_dir):
             return deferred(spec, f"cannot prepare the workspace: {os_reason(exc)}", Fault.MACHINE, {})
         return deferred(spec, f"cannot read the input: {os_reason(exc)}", Fault.OUTAGE, {})
 

@@ -10,6 +10,7 @@ afterwards that the input is unchanged.
 from __future__ import annotations
 
 import errno
+import functools
 import json
 import os
 import re
@@ -34,14 +35,21 @@ def owner_dir(work_dir: Path, me: Identity, owner: str) -> Path:
     return folder
 
 
+class Unreadable(Exception):
+    """chute may not read the input (its mode, its ACL): the file's problem, not the machine's."""
+
+
 def prepare(spec: RunSpec, source: Path, claim_dir: Path | None) -> Path:
     """A fresh workspace holding the input under each of its bound names; returns it.
 
-    Raises PermissionError when the input cannot be read (the file's problem), other
-    OSErrors for the machine's (no space, work_dir gone).
+    Raises Unreadable when the input cannot be read (the file's problem), OSError for
+    the machine's (no space, work_dir gone or not writable).
     """
-    with open(source, "rb"):
-        pass  # unreadable (chmod 000)? say so now, as the file's fault, before anything runs
+    try:
+        with open(source, "rb"):
+            pass  # unreadable (chmod 000)? say so now, as the file's fault, before anything runs
+    except PermissionError as exc:
+        raise Unreadable(exc.strerror) from exc
     ws = spec.new_workspace()
     (ws / ".tmp").mkdir(parents=True)
     (ws / ".logs").mkdir()
@@ -60,7 +68,7 @@ def stage(source: Path, dst: Path, claim_dir: Path | None) -> str:
     """Put `source` at `dst` the cheapest safe way; returns how: reflink, link or copy."""
     if reflink(source, dst):
         return "reflink"
-    if claim_dir is not None and _can_link_read_only(source, dst.parent):
+    if claim_dir is not None and links(source, dst.parent):
         mode = stat.S_IMODE(os.stat(source).st_mode)
         if mode & 0o222:
             claims.mark(claim_dir, claims.MODE, f"{mode:o}".encode())  # restored before delivery, or by recovery
@@ -71,16 +79,23 @@ def stage(source: Path, dst: Path, claim_dir: Path | None) -> str:
     return "copy"
 
 
-def _can_link_read_only(source: Path, folder: Path) -> bool:
-    """A hard link is safe only on one filesystem and when nothing here can write a read-only file."""
+def links(source: Path, folder: Path) -> bool:
+    """Whether `source` is staged in `folder` as a hard link made read-only for the run.
+
+    Only on one filesystem, for a file this process owns (so that it may take away and
+    give back its write bits, and the kernel's protected_hardlinks lets it link), and
+    where nothing here can write a read-only file.
+    """
     try:
-        if os.stat(source).st_dev != os.stat(folder).st_dev:
+        st = os.stat(source)
+        if st.st_dev != os.stat(folder).st_dev or st.st_uid != os.geteuid():
             return False
     except OSError:
         return False
     return not _overrides_modes()
 
 
+@functools.cache
 def _overrides_modes() -> bool:
     """Whether this process (and so its modules) may write files whatever their mode (CAP_DAC_OVERRIDE)."""
     try:
@@ -93,13 +108,9 @@ def _overrides_modes() -> bool:
     return os.geteuid() == 0
 
 
-def needs(spec: RunSpec, size: int, source: Path) -> int:
-    """Bytes the run needs free in work_dir before it starts: the reserve, plus the input if it is copied."""
-    try:
-        same = os.stat(source).st_dev == os.stat(spec.work_dir).st_dev
-    except OSError:
-        same = False
-    return spec.work_reserve + (0 if same and not _overrides_modes() else size)
+def needs(spec: RunSpec, size: int, source: Path, claim_dir: Path | None) -> int:
+    """Bytes the run needs free in work_dir before it starts: the reserve, plus the input unless it is linked."""
+    return spec.work_reserve + (0 if claim_dir is not None and links(source, spec.work_dir) else size)
 
 
 def free_bytes(folder: Path) -> int:
@@ -113,6 +124,11 @@ def has_room(work_dir: Path, reserve: int) -> bool:
         return free_bytes(work_dir) >= reserve
     except OSError:
         return False
+
+
+def within(path: str | bytes | os.PathLike | None, folder: Path) -> bool:
+    """Whether an error's path (OSError.filename) is in `folder`."""
+    return isinstance(path, (str, os.PathLike)) and Path(path).is_relative_to(folder)
 
 
 def machine_errno(exc: OSError) -> bool:

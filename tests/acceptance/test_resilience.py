@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import time
 from pathlib import Path
@@ -227,6 +228,30 @@ def test_an_unreadable_file_is_quarantined_with_the_reason_and_never_blocks_the_
     assert (quarantined / "locked.bin").read_bytes() == b"secret\n"
     report = json.loads((quarantined / "report.json").read_text())
     assert report["error"]["reason"].startswith("chute cannot read the file")
+
+
+def test_a_file_another_user_dropped_is_run_from_a_copy_and_keeps_its_owner_and_mode(tmp_path):
+    """A group inbox: the daemon (here without CAP_DAC_OVERRIDE and CAP_FOWNER, as the unit's `chute`
+    user) may read the file but not change its mode or link it, so it is staged by copy, never quarantined."""
+    setup = Setup(tmp_path)
+    inbox = setup.inbox()
+    config = setup.write()
+    path = Path(inbox["path"])
+    path.mkdir()
+    theirs = drop(path, "theirs.bin", b"dropped by someone else\n")
+    os.chown(theirs, 4321, 4321)
+    theirs.chmod(0o644)
+    not_owner = ("setpriv", "--inh-caps=-dac_override,-dac_read_search,-fowner",
+                 "--bounding-set=-dac_override,-dac_read_search,-fowner", "--")
+    with Daemon(config, wrap=not_owner) as d:
+        wait_until(lambda: files(Path(inbox["archive"])) == ["theirs.bin"], 30)
+        assert d.events("run.quarantined") == [] and d.events("run.deferred") == []
+        assert d.stop() == 0
+    assert files(Path(inbox["outbox"]) / "theirs") != []
+    archived = Path(inbox["archive"]) / "theirs.bin"
+    st = archived.stat()
+    assert (st.st_uid, stat.S_IMODE(st.st_mode)) == (4321, 0o644)
+    assert archived.read_bytes() == b"dropped by someone else\n"
 
 
 # --- 6 and 8. one folder under two names is one folder ---
