@@ -72,6 +72,10 @@ class Intake:
 
     def start(self) -> None:
         self.observer.start()
+        # Scheduled only now: watchdog starts a watch scheduled earlier inside observer.start(), which
+        # raises for an inbox that is not there (a share not mounted yet) and would stop the daemon.
+        for w in self.watchers.values():
+            self._schedule(w)
 
     def stop(self) -> None:
         if self.observer.is_alive():
@@ -85,7 +89,8 @@ class Intake:
         w = InboxWatcher(inbox, config.settle(inbox), config.defaults.poll_interval, self.wake,
                          config.defaults.rescan_interval)
         self.watchers[inbox.path] = w
-        self._schedule(w)
+        if self.observer.is_alive():  # else start() schedules it
+            self._schedule(w)
         log.info("inbox.watching", inbox=str(inbox.path), job=inbox.job, mode=w.mode, settle=w.settle)
 
     def remove(self, path: Path) -> None:

@@ -128,6 +128,26 @@ def test_an_unmounted_outbox_share_defers_delivery_and_never_publishes_on_the_ba
         umount(share)
 
 
+def test_an_inbox_that_cannot_be_created_at_start_waits_and_is_watched_once_it_is_there(tmp_path):
+    """A share not mounted at boot, under which chute may not create the inbox: the daemon starts,
+    says the inbox is unavailable, and takes files from it (with inotify) once it is there."""
+    share = tmp_path / "share"
+    share.write_text("not a folder yet\n")  # mkdir of share/in fails, as under a root-owned mount point
+    setup = Setup(tmp_path)
+    inbox = setup.inbox(path=str(share / "in"), watch="events")
+    config = setup.write()
+    with Daemon(config) as d:
+        d.wait_event("daemon.started")
+        assert [e["inbox"] for e in d.events("inbox.unavailable")][:1] == [str(share / "in")]
+        share.unlink()
+        (share / "in").mkdir(parents=True)
+        d.wait_event("inbox.available", timeout=90)
+        drop(share / "in", "late.bin", b"late\n")
+        wait_until(lambda: files(Path(inbox["archive"])) == ["late.bin"], 30)
+        assert d.stop() == 0
+    assert files(Path(inbox["outbox"])) == ["late"]
+
+
 # --- 3. a full work_dir is the machine's fault, not the files' ---
 
 
