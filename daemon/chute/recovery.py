@@ -14,7 +14,7 @@ from pathlib import Path
 
 from . import claims, logs, publish
 from .config import Inbox
-from .leases import Identity, LeaseClock, dead_on_this_host, drop_lease, read_lease, write_lease
+from .leases import Identity, LeaseClock, dead_on_this_host, drop_lease, leases_dir, read_lease, write_lease
 from .ledger import Ledger, Run, State
 from .run import failure, utcnow
 
@@ -44,6 +44,7 @@ class Recovery:
         self.interval = min(HEARTBEAT, lease_timeout / 4)
         self.counter = 0
         self.next_beat = 0.0
+        self.shared: set[Path] = set()  # watched inboxes where another daemon holds a lease too
 
     def heartbeat(self, now: float, leased: set[Path], watched: dict[Path, Inbox], *, take_over: bool = True,
                   force: bool = False) -> list[Adopted]:
@@ -58,9 +59,23 @@ class Recovery:
                 write_lease(path, self.me, self.counter)
             except OSError:
                 continue  # an unavailable inbox: its scan logs it
-            if take_over and path in watched:
-                adopted += self._judge(watched[path], now)
+            if path in watched:
+                self._note_peers(path)
+                if take_over:
+                    adopted += self._judge(watched[path], now)
+        self.shared &= set(watched)
         return adopted
+
+    def _note_peers(self, inbox: Path) -> None:
+        try:
+            mine = f"{self.me.daemon_id}.json"
+            others = any(p.name != mine and not p.name.startswith(".") for p in leases_dir(inbox).iterdir())
+        except OSError:
+            return
+        if others:
+            self.shared.add(inbox)
+        else:
+            self.shared.discard(inbox)
 
     def _judge(self, inbox: Inbox, now: float) -> list[Adopted]:
         taken = []

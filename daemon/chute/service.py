@@ -160,7 +160,9 @@ class Service:
     # --- claiming and running ---
 
     def _take_files(self, now: float) -> None:
-        capacity = self.executor.free() + self.executor.ahead() - self.queue.waiting(now)
+        # Runs claimed ahead wait for this daemon's workers: not while a peer shares an inbox (it may be idle).
+        ahead = 0 if self.recovery.shared else self.executor.ahead()
+        capacity = self.executor.free() + ahead - self.queue.waiting(now)
         claimed, changes = self.intake.look(now, capacity)
         for change in changes:
             if change.available:

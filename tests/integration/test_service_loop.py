@@ -18,6 +18,7 @@ from chute import claims, leases
 from chute.catalog import load_catalog
 from chute.executor import WorkerLost
 from chute.ledger import Ledger
+from chute.recovery import HEARTBEAT
 from chute.run import Fault, RunResult, RunStatus
 from chute.service import Service, Stop
 from tests.harness import Setup, claimed_inputs, drop, files
@@ -185,6 +186,26 @@ def test_a_run_claimed_ahead_starts_the_moment_a_slot_frees_and_goes_back_on_sto
     service.loop(clock.advance(0.01))
     assert files(path) == [left]  # what waited goes back under its own name; the running one drains
     assert {p.name for p in claimed_inputs(path)} == {running, ahead}  # (the fake executor delivers nothing)
+
+
+def test_nothing_is_claimed_ahead_while_another_daemon_shares_the_inbox(daemon):
+    service, clock, executor, setup, inbox = daemon
+    executor.slots, executor.spare = 1, 1
+    path = Path(inbox["path"])
+    peer = leases.leases_dir(path) / "otherhost.4242.abcdef.json"
+    peer.parent.mkdir(parents=True, exist_ok=True)
+    peer.write_text("{}")
+    service.loop(clock.advance(HEARTBEAT + 0.1))  # a heartbeat sees the peer's lease
+    for name in ("a.bin", "b.bin", "c.bin"):
+        drop(path, name, name.encode())
+    settle(service, clock)
+    assert len(executor.runs) == 1 and len(claimed_inputs(path)) == 1  # the others stay for the peer
+    assert len(files(path)) == 2
+
+    peer.unlink()  # the peer stopped
+    service.loop(clock.advance(HEARTBEAT + 0.1))
+    settle(service, clock)
+    assert len(claimed_inputs(path)) == 2 and len(files(path)) == 1
 
 
 def test_a_worker_death_charges_only_its_run_and_runs_it_again(daemon):
