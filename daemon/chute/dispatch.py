@@ -7,6 +7,7 @@ waits: the executor's futures wake the loop when a result is in.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import threading
 from dataclasses import replace
@@ -46,6 +47,17 @@ class Dispatcher:
             max_crashes=cfg.max_crashes, poison=poison,
         )
 
+    def claimed_all(self, batch: list[Claimed], now: float) -> None:
+        """Queue the runs of what the intake just claimed; if that fails, the files not queued go back."""
+        for i, c in enumerate(batch):
+            try:
+                self.claimed(c, now)
+            except BaseException:
+                for rest in batch[i + 1:]:
+                    with contextlib.suppress(OSError):  # else our next start's recovery takes it back
+                        claims.release(rest.claim, rest.inbox.path)
+                raise
+
     def claimed(self, c: Claimed, now: float) -> None:
         """Queue a run for a file the intake just claimed."""
         spec = self.spec(c.inbox, c.run_id, c.claim, c.name, SYMLINK if c.symlink else None)
@@ -81,7 +93,11 @@ class Dispatcher:
             active = self.queue.ready(now)
             if active is None:
                 return
-            future = self.executor.submit(active.spec)
+            try:
+                future = self.executor.submit(active.spec)
+            except Exception as exc:  # no worker could be started (EAGAIN, ENOMEM): it waits, charged nothing
+                self.queue.defer(active, now, f"cannot start a worker: {type(exc).__name__}: {exc}", Fault.MACHINE)
+                return
             future.add_done_callback(lambda _: self.wake.set())
             self.queue.started(active, future, self.executor.where(active.run_id))
 

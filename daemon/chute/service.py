@@ -169,8 +169,7 @@ class Service:
                 self.queue.retry_now(change.inbox)
             else:
                 self.telemetry.inbox_unavailable(str(change.inbox), change.reason)
-        for c in claimed:
-            self.runs.claimed(c, now)
+        self.runs.claimed_all(claimed, now)
 
     # --- leases, take-over and recovery ---
 

@@ -208,6 +208,49 @@ def test_nothing_is_claimed_ahead_while_another_daemon_shares_the_inbox(daemon):
     assert len(claimed_inputs(path)) == 2 and len(files(path)) == 1
 
 
+def test_a_run_whose_worker_cannot_be_started_waits_and_starts_later(daemon):
+    service, clock, executor, setup, inbox = daemon
+    path = Path(inbox["path"])
+    real_submit = executor.submit
+
+    def no_worker(spec):
+        raise BlockingIOError(11, "Resource temporarily unavailable")
+
+    executor.submit = no_worker
+    drop(path, "clip.bin", b"clip\n")
+    settle(service, clock)
+    [run] = service.queue.ledger.active()
+    assert run.state.value == "queued" and len(claimed_inputs(path)) == 1  # deferred under its claim, not dropped
+    assert "cannot start a worker: BlockingIOError" in run.error["reason"]
+    executor.submit = real_submit
+    service.loop(clock.advance(60))  # past the back-off
+    assert [spec.input_name for spec, _ in executor.runs.values()] == ["clip.bin"]
+
+
+def test_when_the_ledger_fails_mid_batch_the_files_not_queued_go_back_to_the_inbox(daemon, monkeypatch):
+    service, clock, executor, setup, inbox = daemon
+    executor.slots = 3
+    path = Path(inbox["path"])
+    for name in ("a.bin", "b.bin", "c.bin"):
+        drop(path, name, name.encode())
+    real_queued, calls = service.queue.ledger.queued, []
+
+    def failing_second(*args):
+        calls.append(args)
+        if len(calls) == 2:
+            raise OSError(28, "No space left on device")
+        return real_queued(*args)
+
+    monkeypatch.setattr(service.queue.ledger, "queued", failing_second)
+    for w in service.intake.watchers.values():
+        w.rescan()
+    service.loop(clock.advance(0.1))
+    with pytest.raises(OSError):
+        service.loop(clock.advance(SETTLE + 0.1))
+    assert len(executor.runs) + len(service.queue.pending) == 1  # the first is queued
+    assert len(claimed_inputs(path)) == 1 and len(files(path)) == 2  # the two others are back, none stranded
+
+
 def test_a_worker_death_charges_only_its_run_and_runs_it_again(daemon):
     service, clock, executor, setup, inbox = daemon
     path = Path(inbox["path"])
