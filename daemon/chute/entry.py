@@ -9,13 +9,14 @@ group, two pipes to read, and an exit status.
 from __future__ import annotations
 
 import collections
+import contextlib
 import errno
 import os
 import signal
 import subprocess
 import time
 from pathlib import Path
-from typing import Callable
+from typing import BinaryIO, Callable
 
 from .errors import ChuteError
 
@@ -31,24 +32,36 @@ _subreaper = False  # become_subreaper() succeeded in this process
 
 
 class BoundedLog:
-    """An append-only log file that keeps roughly its last `limit` bytes."""
+    """An append-only log file that keeps roughly its last `limit` bytes.
+
+    Best effort: when the workspace's disk is full or gone, the log stops (the stderr
+    tail kept in memory still reaches the report) and the run goes on to its verdict,
+    which calls that the machine's fault.
+    """
 
     def __init__(self, path: Path, limit: int):
         self.path, self.limit = path, limit
-        self.file = open(path, "ab")
+        self.file: BinaryIO | None = open(path, "ab")
 
     def write(self, data: bytes) -> None:
-        self.file.write(data)
-        if self.file.tell() > 2 * self.limit:
-            self._compact()
+        if self.file is None:
+            return
+        try:
+            self.file.write(data)
+            if self.file.tell() > 2 * self.limit:
+                self._compact()
+        except OSError:
+            self.close()
 
     def _compact(self) -> None:
+        assert self.file is not None
         self.file.flush()
         with open(self.path, "rb") as f:
             f.seek(-self.limit, os.SEEK_END)
             f.readline()  # start at a line boundary
             keep = f.read()
         self.file.close()
+        self.file = None
         tmp = self.path.with_name(self.path.name + ".compact")
         with open(tmp, "wb") as f:
             f.write(b"[chute: earlier output dropped to keep this log bounded]\n" + keep)
@@ -56,7 +69,10 @@ class BoundedLog:
         self.file = open(self.path, "ab")
 
     def close(self) -> None:
-        self.file.close()
+        if self.file is not None:
+            with contextlib.suppress(OSError):  # the last buffered lines could not be written: the disk is full
+                self.file.close()
+            self.file = None
 
 
 class _Stream:

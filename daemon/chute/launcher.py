@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import atexit
 import ctypes
+import errno
 import gc
 import importlib
 import importlib.machinery
@@ -238,6 +239,12 @@ class Launcher:
             socket.send_fds(self._sock, [request], fds)
         except (BrokenPipeError, ConnectionResetError):  # it died (a bad fd raises, as for Popen)
             raise LauncherUnavailable(self._died()) from None
+        except OSError as exc:
+            if exc.errno != errno.EMSGSIZE:
+                raise
+            # Larger than the socket's buffer (SO_SNDBUF, under MESSAGE_LIMIT): it runs fresh.
+            raise LauncherUnavailable("the module's command line and environment are too large for the launcher") \
+                from None
         return self._reply(REPLY_TIMEOUT)
 
     def _reply(self, timeout: float) -> dict[str, Any]:

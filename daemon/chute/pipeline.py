@@ -151,12 +151,11 @@ class Step:
         elif what == "launcher":
             for ex in self.modules.collect():
                 attempt = self.by_pid.get(ex.pid)
-                if attempt is not None:
+                if attempt is not None and attempt.drain_until is None:  # (not one already declared lost)
                     attempt.proc.set_exit(ex.returncode, ex.reason)
                     self._exited(attempt)
-            if not self.modules.running:  # it died: its socket would stay readable for ever
-                self.sel.unregister(self.launcher_fd)
-                self.launcher_fd = -1
+            # A dead launcher's socket leaves its poller in collect(), which then reports its modules
+            # lost: the poller stays registered (the same fd when a new launcher starts).
         elif isinstance(what, tuple):  # (attempt, stream): output to read
             stream = what[1]
             if not stream.read():
@@ -189,6 +188,8 @@ class Step:
 
     def _exited(self, a: _Attempt) -> None:
         """The module's own process is gone: kill what it left in its group, then let its pipes drain."""
+        if a.proc.pidfd >= 0:  # its exit was declared lost: the pidfd leaves the selector before it is closed
+            self.sel.unregister(a.proc.pidfd)
         a.proc.signal_group(signal.SIGKILL)
         self._sweep(a.proc.marker)
         a.drain_until = time.monotonic() + PIPE_GRACE
@@ -215,9 +216,17 @@ class Step:
         plan = rec.plan
         rec.attempts += 1
         rec.status = EntryStatus.RUNNING
-        log_path = self._clean_slate(plan)
+        try:
+            log_path = self._clean_slate(plan)
+            blog = BoundedLog(log_path, self.spec.log_limit)
+        except OSError as exc:  # the workspace itself (ours, not the file's): its disk is full or gone
+            rec.status = EntryStatus.FAILED
+            reason = f"cannot prepare the workspace for {plan.module}: {exc.strerror or exc}"
+            self.log.warning("entry.failed", step=plan.step, module=plan.module, attempt=rec.attempts,
+                             reason=reason, retrying=False)
+            self._fail(failure(reason, plan.step, plan.module), Fault.MACHINE)
+            return
         rec.log = log_path
-        blog = BoundedLog(log_path, self.spec.log_limit)
         blog.write(f"[chute: attempt {rec.attempts} of {plan.retries + 1}, {utcnow()}]\n".encode())
         # Unique to this attempt: after a take-over, the old owner (frozen, not dead) and the new
         # one run the same run id, and one's sweep must never kill the other's modules.

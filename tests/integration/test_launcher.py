@@ -482,4 +482,7 @@ def test_what_a_launcher_cannot_honour_is_refused_for_a_fresh_start(launcher, fo
         launcher.spawn([PYTHON, "missing.py"], str(folder), env, 1, 2)
     with pytest.raises(FileNotFoundError):  # as Popen raises it
         launcher.spawn([PYTHON, str(folder / "view.py")], str(folder / "gone"), env, 1, 2)
+    for size in (230_000, 300_000):  # over the socket's buffer, and over the launcher's own limit
+        with pytest.raises(LauncherUnavailable, match="too large"):
+            launcher.spawn([PYTHON, "view.py"], str(folder), {**env, "BIG": "x" * size}, 1, 2)
     assert run_warm(launcher, [PYTHON, "endings.py", "exit7"], folder, env).returncode == 7

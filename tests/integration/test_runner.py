@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from chute.launcher import Launcher
+from chute.run import Fault, RunStatus
 from chute.runner import execute
 from tests.harness import wait_until
 from tests.pipelines import HOSTILE_IDS, HOSTILE_NAMES
@@ -659,6 +660,33 @@ def test_outbox_running_out_of_space_shows_no_partial_result(project, clip, tmpf
     assert "No space left on device" in result.error["reason"]
     assert list(outbox.iterdir()) == []
     assert project.results(project.quarantine) == []
+    assert sha256_of(clip) == digest
+    project.assert_clean()
+
+
+def test_a_module_that_fills_the_workspace_and_then_talks_defers_the_run(project, clip, tmpfs):
+    """Its own log in the workspace cannot be written either: the run still ends, as the machine's fault."""
+    work = tmpfs("4m")
+    project.module("filler", """
+        import sys
+        try:
+            with open(os.path.join(os.environ["TMPDIR"], "fill"), "wb") as f:
+                while True:
+                    f.write(b"x" * (1 << 16))
+        except OSError:
+            pass
+        for i in range(2000):
+            print(f"still here {i}", "y" * 100, file=sys.stderr)
+        sys.exit(1)
+    """, outputs={"output": "data"})
+    project.job("fills", [("make", [entry("filler", outputs={"output": "out.bin"})])])
+    digest = sha256_of(clip)
+
+    result = project.execute("fills", clip, work_dir=str(work), work_reserve=0)
+
+    assert result.status == RunStatus.DEFERRED and result.fault == Fault.MACHINE, result
+    assert "disk is full" in result.error["reason"]
+    assert project.results(project.quarantine) == [] and project.results(project.outbox) == []
     assert sha256_of(clip) == digest
     project.assert_clean()
 
