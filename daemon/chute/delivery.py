@@ -47,6 +47,7 @@ class ClaimFence:
 
     def undo(self) -> None:
         """Before anything went out: back to a plain claim, to be delivered (or run) again later."""
+        _remove_builds(self.spec)  # the next attempt may end the other way: nothing may stay hidden
         self.dir = claims.uncommit(self.dir)
         for marker in (publish.REVEALING, publish.QUARANTINING):
             (self.dir / marker).unlink(missing_ok=True)
@@ -81,9 +82,7 @@ class NoFence:
         pass
 
     def undo(self) -> None:
-        # No recovery finishes a hidden build folder of a submit: none may stay.
-        for folder in (self.spec.outbox, self.spec.quarantine):
-            shutil.rmtree(publish.build_dir(folder, self.spec.run_id), ignore_errors=True)
+        _remove_builds(self.spec)  # no recovery finishes a hidden build folder of a submit: none may stay
 
     def delivering(self) -> bool:
         return False
@@ -99,6 +98,12 @@ class NoFence:
 
 
 Fence = ClaimFence | NoFence
+
+
+def _remove_builds(spec: RunSpec) -> None:
+    """The hidden build folders of a delivery that did not go out (no marker says it was going)."""
+    for folder in (spec.outbox, spec.quarantine):
+        shutil.rmtree(publish.build_dir(folder, spec.run_id), ignore_errors=True)
 
 
 def fence_of(spec: RunSpec) -> Fence:

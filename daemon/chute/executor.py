@@ -16,6 +16,7 @@ reached a worker (defer it, charge nothing).
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -94,7 +95,7 @@ class LocalExecutor:
                      module_environ(os.environ) | {"CHUTE_OWNER": me.daemon_id})
         for folder in staging.remove_dead_owners(config.work_dir):
             log.info("work.removed", workspace=str(folder))
-        staging.owner_dir(config.work_dir, me, me.daemon_id)
+        self.owner_dir = staging.owner_dir(config.work_dir, me, me.daemon_id)
         self.lock = threading.Lock()
         self.wake_r, self.wake_w = os.pipe2(os.O_CLOEXEC)
         # Started here, in the thread that runs the daemon loop: PR_SET_PDEATHSIG follows the
@@ -237,10 +238,19 @@ class LocalExecutor:
             future, run_id, slot.future = slot.future, slot.run_id, None
             slot.run_id = None
         code = slot.proc.wait()
+        if run_id is not None:
+            self._discard(run_id)
         if future is not None and not self.closing:
             why = f"killed by signal {-code}" if code < 0 else f"exited with status {code}"
             future.set_exception(WorkerLost(f"its worker (pid {slot.proc.pid}) died: {why}"))
         log.error("executor.worker_died", pid=slot.proc.pid, run_id=run_id, exit_code=code)
+
+    def _discard(self, run_id: str) -> None:
+        """What a run that died with its worker left on this host: its modules, then its workspace (before
+        its future fails, so that the attempt run next, in a workspace of its own, is never touched)."""
+        entry.sweep(f"CHUTE_RUN_ID={run_id}")
+        for ws in self.owner_dir.glob(f"{run_id}.*"):
+            shutil.rmtree(ws, ignore_errors=True)
 
 
 __all__ = ["Executor", "ExecutorUnavailable", "LocalExecutor", "RunResult", "WorkerLost"]

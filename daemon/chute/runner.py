@@ -56,14 +56,19 @@ def _run(spec: RunSpec, fence: Fence, cancel: Cancel | None, emit: Emit | None,
         log.info("run.started", size=info["size"], sha256=info["sha256"], workspace=str(ws))
         outcome = run_steps(spec, ws, cancel, emit, modules)
         base = {"input_size": info["size"], "input_sha256": info["sha256"], "entries": _stats(outcome)}
-        if isinstance(fence, ClaimFence):
-            if fence.lost():  # taken over while it ran (this daemon was frozen, or thought dead)
+        try:
+            if isinstance(fence, ClaimFence):
+                if fence.lost():  # taken over while it ran (this daemon was frozen, or thought dead)
+                    return lost(spec, base)
+                claims.restore_mode(fence.dir, fence.input)
+            if outcome.status == "cancelled":
+                return RunResult(spec.run_id, RunStatus.RELEASED, error=outcome.error, **base)
+            if outcome.status == "deferred" and not _crashed_too_often(spec, fence, outcome):
+                return RunResult(spec.run_id, RunStatus.DEFERRED, error=outcome.error, fault=outcome.fault, **base)
+        except OSError as exc:  # the claim's share went away meanwhile
+            if isinstance(fence, ClaimFence) and fence.lost():
                 return lost(spec, base)
-            claims.restore_mode(fence.dir, fence.input)
-        if outcome.status == "cancelled":
-            return RunResult(spec.run_id, RunStatus.RELEASED, error=outcome.error, **base)
-        if outcome.status == "deferred" and not _crashed_too_often(spec, fence, outcome):
-            return RunResult(spec.run_id, RunStatus.DEFERRED, error=outcome.error, fault=outcome.fault, **base)
+            return deferred(spec, f"cannot reach the claim: {os_reason(exc)}", Fault.OUTAGE, base)
         return deliver(spec, outcome, ws, info, fence, base)
     finally:
         if ws is not None:

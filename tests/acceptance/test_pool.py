@@ -61,6 +61,8 @@ def test_a_pool_worker_that_dies_charges_only_its_own_run(tmp_path):
             if name.startswith("short"):
                 drop(path, name, data)
         wait_until(lambda: len(files(Path(inbox["archive"]))) == len(inputs), 40)
+        # The dead worker's workspace went with it (the daemon owns it), not at the next start.
+        wait_until(lambda: [p for p in (tmp_path / "chute-work").glob("*/*") if p.name != ".owner"] == [], 10)
         assert d.stop() == 0
         assert len(d.events("run.published", run_id=run_id)) == 1  # run again under its claim, once
         [deferred] = d.events("run.deferred", run_id=run_id)

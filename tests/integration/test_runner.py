@@ -803,6 +803,28 @@ def test_daemon_run_that_cannot_quarantine_keeps_its_claim_and_delivers_later(pr
     project.assert_clean()
 
 
+def test_a_result_built_before_a_crash_never_stays_hidden_when_the_run_again_fails(project, clip):
+    """Killed after building its result, before marking it to go out: the run runs again (its
+    claim uncommitted) and, ending the other way this time, leaves no hidden build in the outbox."""
+    from chute import claims
+    from chute.publish import build_dir
+
+    project.module("fails", FAILS)
+    project.job("failing", [("first", [entry("fails")])])
+    spec = _daemon_spec(project, clip, job="failing")
+    claims.commit(Path(spec.claim))
+    stale = build_dir(spec.outbox, spec.run_id)
+    stale.mkdir()
+    (stale / "manifest.json").write_text("{}")
+
+    result = execute(spec)
+
+    assert result.status == "failed"
+    assert project.hidden(spec.outbox) == [] and project.hidden(spec.quarantine) == []
+    assert Path(result.result_dir).parent == spec.quarantine
+    project.assert_clean()
+
+
 def test_a_launcher_killed_mid_run_defers_the_run_and_the_next_gets_a_new_launcher(project, clip, launch):
     if launch != "warm":
         pytest.skip("about the warm launcher (a fresh module's parent is this test process)")
