@@ -15,6 +15,7 @@ import re
 import socket
 import threading
 import time
+import urllib.parse
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -256,11 +257,16 @@ def url_problem(url: str) -> str | None:
 
 
 def masked_url(url: str, plugin: Any = None) -> str:
-    """`url` as Apprise prints it with privacy on: passwords and tokens shortened or starred."""
+    """`url` for a log line: its scheme and host as Apprise prints them with privacy on (a host that is
+    a token, as Telegram's, shortened), with any user, password, path and query starred. (Apprise's
+    privacy form shows HTTP headers and json:// paths, which may carry a bearer token.)"""
     plugin = plugin or _instantiate(url)
     if plugin is None:
         return url.partition("://")[0] + "://****"
-    return plugin.url(privacy=True)
+    shown = urllib.parse.urlsplit(plugin.url(privacy=True))
+    user, _, host = shown.netloc.rpartition("@")
+    rest = "/****" if shown.path.strip("/") or shown.query else ""
+    return f"{shown.scheme}://{'****@' if user else ''}{host}{rest}"
 
 
 def mask(text: str, url: str, masked: str) -> str:

@@ -106,11 +106,23 @@ def test_a_failed_send_is_retried_and_logged_with_the_secret_masked(fast_retries
     sent = [e for e in logs if e["event"] == "notify.sent"]
     assert [(e["attempt"], e["run_id"]) for e in failed] == [(1, PUBLISHED["run_id"])]
     assert "503" in failed[0]["error"] and failed[0]["retry_in_s"] == 0.01
-    assert failed[0]["url"].startswith(f"json://chute:****@127.0.0.1:{webhook.port}/hook")
+    assert failed[0]["url"] == f"json://****@127.0.0.1:{webhook.port}/****"
     assert [e["attempt"] for e in sent] == [2]
     assert len(webhook.answered()) == 1
     everything = repr(logs) + caplog.text  # chute's events and any library's log record
     assert SECRET not in everything
+
+
+def test_a_token_in_a_header_or_path_of_the_url_is_never_logged(fast_retries, notifications, caplog):
+    with Webhook(statuses=(503,)) as webhook, structlog.testing.capture_logs() as logs:
+        url = webhook.url() + f"/{SECRET}?-Authorization=Bearer%20{SECRET}"
+        n = notifications(NotifyTarget(url=url))
+        n.send("run.published", inbox="/srv/in", **PUBLISHED)
+        wait_until(lambda: len(webhook.answered()) == 1)
+        n.close(timeout=5)
+    [sent] = [e for e in logs if e["event"] == "notify.sent"]
+    assert sent["url"] == f"json://127.0.0.1:{webhook.port}/****"
+    assert SECRET not in repr(logs) + caplog.text
 
 
 def test_a_refusing_receiver_is_given_up_after_the_retries(fast_retries, notifications):
