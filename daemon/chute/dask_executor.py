@@ -369,7 +369,9 @@ class DaskExecutor:
     def _reconnect(self) -> Client | None:
         try:
             client = self._connect()
-        except Exception:  # not back yet
+        except Exception as exc:  # not back yet
+            if self.retry_in == MONITOR_INTERVAL:  # once per outage, not at every try
+                log.info("executor.reconnect_failed", scheduler=self.config.address, reason=_reason(exc))
             self.retry_in = min(RECONNECT_MAX, self.retry_in * 2)
             return None
         with self.lock:
@@ -382,7 +384,10 @@ class DaskExecutor:
         client = _Client(self.config.address, security=_security(self.config), timeout=self.config.connect_timeout,
                          set_as_default=False, name="chute", loop=self.loop.loop)
         try:
-            client.register_plugin(self.plugin, name=dask_worker.PLUGIN)
+            try:
+                client.register_plugin(self.plugin, name=dask_worker.PLUGIN)
+            except Exception as exc:  # registered, but a worker could not set it up: the probe refuses that one
+                log.warning("executor.plugin_failed", scheduler=self.config.address, reason=_reason(exc))
             client.subscribe_topic(self.topic, _relay)
         except BaseException:
             client.close(timeout=2)
@@ -437,8 +442,11 @@ def _reason(exc: BaseException) -> str:
 
 def _quiet_dask() -> None:
     """Dask's own lines go through chute's renderer, and only critical ones: the executor.* events say the rest."""
-    for name in ("distributed", "distributed.client", "distributed.core", "distributed.comm"):
+    # distributed's own config gives some of its loggers a level (distributed.client: warning): each is set.
+    names = {"distributed", "distributed.client", "distributed.core", "distributed.comm"}
+    names |= {n for n in logging.root.manager.loggerDict if n.startswith("distributed.")}
+    for name in names:
         logger = logging.getLogger(name)
         logger.handlers.clear()
         logger.propagate = True
-    logging.getLogger("distributed").setLevel(logging.CRITICAL)
+        logger.setLevel(logging.CRITICAL)

@@ -193,6 +193,32 @@ def test_a_worker_that_does_not_see_the_share_is_refused_and_the_others_work(tmp
     assert {r.worker for r in ledger_runs(config)} == {addresses["good"]}
 
 
+def test_a_worker_without_chute_does_not_stop_the_daemon_and_gets_no_runs(tmp_path, cluster):
+    broken = tmp_path / "no-chute" / "chute"
+    broken.mkdir(parents=True)
+    (broken / "__init__.py").write_text("raise ModuleNotFoundError(\"No module named 'chute'\")\n")
+    cluster.add_worker("good")
+    cluster.add_worker("without", env={"PYTHONPATH": str(broken.parent)})
+    addresses = cluster.wait_for_workers(2)
+    setup = dask_setup(tmp_path, cluster)
+    inbox = setup.inbox()
+    path = Path(inbox["path"])
+    path.mkdir(parents=True)
+    config = setup.write()
+    inputs = {f"f{i}.bin": f"file {i}\n".encode() for i in range(4)}
+    with Daemon(config) as d:
+        [failed] = d.wait_event("executor.plugin_failed")
+        assert "No module named 'chute'" in failed["reason"]
+        d.wait_event("executor.worker_joined", worker=addresses["good"])
+        for name, data in inputs.items():
+            drop(path, name, data)
+        wait_until(lambda: len(files(Path(inbox["archive"]))) == len(inputs), 60)
+        assert d.stop() == 0
+        assert workers_used(d) == {addresses["good"]}
+        assert d.events("executor.worker_joined", worker=addresses["without"]) == []  # (its probe fails, or kills it)
+    assert_processed_once(inbox, inputs)
+
+
 def test_no_reachable_scheduler_at_start_is_one_line_and_exit_1(tmp_path):
     address = f"tcp://127.0.0.1:{free_port()}"
     setup = Setup(tmp_path, executor={"kind": "dask", "address": address, "connect_timeout": 1})
