@@ -165,10 +165,6 @@ class ModuleProcess:
         self.log.write(line if line.endswith(b"\n") else line + b"\n")
         self.stderr_tail.append(line[:TAIL_CHARS].decode("utf-8", "replace").rstrip("\n"))
 
-    @property
-    def exited(self) -> bool:
-        return self.returncode is not None or self.exit_reason is not None
-
     def reap_fresh(self) -> None:
         """The pidfd said a fresh module exited: collect its status."""
         assert self.popen is not None

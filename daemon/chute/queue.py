@@ -129,6 +129,3 @@ class RunQueue:
     def oldest(self, now: float) -> float | None:
         """Seconds the longest-waiting run has waited."""
         return max((now - a.queued_at for a in self.pending), default=None)
-
-    def __len__(self) -> int:
-        return len(self.pending) + len(self.running)

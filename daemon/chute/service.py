@@ -203,7 +203,7 @@ class Service:
             return
         old = {i.path: i for i in self.catalog.config.inboxes}
         now = {i.path: i for i in new.config.inboxes}
-        restart_needed = [k for k in ("state_dir", "work_dir", "workers", "executor")
+        restart_needed = [k for k in ("state_dir", "work_dir", "workers", "executor", "work_reserve_mb", "lease_timeout")
                           if getattr(new.config, k) != getattr(self.catalog.config, k)]
         self.catalog = self.runs.catalog = new
         if (new.config.notify, new.config.metrics) != self.telemetry.config_key:

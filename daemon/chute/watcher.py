@@ -13,7 +13,6 @@ events mode (inotify) the listing is a backstop for lost events, every
 from __future__ import annotations
 
 import fnmatch
-import functools
 import heapq
 import os
 import re
@@ -78,16 +77,6 @@ class NameFilter:
         if self.include is None or not self.include(low):
             return "does not match include"
         return None
-
-
-@functools.lru_cache(maxsize=64)
-def _filter(include: tuple[str, ...], exclude: tuple[str, ...]) -> NameFilter:
-    return NameFilter(list(include), list(exclude))
-
-
-def ignore_reason(name: str, include: list[str], exclude: list[str]) -> str | None:
-    """Why a file name is ignored, or None when it may be claimed."""
-    return _filter(tuple(include), tuple(exclude)).reason(name)
 
 
 def filesystem_type(path: Path, mountinfo: str = "/proc/self/mountinfo") -> str | None:

@@ -16,10 +16,14 @@ from pathlib import Path
 import pytest
 
 from chute.config import Inbox
-from chute.watcher import WALK_TTL, EventHint, InboxWatcher, Writers, filesystem_type, ignore_reason, watch_mode
+from chute.watcher import WALK_TTL, EventHint, InboxWatcher, Writers, filesystem_type, NameFilter, watch_mode
 from tests.harness import wait_until
 
-# --- ignore_reason (SPEC §5.1) ---
+# --- NameFilter (SPEC §5.1) ---
+
+
+def ignore_reason(name: str, include: list[str], exclude: list[str]) -> str | None:
+    return NameFilter(include, exclude).reason(name)
 
 HIDDEN, SUFFIX, SYSTEM = "hidden or temporary name", "partial download or temporary suffix", "system file"
 
