@@ -62,7 +62,7 @@ def copy_file(src: Path, dst: Path) -> None:
 
 
 def move_file(src: Path, dst: Path, tag: str = "") -> None:
-    """Move one file (or, on one filesystem, a folder) to `dst`, which must not exist.
+    """Move one file or symbolic link (or, on one filesystem, a folder) to `dst`, which must not exist.
 
     Across filesystems: copy to a hidden name beside `dst` (`.chute-copy-<tag>-<name>`),
     fsync, rename into place, fsync the folder, and only then unlink `src`. A crash
@@ -78,7 +78,10 @@ def move_file(src: Path, dst: Path, tag: str = "") -> None:
             raise
     tmp = dst.with_name(_fit(f"{COPY_PREFIX}{tag}-{dst.name}"))
     try:
-        copy_file(src, tmp)
+        if os.path.islink(src):
+            os.symlink(os.readlink(src), tmp)  # a link moves as itself: its target is never read
+        else:
+            copy_file(src, tmp)
         rename_noreplace(tmp, dst)
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -133,10 +133,7 @@ def add_input(build: Path, input_path: Path, input_name: str, *, move: bool, tag
     remove_copies(build, tag)
     try:
         if move:
-            if os.path.islink(input_path):  # a rejected symlink: the link itself goes, its target is never read
-                os.rename(input_path, dst)
-            else:
-                move_file(input_path, dst, tag)
+            move_file(input_path, dst, tag)  # a rejected symlink: the link itself goes, its target is never read
         else:
             copy_file(input_path, dst)
             fsync_dir(build)

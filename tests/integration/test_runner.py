@@ -803,6 +803,27 @@ def test_daemon_run_that_cannot_quarantine_keeps_its_claim_and_delivers_later(pr
     project.assert_clean()
 
 
+def test_a_rejected_symlink_goes_to_a_quarantine_on_another_filesystem_as_a_link(project, tmp_path, tmpfs):
+    quarantine = tmpfs("1m") / "quarantine"
+    project.module("copy", COPY, outputs={"output": "video"})
+    project.job("copy_job", [("copy", [entry("copy", outputs={"output": "copy.mp4"})])])
+    target = tmp_path / "secret.txt"
+    target.write_text("not for chute\n")
+    link = tmp_path / "link.mp4"
+    link.symlink_to(target)
+    spec = _daemon_spec(project, link, job="copy_job", quarantine=str(quarantine),
+                        poison="the file is a symbolic link")
+
+    result = execute(spec)
+
+    assert result.status == "failed", result.error
+    moved = Path(result.result_dir) / "link.mp4"
+    assert moved.is_symlink() and os.readlink(moved) == str(target)
+    assert sorted(p.name for p in quarantine.iterdir()) == [moved.parent.name]  # no hidden copy beside it
+    assert not Path(spec.claim).exists() and not spec.committed.exists()
+    project.assert_clean()
+
+
 def test_a_result_built_before_a_crash_never_stays_hidden_when_the_run_again_fails(project, clip):
     """Killed after building its result, before marking it to go out: the run runs again (its
     claim uncommitted) and, ending the other way this time, leaves no hidden build in the outbox."""
