@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import itertools
 import logging
+import os
 import secrets
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -97,8 +99,16 @@ class DaskExecutor:
         self.thread.start()
 
     def _first_connect(self) -> Client:
+        if self.config.security is not None:  # a TLS file that is not there is no network problem: say which
+            s = self.config.security
+            for key, path in (("ca_file", s.ca_file), ("cert", s.cert), ("key", s.key)):
+                if path is not None and not os.access(path, os.R_OK):
+                    raise ChuteError(f"cannot read executor.security.{key} {path}")
         try:
             return self._connect()
+        except ssl.SSLError as exc:
+            raise ChuteError(f"cannot connect to the Dask scheduler at {self.config.address}: TLS: {_reason(exc)}") \
+                from None
         except (OSError, TimeoutError):
             raise ChuteError(f"cannot reach the Dask scheduler at {self.config.address} (executor.address) "
                              f"within {self.config.connect_timeout:g} s") from None

@@ -270,6 +270,14 @@ def test_a_tls_cluster_runs_files_and_refuses_a_daemon_without_certificates(tmp_
         assert result.returncode == 1
         assert result.stderr.splitlines() == [
             f"chute: cannot reach the Dask scheduler at {plain_address} (executor.address) within 2 s"]
+        missing = Setup(tmp_path, executor={"kind": "dask", "address": cluster.address,
+                                            "security": {**{k: str(v) for k, v in tls.items()},
+                                                         "ca_file": str(tmp_path / "gone.pem")}})
+        missing.inbox()
+        result = subprocess.run([str(CHUTE), "run", "--config", str(missing.write("missing"))], capture_output=True,
+                                text=True, timeout=60)
+        assert (result.returncode, result.stderr.splitlines()) == (
+            1, [f"chute: cannot read executor.security.ca_file {tmp_path / 'gone.pem'}"])
         setup = Setup(tmp_path, executor={"kind": "dask", "address": cluster.address,
                                           "security": {k: str(v) for k, v in tls.items()}})
         inbox = setup.inbox()
