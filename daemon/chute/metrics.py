@@ -147,6 +147,15 @@ class Metrics:
             self._scanned.labels(inbox).set(scanned_at)
 
     @_never_raises
+    def forget_inbox(self, inbox: str) -> None:
+        """An inbox a reload removed: its gauges go (an unavailable one would alert for ever)."""
+        for gauge in (self._available, self._scanned):
+            try:
+                gauge.remove(inbox)
+            except KeyError:
+                pass
+
+    @_never_raises
     def flush(self, now: float) -> None:
         """textfile: rewrite it if the last write is FLUSH_INTERVAL old (`now`: time.monotonic())."""
         if self.config.textfile is None or now - self._flushed_at < FLUSH_INTERVAL:

@@ -89,13 +89,15 @@ class Notifications:
         except Exception as exc:  # a bug here must not reach the daemon's loop
             log.warning("notify.dropped", notification=event, reason=f"{type(exc).__name__}: {exc}")
 
-    def close(self, timeout: float = 5.0) -> None:
-        """Stop the threads; what is still queued gets up to `timeout` seconds in all."""
+    def close(self, timeout: float = 5.0, *, wait: bool = True) -> None:
+        """Stop the threads; what is still queued gets up to `timeout` seconds in all (sent in the
+        background when not `wait`: a reload never waits on an endpoint)."""
         deadline = time.monotonic() + timeout
         for target in self._targets:
             target.stop(deadline)
-        for target in self._targets:
-            target.join(deadline)
+        if wait:
+            for target in self._targets:
+                target.join(deadline)
 
 
 class _Target:

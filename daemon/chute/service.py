@@ -206,10 +206,7 @@ class Service:
         restart_needed = [k for k in ("state_dir", "work_dir", "workers", "executor", "work_reserve_mb", "lease_timeout")
                           if getattr(new.config, k) != getattr(self.catalog.config, k)]
         self.catalog = self.runs.catalog = new
-        if (new.config.notify, new.config.metrics) != self.telemetry.config_key:
-            self.telemetry.close()
-            self.telemetry = self.queue.telemetry = Telemetry(new.config)
-            self.telemetry.start()
+        self.telemetry.reconfigure(new.config)
         for path in set(old) - set(now):
             self.intake.remove(path)  # its lease stays while runs of ours hold claims in it (_leased)
         for path, inbox in now.items():

@@ -25,6 +25,21 @@ class Telemetry:
         self.config_key = (config.notify, config.metrics)
         self.notifications = Notifications(config.notify)
         self.metrics = Metrics(config.metrics)
+        self.inboxes: set[str] = set()  # those with gauges
+
+    def reconfigure(self, config: Config) -> None:
+        """A reload: only what changed is replaced (a new notify list keeps the counters, new metrics
+        settings keep the notifications queued)."""
+        notify, metrics = self.config_key
+        if config.metrics != metrics:
+            self.metrics.close()
+            self.metrics, self.inboxes = Metrics(config.metrics), set()
+            self.metrics.start()
+        if config.notify != notify:
+            old, self.notifications = self.notifications, Notifications(config.notify)
+            self.notifications.start()
+            old.close(wait=False)
+        self.config_key = (config.notify, config.metrics)
 
     def start(self) -> None:
         self.notifications.start()
@@ -72,4 +87,7 @@ class Telemetry:
         self.metrics.queue(queued, running, oldest_s)
         for path, (available, scanned_at) in inboxes.items():
             self.metrics.inbox(path, available, scanned_at)
+        for path in self.inboxes - inboxes.keys():
+            self.metrics.forget_inbox(path)
+        self.inboxes = set(inboxes)
         self.metrics.flush(now)

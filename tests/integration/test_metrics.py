@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import socket
 import threading
+import signal
 import time
 import urllib.request
 from pathlib import Path
@@ -246,6 +247,29 @@ def test_metrics_scraped_from_a_running_daemon_match_the_ledger(tmp_path):
         # The loop publishes the queue gauges on its next tick after the last run is recorded.
         wait_until(lambda: value(scrape(host, int(port)), "chute_files_running") == 0, 10)
         _assert_matches_ledger(scrape(host, int(port)), config, inbox, started)
+        assert d.stop() == 0
+
+
+def test_a_reload_keeps_the_counts_and_drops_the_gauges_of_a_removed_inbox(tmp_path):
+    setup, config, inbox, started = _drain(tmp_path, {"listen": "127.0.0.1:0"})
+    other = setup.inbox("other")
+    setup.write()
+    with Daemon(config) as d:
+        [listening] = d.wait_event("metrics.listening", timeout=10)
+        host, port = listening["address"].rsplit(":", 1)
+        _drop_six(inbox)
+        wait_until(lambda: ledger_states(config) == {"succeeded": 4, "failed": 2}, 60)
+        wait_until(lambda: value(scrape(host, int(port)), "chute_files_running") == 0, 10)
+        assert value(scrape(host, int(port)), "chute_inbox_available", inbox=other["path"]) == 1
+        # A reload that adds a notification target and removes an inbox.
+        setup.config["inboxes"].remove(other)
+        setup.config["notify"] = [{"url": "json://127.0.0.1:9/hook"}]
+        setup.write()
+        d.signal(signal.SIGHUP)
+        d.wait_event("daemon.reloaded")
+        wait_until(lambda: value(scrape(host, int(port)), "chute_inbox_available", inbox=other["path"]) is None, 10)
+        _assert_matches_ledger(scrape(host, int(port)), config, inbox, started)  # the same server, the same counts
+        assert d.events("metrics.listening") == [listening]
         assert d.stop() == 0
 
 
