@@ -243,7 +243,7 @@ def test_metrics_scraped_from_a_running_daemon_match_the_ledger(tmp_path):
         [listening] = d.wait_event("metrics.listening", timeout=10)
         host, port = listening["address"].rsplit(":", 1)
         _drop_six(inbox)
-        wait_until(lambda: sum(ledger_states(config).values()) == 6, 60)
+        wait_until(lambda: ledger_states(config) == {"succeeded": 4, "failed": 2}, 60)
         # The loop publishes the queue gauges on its next tick after the last run is recorded.
         wait_until(lambda: value(scrape(host, int(port)), "chute_files_running") == 0, 10)
         _assert_matches_ledger(scrape(host, int(port)), config, inbox, started)
@@ -279,7 +279,7 @@ def test_the_textfile_of_a_stopped_daemon_matches_the_ledger(tmp_path):
     _, config, inbox, started = _drain(tmp_path, {"textfile": str(path)})
     with Daemon(config) as d:
         _drop_six(inbox)
-        wait_until(lambda: sum(ledger_states(config).values()) == 6, 60)
+        wait_until(lambda: ledger_states(config) == {"succeeded": 4, "failed": 2}, 60)
         wait_until(path.exists, 2 * FLUSH_INTERVAL + 5)
         assert d.stop() == 0
     _assert_matches_ledger(parse(path.read_text()), config, inbox, started)
