@@ -47,29 +47,22 @@ class Dispatcher:
             max_crashes=cfg.max_crashes, poison=poison,
         )
 
-    def claimed_all(self, batch: list[Claimed], now: float) -> None:
-        """Queue the runs of what the intake just claimed; if that fails, the files not queued go back."""
+    def claimed(self, batch: list[Claimed], now: float) -> None:
+        """Queue a run for each file the intake just claimed; if that fails (the ledger?), the files not
+        queued go back where they were."""
         for i, c in enumerate(batch):
+            spec = self.spec(c.inbox, c.run_id, c.claim, c.name, SYMLINK if c.symlink else None)
             try:
-                self.claimed(c, now)
+                self.queue.add(Active(spec, c.inbox, now))
             except BaseException:
-                for rest in batch[i + 1:]:
+                for rest in batch[i:]:
                     with contextlib.suppress(OSError):  # else our next start's recovery takes it back
                         claims.release(rest.claim, rest.inbox.path)
                 raise
-
-    def claimed(self, c: Claimed, now: float) -> None:
-        """Queue a run for a file the intake just claimed."""
-        spec = self.spec(c.inbox, c.run_id, c.claim, c.name, SYMLINK if c.symlink else None)
-        try:
-            self.queue.add(Active(spec, c.inbox, now))
-        except BaseException:
-            claims.release(c.claim, c.inbox.path)  # not queued (the ledger failed?): back where it was
-            raise
-        if c.symlink:  # the link itself was claimed; its run quarantines it, never reading its target
-            log.warning("file.rejected", **spec.context(), reason=SYMLINK)
-        else:
-            log.info("file.claimed", **spec.context())
+            if c.symlink:  # the link itself was claimed; its run quarantines it, never reading its target
+                log.warning("file.rejected", **spec.context(), reason=SYMLINK)
+            else:
+                log.info("file.claimed", **spec.context())
 
     def adopted(self, a: Adopted, now: float) -> None:
         """Finish or run again a claim whose daemon died (SPEC §5: a crash loses nothing)."""

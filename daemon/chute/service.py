@@ -169,7 +169,7 @@ class Service:
                 self.queue.retry_now(change.inbox)
             else:
                 self.telemetry.inbox_unavailable(str(change.inbox), change.reason)
-        self.runs.claimed_all(claimed, now)
+        self.runs.claimed(claimed, now)
 
     # --- leases, take-over and recovery ---
 

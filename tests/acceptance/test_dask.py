@@ -55,6 +55,18 @@ def workers_used(daemon: Daemon) -> set[str]:
     return {e["worker"] for e in daemon.events("run.published")}
 
 
+def drain_on(d: Daemon, inbox: dict, good: str, count: int) -> dict[str, bytes]:
+    """Once `good` has joined: drop `count` files, run them all, stop; every run went to `good`."""
+    d.wait_event("executor.worker_joined", worker=good)
+    inputs = {f"f{i}.bin": f"file {i}\n".encode() for i in range(count)}
+    for name, data in inputs.items():
+        drop(Path(inbox["path"]), name, data)
+    wait_until(lambda: len(files(Path(inbox["archive"]))) == len(inputs), 60)
+    assert d.stop() == 0
+    assert workers_used(d) == {good}
+    return inputs
+
+
 def parent_of(pid: int) -> int:
     return int(Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[1])
 
@@ -178,16 +190,10 @@ def test_a_worker_that_does_not_see_the_share_is_refused_and_the_others_work(tmp
     path = Path(inbox["path"])
     path.mkdir(parents=True)
     config = setup.write()
-    inputs = {f"f{i}.bin": f"file {i}\n".encode() for i in range(6)}
     with Daemon(config) as d:
         [refused] = d.wait_event("executor.worker_refused")
         assert (refused["worker"], refused["path"]) == (addresses["blind"], str(path / ".chute"))
-        d.wait_event("executor.worker_joined", worker=addresses["good"])
-        for name, data in inputs.items():
-            drop(path, name, data)
-        wait_until(lambda: len(files(Path(inbox["archive"]))) == len(inputs), 60)
-        assert d.stop() == 0
-        assert workers_used(d) == {addresses["good"]}
+        inputs = drain_on(d, inbox, addresses["good"], 6)
         assert len(d.events("executor.worker_refused")) == 1
     assert_processed_once(inbox, inputs)
     assert {r.worker for r in ledger_runs(config)} == {addresses["good"]}
@@ -202,19 +208,11 @@ def test_a_worker_without_chute_does_not_stop_the_daemon_and_gets_no_runs(tmp_pa
     addresses = cluster.wait_for_workers(2)
     setup = dask_setup(tmp_path, cluster)
     inbox = setup.inbox()
-    path = Path(inbox["path"])
-    path.mkdir(parents=True)
-    config = setup.write()
-    inputs = {f"f{i}.bin": f"file {i}\n".encode() for i in range(4)}
-    with Daemon(config) as d:
+    Path(inbox["path"]).mkdir(parents=True)
+    with Daemon(setup.write()) as d:
         [failed] = d.wait_event("executor.plugin_failed")
         assert "No module named 'chute'" in failed["reason"]
-        d.wait_event("executor.worker_joined", worker=addresses["good"])
-        for name, data in inputs.items():
-            drop(path, name, data)
-        wait_until(lambda: len(files(Path(inbox["archive"]))) == len(inputs), 60)
-        assert d.stop() == 0
-        assert workers_used(d) == {addresses["good"]}
+        inputs = drain_on(d, inbox, addresses["good"], 4)
         assert d.events("executor.worker_joined", worker=addresses["without"]) == []  # (its probe fails, or kills it)
     assert_processed_once(inbox, inputs)
 
