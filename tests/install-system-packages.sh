@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian packages in tests/system-packages.txt that are missing.
-# Only as root with apt-get; otherwise says so, and the tests that need them skip.
+# As root with apt-get, a failed install fails (the tests that need a package fail
+# where we are root, so a green run never hides a missing one); elsewhere it says
+# so and those tests skip.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 mapfile -t wanted < <(grep -v '^\s*#' "$here/system-packages.txt" | grep -v '^\s*$')
@@ -14,7 +16,7 @@ if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null; then
   exit 0
 fi
 export DEBIAN_FRONTEND=noninteractive
-# A failed install is not a failed test run: the tests that need the package skip with the reason.
 if ! { apt-get update -qq >/dev/null && apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null; }; then
-  echo "could not install ${missing[*]}: the tests that need them will skip" >&2
+  echo "could not install ${missing[*]} with apt-get" >&2
+  exit 1
 fi
