@@ -75,7 +75,8 @@ def broken_links(files: list[Path], root: Path = ROOT) -> list[str]:
 
 def test_every_relative_link_resolves():
     assert (ROOT / "docs").is_dir()
-    assert broken_links(documents()) == []
+    problems = broken_links(documents())
+    assert not problems, "broken links:\n" + "\n".join(problems)
 
 
 def test_a_broken_link_is_caught(tmp_path):
