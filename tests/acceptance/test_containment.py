@@ -160,3 +160,20 @@ def test_a_clean_stop_leaves_no_escapee_and_no_cgroup(escape):
     assert escapee.gone()
     assert not Path(cgroup).exists()
     assert files(Path(inbox["path"])) == ["clip.bin"]  # its run was stopped: the input is back in the inbox
+
+
+def test_a_starting_daemon_leaves_a_live_daemons_processes_alone(escape):
+    setup, inbox, folder, escapee = escape
+    env = {"CHUTE_TEST_ESCAPEE": str(folder)}
+    with Daemon(setup.write(), env=env) as running:
+        contained(running)
+        drop(Path(inbox["path"]), "clip.bin", b"hold\n")
+        escapee.wait()
+        with Daemon(setup.write("other", inboxes=[]), env=env, name="other") as other:
+            contained(other)  # its start swept the cgroups of dead daemons: this one is alive
+            assert other.events("cgroup.removed") == []
+            assert other.stop() == 0
+        assert escapee.alive()
+        assert running.events("entry.failed") == [] and running.events("executor.worker_died") == []
+        assert running.stop() == 0
+    assert escapee.gone()
