@@ -7,7 +7,10 @@ dask_executor.py): `submit(spec)` returns a concurrent.futures.Future of the
 below its reserve); `ahead()` how many more are worth claiming now, so that a
 slot that frees starts its next run at once; `where(run_id)` names the worker;
 `sweep(marker)` kills the processes a dead daemon or worker left (by the marker
-in their environment); `kill()` stops everything at once; `close()` ends it. A
+in their environment); `kill()` stops everything at once; `close()` ends it. The
+local pool's workers each run in a cgroup of their own where the host allows it
+(cgroups.py): a worker's death, a clean stop and the next start after a kill -9
+then leave no process behind, marker or not. A
 future that fails with `WorkerLost` means the run died with its worker (a crash,
 counted toward the file's max_crashes); `ExecutorUnavailable` means it never
 reached a worker (defer it, charge nothing).
@@ -24,9 +27,10 @@ import threading
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
+from pathlib import Path
 from typing import Protocol
 
-from . import entry, logs, staging
+from . import cgroups, entry, logs, staging
 from .config import Config
 from .errors import ChuteError
 from .leases import Identity, hostname
@@ -79,6 +83,7 @@ class _Slot:
     future: Future | None = None
     dead: bool = False
     pidfd: int = field(default=-1)
+    cgroup: Path | None = None  # its own cgroup (cgroups.Containment.adopt), killed when it dies
 
 
 class LocalExecutor:
@@ -96,11 +101,17 @@ class LocalExecutor:
         for folder in staging.remove_dead_owners(config.work_dir):
             log.info("work.removed", workspace=str(folder))
         self.owner_dir = staging.owner_dir(config.work_dir, me, me.daemon_id)
+        # Before the first worker: a dead daemon's cgroups (and what escaped into them) go first.
+        self.containment = cgroups.Containment.probe(me)
         self.lock = threading.Lock()
         self.wake_r, self.wake_w = os.pipe2(os.O_CLOEXEC)
         # Started here, in the thread that runs the daemon loop: PR_SET_PDEATHSIG follows the
         # thread that forked, so a worker must never be started from a thread that may end.
         self.slots = [self._spawn() for _ in range(config.workers)]
+        if self.containment.mode == cgroups.Mode.CGROUP and not all(s.cgroup for s in self.slots):
+            self.containment.downgrade("a pool worker could not be moved into its cgroup")
+        log.info("daemon.containment", mode=self.containment.mode.value, reason=self.containment.reason,
+                 cgroup=str(self.containment.own) if self.containment.own else None)
         self.closing = False
         self.thread = threading.Thread(target=self._collect, name="chute-executor", daemon=True)
         self.thread.start()
@@ -113,7 +124,9 @@ class LocalExecutor:
                 pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL, close_fds=True, env=self.environ)
         finally:
             theirs.close()
-        slot = _Slot(proc, Connection(mine.detach()), pidfd=os.pidfd_open(proc.pid))
+        # Moved before it is sent anything: until then it has started no process that could stay outside.
+        slot = _Slot(proc, Connection(mine.detach()), pidfd=os.pidfd_open(proc.pid),
+                     cgroup=self.containment.adopt(proc.pid))
         slot.conn.send(("warm", self.warm))
         return slot
 
@@ -176,6 +189,9 @@ class LocalExecutor:
         with self.lock:
             for slot in self.slots:
                 slot.proc.kill()
+            slots = list(self.slots)
+        for slot in slots:
+            self._release(slot)  # with them whatever escaped their modules' process groups
 
     def close(self) -> None:
         """End every worker: idle ones exit at the end of their connection; then reap them."""
@@ -186,6 +202,8 @@ class LocalExecutor:
             slot.conn.close()
         for slot in self.slots:
             self._reap(slot)
+            self._release(slot)
+        self.containment.close()
         for fd in (self.wake_r, self.wake_w):
             os.close(fd)
 
@@ -199,6 +217,15 @@ class LocalExecutor:
         if slot.pidfd >= 0:
             os.close(slot.pidfd)
             slot.pidfd = -1
+
+    @staticmethod
+    def _release(slot: _Slot) -> None:
+        """Kill what is left in a worker's cgroup (escaped module processes) and remove it."""
+        folder, slot.cgroup = slot.cgroup, None
+        if folder is not None:
+            killed = cgroups.kill(folder)
+            if killed:
+                log.info("cgroup.removed", cgroup=str(folder), processes=killed)
 
     # --- the collector thread: results and deaths, as they happen ---
 
@@ -238,6 +265,7 @@ class LocalExecutor:
             future, run_id, slot.future = slot.future, slot.run_id, None
             slot.run_id = None
         code = slot.proc.wait()
+        self._release(slot)  # what its modules left, even without a marker, before the next attempt starts
         if run_id is not None:
             self._discard(run_id)
         if future is not None and not self.closing:

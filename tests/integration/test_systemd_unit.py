@@ -144,6 +144,13 @@ def test_service_contract(settings):
     assert seconds(settings["WatchdogSec"][0]) > 0
 
 
+def test_unit_delegates_its_cgroup_to_chute(settings):
+    # chute puts each pool worker in a cgroup of its own below the unit's (daemon/chute/cgroups.py), so what
+    # a module leaves dies with its worker; ProtectControlGroups=yes would make that subtree read-only.
+    assert settings["Delegate"] == ["yes"]
+    assert settings.get("ProtectControlGroups", ["no"]) == ["no"]
+
+
 def test_stop_timeout_outlasts_the_drain(settings, production_config):
     # Otherwise systemd kills runs that shutdown_timeout promised to wait for.
     assert seconds(settings["TimeoutStopSec"][0]) > production_config["shutdown_timeout"] + 10
