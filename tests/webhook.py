@@ -1,6 +1,6 @@
 """A real HTTP webhook on 127.0.0.1 for the notification tests: what Apprise's json:// posts arrive at.
 
-`Webhook` answers each POST with the next of `statuses` (then 200) and keeps the
+`Webhook` (on `port`, or a free one) answers each POST with the next of `statuses` (then 200) and keeps the
 JSON bodies it answered 200; `hold()` makes it keep every request open, unanswered,
 until `release()` (a receiver that hangs). `refused_url()` names a port where
 nothing listens (a receiver that refuses).
@@ -16,14 +16,14 @@ from typing import Any
 
 
 class Webhook:
-    def __init__(self, statuses: tuple[int, ...] = ()):
+    def __init__(self, statuses: tuple[int, ...] = (), port: int = 0):
         self.statuses = list(statuses)
         self.messages: list[dict[str, Any]] = []
         self.received = 0  # requests seen, answered or held
         self.lock = threading.Lock()
         self._released = threading.Event()
         self._released.set()
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), self._handler())
         self.server.daemon_threads = True
         self.thread = threading.Thread(target=self.server.serve_forever, name="webhook", daemon=True)
 

@@ -13,6 +13,7 @@ service needs no Dask knowledge.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
 import os
@@ -173,10 +174,12 @@ class DaskExecutor:
             client = self.client
         if client is None or client.status != "running":
             return  # a worker that lost its scheduler stops its runs itself; one that restarts sweeps (the plugin)
-        try:
-            client.run(entry.sweep, marker, wait=False)
-        except Exception as exc:
-            log.warning("executor.sweep_failed", marker=marker, reason=_reason(exc))
+        # Client.run's own coroutine, on the client's loop: Client.run would hold the daemon's loop for the
+        # scheduler's round trip. Out of band, not a task: a worker whose threads are all busy sweeps at once.
+        # wait=False needs a coroutine function on the worker (distributed's worker.run asserts it).
+        sent = asyncio.run_coroutine_threadsafe(client._run(dask_worker.sweep, marker, wait=False),
+                                                self.loop.loop.asyncio_loop)
+        sent.add_done_callback(partial(_sweep_sent, marker))
 
     def healthy(self) -> bool:
         return self.thread.is_alive()
@@ -426,6 +429,13 @@ def _lost(exc: BaseException | None, address: str) -> BaseException:
     if isinstance(exc, KilledWorker):
         return WorkerLost(f"its worker ({address}) died")
     return exc if exc is not None else ExecutorUnavailable("the task ended without a result")
+
+
+def _sweep_sent(marker: str, sent) -> None:
+    """The sweep could not be sent (the scheduler went meanwhile): each worker sweeps its own when it restarts."""
+    exc = None if sent.cancelled() else sent.exception()
+    if exc is not None:
+        log.warning("executor.sweep_failed", marker=marker, reason=_reason(exc))
 
 
 def _relay(event) -> None:

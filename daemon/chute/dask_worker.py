@@ -222,6 +222,13 @@ async def kill_run(key: str, run_id: str, dask_worker=None) -> int:
     return await asyncio.to_thread(entry.sweep, f"CHUTE_RUN_ID={run_id}")
 
 
+async def sweep(marker: str, dask_worker=None) -> None:
+    """Kill this host's processes that carry `marker` (a run's leftovers; Client.run without waiting: a coroutine)."""
+    killed = await asyncio.to_thread(entry.sweep, marker)
+    if killed:
+        logs.get("chute.worker").warning("worker.swept", marker=marker, killed=killed)
+
+
 def clean(work_dir: Path) -> None:
     """Kill the module processes dead owners on this host left running, then remove their workspaces."""
     log = logs.get("chute.worker")

@@ -206,6 +206,7 @@ class LocalExecutor:
         self.containment.close()
         for fd in (self.wake_r, self.wake_w):
             os.close(fd)
+        staging.remove_owner_dir(self.owner_dir)  # no worker of ours is left to write in it
 
     @staticmethod
     def _reap(slot: _Slot) -> None:

@@ -4,7 +4,10 @@ The service calls `Notifications.send` from its loop; each target has its own
 bounded queue and thread, so a slow or dead endpoint delays only its own
 messages, never a claim, a run or another target. A message that cannot be
 sent is retried with back-off, then given up; nothing about a file depends on
-it. URLs are logged only with their secrets masked (Apprise's privacy form).
+it. A stop gives each queue a time budget, and keeps the back-off: what cannot
+go out within it is dropped at once, with one event. A reload hands each URL's
+queue to the target of the same URL in the new config. URLs are logged only
+with their secrets masked (Apprise's privacy form).
 """
 
 from __future__ import annotations
@@ -89,6 +92,17 @@ class Notifications:
         except Exception as exc:  # a bug here must not reach the daemon's loop
             log.warning("notify.dropped", notification=event, reason=f"{type(exc).__name__}: {exc}")
 
+    def take_over(self, old: Notifications) -> None:
+        """A reload: what `old` queued for a URL still configured is sent from here, in order, back-off kept;
+        old targets whose URL is gone get the usual stop budget, in the background."""
+        left = list(old._targets)
+        for target in self._targets:
+            same = next((t for t in left if t.url == target.url), None)
+            if same is not None:
+                left.remove(same)
+                same.hand_over(target)
+        old.close(wait=False)
+
     def close(self, timeout: float = 5.0, *, wait: bool = True) -> None:
         """Stop the threads; what is still queued gets up to `timeout` seconds in all (sent in the
         background when not `wait`: a reload never waits on an endpoint)."""
@@ -98,6 +112,15 @@ class Notifications:
         if wait:
             for target in self._targets:
                 target.join(deadline)
+
+
+@dataclass
+class _Pending:
+    """A message in a target's queue: the attempts made, and when the next one is due (its back-off)."""
+
+    message: Message
+    attempts: int = 0
+    due: float = 0.0  # monotonic
 
 
 class _Target:
@@ -110,10 +133,11 @@ class _Target:
         self.events = frozenset(target.events)
         self.inboxes = None if target.inboxes is None else frozenset(os.path.realpath(p) for p in target.inboxes)
         self._resolved: dict[str, str] = {}
-        self._queue: deque[Message] = deque()
+        self._queue: deque[_Pending] = deque()
         self._ready = threading.Condition()
-        self._stopping = threading.Event()
+        self._stopping = False
         self._deadline = float("inf")
+        self._successor: _Target | None = None  # the same URL after a reload: its queue went there
         self._thread = threading.Thread(target=self._loop, name=f"chute-notify-{number}", daemon=True)
 
     def wants(self, event: str, inbox: str | None) -> bool:
@@ -127,58 +151,84 @@ class _Target:
 
     def put(self, message: Message) -> None:
         with self._ready:
-            if len(self._queue) >= QUEUE_SIZE or self._stopping.is_set():
-                reason = "stopping" if self._stopping.is_set() else f"{QUEUE_SIZE} messages already waiting"
+            if len(self._queue) >= QUEUE_SIZE or self._stopping:
+                reason = "stopping" if self._stopping else f"{QUEUE_SIZE} messages already waiting"
                 log.warning("notify.dropped", url=self.masked, notification=message.event, reason=reason,
                             **_run_fields(message))
                 return
-            self._queue.append(message)
+            self._queue.append(_Pending(message))
             self._ready.notify()
 
     def start(self) -> None:
         self._thread.start()
 
     def stop(self, deadline: float) -> None:
-        self._deadline = deadline
         with self._ready:
-            self._stopping.set()
+            self._stopping, self._deadline = True, deadline
             self._ready.notify()
+
+    def hand_over(self, successor: _Target) -> None:
+        """Give the queue (and, if its send fails, the message being sent) to `successor`; then end."""
+        with self._ready:
+            pending, self._queue = list(self._queue), deque()
+            self._successor, self._stopping = successor, True
+            self._ready.notify()
+        successor._requeue(pending)
+
+    def _requeue(self, pending: list[_Pending], front: bool = False) -> None:
+        with self._ready:
+            successor = self._successor
+            if successor is None:
+                if front:
+                    self._queue.extendleft(reversed(pending))
+                else:
+                    self._queue.extend(pending)
+                self._ready.notify()
+        if successor is not None:  # handed over meanwhile (another reload): it goes on there
+            successor._requeue(pending, front)
 
     def join(self, deadline: float) -> None:
         if self._thread.is_alive():
             # A send stuck in a slow endpoint is left behind: the thread is a daemon thread.
             self._thread.join(max(0.0, deadline - time.monotonic()))
 
-    def _next(self) -> Message | None:
+    def _next(self) -> _Pending | None:
+        """The next message whose back-off is over; None once stopping and nothing more can go in time."""
         with self._ready:
-            while not self._queue and not self._stopping.is_set():
-                self._ready.wait()
-            if self._queue and time.monotonic() < self._deadline:
-                return self._queue.popleft()
-            if self._queue:
-                log.warning("notify.dropped", url=self.masked, count=len(self._queue), reason="stopping")
-                self._queue.clear()
-            return None
+            while True:
+                if not self._queue:
+                    if self._stopping:
+                        return None
+                    self._ready.wait()
+                    continue
+                now, head = time.monotonic(), self._queue[0]
+                if self._stopping and max(now, head.due) >= self._deadline:
+                    # Not even its next attempt fits in the stop's budget (nor, behind it, anything else).
+                    log.warning("notify.dropped", url=self.masked, count=len(self._queue), reason="stopping")
+                    self._queue.clear()
+                    return None
+                if head.due <= now:
+                    return self._queue.popleft()
+                self._ready.wait(head.due - now)
 
     def _loop(self) -> None:
-        while (message := self._next()) is not None:
-            self._deliver(message)
+        while (pending := self._next()) is not None:
+            self._deliver(pending)
 
-    def _deliver(self, message: Message) -> None:
-        for attempt in range(1, len(RETRY_DELAYS) + 2):
-            error = self._attempt(message)
-            if error is None:
-                log.debug("notify.sent", url=self.masked, notification=message.event, attempt=attempt,
-                          **_run_fields(message))
-                return
-            delay = RETRY_DELAYS[attempt - 1] if attempt <= len(RETRY_DELAYS) else None
-            if delay is not None and self._stopping.is_set() and time.monotonic() >= self._deadline:
-                delay = None
-            log.warning("notify.failed", url=self.masked, notification=message.event, attempt=attempt,
-                        error=error, retry_in_s=delay, **_run_fields(message))
-            # Woken early by a stop: one more try right away while the stop allows it.
-            if delay is None or (self._stopping.wait(delay) and time.monotonic() >= self._deadline):
-                return
+    def _deliver(self, pending: _Pending) -> None:
+        message = pending.message
+        pending.attempts += 1
+        error = self._attempt(message)
+        if error is None:
+            log.debug("notify.sent", url=self.masked, notification=message.event, attempt=pending.attempts,
+                      **_run_fields(message))
+            return
+        delay = RETRY_DELAYS[pending.attempts - 1] if pending.attempts <= len(RETRY_DELAYS) else None
+        log.warning("notify.failed", url=self.masked, notification=message.event, attempt=pending.attempts,
+                    error=error, retry_in_s=delay, **_run_fields(message))
+        if delay is not None:  # first in line again: the messages behind it keep their order
+            pending.due = time.monotonic() + delay
+            self._requeue([pending], front=True)
 
     def _attempt(self, message: Message) -> str | None:
         """Send once; None when it went out, else why not (secrets masked)."""

@@ -35,6 +35,19 @@ def owner_dir(work_dir: Path, me: Identity, owner: str) -> Path:
     return folder
 
 
+def remove_owner_dir(folder: Path) -> bool:
+    """Remove an owner's folder at its clean stop, unless a workspace is still in it; True if it went."""
+    try:
+        if any(p.name != OWNER for p in folder.iterdir()):
+            return False  # kept with its record: the next start removes it as a dead owner's
+        # The record goes first: a crash in between leaves an empty folder, never a workspace without an owner.
+        (folder / OWNER).unlink(missing_ok=True)
+        folder.rmdir()
+    except OSError:
+        return False
+    return True
+
+
 class Unreadable(Exception):
     """chute may not read the input (its mode, its ACL): the file's problem, not the machine's."""
 

@@ -28,8 +28,8 @@ class Telemetry:
         self.inboxes: set[str] = set()  # those with gauges
 
     def reconfigure(self, config: Config) -> None:
-        """A reload: only what changed is replaced (a new notify list keeps the counters, new metrics
-        settings keep the notifications queued)."""
+        """A reload: only what changed is replaced (a new notify list keeps the counters and hands each
+        URL's queue to its new target, new metrics settings keep the notifications queued)."""
         notify, metrics = self.config_key
         if config.metrics != metrics:
             self.metrics.close()
@@ -37,8 +37,8 @@ class Telemetry:
             self.metrics.start()
         if config.notify != notify:
             old, self.notifications = self.notifications, Notifications(config.notify)
+            self.notifications.take_over(old)
             self.notifications.start()
-            old.close(wait=False)
         self.config_key = (config.notify, config.metrics)
 
     def start(self) -> None:

@@ -142,7 +142,58 @@ def test_a_worker_killed_under_its_run_runs_it_elsewhere_once_and_its_module_is_
         assert published["worker"] != worker
         assert d.events("run.quarantined") == []
     assert_processed_once(inbox, inputs)
-    assert any('"worker.orphans_killed"' in (tmp_path / f"worker-{n}.log").read_text() for n in ("a", "b"))
+    # Killed by the other worker's sweep (the daemon's, at once) or by the restarted worker's clean-up.
+    assert any(event in (tmp_path / f"worker-{n}.log").read_text()
+               for n in ("a", "b") for event in ('"worker.orphans_killed"', '"worker.swept"'))
+
+
+def test_a_module_left_by_a_dead_worker_is_swept_by_the_workers_left_on_its_host(tmp_path, cluster):
+    """Issue 19.4: the daemon's sweep reaches the workers (it failed on every call with distributed 2026.8)."""
+    need_unshare("--pid", "--fork", "--mount-proc")
+    once = tmp_path / "once"
+    once.mkdir()
+    for name in ("a", "b"):
+        cluster.add_worker(name, env={"CHUTE_TEST_ONCE": str(once)})
+    names = {address: name for name, address in cluster.wait_for_workers(2).items()}
+    # Fresh interpreters: a warm launcher would take its modules down with the worker (PR_SET_PDEATHSIG).
+    setup = dask_setup(tmp_path, cluster, launcher={"mode": "fresh"})
+    main = setup.defs / "modules" / "copy" / "main.py"
+    main.write_text(SLEEP_ONCE + main.read_text())
+    inbox = setup.inbox()
+    path = Path(inbox["path"])
+    path.mkdir()
+    config = setup.write()
+    inputs = {"victim.bin": b"victim\n"}
+    # The daemon in a PID namespace of its own cannot see (or sweep) the workers' processes, as on another host.
+    with Daemon(config, wrap=("unshare", "--pid", "--fork", "--mount-proc")) as d:
+        d.wait_event("executor.worker_joined", count=2)
+        drop(path, "victim.bin", inputs["victim.bin"])
+        [started] = d.wait_event("entry.started", step="first")
+        run_id, worker = started["run_id"], started["worker"]
+        wait_until(lambda: (once / run_id).exists())
+        [module] = wait_until(lambda: processes_with(f"CHUTE_RUN_ID={run_id}"))
+        # Its worker dies for good, its nanny first (no restart, so no restarted worker's clean-up): only the
+        # daemon's sweep, run by the other worker on this host, can find the module left behind.
+        dead = cluster.workers[names[worker]]
+        dead.stopping.set()
+        worker_pid = parent_of(module)
+        assert parent_of(worker_pid) == dead.proc.pid  # `dask worker` itself is the nanny
+        os.kill(dead.proc.pid, signal.SIGKILL)
+        os.kill(worker_pid, signal.SIGKILL)
+        d.wait_event("executor.worker_left", worker=worker)
+        wait_until(lambda: not alive(module), 30)
+        wait_until(lambda: len(files(Path(inbox["archive"]))) == 1, 60)
+        [inner] = Path(f"/proc/{d.pid}/task/{d.pid}/children").read_text().split()
+        os.kill(int(inner), signal.SIGTERM)  # the daemon itself, not `unshare`
+        assert d.proc.wait(30) == 0
+        assert d.events("executor.sweep_failed") == []
+        [published] = d.events("run.published", run_id=run_id)
+        assert published["worker"] != worker
+    assert_processed_once(inbox, inputs)
+    other = "b" if names[worker] == "a" else "a"
+    [swept] = [line for line in (tmp_path / f"worker-{other}.log").read_text().splitlines() if '"worker.swept"' in line]
+    assert f"CHUTE_RUN_ID={run_id}" in swept and '"killed": 1' in swept
+    assert dead.starts == 1
 
 
 def test_the_scheduler_killed_and_restarted_mid_run_loses_and_duplicates_nothing(tmp_path, cluster):

@@ -68,6 +68,21 @@ def test_sigterm_releases_long_runs_within_shutdown_timeout_and_a_restart_finish
     assert_processed_once(inbox, inputs)
 
 
+def test_a_clean_stop_leaves_nothing_of_the_daemon_in_work_dir(tmp_path):
+    """Issue 19.7: a stopped daemon's `work_dir/<daemon>/.owner` was left behind, one folder per start."""
+    setup = Setup(tmp_path)
+    inbox = setup.inbox()
+    config = setup.write()
+    work_dir = tmp_path / "chute-work"
+    with Daemon(config) as d:
+        [started] = d.wait_event("daemon.started")
+        drop(Path(inbox["path"]), "clip.mov", b"clip\n")
+        d.wait_event("run.published")
+        assert (work_dir / started["daemon"] / ".owner").is_file()  # while it runs, its record says who it is
+        assert d.stop() == 0
+    assert list(work_dir.iterdir()) == []
+
+
 def test_a_second_sigterm_stops_at_once_still_releasing(tmp_path, notify_socket):
     setup = Setup(tmp_path, shutdown_timeout=60)
     inbox = setup.inbox()

@@ -13,8 +13,10 @@ import pytest
 import structlog.testing
 
 from chute import notify
+from chute.catalog import load_catalog
 from chute.config import NotifyTarget
 from chute.notify import Notifications
+from chute.telemetry import Telemetry
 from tests.harness import Daemon, Setup, assert_processed_once, drop, files, ledger_runs, ledger_states, wait_until
 from tests.webhook import Webhook, body_fields, refused_url
 
@@ -167,6 +169,68 @@ def test_close_does_not_wait_past_its_timeout_for_a_hanging_receiver(webhook, no
     assert webhook.answered() == [] and _notify_threads()
     webhook.release()
     wait_until(lambda: not _notify_threads())
+
+
+def test_a_stop_keeps_the_back_off_and_drops_what_cannot_go_out_in_one_event(notifications):
+    """Issue 19.7: at a stop, 50 queued messages to a failing receiver were retried back to back (~200 POSTs)."""
+    with Webhook(statuses=(503,) * 500) as webhook, structlog.testing.capture_logs() as logs:
+        n = notifications(NotifyTarget(url=webhook.url()))
+        for i in range(50):
+            n.send("run.published", inbox="/srv/in", **dict(PUBLISHED, file=f"f{i:02d}.mp4"))
+        wait_until(lambda: any(e["event"] == "notify.failed" for e in logs))  # the first one now backs off (5 s)
+        n.close(timeout=2)  # its next attempt would come after the stop's budget: none is made
+        wait_until(lambda: not _notify_threads())
+        assert webhook.received == 1
+    [dropped] = [e for e in logs if e["event"] == "notify.dropped"]
+    assert (dropped["count"], dropped["reason"]) == (50, "stopping")
+
+
+def test_a_stop_sends_what_fits_in_its_budget_after_the_back_off(monkeypatch, notifications):
+    monkeypatch.setattr(notify, "RETRY_DELAYS", (0.2, 0.2, 0.2))
+    with Webhook(statuses=(503,)) as webhook, structlog.testing.capture_logs() as logs:
+        n = notifications(NotifyTarget(url=webhook.url()))
+        for i in range(3):
+            n.send("run.published", inbox="/srv/in", **dict(PUBLISHED, file=f"f{i}.mp4"))
+        n.close(timeout=30)  # waits until all went out
+        assert [body_fields(m)["file"] for m in webhook.answered()] == ["f0.mp4", "f1.mp4", "f2.mp4"]
+        assert webhook.received == 4
+    assert [e["attempt"] for e in logs if e["event"] == "notify.failed"] == [1]
+    assert not [e for e in logs if e["event"] == "notify.dropped"]
+
+
+@pytest.mark.parametrize("change", ["unchanged", "target_added"])
+def test_a_reload_keeps_what_is_queued_for_a_receiver_that_is_down(tmp_path, monkeypatch, change):
+    """Issue 19.7: a reload that changed the notify list dropped (or burnt the retries of) every queued message."""
+    monkeypatch.setattr(notify, "RETRY_DELAYS", (2.0, 2.0, 2.0))
+    down = refused_url()  # the receiver is down when the reload comes, and back after it
+    port = int(down.split("127.0.0.1:")[1].split("/")[0])
+    with Webhook() as added, structlog.testing.capture_logs() as logs:
+        setup = Setup(tmp_path)
+        setup.inbox()
+        before = load_catalog(setup.write("before", notify=[{"url": down}])).config
+        targets = [{"url": down}] + ([{"url": added.url()}] if change == "target_added" else [])
+        after = load_catalog(setup.write("after", notify=targets)).config
+        telemetry = Telemetry(before)
+        telemetry.start()
+        try:
+            for i in range(3):
+                telemetry.notifications.send("run.published", inbox="/srv/in", **dict(PUBLISHED, file=f"f{i}.mp4"))
+            wait_until(lambda: any(e["event"] == "notify.failed" for e in logs))
+            old = _notify_threads()
+            telemetry.reconfigure(after)
+            if change == "target_added":  # the old targets' threads are done with what they had
+                wait_until(lambda: not any(t.is_alive() for t in old))
+            with Webhook(port=port) as back:
+                telemetry.notifications.send("run.published", inbox="/srv/in", **dict(PUBLISHED, file="f3.mp4"))
+                wait_until(lambda: len(back.answered()) == 4, 30)
+                assert [body_fields(m)["file"] for m in back.answered()] == ["f0.mp4", "f1.mp4", "f2.mp4", "f3.mp4"]
+                assert back.received == 4
+        finally:
+            telemetry.close()
+        wait_until(lambda: not _notify_threads())
+        expected = ["f3.mp4"] if change == "target_added" else []
+        assert [body_fields(m)["file"] for m in added.answered()] == expected  # from the reload on
+    assert not [e for e in logs if e["event"] == "notify.dropped"]
 
 
 def test_no_targets_start_nothing():
