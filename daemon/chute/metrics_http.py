@@ -12,8 +12,6 @@ the daemon spends at most MAX_CONNECTIONS + 4 descriptors and one thread here.
 
 from __future__ import annotations
 
-import errno
-import resource
 import selectors
 import socket
 import threading
@@ -22,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from . import logs
+from .errors import resources_fields, short_of_resources
 
 log = logs.get("chute.metrics")
 
@@ -31,18 +30,7 @@ WRITE_TIMEOUT = 10.0  # seconds for a client to take the answer
 MAX_REQUEST = 8192  # bytes of request line and headers (a scrape sends about 200)
 ACCEPT_BACKOFF = 0.5  # seconds without accepting after the process ran out of descriptors
 JOIN_TIMEOUT = 5.0
-# Errors that say the process or the host is short of descriptors or memory, not that anything is wrong
-# with a file or a folder (accept(2), open(2), opendir(3)).
-RESOURCE_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
-
 Render = Callable[[str], tuple[bytes, str]]  # the Accept header -> (body, content type)
-
-
-def resources_event(exc: OSError, where: str, **fields: object) -> None:
-    """Log `daemon.resources`: the process is short of descriptors or memory (never a missing folder)."""
-    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-    log.error("daemon.resources", errno=errno.errorcode.get(exc.errno or 0, str(exc.errno)),
-              reason=exc.strerror or str(exc), where=where, fd_limit=soft, **fields)
 
 
 @dataclass(eq=False)
@@ -144,11 +132,11 @@ class MetricsServer:
             except BlockingIOError:
                 break
             except OSError as exc:
-                if exc.errno in RESOURCE_ERRNOS:
+                if short_of_resources(exc):
                     # The connection stays in the kernel's backlog; the listener is readable until then, so
                     # stop watching it a while rather than spin (accept(2), "EMFILE").
                     if not self._short:
-                        resources_event(exc, "metrics endpoint")
+                        log.error("daemon.resources", where="metrics endpoint", **resources_fields(exc))
                     self._short = True
                     self.selector.unregister(self.listener)
                     self._accept_paused_until = now + ACCEPT_BACKOFF
