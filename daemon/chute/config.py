@@ -142,17 +142,17 @@ def listen_address(value: str) -> tuple[str, int]:
         try:
             ipaddress.IPv6Address(inner or "")
         except ValueError:
-            raise ValueError(f"{host} is not an IPv6 address in brackets, e.g. [::] or [::1]") from None
+            raise ValueError(f"cannot be bound: {host} is not an IPv6 address in brackets") from None
         return inner, int(port)
     if ":" in host:
-        raise ValueError(f"an IPv6 address needs brackets: [{host}]:{port}")
+        raise ValueError(f"cannot be bound: an IPv6 address needs brackets, [{host}]:{port}")
     if re.fullmatch(r"[0-9.]+", host):
         try:
             ipaddress.IPv4Address(host)
         except ValueError:
-            raise ValueError(f"{host} is not an IPv4 address") from None
+            raise ValueError(f"cannot be bound: {host} is not an IPv4 address") from None
     elif len(host) > 253 or not all(_HOST_LABEL.fullmatch(label) for label in host.removesuffix(".").split(".")):
-        raise ValueError(f"{host!r} is not a host name or an IP address")
+        raise ValueError(f"cannot be bound: {host!r} is not a host name or an IP address")
     return host, int(port)
 
 
@@ -160,7 +160,7 @@ def _listen(value: str) -> str:
     try:
         listen_address(value)
     except ValueError as exc:
-        raise ValueError(f"{value!r}: {exc} (e.g. 127.0.0.1:9464, 0.0.0.0:9464 or [::]:9464)") from None
+        raise ValueError(f"{value!r} {exc} (e.g. 127.0.0.1:9464, 0.0.0.0:9464 or [::]:9464)") from None
     return value
 
 
