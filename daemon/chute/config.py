@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Literal, get_args
 
@@ -121,10 +123,44 @@ class NotifyTarget(Frozen):
     inboxes: list[FolderPath] | None = Field(default=None, description="Only these inboxes' events (default: all)")
 
 
-def _listen(value: str) -> str:
+_HOST_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
+
+
+def listen_address(value: str) -> tuple[str, int]:
+    """HOST:PORT split into what bind(2) takes; ValueError for anything that cannot be bound.
+
+    An IPv6 address is written in brackets ([::1]:9464); the brackets must hold
+    one (`[]` and `[127.0.0.1]` are not addresses), and an IPv6 address without
+    them is ambiguous with the port. A host name must be one by RFC 1123, and
+    one that is all digits and dots must be an IPv4 address.
+    """
     host, sep, port = value.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ValueError(f"{value!r} must be HOST:PORT, e.g. 127.0.0.1:9464 or [::]:9464")
+    if not sep or not host or not re.fullmatch(r"[0-9]{1,5}", port) or int(port) > 65535:
+        raise ValueError("must be HOST:PORT, with a port from 0 to 65535")
+    if host.startswith("[") or host.endswith("]"):
+        inner = host[1:-1] if host.startswith("[") and host.endswith("]") else None
+        try:
+            ipaddress.IPv6Address(inner or "")
+        except ValueError:
+            raise ValueError(f"cannot be bound: {host} is not an IPv6 address in brackets") from None
+        return inner, int(port)
+    if ":" in host:
+        raise ValueError(f"cannot be bound: an IPv6 address needs brackets, [{host}]:{port}")
+    if re.fullmatch(r"[0-9.]+", host):
+        try:
+            ipaddress.IPv4Address(host)
+        except ValueError:
+            raise ValueError(f"cannot be bound: {host} is not an IPv4 address") from None
+    elif len(host) > 253 or not all(_HOST_LABEL.fullmatch(label) for label in host.removesuffix(".").split(".")):
+        raise ValueError(f"cannot be bound: {host!r} is not a host name or an IP address")
+    return host, int(port)
+
+
+def _listen(value: str) -> str:
+    try:
+        listen_address(value)
+    except ValueError as exc:
+        raise ValueError(f"{value!r} {exc} (e.g. 127.0.0.1:9464, 0.0.0.0:9464 or [::]:9464)") from None
     return value
 
 

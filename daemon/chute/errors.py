@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import resource
 from dataclasses import dataclass
 
 # Exit codes of the `chute` command (SPEC §7).
@@ -10,6 +12,21 @@ RET_FAILED = 1  # invalid definitions, a failed run, an unknown run id
 RET_USAGE = 2  # bad command line (argparse uses 2 as well)
 RET_RUNNING = 3  # another daemon already holds the pidfile
 RET_INTERRUPTED = 130  # stopped by Ctrl-C
+
+# Errors that say the process or the host is short of descriptors or memory, never that anything is
+# wrong with a file or a folder (open(2), opendir(3), accept(2)): logged as `daemon.resources` (issue #19).
+RESOURCE_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
+
+
+def short_of_resources(exc: BaseException) -> bool:
+    return isinstance(exc, OSError) and exc.errno in RESOURCE_ERRNOS
+
+
+def resources_fields(exc: OSError) -> dict[str, object]:
+    """The key/values of a `daemon.resources` event: which errno, and the descriptor limit in force."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return {"errno": errno.errorcode.get(exc.errno or 0, str(exc.errno)), "reason": exc.strerror or str(exc),
+            "fd_limit": soft}
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from watchdog.observers import Observer
 
 from . import claims, logs
 from .config import Config, Inbox
+from .errors import resources_fields, short_of_resources
 from .leases import STATE_DIR, Identity
 from .watcher import EventHint, InboxWatcher, Writers
 
@@ -69,6 +70,9 @@ class Intake:
         self.observer = Observer()
         self.scanned: dict[Path, float] = {}  # wall-clock time of each inbox's last successful scan
         self.writers = Writers()
+        # While the daemon is short of descriptors or memory: the reason (one daemon.resources per spell).
+        self.short_of: str | None = None
+        self._shortage: tuple[OSError, dict] | None = None  # the first one met during this look
 
     def start(self) -> None:
         self.observer.start()
@@ -130,10 +134,18 @@ class Intake:
     def look(self, now: float, capacity: int) -> tuple[list[Claimed], list[Change]]:
         """Scan the inboxes that are due and claim up to `capacity` settled files, oldest change first."""
         settled, changes = [], []
+        self._shortage, looked = None, False
         for w in list(self.watchers.values()):
             if not w.due(now):
                 continue
-            scan = w.scan(now, limit=max(capacity, 0))  # only as many settled files are stat'ed as can be taken
+            try:
+                scan = w.scan(now, limit=max(capacity, 0))  # only as many settled files are stat'ed as can be taken
+            except OSError as exc:
+                if not short_of_resources(exc):
+                    raise
+                self._short(exc, where="inbox scan", inbox=str(w.inbox.path))  # the inbox keeps its state
+                continue
+            looked = True
             if scan.available:
                 self.scanned[w.inbox.path] = time.time()
             change = self._availability(w, scan)
@@ -143,12 +155,37 @@ class Intake:
                 self._ignored(w, name, reason)
             settled += [(now, w, name, None) for name in scan.symlinks]
             settled += [(w.seen[name].changed_at, w, name, st) for name, st in scan.settled]
-        return self._claim_settled(settled, now, capacity), changes
+        claimed = self._claim_settled(settled, now, capacity)
+        self._resources(looked)
+        return claimed, changes
+
+    def _short(self, exc: OSError, **fields) -> None:
+        if self._shortage is None:
+            self._shortage = (exc, fields)
+
+    def _resources(self, looked: bool) -> None:
+        """Log the start of a shortage of descriptors or memory, and its end (a look that met none)."""
+        if self._shortage is not None:
+            exc, fields = self._shortage
+            if self.short_of is None:
+                log.error("daemon.resources", **fields, **resources_fields(exc))
+            self.short_of = exc.strerror or str(exc)
+        elif looked and self.short_of is not None:
+            log.info("daemon.resources_recovered", reason=self.short_of)
+            self.short_of = None
 
     def _claim_settled(self, settled: list, now: float, capacity: int) -> list[Claimed]:
         if not settled or capacity <= 0:
             return []
-        busy = self.writers.busy({(st.st_dev, st.st_ino) for *_, st in settled if st is not None}, now)
+        candidates = {(st.st_dev, st.st_ino) for *_, st in settled if st is not None}
+        try:
+            busy = self.writers.busy(candidates, now)
+        except OSError as exc:
+            if not short_of_resources(exc):
+                raise
+            # Whether a writer still has them open is unknown: none is claimed; they are offered again.
+            self._short(exc, where="open-writer check")
+            return []
         made = []
         for _, w, name, st in sorted(settled, key=lambda x: x[0]):
             if len(made) >= capacity:
@@ -167,7 +204,10 @@ class Intake:
         try:
             got = claims.claim(inbox.path, name, self.me)
         except OSError as exc:
-            log.warning("file.claim_failed", inbox=str(inbox.path), file=name, reason=exc.strerror or str(exc))
+            if short_of_resources(exc):
+                self._short(exc, where="claim", inbox=str(inbox.path), file=name)
+            else:
+                log.warning("file.claim_failed", inbox=str(inbox.path), file=name, reason=exc.strerror or str(exc))
             return None
         w.forget(name)
         if got is None:

@@ -88,22 +88,30 @@ class Metrics:
         """listen: serve /metrics (a failure to listen is logged, and the daemon goes on without)."""
         if self.config is None or self.config.listen is None:
             return
-        from prometheus_client import start_http_server
+        from .config import listen_address
+        from .metrics_http import MetricsServer
 
-        host, _, port = self.config.listen.rpartition(":")
+        host, port = listen_address(self.config.listen)
         try:
-            self._server, _ = start_http_server(int(port), host.strip("[]"), registry=self.registry)
-        except OSError as exc:
+            self._server = MetricsServer(host, port, self._render)
+        except OSError as exc:  # socket.gaierror too: a host name that does not resolve
             log.error("metrics.failed", reason=f"cannot listen on {self.config.listen}: {exc.strerror or exc}")
             return
+        self._server.start()
         bound = self._server.server_address
         log.info("metrics.listening", address=f"{_host(bound[0])}:{bound[1]}")
+
+    def _render(self, accept: str) -> tuple[bytes, str]:
+        """The exposition in the format the scraper accepts (OpenMetrics or Prometheus text)."""
+        from prometheus_client.exposition import choose_encoder
+
+        encoder, content_type = choose_encoder(accept)
+        return encoder(self.registry), content_type
 
     def close(self) -> None:
         """Stop serving; a textfile gets the last values."""
         if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
+            self._server.close()
             self._server = None
         if self.config is not None and self.config.textfile is not None:
             self._write(self.config.textfile)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import enum
 import os
+import resource
 import signal
 import threading
 import time
@@ -76,6 +77,7 @@ class Service:
             signal.signal(sig, self._on_stop_signal)
         signal.signal(signal.SIGHUP, self._on_reload_signal)
         cfg = self.catalog.config
+        fd_limit = raise_fd_limit()  # after the pool's workers started: they and their modules keep the old one
         for inbox in cfg.inboxes:
             self._add_inbox(inbox)
         self.intake.start()
@@ -83,7 +85,7 @@ class Service:
         self._adopt(self.recovery.heartbeat(self.clock(), self._leased(), self._watched(), force=True))
         self._reconcile()
         log.info("daemon.started", pid=os.getpid(), daemon=self.me.daemon_id, config=str(self.catalog.config_file),
-                 inboxes=[str(i.path) for i in cfg.inboxes], workers=cfg.workers)
+                 inboxes=[str(i.path) for i in cfg.inboxes], workers=cfg.workers, fd_limit=fd_limit)
         self.notifier.ready()
         self._status()
 
@@ -163,7 +165,10 @@ class Service:
         # Runs claimed ahead wait for this daemon's workers: not while a peer shares an inbox (it may be idle).
         ahead = 0 if self.recovery.shared else self.executor.ahead()
         capacity = self.executor.free() + ahead - self.queue.waiting(now)
+        was_short = self.intake.short_of
         claimed, changes = self.intake.look(now, capacity)
+        if self.intake.short_of is not None and was_short is None:
+            self.telemetry.daemon_error(f"short of resources: {self.intake.short_of}")
         for change in changes:
             if change.available:
                 self.queue.retry_now(change.inbox)
@@ -272,6 +277,22 @@ class Service:
         if self.healthy():
             self.notifier.watchdog()
             self.next_watchdog = now + interval
+
+
+def raise_fd_limit() -> int:
+    """Raise this process's soft limit of open descriptors to its hard limit; returns the limit in force.
+
+    The daemon uses no select(2), so a soft limit of 1024 only makes it fail sooner (issue #19;
+    systemd.exec(5), LimitNOFILE=, recommends exactly this). Processes started earlier keep theirs.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft == resource.RLIM_INFINITY or soft >= hard:
+        return soft
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (OSError, ValueError):
+        return soft
+    return hard
 
 
 def _executor(catalog: Catalog, me: Identity, current: Callable[[], Config]) -> Executor:

@@ -32,6 +32,7 @@ from watchdog.events import (
 )
 
 from .config import Inbox
+from .errors import short_of_resources
 
 # A /proc walk for open writers is reused this long (Writers): a file still being written was
 # written within its settle time, which inotify or its mtime shows; this only bounds the lag of
@@ -290,6 +291,11 @@ class InboxWatcher:
             folder = os.stat(self.path)
             listed = os.listdir(self.path) if relist else None
         except OSError as exc:
+            if short_of_resources(exc):
+                # The daemon is short of descriptors or memory: nothing is known about the inbox, whose
+                # state stays as it was; the caller reports the shortage (issue #19).
+                self._put_back(now, events, relist, recheck)
+                raise
             # A vanished inbox (an unmounted share) is paused, never read as "all files deleted".
             return self._lost(now, exc.strerror or str(exc), now + self.poll_interval)
         first = self.folder_id is None  # the first listing, or the first since the inbox was lost
@@ -330,6 +336,13 @@ class InboxWatcher:
         self.folder_id = None
         self.next_listing = self.next_scan = retry_at
         return Scan(available=False, error=error)
+
+    def _put_back(self, now: float, events: dict[str, float], relist: bool, recheck: bool) -> None:
+        """A look that could not be made: what it was to do is done at the next one, a poll later."""
+        with self.writing_lock:
+            self.events = events | self.events
+            self.relist, self.recheck = self.relist or relist, self.recheck or recheck
+        self.next_scan = now + self.poll_interval
 
     def _replaced(self, folder: os.stat_result, relist: bool) -> bool:
         """In events mode, whether the inbox is another folder than at the last listing (its watch is stale)."""

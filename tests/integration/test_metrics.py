@@ -7,9 +7,10 @@ run `chute run`, drain files, and compare what Prometheus would read with the le
 from __future__ import annotations
 
 import os
-import socket
-import threading
 import signal
+import socket
+import subprocess
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -18,9 +19,10 @@ import pytest
 import structlog.testing
 from prometheus_client.parser import text_string_to_metric_families
 
+from chute import __version__
 from chute.config import MetricsConfig
 from chute.metrics import FLUSH_INTERVAL, Metrics
-from tests.harness import Daemon, Setup, drop, ledger_states, wait_until
+from tests.harness import CHUTE, Daemon, Setup, drop, files, ledger_states, wait_until
 
 CHUTE_FAMILIES = {
     "chute_build_info", "chute_runs", "chute_run_duration_seconds", "chute_entries", "chute_entry_duration_seconds",
@@ -286,3 +288,165 @@ def test_the_textfile_of_a_stopped_daemon_matches_the_ledger(tmp_path):
         assert d.stop() == 0
     _assert_matches_ledger(parse(path.read_text()), config, inbox, started)
     assert os.listdir(path.parent) == ["chute.prom"]
+
+
+# --- issue #19: nothing a client of /metrics does can take the daemon's descriptors, threads or time ---
+
+
+def _fds(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def _threads(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/task"))
+
+
+def _closed_by_server(sock: socket.socket) -> bool:
+    """Whether the server closed `sock` (EOF or reset), waiting up to a second for it to say so."""
+    sock.settimeout(1.0)
+    try:
+        return sock.recv(65536) == b""
+    except (ConnectionResetError, BrokenPipeError):
+        return True
+    except socket.timeout:
+        return False
+
+
+def _ask(address: tuple[str, int], request: bytes) -> bytes:
+    """Send `request` raw and read the whole answer (the server closes after one)."""
+    with socket.create_connection(address, timeout=10) as sock:
+        sock.sendall(request)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    return answer
+
+
+def test_idle_connections_never_stop_claiming_nor_grow_the_daemon(tmp_path):
+    """300 connections that send nothing, a slowloris and garbage: scrapes answer, files are published,
+    and the daemon's descriptors and threads stay bounded."""
+    from chute.metrics_http import MAX_CONNECTIONS
+
+    _, config, inbox, _ = _drain(tmp_path, {"listen": "127.0.0.1:0"})
+    with Daemon(config) as d:
+        [listening] = d.wait_event("metrics.listening", timeout=10)
+        host, port = listening["address"].rsplit(":", 1)
+        address = (host, int(port))
+        scrape(*address)
+        fds, threads = _fds(d.pid), _threads(d.pid)
+
+        idle = [socket.create_connection(address, timeout=10) for _ in range(300)]
+        try:
+            # The last ones are held open by the server (up to its cap); a scrape still gets in.
+            assert value(scrape(*address), "chute_inbox_available", inbox=inbox["path"]) == 1
+            assert _fds(d.pid) <= fds + MAX_CONNECTIONS + 4
+            assert _threads(d.pid) <= threads + 1
+            _drop_six(inbox)
+            wait_until(lambda: ledger_states(config) == {"succeeded": 4, "failed": 2}, 60)
+            assert len(files(Path(inbox["outbox"]))) == 4 and files(Path(inbox["path"])) == []
+            assert _threads(d.pid) <= threads + 1
+            # Every idle connection is closed by the server: its read deadline or a newer client.
+            wait_until(lambda: all(_closed_by_server(s) for s in idle), 60)
+        finally:
+            for s in idle:
+                s.close()
+
+        # A slowloris: a header byte every 0.2 s, never the end of its request.
+        slow = socket.create_connection(address, timeout=10)
+        slow.sendall(b"GET /metrics HTTP/1.1\r\n")
+        dropped = threading.Event()
+
+        def dribble() -> None:
+            while not dropped.is_set():
+                try:
+                    slow.sendall(b"X")
+                except OSError:
+                    dropped.set()
+                    return
+                dropped.wait(0.2)
+
+        dribbler = threading.Thread(target=dribble)
+        dribbler.start()
+        try:
+            wait_until(lambda: dropped.is_set() or _closed_by_server(slow), 30)
+        finally:
+            dropped.set()
+            dribbler.join(10)
+            slow.close()
+
+        # Garbage and oversized requests get a one-line answer, never a traceback or a hang.
+        assert _ask(address, b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n").startswith(b"HTTP/1.1 400 ")
+        assert _ask(address, b"POST /metrics HTTP/1.1\r\n\r\n").startswith(b"HTTP/1.1 405 ")
+        assert _ask(address, b"GET /metrics HTTP/1.1\r\nX: " + b"a" * 20000 + b"\r\n\r\n").startswith(b"HTTP/1.1 431 ")
+        assert _ask(address, b"GET /secret HTTP/1.1\r\n\r\n").startswith(b"HTTP/1.1 404 ")
+        head = _ask(address, b"HEAD /metrics HTTP/1.0\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200 ") and head.endswith(b"\r\n\r\n")
+        assert value(scrape(*address), "chute_runs_total", job_name="twostep", status="succeeded") == 4
+        wait_until(lambda: _fds(d.pid) <= fds + 2, 20)  # every connection closed (+2: a run's brief ones)
+        assert d.events("daemon.error") == [] and d.events("inbox.unavailable") == []
+        assert "Traceback" not in d.text()
+        assert d.stop() == 0
+
+
+def test_a_daemon_out_of_descriptors_says_so_and_never_calls_an_inbox_unavailable(tmp_path):
+    """Its soft RLIMIT_NOFILE lowered under it (prlimit(2)): no new descriptor can be had. The inbox is
+    not reported unavailable, nothing is lost, and the file is published once descriptors are back."""
+    import resource
+
+    setup = Setup(tmp_path, metrics={"listen": "127.0.0.1:0"})
+    inbox = setup.inbox(watch="poll")  # listed every poll_interval: each look needs a new descriptor
+    config = setup.write()
+    with Daemon(config) as d:
+        [listening] = d.wait_event("metrics.listening", timeout=10)
+        host, port = listening["address"].rsplit(":", 1)
+        limit = resource.prlimit(d.pid, resource.RLIMIT_NOFILE)
+        resource.prlimit(d.pid, resource.RLIMIT_NOFILE, (3, limit[1]))  # below its lowest free descriptor
+        try:
+            drop(Path(inbox["path"]), "clip.mov", b"clip\n")
+            [short] = d.wait_event("daemon.resources", timeout=20, where="inbox scan")
+            assert (short["errno"], short["inbox"], short["fd_limit"]) == ("EMFILE", inbox["path"], 3)
+            # A scrape meanwhile cannot be accepted; the endpoint backs off instead of spinning.
+            with socket.create_connection((host, int(port)), timeout=10):
+                d.wait_event("daemon.resources", timeout=20, where="metrics endpoint")
+            assert files(Path(inbox["path"])) == ["clip.mov"]
+        finally:
+            resource.prlimit(d.pid, resource.RLIMIT_NOFILE, limit)
+        d.wait_event("daemon.resources_recovered", timeout=20)
+        wait_until(lambda: ledger_states(config) == {"succeeded": 1}, 60)
+        assert files(Path(inbox["archive"])) == ["clip.mov"] and len(files(Path(inbox["outbox"]))) == 1
+        assert value(scrape(host, int(port)), "chute_inbox_available", inbox=inbox["path"]) == 1
+        assert d.events("inbox.unavailable") == [] and d.events("daemon.error") == []
+        assert "Traceback" not in d.text()
+        assert len(d.events("daemon.resources", where="inbox scan")) == 1  # once per spell, not every look
+        assert d.stop() == 0
+
+
+ACCEPTED = ["127.0.0.1:0", "0.0.0.0:0", "localhost:0", "[::1]:0", "[::]:0"]
+REJECTED = ["[]:9464", "[127.0.0.1]:9464", "::1:9464", "[::1:9464", "256.1.1.1:9464", "1.2.3:9464", "*:9464",
+            "my_host:9464", " 127.0.0.1:9464", "127.0.0.1:70000", "127.0.0.1:", ":9464", "localhost"]
+
+
+@pytest.mark.parametrize("listen", ACCEPTED)
+def test_every_listen_address_chute_check_accepts_can_be_bound(metrics, listen):
+    if listen.startswith("[") and not socket.has_ipv6:
+        pytest.skip("no IPv6 on this host")
+    m = metrics(MetricsConfig(listen=listen))
+    assert m.address is not None
+    assert value(scrape("localhost" if listen.startswith(("0.", "[::]")) else listen.rsplit(":", 1)[0],
+                        m.address[1]), "chute_build_info", version=__version__) == 1
+
+
+@pytest.mark.parametrize("listen", REJECTED)
+def test_a_listen_address_that_cannot_be_bound_is_rejected(listen):
+    with pytest.raises(ValueError, match="HOST:PORT|cannot be bound"):
+        MetricsConfig(listen=listen)
+
+
+def test_chute_check_names_an_empty_bracketed_listen_address(tmp_path):
+    setup = Setup(tmp_path, metrics={"listen": "[]:9464"})
+    setup.inbox()
+    proc = subprocess.run([str(CHUTE), "check", "--config", str(setup.write())], capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 1
+    assert "metrics.listen: '[]:9464' cannot be bound: [] is not an IPv6 address in brackets" in proc.stderr + proc.stdout
+    assert "Traceback" not in proc.stderr

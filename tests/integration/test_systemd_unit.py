@@ -458,3 +458,37 @@ def test_bundled_job_runs_under_the_units_seccomp_policy(settings, tmp_path):
     manifests = list((tmp_path / "media" / "outbox" / "example").glob("*/manifest.json"))
     assert len(manifests) == 1, proc.stdout + proc.stderr
     assert json.loads(manifests[0].read_text())["status"] == "succeeded"
+
+
+def _daemon_fds(tmp_path: Path, inboxes: int, workers: int) -> int:
+    """Descriptors a real idle `chute run` holds with this many inboxes and pool workers, metrics on."""
+    from tests.harness import Daemon, Setup
+    from tests.integration.test_metrics import scrape
+
+    root = tmp_path / f"{inboxes}x{workers}"
+    root.mkdir()
+    setup = Setup(root, workers=workers, launcher={"mode": "fresh"},
+                  metrics={"listen": "127.0.0.1:0"})
+    for i in range(inboxes):
+        setup.inbox(f"in{i}", watch="events")
+    with Daemon(setup.write()) as d:
+        [listening] = d.wait_event("metrics.listening")
+        host, port = listening["address"].rsplit(":", 1)
+        scrape(host, int(port))
+        count = len(os.listdir(f"/proc/{d.pid}/fd"))
+        assert d.stop() == 0
+    return count
+
+
+def test_descriptor_limit_covers_500_inboxes_and_a_full_pool(settings, tmp_path):
+    """LimitNOFILE= against the daemon's own descriptors, measured: per inbox, per pool worker, and fixed."""
+    from chute.metrics_http import MAX_CONNECTIONS
+
+    soft = int(settings["LimitNOFILE"][0].split(":")[0])
+    base = _daemon_fds(tmp_path, 1, 1)
+    per_inbox = (_daemon_fds(tmp_path, 11, 1) - base) / 10
+    per_worker = (_daemon_fds(tmp_path, 1, 3) - base) / 2
+    # 256 is the most workers a config may ask for; every metrics connection open at once, and its server's own.
+    need = base + 499 * per_inbox + 255 * per_worker + MAX_CONNECTIONS + 4
+    # Twice that: room for the brief ones (claims, the /proc walk, notification and Dask connections).
+    assert soft >= 2 * need, (soft, base, per_inbox, per_worker, need)
