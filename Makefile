@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 # the dask executor's tests) goes on this line.
 EXTRAS := dask,media,test
 
-.PHONY: run test check venv system-packages clean
+.PHONY: run test lint check venv system-packages clean
 
 $(BIN)/chute: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,7 +29,13 @@ check: venv
 system-packages:
 	@bash tests/install-system-packages.sh
 
-test: venv system-packages
+# The code's own claims, checked before any test runs: lint, format, types.
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+test: venv system-packages lint
 	$(BIN)/python -m pytest
 
 clean:
