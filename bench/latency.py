@@ -54,7 +54,7 @@ def measure(root: Path, mode: str, files: int, settle: float, poll_interval: flo
             closed_at = time.time()
             [started] = d.wait_event("run.started", timeout=30, file=name)
             latencies.append(event_time(started) - closed_at)
-            wait_until(lambda: ledger_states(config).get("succeeded", 0) >= i + 1, 30)
+            wait_until(lambda i=i: ledger_states(config).get("succeeded", 0) >= i + 1, 30)
             time.sleep(rng.uniform(0.05, poll_interval))  # the gap: a random phase of the poll cycle
         assert d.stop() == 0
     return latencies
@@ -82,14 +82,20 @@ def main() -> int:
             lat = measure(root, mode, args.files, args.settle, args.poll_interval, rng)
             rows.append((mode, lat, bounds[mode], time.monotonic() - t0))
 
-    print(f"close -> run.started, {args.files} files per mode, settle {args.settle} s, "
-          f"poll_interval {args.poll_interval} s")
-    print(f"{'mode':<7} {'min':>6} {'p50':>6} {'p95':>6} {'max':>6} {'mean':>6}   {'bound':>5}  "
-          f"{'p50/bound':>9} {'p95/bound':>9} {'max/bound':>9}   wall")
+    print(
+        f"close -> run.started, {args.files} files per mode, settle {args.settle} s, "
+        f"poll_interval {args.poll_interval} s"
+    )
+    print(
+        f"{'mode':<7} {'min':>6} {'p50':>6} {'p95':>6} {'max':>6} {'mean':>6}   {'bound':>5}  "
+        f"{'p50/bound':>9} {'p95/bound':>9} {'max/bound':>9}   wall"
+    )
     for mode, lat, bound, wall in rows:
         p50, p95 = percentile(lat, 50), percentile(lat, 95)
-        print(f"{mode:<7} {min(lat):6.3f} {p50:6.3f} {p95:6.3f} {max(lat):6.3f} {statistics.mean(lat):6.3f}   "
-              f"{bound:5.2f}  {p50 / bound:9.2f} {p95 / bound:9.2f} {max(lat) / bound:9.2f}   {wall:.0f} s")
+        print(
+            f"{mode:<7} {min(lat):6.3f} {p50:6.3f} {p95:6.3f} {max(lat):6.3f} {statistics.mean(lat):6.3f}   "
+            f"{bound:5.2f}  {p50 / bound:9.2f} {p95 / bound:9.2f} {max(lat) / bound:9.2f}   {wall:.0f} s"
+        )
     return 0
 
 

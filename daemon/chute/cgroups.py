@@ -101,7 +101,9 @@ def _dead(name: str, me: Identity) -> bool:
     host, pid, _token, started, pidns = parts
     if host != me.daemon_id.split(".")[0] or pidns != str(_pid_namespace()):
         return False  # a container's daemon beside us: its pids are not ours to read
-    return not alive_here({"boot_id": boot_id(), "pid": int(pid), "started": int(started) if started.isdigit() else None})
+    return not alive_here(
+        {"boot_id": boot_id(), "pid": int(pid), "started": int(started) if started.isdigit() else None}
+    )
 
 
 def _error(action: str, folder: Path, exc: OSError) -> None:

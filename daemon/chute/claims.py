@@ -10,7 +10,7 @@ from __future__ import annotations
 import errno
 import os
 import secrets
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from .errors import ClaimLost
@@ -26,7 +26,7 @@ MODE = ".mode"  # the input's own permission bits while a run holds it read-only
 
 def new_run_id() -> str:
     """`20261124T180512Z-3f9a1c`: sortable by time, unique by its random tail."""
-    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ-") + secrets.token_hex(3)
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ-") + secrets.token_hex(3)
 
 
 def claimed_root(inbox: Path) -> Path:

@@ -19,11 +19,12 @@ import sys
 import time
 from pathlib import Path
 
+import daemon.pidfile
+import lockfile
+
 # python-daemon's package; chute's own code is found under daemon/chute/, and
 # the repository's daemon/ folder is never a package (SPEC §1).
 import daemon
-import daemon.pidfile
-import lockfile
 
 from . import logs
 from .catalog import Catalog
@@ -100,7 +101,7 @@ def _wait_until_started(fd: int, lock: daemon.pidfile.TimeoutPIDLockFile, log_fi
         print(f"chute: running as pid {lock.read_pid()}, logging to {log_file}")
         return RET_OK
     if message.startswith("ERROR="):
-        code, _, text = message[len("ERROR="):].partition(" ")
+        code, _, text = message[len("ERROR=") :].partition(" ")
         error = ChuteError(text)
         error.exit_code = int(code)
         raise error
@@ -192,4 +193,3 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
-

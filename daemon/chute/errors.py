@@ -25,8 +25,11 @@ def short_of_resources(exc: BaseException) -> bool:
 def resources_fields(exc: OSError) -> dict[str, object]:
     """The key/values of a `daemon.resources` event: which errno, and the descriptor limit in force."""
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-    return {"errno": errno.errorcode.get(exc.errno or 0, str(exc.errno)), "reason": exc.strerror or str(exc),
-            "fd_limit": soft}
+    return {
+        "errno": errno.errorcode.get(exc.errno or 0, str(exc.errno)),
+        "reason": exc.strerror or str(exc),
+        "fd_limit": soft,
+    }
 
 
 @dataclass(frozen=True)

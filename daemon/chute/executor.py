@@ -96,8 +96,10 @@ class LocalExecutor:
         self.environ = os.environ | {"CHUTE_OWNER": me.daemon_id}
         # Each worker starts its warm launcher at once (its preloads take a while), for the modules'
         # environment as the service gives it (service.Service.environ).
-        self.warm = (Launch(config.launcher.mode, tuple(config.launcher.preload)),
-                     module_environ(os.environ) | {"CHUTE_OWNER": me.daemon_id})
+        self.warm = (
+            Launch(config.launcher.mode, tuple(config.launcher.preload)),
+            module_environ(os.environ) | {"CHUTE_OWNER": me.daemon_id},
+        )
         for folder in staging.remove_dead_owners(config.work_dir):
             log.info("work.removed", workspace=str(folder))
         self.owner_dir = staging.owner_dir(config.work_dir, me, me.daemon_id)
@@ -110,8 +112,12 @@ class LocalExecutor:
         self.slots = [self._spawn() for _ in range(config.workers)]
         if self.containment.mode == cgroups.Mode.CGROUP and not all(s.cgroup for s in self.slots):
             self.containment.downgrade("a pool worker could not be moved into its cgroup")
-        log.info("daemon.containment", mode=self.containment.mode.value, reason=self.containment.reason,
-                 cgroup=str(self.containment.own) if self.containment.own else None)
+        log.info(
+            "daemon.containment",
+            mode=self.containment.mode.value,
+            reason=self.containment.reason,
+            cgroup=str(self.containment.own) if self.containment.own else None,
+        )
         self.closing = False
         self.thread = threading.Thread(target=self._collect, name="chute-executor", daemon=True)
         self.thread.start()
@@ -121,12 +127,17 @@ class LocalExecutor:
         try:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "chute.worker", str(theirs.fileno()), str(os.getpid()), *self.args],
-                pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL, close_fds=True, env=self.environ)
+                pass_fds=[theirs.fileno()],
+                stdin=subprocess.DEVNULL,
+                close_fds=True,
+                env=self.environ,
+            )
         finally:
             theirs.close()
         # Moved before it is sent anything: until then it has started no process that could stay outside.
-        slot = _Slot(proc, Connection(mine.detach()), pidfd=os.pidfd_open(proc.pid),
-                     cgroup=self.containment.adopt(proc.pid))
+        slot = _Slot(
+            proc, Connection(mine.detach()), pidfd=os.pidfd_open(proc.pid), cgroup=self.containment.adopt(proc.pid)
+        )
         slot.conn.send(("warm", self.warm))
         return slot
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 import enum
 import json
 import sqlite3
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 FILE = "ledger.sqlite3"
 
@@ -67,12 +68,24 @@ CREATE TABLE IF NOT EXISTS runs (
 CREATE INDEX IF NOT EXISTS runs_state ON runs (state);
 CREATE INDEX IF NOT EXISTS runs_finished ON runs (finished_at);
 """
-_COLUMNS = "run_id, inbox, job, input_name, size, sha256, state, attempts, claim, queued_at, started_at, finished_at, result, error, worker"
-_INSERT = f"INSERT INTO runs ({_COLUMNS}) VALUES (?, ?, ?, ?, NULL, NULL, 'queued', 0, ?, ?, NULL, NULL, NULL, NULL, NULL) ON CONFLICT(run_id) DO UPDATE SET state = 'queued', claim = excluded.claim"
-_START = "UPDATE runs SET state = 'running', attempts = attempts + 1, started_at = ?, worker = ?, error = NULL WHERE run_id = ?"
+_COLUMNS = (
+    "run_id, inbox, job, input_name, size, sha256, state, attempts, claim, queued_at, started_at, finished_at,"
+    " result, error, worker"
+)
+_INSERT = (
+    f"INSERT INTO runs ({_COLUMNS}) VALUES (?, ?, ?, ?, NULL, NULL, 'queued', 0, ?, ?, NULL, NULL, NULL, NULL, NULL)"
+    " ON CONFLICT(run_id) DO UPDATE SET state = 'queued', claim = excluded.claim"
+)
+_START = (
+    "UPDATE runs SET state = 'running', attempts = attempts + 1, started_at = ?, worker = ?, error = NULL"
+    " WHERE run_id = ?"
+)
 # Ledgers written before a column existed get it on open.
 _MIGRATIONS = {"worker": "ALTER TABLE runs ADD COLUMN worker TEXT"}
-_FINISH = "UPDATE runs SET state = ?, finished_at = ?, result = ?, error = ?, size = COALESCE(?, size), sha256 = COALESCE(?, sha256), worker = COALESCE(?, worker) WHERE run_id = ?"
+_FINISH = (
+    "UPDATE runs SET state = ?, finished_at = ?, result = ?, error = ?, size = COALESCE(?, size),"
+    " sha256 = COALESCE(?, sha256), worker = COALESCE(?, worker) WHERE run_id = ?"
+)
 _REQUEUE = "UPDATE runs SET state = 'queued', error = ? WHERE run_id = ?"
 _GET = f"SELECT {_COLUMNS} FROM runs WHERE run_id = ?"
 _ACTIVE = f"SELECT {_COLUMNS} FROM runs WHERE state IN ('queued', 'running') ORDER BY queued_at"
@@ -148,11 +161,21 @@ class Ledger:
         """Back to queued (deferred): `error` says why it waits, for `chute status`."""
         self._write(_REQUEUE, (json.dumps(error) if error else None, run_id))
 
-    def finished(self, run_id: str, state: State, now: str, result: str | None = None,
-                 error: dict[str, Any] | None = None, size: int | None = None, sha256: str | None = None,
-                 worker: str | None = None) -> None:
-        self._write(_FINISH, (state.value, now, _text(result), json.dumps(error) if error else None, size, sha256,
-                              worker, run_id))
+    def finished(
+        self,
+        run_id: str,
+        state: State,
+        now: str,
+        result: str | None = None,
+        error: dict[str, Any] | None = None,
+        size: int | None = None,
+        sha256: str | None = None,
+        worker: str | None = None,
+    ) -> None:
+        self._write(
+            _FINISH,
+            (state.value, now, _text(result), json.dumps(error) if error else None, size, sha256, worker, run_id),
+        )
 
     def set_state(self, run_id: str, state: State) -> None:
         self._write(_SET_STATE, (state.value, run_id))

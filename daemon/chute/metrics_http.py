@@ -16,8 +16,8 @@ import selectors
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from . import logs
 from .errors import resources_fields, short_of_resources
@@ -46,8 +46,9 @@ class MetricsServer:
 
     def __init__(self, host: str, port: int, render: Render, clock=time.monotonic):
         self.render, self.clock = render, clock
-        family, _, _, _, address = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM,
-                                                      flags=socket.AI_PASSIVE)[0]
+        family, _, _, _, address = socket.getaddrinfo(
+            host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
         self.listener = socket.socket(family, socket.SOCK_STREAM)
         try:
             self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -212,12 +213,28 @@ class MetricsServer:
         self._render_failing = False
         self._answer(conn, 200, body, content_type, head_only=method == "HEAD")
 
-    def _answer(self, conn: _Connection, status: int, body: bytes, content_type: str, *, extra: str = "",
-                head_only: bool = False) -> None:
-        reason = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
-                  431: "Request Header Fields Too Large", 500: "Internal Server Error"}[status]
-        header = (f"HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {len(body)}\r\n"
-                  f"{extra}Connection: close\r\n\r\n").encode("latin-1")
+    def _answer(
+        self,
+        conn: _Connection,
+        status: int,
+        body: bytes,
+        content_type: str,
+        *,
+        extra: str = "",
+        head_only: bool = False,
+    ) -> None:
+        reason = {
+            200: "OK",
+            400: "Bad Request",
+            404: "Not Found",
+            405: "Method Not Allowed",
+            431: "Request Header Fields Too Large",
+            500: "Internal Server Error",
+        }[status]
+        header = (
+            f"HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {len(body)}\r\n"
+            f"{extra}Connection: close\r\n\r\n"
+        ).encode("latin-1")
         conn.answer = memoryview(header + (b"" if head_only else body))
         conn.deadline = self.clock() + WRITE_TIMEOUT
         self.selector.modify(conn.sock, selectors.EVENT_WRITE, conn)
@@ -248,4 +265,3 @@ class MetricsServer:
         except (KeyError, ValueError):
             pass
         conn.sock.close()
-

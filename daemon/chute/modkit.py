@@ -169,9 +169,7 @@ def atomic_output(path: os.PathLike | str) -> Iterator[Path]:
     untouched.
     """
     final = Path(path)
-    temporary = final.with_name(
-        f".{final.stem}.partial-{secrets.token_hex(4)}{final.suffix}"
-    )
+    temporary = final.with_name(f".{final.stem}.partial-{secrets.token_hex(4)}{final.suffix}")
     try:
         yield temporary
         if not temporary.exists():
@@ -213,7 +211,7 @@ def open_media(path: os.PathLike | str, need: str | None = None, threads: bool =
         # Tags in a broken encoding must not make a good picture unusable.
         container = av.open(os.fspath(path), "r", metadata_errors="replace")
     except av.error.FFmpegError as error:
-        raise UnusableInput(f"not a media file PyAV can read ({_reason(error)})")
+        raise UnusableInput(f"not a media file PyAV can read ({_reason(error)})") from None
     try:
         if need is not None and not getattr(container.streams, need):
             raise UnusableInput(f"the file has no {need} stream")
@@ -253,10 +251,8 @@ def decode(container, *streams) -> Iterator:
         for frame in container.decode(*streams):
             yield frame
     except av.error.FFmpegError as error:
-        where = "" if frame is None or frame.time is None else (
-            f" after {format_timecode(frame.time)}"
-        )
-        raise UnusableInput(f"the file is damaged{where} ({_reason(error)})")
+        where = "" if frame is None or frame.time is None else (f" after {format_timecode(frame.time)}")
+        raise UnusableInput(f"the file is damaged{where} ({_reason(error)})") from None
 
 
 def format_timecode(seconds: float) -> str:
@@ -281,9 +277,7 @@ def _check_complete(container) -> None:
             last = entries[len(entries) - 1]
             end = max(end, last.pos + last.size)
     if end > container.size:
-        raise UnusableInput(
-            f"the file is truncated (its index needs {end} bytes, it has {container.size})"
-        )
+        raise UnusableInput(f"the file is truncated (its index needs {end} bytes, it has {container.size})")
 
 
 def _parser(inputs, outputs, options) -> argparse.ArgumentParser:

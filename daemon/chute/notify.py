@@ -40,8 +40,12 @@ _TITLES = {
     "inbox.unavailable": "inbox unavailable: {inbox}",
     "daemon.error": "daemon error",
 }
-_TYPES = {"run.published": "success", "run.quarantined": "failure", "inbox.unavailable": "warning",
-          "daemon.error": "failure"}
+_TYPES = {
+    "run.published": "success",
+    "run.quarantined": "failure",
+    "inbox.unavailable": "warning",
+    "daemon.error": "failure",
+}
 # The body's lines, in this order; fields the service passes beyond these follow them.
 _ORDER = ("file", "job", "inbox", "result", "duration", "reason", "step", "module", "run_id")
 
@@ -153,8 +157,9 @@ class _Target:
         with self._ready:
             if len(self._queue) >= QUEUE_SIZE or self._stopping:
                 reason = "stopping" if self._stopping else f"{QUEUE_SIZE} messages already waiting"
-                log.warning("notify.dropped", url=self.masked, notification=message.event, reason=reason,
-                            **_run_fields(message))
+                log.warning(
+                    "notify.dropped", url=self.masked, notification=message.event, reason=reason, **_run_fields(message)
+                )
                 return
             self._queue.append(_Pending(message))
             self._ready.notify()
@@ -220,12 +225,24 @@ class _Target:
         pending.attempts += 1
         error = self._attempt(message)
         if error is None:
-            log.debug("notify.sent", url=self.masked, notification=message.event, attempt=pending.attempts,
-                      **_run_fields(message))
+            log.debug(
+                "notify.sent",
+                url=self.masked,
+                notification=message.event,
+                attempt=pending.attempts,
+                **_run_fields(message),
+            )
             return
         delay = RETRY_DELAYS[pending.attempts - 1] if pending.attempts <= len(RETRY_DELAYS) else None
-        log.warning("notify.failed", url=self.masked, notification=message.event, attempt=pending.attempts,
-                    error=error, retry_in_s=delay, **_run_fields(message))
+        log.warning(
+            "notify.failed",
+            url=self.masked,
+            notification=message.event,
+            attempt=pending.attempts,
+            error=error,
+            retry_in_s=delay,
+            **_run_fields(message),
+        )
         if delay is not None:  # first in line again: the messages behind it keep their order
             pending.due = time.monotonic() + delay
             self._requeue([pending], front=True)
@@ -236,8 +253,9 @@ class _Target:
             return "Apprise cannot use this URL"
         _CAPTURE.records = []
         try:
-            sent = self._plugin.notify(body=message.body(), title=message.title(),
-                                       notify_type=_TYPES.get(message.event, "info"))
+            sent = self._plugin.notify(
+                body=message.body(), title=message.title(), notify_type=_TYPES.get(message.event, "info")
+            )
             error = None if sent else "; ".join(_CAPTURE.records[-2:]) or "Apprise reports a failure"
         except Exception as exc:  # a plugin's bug is one failed attempt, not a dead thread
             error = f"{type(exc).__name__}: {exc}"

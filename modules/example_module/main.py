@@ -9,7 +9,6 @@ from chute.extras import require_media
 require_media()  # without chute[media]: one line and exit 1, not an ImportError
 
 import av
-
 from chute.modkit import UnusableInput, atomic_output, decode, open_media, progress, run
 
 

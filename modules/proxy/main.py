@@ -18,7 +18,6 @@ require_media()  # without chute[media]: one line and exit 1, not an ImportError
 
 import av
 from av.video.reformatter import ColorRange, VideoReformatter
-
 from chute.modkit import (
     BadOption,
     Option,
@@ -39,9 +38,8 @@ AUDIO_BIT_RATE = 128_000
 
 def main(args):
     _check(args)
-    with open_media(args.input, need="video") as source:
-        with atomic_output(args.output) as temporary:
-            _transcode(source, temporary, args.height, args.crf)
+    with open_media(args.input, need="video") as source, atomic_output(args.output) as temporary:
+        _transcode(source, temporary, args.height, args.crf)
     progress(1.0)
 
 
@@ -62,9 +60,7 @@ def _transcode(source, temporary, height, crf):
     video_in = source.streams.video[0]
     audio_in = source.streams.audio[0] if source.streams.audio else None
     origin = _seconds(video_in.start_time, video_in.time_base)
-    duration = _seconds(video_in.duration, video_in.time_base) or (
-        (source.duration or 0) / av.time_base
-    )
+    duration = _seconds(video_in.duration, video_in.time_base) or ((source.duration or 0) / av.time_base)
     options = {"movflags": "faststart"}
     with av.open(str(temporary), "w", format="mp4", options=options) as proxy:
         mux = _Muxer(proxy)
@@ -98,9 +94,7 @@ class _Video:
         context = source.codec_context
         if not context.width or not context.height:
             raise UnusableInput("the video stream has no picture size")
-        self.width, self.height = proxy_size(
-            context.width, context.height, source.sample_aspect_ratio or 1, height
-        )
+        self.width, self.height = proxy_size(context.width, context.height, source.sample_aspect_ratio or 1, height)
         rate = source.average_rate or source.guessed_rate or 25
         self.mux = mux
         self.stream = proxy.add_stream("libx264", rate=rate)

@@ -11,11 +11,6 @@ from chute.extras import require_media
 
 require_media()  # without chute[media]: one line and exit 1, not an ImportError
 
-from scenedetect import SceneManager, StatsManager
-from scenedetect.backends.pyav import VideoStreamAv
-from scenedetect.detectors import ContentDetector
-from scenedetect.video_stream import VideoOpenFailure
-
 from chute.modkit import (
     BadOption,
     Option,
@@ -26,6 +21,10 @@ from chute.modkit import (
     run,
     write_json,
 )
+from scenedetect import SceneManager, StatsManager
+from scenedetect.backends.pyav import VideoStreamAv
+from scenedetect.detectors import ContentDetector
+from scenedetect.video_stream import VideoOpenFailure
 
 SCHEMA = "chute.scenes/1"
 OPTIONS = [Option("threshold", float, 27.0)]
@@ -69,19 +68,16 @@ def _open(path):
         # that PySceneDetect warns about with threads is never installed.
         return VideoStreamAv(str(path), threading_mode="AUTO", suppress_output=True)
     except VideoOpenFailure as error:
-        raise UnusableInput(f"PySceneDetect cannot open the video ({error})")
+        raise UnusableInput(f"PySceneDetect cannot open the video ({error})") from None
     except Exception as error:  # FrameRateUnavailable and the like
-        raise UnusableInput(f"PySceneDetect cannot read the video ({type(error).__name__})")
+        raise UnusableInput(f"PySceneDetect cannot read the video ({type(error).__name__})") from None
 
 
 def _report(video, scenes, stats, threshold):
     rate = video.frame_rate
     scene_list = scenes.get_scene_list(start_in_scene=True)
     # Every scene but the first starts with a cut.
-    cuts = [
-        {**_at(start.seconds, rate), "score": _score(stats, start)}
-        for start, _ in scene_list[1:]
-    ]
+    cuts = [{**_at(start.seconds, rate), "score": _score(stats, start)} for start, _ in scene_list[1:]]
     shots = [
         {
             "start": _at(start.seconds, rate),

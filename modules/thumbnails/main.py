@@ -23,8 +23,6 @@ require_media()  # without chute[media]: one line and exit 1, not an ImportError
 
 import av
 from av.video.reformatter import VideoReformatter
-from PIL import Image, ImageDraw, ImageFont
-
 from chute.modkit import (
     BadOption,
     Option,
@@ -36,6 +34,7 @@ from chute.modkit import (
     progress,
     run,
 )
+from PIL import Image, ImageDraw, ImageFont
 
 OPTIONS = [
     Option("count", int, 12),
@@ -235,8 +234,12 @@ class _Scaler:
 
     def tile(self, frame):
         image = self.scaler.reformat(
-            frame, width=self.width, height=self.height, format="rgb24",
-            interpolation="AREA", threads=1,
+            frame,
+            width=self.width,
+            height=self.height,
+            format="rgb24",
+            interpolation="AREA",
+            threads=1,
         ).to_image()
         _label(image, _at(frame.pts, self.stream), self.font)
         return image

@@ -20,7 +20,7 @@ import yaml
 
 from tests.harness import Daemon, Setup, drop, files, wait_until
 
-ESCAPE_MODULE = '''\
+ESCAPE_MODULE = """\
 import os, shutil, signal, sys, time
 args = dict(zip(sys.argv[1::2], sys.argv[2::2]))
 src, dst = args["--input"], args["--output"]
@@ -46,14 +46,26 @@ if not os.path.exists(pidfile):  # the first attempt only: a run started again j
         os.kill(os.getppid(), signal.SIGKILL)
     time.sleep(1000)
 shutil.copyfile(src, dst)
-'''
+"""
 
 ESCAPE_JOB = {
-    "name": "escape", "version": 1,
+    "name": "escape",
+    "version": 1,
     "input_artifacts": [{"param_name": "input", "type": "blob", "name": "source.bin"}],
-    "steps": [{"name": "only", "entries": [{"module": "escape",
-        "input_artifacts": [{"name": "source.bin", "param_name": "input", "type": "blob"}],
-        "output_artifacts": [{"name": "result.bin", "param_name": "output", "type": "blob", "public": True}]}]}],
+    "steps": [
+        {
+            "name": "only",
+            "entries": [
+                {
+                    "module": "escape",
+                    "input_artifacts": [{"name": "source.bin", "param_name": "input", "type": "blob"}],
+                    "output_artifacts": [
+                        {"name": "result.bin", "param_name": "output", "type": "blob", "public": True}
+                    ],
+                }
+            ],
+        }
+    ],
 }
 
 
@@ -96,10 +108,18 @@ def escape(tmp_path):
     module = setup.defs / "modules" / "escape"
     module.mkdir()
     (module / "main.py").write_text(ESCAPE_MODULE)
-    (module / "manifest.yaml").write_text(yaml.safe_dump(
-        {"name": "escape", "description": "leaves a process behind (test module)", "entrypoint": "main.py",
-         "version": "1.0", "inputs": [{"param_name": "input", "type": "blob"}],
-         "outputs": [{"param_name": "output", "type": "blob"}]}))
+    (module / "manifest.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "name": "escape",
+                "description": "leaves a process behind (test module)",
+                "entrypoint": "main.py",
+                "version": "1.0",
+                "inputs": [{"param_name": "input", "type": "blob"}],
+                "outputs": [{"param_name": "output", "type": "blob"}],
+            }
+        )
+    )
     (setup.defs / "jobs" / "escape.yaml").write_text(yaml.safe_dump(ESCAPE_JOB, sort_keys=False))
     inbox = setup.inbox(job="escape")
     Path(inbox["path"]).mkdir()

@@ -18,10 +18,21 @@ import time
 from pathlib import Path
 
 import pytest
-
 from chute.ledger import FILE, Ledger
-from tests.harness import (CHUTE, Daemon, Setup, assert_processed_once, claimed_inputs, drop, files, ledger_runs,
-                           processes_with, status_json, wait_until)
+
+from tests.harness import (
+    CHUTE,
+    Daemon,
+    Setup,
+    assert_processed_once,
+    claimed_inputs,
+    drop,
+    files,
+    ledger_runs,
+    processes_with,
+    status_json,
+    wait_until,
+)
 from tests.pipelines import proc_alive
 
 pytestmark = pytest.mark.timeout(180)
@@ -73,7 +84,7 @@ def test_kill_9_of_the_daemon_alone_leaves_no_worker_launcher_or_module_and_cost
 
 
 def test_a_frozen_daemon_that_resumes_never_removes_the_workspace_of_the_daemon_that_took_over(tmp_path):
-    """Both daemons share one work_dir: every attempt has a workspace of its own, and each owner removes only its own."""
+    """Both daemons share one work_dir: every attempt has a workspace of its own; each owner removes only its own."""
     setup = Setup(tmp_path, lease_timeout=2)
     inbox = setup.inbox()
     work = tmp_path / "shared-work"
@@ -233,8 +244,12 @@ def test_an_unreadable_file_is_quarantined_with_the_reason_and_never_blocks_the_
     locked = drop(path, "locked.bin", b"secret\n")
     locked.chmod(0o000)
     # As a daemon without CAP_DAC_OVERRIDE (root here has it, the `chute` user of the unit does not).
-    no_override = ("setpriv", "--inh-caps=-dac_override,-dac_read_search",
-                   "--bounding-set=-dac_override,-dac_read_search", "--")
+    no_override = (
+        "setpriv",
+        "--inh-caps=-dac_override,-dac_read_search",
+        "--bounding-set=-dac_override,-dac_read_search",
+        "--",
+    )
     with Daemon(config, wrap=no_override) as d:
         [q] = d.wait_event("run.quarantined", timeout=30)
         drop(path, "good.bin", b"good\n")
@@ -261,8 +276,12 @@ def test_a_file_another_user_dropped_is_run_from_a_copy_and_keeps_its_owner_and_
     theirs = drop(path, "theirs.bin", b"dropped by someone else\n")
     os.chown(theirs, 4321, 4321)
     theirs.chmod(0o644)
-    not_owner = ("setpriv", "--inh-caps=-dac_override,-dac_read_search,-fowner",
-                 "--bounding-set=-dac_override,-dac_read_search,-fowner", "--")
+    not_owner = (
+        "setpriv",
+        "--inh-caps=-dac_override,-dac_read_search,-fowner",
+        "--bounding-set=-dac_override,-dac_read_search,-fowner",
+        "--",
+    )
     with Daemon(config, wrap=not_owner) as d:
         wait_until(lambda: files(Path(inbox["archive"])) == ["theirs.bin"], 30)
         assert d.events("run.quarantined") == [] and d.events("run.deferred") == []

@@ -17,25 +17,37 @@ from pathlib import Path
 
 import pytest
 import structlog.testing
-from prometheus_client.parser import text_string_to_metric_families
-
 from chute import __version__
 from chute.config import MetricsConfig
 from chute.metrics import FLUSH_INTERVAL, Metrics
+from prometheus_client.parser import text_string_to_metric_families
+
 from tests.harness import CHUTE, Daemon, Setup, drop, files, ledger_states, wait_until
 
 CHUTE_FAMILIES = {
-    "chute_build_info", "chute_runs", "chute_run_duration_seconds", "chute_entries", "chute_entry_duration_seconds",
-    "chute_module_retries", "chute_takeovers", "chute_deferred_deliveries", "chute_files_queued",
-    "chute_files_running", "chute_oldest_queued_file_age_seconds", "chute_inbox_available",
+    "chute_build_info",
+    "chute_runs",
+    "chute_run_duration_seconds",
+    "chute_entries",
+    "chute_entry_duration_seconds",
+    "chute_module_retries",
+    "chute_takeovers",
+    "chute_deferred_deliveries",
+    "chute_files_queued",
+    "chute_files_running",
+    "chute_oldest_queued_file_age_seconds",
+    "chute_inbox_available",
     "chute_inbox_last_scan_timestamp_seconds",
 }
 
 
 def parse(text: str) -> dict[tuple[str, frozenset], float]:
     """Every sample of a Prometheus text exposition, keyed by (name, labels)."""
-    return {(s.name, frozenset(s.labels.items())): s.value
-            for family in text_string_to_metric_families(text) for s in family.samples}
+    return {
+        (s.name, frozenset(s.labels.items())): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
 
 
 def value(samples: dict, name: str, **labels: str) -> float | None:
@@ -212,7 +224,6 @@ def test_an_unwritable_textfile_is_logged_once_and_never_raised(metrics, tmp_pat
 # --- the daemon: `chute run` with metrics (the service's wiring) ---
 
 
-
 def _drain(tmp_path: Path, metrics_config: dict) -> tuple[Daemon, Path, dict, float]:
     setup = Setup(tmp_path, metrics=metrics_config)
     inbox = setup.inbox()
@@ -308,7 +319,7 @@ def _closed_by_server(sock: socket.socket) -> bool:
         return sock.recv(65536) == b""
     except (ConnectionResetError, BrokenPipeError):
         return True
-    except socket.timeout:
+    except TimeoutError:
         return False
 
 
@@ -422,8 +433,21 @@ def test_a_daemon_out_of_descriptors_says_so_and_never_calls_an_inbox_unavailabl
 
 
 ACCEPTED = ["127.0.0.1:0", "0.0.0.0:0", "localhost:0", "[::1]:0", "[::]:0"]
-REJECTED = ["[]:9464", "[127.0.0.1]:9464", "::1:9464", "[::1:9464", "256.1.1.1:9464", "1.2.3:9464", "*:9464",
-            "my_host:9464", " 127.0.0.1:9464", "127.0.0.1:70000", "127.0.0.1:", ":9464", "localhost"]
+REJECTED = [
+    "[]:9464",
+    "[127.0.0.1]:9464",
+    "::1:9464",
+    "[::1:9464",
+    "256.1.1.1:9464",
+    "1.2.3:9464",
+    "*:9464",
+    "my_host:9464",
+    " 127.0.0.1:9464",
+    "127.0.0.1:70000",
+    "127.0.0.1:",
+    ":9464",
+    "localhost",
+]
 
 
 @pytest.mark.parametrize("listen", ACCEPTED)
@@ -432,8 +456,14 @@ def test_every_listen_address_chute_check_accepts_can_be_bound(metrics, listen):
         pytest.skip("no IPv6 on this host")
     m = metrics(MetricsConfig(listen=listen))
     assert m.address is not None
-    assert value(scrape("localhost" if listen.startswith(("0.", "[::]")) else listen.rsplit(":", 1)[0],
-                        m.address[1]), "chute_build_info", version=__version__) == 1
+    assert (
+        value(
+            scrape("localhost" if listen.startswith(("0.", "[::]")) else listen.rsplit(":", 1)[0], m.address[1]),
+            "chute_build_info",
+            version=__version__,
+        )
+        == 1
+    )
 
 
 @pytest.mark.parametrize("listen", REJECTED)
@@ -445,8 +475,11 @@ def test_a_listen_address_that_cannot_be_bound_is_rejected(listen):
 def test_chute_check_names_an_empty_bracketed_listen_address(tmp_path):
     setup = Setup(tmp_path, metrics={"listen": "[]:9464"})
     setup.inbox()
-    proc = subprocess.run([str(CHUTE), "check", "--config", str(setup.write())], capture_output=True, text=True,
-                          timeout=60)
+    proc = subprocess.run(
+        [str(CHUTE), "check", "--config", str(setup.write())], capture_output=True, text=True, timeout=60
+    )
     assert proc.returncode == 1
-    assert "metrics.listen: '[]:9464' cannot be bound: [] is not an IPv6 address in brackets" in proc.stderr + proc.stdout
+    assert (
+        "metrics.listen: '[]:9464' cannot be bound: [] is not an IPv6 address in brackets" in proc.stderr + proc.stdout
+    )
     assert "Traceback" not in proc.stderr

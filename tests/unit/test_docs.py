@@ -1,4 +1,4 @@
-"""Every relative link in README.md and docs/*.md leads somewhere: the file exists, and its #anchor is a heading there."""
+"""Every relative link in README.md and docs/*.md leads somewhere: the file exists, its #anchor a heading there."""
 
 import re
 from pathlib import Path
