@@ -234,7 +234,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 @command("retry")
 def cmd_retry(args: argparse.Namespace) -> int:
     from .fileops import place
-    from .ledger import Ledger, State
+    from .ledger import Ledger, Run, State
 
     if not args.run_ids and not args.all:
         raise UsageError("name the RUN_IDs to retry, or pass --all")
@@ -245,9 +245,10 @@ def cmd_retry(args: argparse.Namespace) -> int:
     _ledger_exists(cat)
     ledger = Ledger(cat.config.state_dir)
     try:
-        runs = list(ledger.failed()) if args.all else [ledger.get(r) for r in args.run_ids]
+        runs: list[Run | None] = list(ledger.failed()) if args.all else [ledger.get(r) for r in args.run_ids]
+        ids = args.run_ids or [r.run_id for r in runs if r is not None]
         failed = 0
-        for run_id, run in zip(args.run_ids or [r.run_id for r in runs], runs):
+        for run_id, run in zip(ids, runs):
             if run is None or run.state != State.FAILED or not run.result:
                 print(f"{run_id}: not a quarantined run", file=sys.stderr)
                 failed += 1

@@ -120,7 +120,9 @@ class NotifyTarget(Frozen):
         description="An Apprise URL: mailto://, slack://, msteams://, discord://, ntfy://, gotify://, json://..."
     )
     events: list[NotifyEvent] = Field(
-        default_factory=lambda: list(NOTIFY_EVENTS), min_length=1, description="What to tell about (default: all four)"
+        default_factory=lambda: list(get_args(NotifyEvent)),
+        min_length=1,
+        description="What to tell about (default: all four)",
     )
     inboxes: list[FolderPath] | None = Field(default=None, description="Only these inboxes' events (default: all)")
 
@@ -140,9 +142,9 @@ def listen_address(value: str) -> tuple[str, int]:
     if not sep or not host or not re.fullmatch(r"[0-9]{1,5}", port) or int(port) > 65535:
         raise ValueError("must be HOST:PORT, with a port from 0 to 65535")
     if host.startswith("[") or host.endswith("]"):
-        inner = host[1:-1] if host.startswith("[") and host.endswith("]") else None
+        inner = host[1:-1] if host.startswith("[") and host.endswith("]") else ""
         try:
-            ipaddress.IPv6Address(inner or "")
+            ipaddress.IPv6Address(inner)
         except ValueError:
             raise ValueError(f"cannot be bound: {host} is not an IPv6 address in brackets") from None
         return inner, int(port)

@@ -110,7 +110,7 @@ def _wait_until_started(fd: int, lock: daemon.pidfile.TimeoutPIDLockFile, log_fi
 
 def _read_message(fd: int) -> str | None:
     """What the daemon wrote before it closed its end ("" if it died first); None after START_TIMEOUT."""
-    chunks = []
+    chunks: list[bytes] = []
     deadline = time.monotonic() + START_TIMEOUT
     try:
         while True:

@@ -111,10 +111,10 @@ class Dispatcher:
 
     def collect(self, now: float) -> int:
         """Take back the results that are in; returns how many runs ended (a slot each)."""
-        done = [a for a in self.queue.running.values() if a.future.done()]
-        for active in done:
+        done = [(a, a.future) for a in self.queue.running.values() if a.future is not None and a.future.done()]
+        for active, future in done:
             try:
-                self._record(active, active.future.result(), now)
+                self._record(active, future.result(), now)
             except WorkerLost as exc:
                 self._worker_lost(active, str(exc), now)
             except ExecutorUnavailable as exc:
@@ -138,7 +138,7 @@ class Dispatcher:
         """Its worker died: only this run is charged (a crash), and its modules are swept."""
         self.executor.sweep(f"CHUTE_RUN_ID={active.run_id}")
         try:
-            active.crashes = claims.count_crash(active.spec.claim)
+            active.crashes = claims.count_crash(active.claim)
         except OSError:
             active.crashes += 1
         if active.crashes >= self.catalog.config.max_crashes:
@@ -163,6 +163,6 @@ class Dispatcher:
         self.executor.kill()
         for active in list(self.queue.running.values()):
             self.executor.sweep(f"CHUTE_RUN_ID={active.run_id}")
-            if active.spec.claim.is_dir():  # not committed: nothing went out, it can go back now
+            if active.claim.is_dir():  # not committed: nothing went out, it can go back now
                 self.queue.release(active)
         self.queue.running.clear()

@@ -110,8 +110,8 @@ def _text(value: str | None) -> str | bytes | None:
         return value.encode("utf-8", "surrogateescape")
 
 
-def _row(row: tuple) -> Run:
-    values = [v.decode("utf-8", "surrogateescape") if isinstance(v, bytes) else v for v in row]
+def _row(row: tuple[Any, ...]) -> Run:
+    values: list[Any] = [v.decode("utf-8", "surrogateescape") if isinstance(v, bytes) else v for v in row]
     values[6] = State(values[6])
     values[13] = json.loads(values[13]) if values[13] else None
     return Run(*values)

@@ -68,7 +68,7 @@ def configure(fmt: str = "auto", level: str = "info", stream: IO[str] | None = N
     """Route structlog and standard-library logging (watchdog's too) through one renderer."""
     stream = stream or sys.stdout
     as_json = _use_json(fmt, stream)
-    shared = [
+    shared: list[structlog.typing.Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),

@@ -201,10 +201,11 @@ class Metrics:
     @_never_raises
     def flush(self, now: float) -> None:
         """textfile: rewrite it if the last write is FLUSH_INTERVAL old (`now`: time.monotonic())."""
-        if self.config.textfile is None or now - self._flushed_at < FLUSH_INTERVAL:
+        textfile = self.config.textfile if self.config else None
+        if textfile is None or now - self._flushed_at < FLUSH_INTERVAL:
             return
         self._flushed_at = now
-        self._write(self.config.textfile)
+        self._write(textfile)
 
     def _write(self, path: Path) -> None:
         from prometheus_client import generate_latest

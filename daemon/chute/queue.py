@@ -42,6 +42,12 @@ class Active:
     def run_id(self) -> str:
         return self.spec.run_id
 
+    @property
+    def claim(self) -> Path:
+        """Its claim folder: a daemon's run always has one (only `chute submit`'s has none)."""
+        assert self.spec.claim is not None
+        return self.spec.claim
+
 
 class RunQueue:
     def __init__(self, ledger: Ledger, clock, telemetry=None):
@@ -110,11 +116,11 @@ class RunQueue:
     def release(self, active: Active) -> None:
         """Put a run's input back into its inbox (a stop); the run ends as released."""
         spec = active.spec
-        if claims.taken(spec.claim):  # another daemon took it over (we were frozen): not ours to put back
+        if claims.taken(active.claim):  # another daemon took it over (we were frozen): not ours to put back
             self.ended(active, State.DISCARDED, error=failure("another daemon took over this claim"))
             return
         try:
-            back = claims.release(spec.claim, active.inbox.path)
+            back = claims.release(active.claim, active.inbox.path)
         except OSError as exc:
             self.running.pop(active.run_id, None)
             log.error("run.release_failed", **spec.context(), reason=exc.strerror or str(exc))

@@ -154,7 +154,7 @@ def remove_dead_owners(work_dir: Path) -> list[Path]:
 
     A live owner's (another daemon sharing this work_dir, a `chute submit`) are never touched.
     """
-    removed = []
+    removed: list[Path] = []
     try:
         entries = list(work_dir.iterdir())
     except OSError:
