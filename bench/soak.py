@@ -43,7 +43,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.harness import COPY_MANIFEST, TWO_STEP_JOB, Daemon, Setup, files, processes_with, wait_until  # noqa: E402
+from tests.harness import (  # noqa: E402
+    COPY_MANIFEST, TWO_STEP_JOB, Daemon, Setup, claimed_inputs, files, processes_with, wait_until)
 from tests.media import make_clip  # noqa: E402
 from tests.pipelines import proc_alive  # noqa: E402
 
@@ -206,9 +207,11 @@ def soak_full_outbox(root: Path, count_files: int, bound: float) -> dict[str, in
         subprocess.run(["umount", "-l", str(space)], check=False)
     stems = Counter(n.split(".")[0] for n in files(consumed))
     archived, failed = set(files(Path(inbox["archive"]))), set(files(Path(inbox["quarantine"])))
+    waiting = set(files(path)) | {p.name for p in claimed_inputs(path)}  # put back by the stop at the bound
     return {
         "published": sum(1 for n in names if stems[Path(n).stem] >= 1),
-        "lost": sum(1 for n in names if n not in archived and Path(n).stem not in failed),
+        "unfinished at the bound": len(waiting),
+        "lost": sum(1 for n in names if n not in archived and Path(n).stem not in failed and n not in waiting),
         "duplicated": sum(max(0, c - 1) for c in stems.values()),
         "quarantined": len(failed),
         "deferred": len(deferred),
