@@ -261,9 +261,12 @@ def soak_frozen_parent(root: Path, count_files: int, bound: float) -> dict[str, 
         d.kill()  # its own time bound: whatever still hangs is ended here, not waited for
     good_in = {n for n in files(Path(good["archive"]))}
     bad_q = {n for n in files(Path(bad["quarantine"]))}
+    waiting = {n for box in (good, bad) for n in files(Path(box["path"]))}
+    waiting |= {p.name for box in (good, bad) for p in claimed_inputs(Path(box["path"]))}
     return {
         "published": len(files(Path(good["outbox"]))),
-        "lost": sum(1 for n in names if n not in good_in and Path(n).stem not in bad_q
+        "unfinished at the bound": len(waiting),
+        "lost": sum(1 for n in names if n not in good_in and Path(n).stem not in bad_q and n not in waiting
                     and Path(n).stem not in set(files(Path(good["quarantine"])))),
         "duplicated": max(0, len(files(Path(good["outbox"]))) - len(good_in)),
         "quarantined": len(bad_q) + len(files(Path(good["quarantine"]))),
