@@ -44,7 +44,15 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from tests.harness import (  # noqa: E402
-    COPY_MANIFEST, TWO_STEP_JOB, Daemon, Setup, claimed_inputs, files, processes_with, wait_until)
+    COPY_MANIFEST,
+    TWO_STEP_JOB,
+    Daemon,
+    Setup,
+    claimed_inputs,
+    files,
+    processes_with,
+    wait_until,
+)
 from tests.media import make_clip  # noqa: E402
 from tests.pipelines import proc_alive  # noqa: E402
 
@@ -52,9 +60,15 @@ LEASE = 3.0
 
 
 def prepare(root: Path, count: int, **config) -> tuple[Setup, dict, Path, list[str]]:
-    setup = Setup(root, modules_path=[str(ROOT / "modules")], jobs_path=[str(ROOT / "jobs")],
-                  defaults={"settle": 0.5, "poll_interval": 1.0, "timeout": 120}, lease_timeout=LEASE,
-                  shutdown_timeout=5, **config)
+    setup = Setup(
+        root,
+        modules_path=[str(ROOT / "modules")],
+        jobs_path=[str(ROOT / "jobs")],
+        defaults={"settle": 0.5, "poll_interval": 1.0, "timeout": 120},
+        lease_timeout=LEASE,
+        shutdown_timeout=5,
+        **config,
+    )
     inbox = setup.inbox(job="media_ingest")
     path = Path(inbox["path"])
     path.mkdir()
@@ -66,7 +80,7 @@ def prepare(root: Path, count: int, **config) -> tuple[Setup, dict, Path, list[s
 
 def drop_some(path: Path, names: list[str], clip: bytes, cycle: int, cycles: int) -> None:
     """This cycle's share of the files, so that work is under way at every kill or freeze."""
-    share = names[cycle * len(names) // cycles:(cycle + 1) * len(names) // cycles]
+    share = names[cycle * len(names) // cycles : (cycle + 1) * len(names) // cycles]
     for name in share:  # a careful client: a hidden name, then a rename
         (path / f".{name}").write_bytes(clip)
         os.replace(path / f".{name}", path / name)
@@ -105,8 +119,10 @@ def count(inbox: dict, names: list[str]) -> dict[str, int]:
 def drain(config: Path, inbox: dict, names: list[str], name: str) -> int:
     """A last daemon runs what is left; returns how many claims it took over."""
     with Daemon(config, name=name) as d:
-        wait_until(lambda: len(files(Path(inbox["archive"]))) + len(files(Path(inbox["quarantine"]))) >= len(names),
-                   timeout=60 + 5 * len(names))
+        wait_until(
+            lambda: len(files(Path(inbox["archive"]))) + len(files(Path(inbox["quarantine"]))) >= len(names),
+            timeout=60 + 5 * len(names),
+        )
         assert d.stop(120) == 0
         return len(d.events("run.taken_over"))
 
@@ -145,8 +161,10 @@ def soak_freeze(root: Path, count_files: int, cycles: int) -> dict[str, int]:
             a.signal(signal.SIGSTOP)
             time.sleep(LEASE + random.uniform(1.0, 2.0))  # past the lease: b takes a's runs over
             a.signal(signal.SIGCONT)
-        wait_until(lambda: len(files(Path(inbox["archive"]))) + len(files(Path(inbox["quarantine"]))) >= len(names),
-                   timeout=60 + 5 * len(names))
+        wait_until(
+            lambda: len(files(Path(inbox["archive"]))) + len(files(Path(inbox["quarantine"]))) >= len(names),
+            timeout=60 + 5 * len(names),
+        )
         assert a.stop(120) == 0 and b.stop(120) == 0
         taken = len(b.events("run.taken_over")) + len(a.events("run.taken_over"))
         discarded = len(a.events("run.discarded")) + len(b.events("run.discarded"))
@@ -167,6 +185,7 @@ time.sleep(3600)
 
 def _timestamps(d: Daemon, name: str) -> list[dict]:
     from tests.harness import event_time
+
     return [{**ev, "t": event_time(ev)} for ev in d.events(name)]
 
 
@@ -226,6 +245,7 @@ def soak_frozen_parent(root: Path, count_files: int, bound: float) -> dict[str, 
     freeze.mkdir()
     (freeze / "main.py").write_text(FREEZE_MODULE)
     import yaml
+
     (freeze / "manifest.yaml").write_text(yaml.safe_dump({**COPY_MANIFEST, "name": "freeze", "timeout": DEADLINE}))
     job = json.loads(json.dumps(TWO_STEP_JOB))
     job["name"] = "freezing"
@@ -244,14 +264,22 @@ def soak_frozen_parent(root: Path, count_files: int, bound: float) -> dict[str, 
         end = time.monotonic() + bound
 
         def settled() -> bool:
-            return (len(files(Path(good["archive"]))) + len(files(Path(good["quarantine"])))
-                    + len(files(Path(bad["quarantine"]))) + len(files(Path(bad["archive"])))) >= len(names)
+            return (
+                len(files(Path(good["archive"])))
+                + len(files(Path(good["quarantine"])))
+                + len(files(Path(bad["quarantine"])))
+                + len(files(Path(bad["archive"])))
+            ) >= len(names)
+
         while not settled() and time.monotonic() < end:
             time.sleep(0.5)
         now = time.time()
         starts = _timestamps(d, "run.started")
-        ends = [ev for n in ("run.deferred", "run.published", "run.quarantined", "run.released", "run.discarded")
-                for ev in _timestamps(d, n)]
+        ends = [
+            ev
+            for n in ("run.deferred", "run.published", "run.quarantined", "run.released", "run.discarded")
+            for ev in _timestamps(d, n)
+        ]
         limit = DEADLINE + 5 + SLACK
         lost_slots = 0
         for s in starts:
@@ -266,8 +294,14 @@ def soak_frozen_parent(root: Path, count_files: int, bound: float) -> dict[str, 
     return {
         "published": len(files(Path(good["outbox"]))),
         "unfinished at the bound": len(waiting),
-        "lost": sum(1 for n in names if n not in good_in and Path(n).stem not in bad_q and n not in waiting
-                    and Path(n).stem not in set(files(Path(good["quarantine"])))),
+        "lost": sum(
+            1
+            for n in names
+            if n not in good_in
+            and Path(n).stem not in bad_q
+            and n not in waiting
+            and Path(n).stem not in set(files(Path(good["quarantine"])))
+        ),
         "duplicated": max(0, len(files(Path(good["outbox"]))) - len(good_in)),
         "quarantined": len(bad_q) + len(files(Path(good["quarantine"]))),
         "frozen quarantined": sum(1 for n in frozen if Path(n).stem in bad_q),
@@ -302,14 +336,13 @@ def main() -> int:
         return special(args)
     rows = []
     keep = os.environ.get("CHUTE_SOAK_KEEP")  # a folder to keep the run's files and logs in, to look at
-    with (tempfile.TemporaryDirectory(prefix="chute-soak-") if not keep else _Kept(keep)) as tmp:
+    with tempfile.TemporaryDirectory(prefix="chute-soak-") if not keep else _Kept(keep) as tmp:
         if args.mode in ("kill", "both"):
             t0 = time.monotonic()
             rows.append(("kill -9", soak_kill(Path(tmp) / "kill", args.files, args.cycles), time.monotonic() - t0))
         if args.mode in ("freeze", "both"):
             t0 = time.monotonic()
-            rows.append(("SIGSTOP", soak_freeze(Path(tmp) / "freeze", args.files, args.cycles),
-                         time.monotonic() - t0))
+            rows.append(("SIGSTOP", soak_freeze(Path(tmp) / "freeze", args.files, args.cycles), time.monotonic() - t0))
     print(f"\n{args.files} files through media_ingest, {args.cycles} cycles each\n")
     keys = ["published", "lost", "duplicated", "quarantined", "leftover processes", "taken over", "discarded"]
     print("| mode | " + " | ".join(keys) + " | wall |")
@@ -326,19 +359,28 @@ def special(args) -> int:
     with tempfile.TemporaryDirectory(prefix="chute-soak-") as tmp:
         if args.full_outbox:
             t0 = time.monotonic()
-            rows.append(("full outbox", soak_full_outbox(Path(tmp) / "full", args.files, args.bound),
-                         time.monotonic() - t0))
+            rows.append(
+                ("full outbox", soak_full_outbox(Path(tmp) / "full", args.files, args.bound), time.monotonic() - t0)
+            )
         if args.frozen_parent:
             t0 = time.monotonic()
-            rows.append(("frozen parent", soak_frozen_parent(Path(tmp) / "frozen", args.files, args.bound),
-                         time.monotonic() - t0))
+            rows.append(
+                (
+                    "frozen parent",
+                    soak_frozen_parent(Path(tmp) / "frozen", args.files, args.bound),
+                    time.monotonic() - t0,
+                )
+            )
     for mode, result, wall in rows:
         print(f"\n{mode}: {args.files} files, {wall:.0f} s (bound {args.bound:.0f} s)")
         print("| " + " | ".join(result) + " |")
         print("|---" * len(result) + "|")
         print("| " + " | ".join(str(v) for v in result.values()) + " |")
-    bad = any(r.get(k, 0) for _, r, _ in rows
-              for k in ("lost", "duplicated", "good quarantined", "modules rerun", "slots lost > deadline"))
+    bad = any(
+        r.get(k, 0)
+        for _, r, _ in rows
+        for k in ("lost", "duplicated", "good quarantined", "modules rerun", "slots lost > deadline")
+    )
     bad = bad or any(r.get("quarantined", 0) for m, r, _ in rows if m == "full outbox")
     return 1 if bad else 0
 

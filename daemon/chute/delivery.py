@@ -111,8 +111,15 @@ def fence_of(spec: RunSpec) -> Fence:
     return ClaimFence(spec) if spec.claim is not None else NoFence(spec)
 
 
-def deliver(spec: RunSpec, outcome: Outcome, ws: Path | None, input_info: dict[str, Any], fence: Fence,
-            base: dict[str, Any], kept: keep.Kept | None = None) -> RunResult:
+def deliver(
+    spec: RunSpec,
+    outcome: Outcome,
+    ws: Path | None,
+    input_info: dict[str, Any],
+    fence: Fence,
+    base: dict[str, Any],
+    kept: keep.Kept | None = None,
+) -> RunResult:
     """Publish a succeeded outcome or quarantine a failed one; an outage defers it with the claim kept.
 
     The result comes from the workspace `ws`, or from a result `kept` by an earlier attempt.
@@ -161,8 +168,14 @@ def _keep(spec: RunSpec, outcome: Outcome, ws: Path, input_info: dict[str, Any],
     return keep.Kept(path, outcome.status, outcome.error, input_info.get("size"), input_info.get("sha256"))
 
 
-def _quarantine(spec: RunSpec, outcome: Outcome, logs_dir: Path | None, input_info: dict[str, Any],
-                fence: Fence, kept: keep.Kept | None = None) -> Path:
+def _quarantine(
+    spec: RunSpec,
+    outcome: Outcome,
+    logs_dir: Path | None,
+    input_info: dict[str, Any],
+    fence: Fence,
+    kept: keep.Kept | None = None,
+) -> Path:
     if kept is not None:
         build = publish.build_copy(kept.content, spec.quarantine, spec.run_id)
     else:
@@ -184,8 +197,12 @@ def quarantine_without_run(spec: RunSpec, reason: str, fence: Fence) -> RunResul
         if fence.lost():
             return lost(spec, {})
         return deferred(spec, f"cannot quarantine: {os_reason(exc)}", Fault.OUTAGE, {})
-    info = {"name": spec.input_name, "size": st.st_size, "sha256": None,
-            "inbox": None if spec.inbox is None else str(spec.inbox)}
+    info = {
+        "name": spec.input_name,
+        "size": st.st_size,
+        "sha256": None,
+        "inbox": None if spec.inbox is None else str(spec.inbox),
+    }
     result = deliver(spec, outcome, None, info, fence, {"input_size": st.st_size})
     return result
 

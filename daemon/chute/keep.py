@@ -67,10 +67,18 @@ def keep(spec: RunSpec, outcome: Outcome, ws: Path, input_info: dict[str, Any]) 
         else:
             publish.fill_report(content, spec, outcome, ws / ".logs", input_info)
         record = {
-            "schema": SCHEMA, "run_id": spec.run_id, "claim": str(spec.claim), "inbox": str(spec.inbox),
-            "input": spec.input_name, "input_size": input_info.get("size"), "input_sha256": input_info.get("sha256"),
-            "job_sha256": spec.job.sha256, "status": outcome.status, "error": outcome.error,
-            "owner": spec.owner, "kept_at": utcnow(),
+            "schema": SCHEMA,
+            "run_id": spec.run_id,
+            "claim": str(spec.claim),
+            "inbox": str(spec.inbox),
+            "input": spec.input_name,
+            "input_size": input_info.get("size"),
+            "input_sha256": input_info.get("sha256"),
+            "job_sha256": spec.job.sha256,
+            "status": outcome.status,
+            "error": outcome.error,
+            "owner": spec.owner,
+            "kept_at": utcnow(),
         }
         (staged / RECORD).write_text(json.dumps(record, indent=2, default=str))
         sync_tree(staged)

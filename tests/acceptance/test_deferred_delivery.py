@@ -47,6 +47,7 @@ def test_a_full_outbox_retries_only_the_delivery_and_every_module_runs_once_per_
             for name in files(outbox):
                 shutil.move(outbox / name, consumed / name)
             return len(files(consumed)) == len(inputs) and len(files(inbox["archive"])) == len(inputs)
+
         wait_until(all_taken, timeout=240, interval=0.2)
         assert d.stop() == 0
         assert module_runs(d) == {name: 2 for name in inputs}, "modules ran again for a deferred delivery"
