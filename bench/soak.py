@@ -1,6 +1,8 @@
 """kill -9 soak: files through `media_ingest` while the daemon is killed and restarted, or frozen beside a second one.
 
 Usage: .venv/bin/python bench/soak.py [--mode kill|freeze|both] [--files 60] [--cycles 30]
+       .venv/bin/python bench/soak.py --full-outbox [--files 40] [--bound 300]
+       .venv/bin/python bench/soak.py --frozen-parent [--files 20] [--bound 300]
 
 kill:   `kill -9` of the daemon process alone (not its group) at a random moment,
         and an immediate restart, `--cycles` times; then one last daemon drains.
@@ -8,6 +10,17 @@ freeze: two daemons share the inbox and the work_dir; one is SIGSTOPped past the
         lease timeout (the other takes its runs over) and SIGCONTed, `--cycles` times.
 Each cycle drops its share of the files first, so that runs are under way at every
 kill or freeze.
+
+full-outbox:   the outbox is a 1 MiB tmpfs that fills (files of 300 KiB through the
+        two-step copy job of tests/harness.py); a consumer moves results out of it every
+        `FREE_EVERY` s. Counts: lost, duplicated, good files quarantined, and modules that
+        ran more than once for one file (a deferred delivery must only deliver).
+frozen-parent: one file in `FROZEN_SHARE` goes to an inbox whose module SIGSTOPs its
+        parent (the warm launcher or the pool worker) and hangs; the others are good.
+        Expected: the frozen ones reach quarantine after max_crashes, the good ones are
+        published. Counts per file, and worker slots lost for longer than the module
+        deadline (a run attempt that did not end within timeout + kill grace + SLACK).
+Both stop by themselves after `--bound` seconds and report what they have.
 
 Prints, for each mode: files lost, published twice, quarantined, and processes
 of a killed daemon still alive 5 s after its death (workers, launchers, modules).
@@ -17,9 +30,11 @@ The target is 0 everywhere.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import random
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -28,7 +43,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.harness import Daemon, Setup, files, processes_with, wait_until  # noqa: E402
+from tests.harness import (  # noqa: E402
+    COPY_MANIFEST,
+    TWO_STEP_JOB,
+    Daemon,
+    Setup,
+    claimed_inputs,
+    files,
+    processes_with,
+    wait_until,
+)
 from tests.media import make_clip  # noqa: E402
 from tests.pipelines import proc_alive  # noqa: E402
 
@@ -148,6 +172,145 @@ def soak_freeze(root: Path, count_files: int, cycles: int) -> dict[str, int]:
     return {**count(inbox, names), "leftover processes": left, "taken over": taken, "discarded": discarded}
 
 
+FREE_EVERY = 3.0  # seconds between two sweeps of the full outbox by its consumer
+FROZEN_SHARE = 4  # one file in this many is bound to the freezing module
+DEADLINE = 8  # seconds: the freezing job's module timeout
+SLACK = 15.0  # seconds past the deadline (and the kill grace) before a slot counts as lost
+FREEZE_MODULE = """\
+import os, signal, sys, time
+os.kill(os.getppid(), signal.SIGSTOP)  # the launcher (or pool worker) that started us is frozen
+time.sleep(3600)
+"""
+
+
+def _timestamps(d: Daemon, name: str) -> list[dict]:
+    from tests.harness import event_time
+
+    return [{**ev, "t": event_time(ev)} for ev in d.events(name)]
+
+
+def soak_full_outbox(root: Path, count_files: int, bound: float) -> dict[str, int]:
+    import shutil
+    from collections import Counter
+
+    setup = Setup(root, workers=2, defaults={"settle": 0.3, "poll_interval": 0.5, "timeout": 60})
+    space = root / "outbox-fs"
+    space.mkdir(parents=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(space)], check=True)
+    consumed = root / "consumed"
+    consumed.mkdir()
+    try:
+        outbox = space / "out"
+        outbox.mkdir()
+        inbox = setup.inbox(outbox=str(outbox))
+        path = Path(inbox["path"])
+        path.mkdir()
+        names = [f"f{i:03d}.bin" for i in range(count_files)]
+        with Daemon(setup.write(), name="full-outbox") as d:
+            for name in names:
+                (path / f".{name}").write_bytes(f"{name}\n".encode() + os.urandom(300 * 1024))
+                os.replace(path / f".{name}", path / name)
+            end = time.monotonic() + bound
+            done = lambda: len(files(Path(inbox["archive"]))) + len(files(Path(inbox["quarantine"])))  # noqa: E731
+            while done() < len(names) and time.monotonic() < end:
+                time.sleep(FREE_EVERY)
+                for result in files(outbox):  # a downstream user takes the results away
+                    shutil.move(outbox / result, consumed / f"{result}.{time.monotonic_ns()}")
+            d.stop(120)
+            runs = Counter((ev["file"], ev["step"]) for ev in d.events("entry.started"))
+            deferred = {ev["file"] for ev in d.events("run.deferred")}
+            resumed = len(d.events("run.resumed_delivery"))
+        for result in files(outbox):
+            shutil.move(outbox / result, consumed / f"{result}.{time.monotonic_ns()}")
+    finally:
+        subprocess.run(["umount", "-l", str(space)], check=False)
+    stems = Counter(n.split(".")[0] for n in files(consumed))
+    archived, failed = set(files(Path(inbox["archive"]))), set(files(Path(inbox["quarantine"])))
+    waiting = set(files(path)) | {p.name for p in claimed_inputs(path)}  # put back by the stop at the bound
+    return {
+        "published": sum(1 for n in names if stems[Path(n).stem] >= 1),
+        "unfinished at the bound": len(waiting),
+        "lost": sum(1 for n in names if n not in archived and Path(n).stem not in failed and n not in waiting),
+        "duplicated": sum(max(0, c - 1) for c in stems.values()),
+        "quarantined": len(failed),
+        "deferred": len(deferred),
+        "resumed deliveries": resumed,
+        "modules rerun": sum(1 for c in runs.values() if c > 1),
+    }
+
+
+def soak_frozen_parent(root: Path, count_files: int, bound: float) -> dict[str, int]:
+    setup = Setup(root, workers=2, max_crashes=2)
+    freeze = setup.defs / "modules" / "freeze"
+    freeze.mkdir()
+    (freeze / "main.py").write_text(FREEZE_MODULE)
+    import yaml
+
+    (freeze / "manifest.yaml").write_text(yaml.safe_dump({**COPY_MANIFEST, "name": "freeze", "timeout": DEADLINE}))
+    job = json.loads(json.dumps(TWO_STEP_JOB))
+    job["name"] = "freezing"
+    job["steps"][0]["entries"][0]["module"] = "freeze"
+    (setup.defs / "jobs" / "freezing.yaml").write_text(yaml.safe_dump(job, sort_keys=False))
+    good, bad = setup.inbox("good"), setup.inbox("bad", job="freezing")
+    for box in (good, bad):
+        Path(box["path"]).mkdir()
+    names = [f"f{i:03d}.bin" for i in range(count_files)]
+    frozen = {n for i, n in enumerate(names) if i % FROZEN_SHARE == 0}
+    with Daemon(setup.write(), name="frozen-parent") as d:
+        for name in names:
+            box = Path((bad if name in frozen else good)["path"])
+            (box / f".{name}").write_bytes(f"{name}\n".encode())
+            os.replace(box / f".{name}", box / name)
+        end = time.monotonic() + bound
+
+        def settled() -> bool:
+            return (
+                len(files(Path(good["archive"])))
+                + len(files(Path(good["quarantine"])))
+                + len(files(Path(bad["quarantine"])))
+                + len(files(Path(bad["archive"])))
+            ) >= len(names)
+
+        while not settled() and time.monotonic() < end:
+            time.sleep(0.5)
+        now = time.time()
+        starts = _timestamps(d, "run.started")
+        ends = [
+            ev
+            for n in ("run.deferred", "run.published", "run.quarantined", "run.released", "run.discarded")
+            for ev in _timestamps(d, n)
+        ]
+        limit = DEADLINE + 5 + SLACK
+        lost_slots = 0
+        for s in starts:
+            later = [e["t"] for e in ends if e.get("run_id") == s["run_id"] and e["t"] >= s["t"]]
+            if (min(later) if later else now) - s["t"] > limit:
+                lost_slots += 1
+        d.kill()  # its own time bound: whatever still hangs is ended here, not waited for
+    good_in = {n for n in files(Path(good["archive"]))}
+    bad_q = {n for n in files(Path(bad["quarantine"]))}
+    waiting = {n for box in (good, bad) for n in files(Path(box["path"]))}
+    waiting |= {p.name for box in (good, bad) for p in claimed_inputs(Path(box["path"]))}
+    return {
+        "published": len(files(Path(good["outbox"]))),
+        "unfinished at the bound": len(waiting),
+        "lost": sum(
+            1
+            for n in names
+            if n not in good_in
+            and Path(n).stem not in bad_q
+            and n not in waiting
+            and Path(n).stem not in set(files(Path(good["quarantine"])))
+        ),
+        "duplicated": max(0, len(files(Path(good["outbox"]))) - len(good_in)),
+        "quarantined": len(bad_q) + len(files(Path(good["quarantine"]))),
+        "frozen quarantined": sum(1 for n in frozen if Path(n).stem in bad_q),
+        "frozen files": len(frozen),
+        "good quarantined": len(files(Path(good["quarantine"]))),
+        "slots lost > deadline": lost_slots,
+    }
+
+
 class _Kept:
     def __init__(self, path: str):
         self.path = path
@@ -165,7 +328,12 @@ def main() -> int:
     parser.add_argument("--mode", choices=["kill", "freeze", "both"], default="both")
     parser.add_argument("--files", type=int, default=60)
     parser.add_argument("--cycles", type=int, default=30)
+    parser.add_argument("--full-outbox", action="store_true", help="the outbox is a small tmpfs that fills")
+    parser.add_argument("--frozen-parent", action="store_true", help="some files freeze what runs their module")
+    parser.add_argument("--bound", type=float, default=300.0, help="seconds each of those two modes may take")
     args = parser.parse_args()
+    if args.full_outbox or args.frozen_parent:
+        return special(args)
     rows = []
     keep = os.environ.get("CHUTE_SOAK_KEEP")  # a folder to keep the run's files and logs in, to look at
     with tempfile.TemporaryDirectory(prefix="chute-soak-") if not keep else _Kept(keep) as tmp:
@@ -182,6 +350,38 @@ def main() -> int:
     for mode, result, wall in rows:
         print(f"| {mode} | " + " | ".join(str(result.get(k, "-")) for k in keys) + f" | {wall:.0f} s |")
     bad = any(r.get(k, 0) for _, r, _ in rows for k in ("lost", "duplicated", "quarantined", "leftover processes"))
+    return 1 if bad else 0
+
+
+def special(args) -> int:
+    """The --full-outbox and --frozen-parent modes, each bounded by --bound seconds."""
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="chute-soak-") as tmp:
+        if args.full_outbox:
+            t0 = time.monotonic()
+            rows.append(
+                ("full outbox", soak_full_outbox(Path(tmp) / "full", args.files, args.bound), time.monotonic() - t0)
+            )
+        if args.frozen_parent:
+            t0 = time.monotonic()
+            rows.append(
+                (
+                    "frozen parent",
+                    soak_frozen_parent(Path(tmp) / "frozen", args.files, args.bound),
+                    time.monotonic() - t0,
+                )
+            )
+    for mode, result, wall in rows:
+        print(f"\n{mode}: {args.files} files, {wall:.0f} s (bound {args.bound:.0f} s)")
+        print("| " + " | ".join(result) + " |")
+        print("|---" * len(result) + "|")
+        print("| " + " | ".join(str(v) for v in result.values()) + " |")
+    bad = any(
+        r.get(k, 0)
+        for _, r, _ in rows
+        for k in ("lost", "duplicated", "good quarantined", "modules rerun", "slots lost > deadline")
+    )
+    bad = bad or any(r.get("quarantined", 0) for m, r, _ in rows if m == "full outbox")
     return 1 if bad else 0
 
 

@@ -124,7 +124,7 @@ class DaskExecutor:
     def ahead(self) -> int:
         return 0  # a run's claim costs little next to its trip through the scheduler
 
-    def free(self) -> int:
+    def free(self, room: bool = True) -> int:
         with self.lock:
             if self.client is None or self.client.status != "running":
                 return 0  # the scheduler is gone (or being reached again): claim nothing meanwhile

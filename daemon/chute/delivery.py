@@ -16,7 +16,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from . import claims, logs, publish
+from . import claims, keep, logs, publish
 from .errors import ClaimLost
 from .run import Fault, Outcome, RunResult, RunSpec, RunStatus, failure, os_reason, utcnow
 
@@ -60,6 +60,7 @@ class ClaimFence:
 
     def done(self) -> None:
         claims.remove(self.dir)
+        keep.drop(self.spec.work_dir, self.spec.run_id)  # a crash before this leaves it to keep.sweep
 
     def lost(self) -> bool:
         return claims.taken(self.dir)
@@ -111,22 +112,35 @@ def fence_of(spec: RunSpec) -> Fence:
 
 
 def deliver(
-    spec: RunSpec, outcome: Outcome, ws: Path | None, input_info: dict[str, Any], fence: Fence, base: dict[str, Any]
+    spec: RunSpec,
+    outcome: Outcome,
+    ws: Path | None,
+    input_info: dict[str, Any],
+    fence: Fence,
+    base: dict[str, Any],
+    kept: keep.Kept | None = None,
 ) -> RunResult:
-    """Publish a succeeded outcome or quarantine a failed one; an outage defers it with the claim kept."""
+    """Publish a succeeded outcome or quarantine a failed one; an outage defers it with the claim kept.
+
+    The result comes from the workspace `ws`, or from a result `kept` by an earlier attempt.
+    A deferred delivery of a daemon run keeps its result, so its next attempt runs no module.
+    """
     log = logs.get("chute.delivery").bind(**spec.context())
     try:
         fence.commit()
         if outcome.status == "succeeded":
-            assert ws is not None
-            build = publish.build_result(spec, outcome, ws, input_info)
+            if kept is not None:
+                build = publish.build_copy(kept.content, spec.outbox, spec.run_id)
+            else:
+                assert ws is not None
+                build = publish.build_result(spec, outcome, ws, input_info)
             fence.mark(publish.REVEALING)
             final = publish.reveal(build, spec.input_name)
             log.info("run.published", result=str(final))
             archived = fence.dispose()
             fence.done()
             return RunResult(spec.run_id, RunStatus.SUCCEEDED, final, archived_to=archived, **base)
-        final = _quarantine(spec, outcome, None if ws is None else ws / ".logs", input_info, fence)
+        final = _quarantine(spec, outcome, None if ws is None else ws / ".logs", input_info, fence, kept)
         log.warning("run.quarantined", result=str(final), **(outcome.error or {}))
         return RunResult(spec.run_id, RunStatus.FAILED, final, error=outcome.error, **base)
     except ClaimLost:
@@ -134,15 +148,38 @@ def deliver(
     except OSError as exc:
         if fence.lost():
             return lost(spec, base)  # taken over after our commit: the new owner delivers
-        if not fence.delivering():  # once a marker says the result is going out, it is finished, never re-run
-            fence.undo()
-        return deferred(spec, f"cannot deliver the result: {os_reason(exc)}", Fault.OUTAGE, base)
+        reason = f"cannot deliver the result: {os_reason(exc)}"
+        if fence.delivering():  # once a marker says the result is going out, it is finished, never re-run
+            return deferred(spec, reason, Fault.OUTAGE, base)
+        fence.undo()
+        if kept is None and ws is not None and isinstance(fence, ClaimFence):
+            kept = _keep(spec, outcome, ws, input_info, log)
+        return deferred(spec, reason, Fault.OUTAGE, base, kept=kept is not None)
+
+
+def _keep(spec: RunSpec, outcome: Outcome, ws: Path, input_info: dict[str, Any], log) -> keep.Kept | None:
+    """Keep the built result for the next attempt; None (it will run again) when work_dir cannot take it."""
+    try:
+        path = keep.keep(spec, outcome, ws, input_info)
+    except OSError as exc:
+        log.warning("run.keep_failed", reason=os_reason(exc))
+        return None
+    log.info("run.kept", kept=str(path), status=outcome.status)
+    return keep.Kept(path, outcome.status, outcome.error, input_info.get("size"), input_info.get("sha256"))
 
 
 def _quarantine(
-    spec: RunSpec, outcome: Outcome, logs_dir: Path | None, input_info: dict[str, Any], fence: Fence
+    spec: RunSpec,
+    outcome: Outcome,
+    logs_dir: Path | None,
+    input_info: dict[str, Any],
+    fence: Fence,
+    kept: keep.Kept | None = None,
 ) -> Path:
-    build = publish.build_report(spec, outcome, logs_dir, input_info)
+    if kept is not None:
+        build = publish.build_copy(kept.content, spec.quarantine, spec.run_id)
+    else:
+        build = publish.build_report(spec, outcome, logs_dir, input_info)
     fence.mark(publish.QUARANTINING)
     publish.add_input(build, fence.input, spec.input_name, move=fence.moves_input, tag=spec.run_id)
     final = publish.reveal(build, spec.input_name)
@@ -238,6 +275,6 @@ def lost(spec: RunSpec, base: dict[str, Any]) -> RunResult:
     return RunResult(spec.run_id, RunStatus.LOST, error=failure(reason), **base)
 
 
-def deferred(spec: RunSpec, reason: str, fault: Fault, base: dict[str, Any]) -> RunResult:
+def deferred(spec: RunSpec, reason: str, fault: Fault, base: dict[str, Any], kept: bool = False) -> RunResult:
     """Not the file's fault: the claim is kept and the daemon tries again later (it logs run.deferred)."""
-    return RunResult(spec.run_id, RunStatus.DEFERRED, error=failure(reason), fault=fault, **base)
+    return RunResult(spec.run_id, RunStatus.DEFERRED, error=failure(reason), fault=fault, kept=kept, **base)

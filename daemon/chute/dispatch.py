@@ -13,7 +13,7 @@ import threading
 from dataclasses import replace
 from pathlib import Path
 
-from . import claims, logs
+from . import claims, keep, logs
 from .catalog import Catalog
 from .config import Inbox
 from .executor import Executor, ExecutorUnavailable, WorkerLost
@@ -93,12 +93,17 @@ class Dispatcher:
         crashed = a.crashes >= self.catalog.config.max_crashes
         poison = f"its daemon's host died during {a.crashes} runs of this file" if crashed else None
         spec = self.spec(a.inbox, a.run_id, a.claim.with_name(a.run_id), a.name or "input", poison)
-        self.queue.add(Active(spec, a.inbox, now, crashes=a.crashes), front=True)
+        kept = keep.folder(spec.work_dir, a.run_id).is_dir()
+        self.queue.add(Active(spec, a.inbox, now, crashes=a.crashes, kept=kept), front=True)
 
     def dispatch(self, now: float) -> None:
         """Hand ready runs to the executor while it has room."""
-        while self.executor.free() > 0:
-            active = self.queue.ready(now)
+        while True:
+            room = self.executor.free() > 0
+            # A kept result's delivery needs no room in work_dir (kept results may be what fills it).
+            if not room and not (any(a.kept for a in self.queue.pending) and self.executor.free(room=False) > 0):
+                return
+            active = self.queue.ready(now, kept_only=not room)
             if active is None:
                 return
             try:
@@ -126,6 +131,7 @@ class Dispatcher:
 
     def _record(self, active: Active, result: RunResult, now: float) -> None:
         if result.status == RunStatus.DEFERRED:
+            active.kept = result.kept
             self.queue.defer(active, now, result.reason, result.fault)
         elif result.status == RunStatus.RELEASED:
             self.queue.release(active)

@@ -4,8 +4,9 @@ The surface every executor offers (the local pool here; a Dask cluster in
 dask_executor.py): `submit(spec)` returns a concurrent.futures.Future of the
 `RunResult`; `cancel(run_id)` asks a run to stop (its input is then released);
 `free()` says how many runs could start now (none while the workers' disk is
-below its reserve); `ahead()` how many more are worth claiming now, so that a
-slot that frees starts its next run at once; `where(run_id)` names the worker;
+below its reserve, unless `room=False`: a kept result's delivery needs none);
+`ahead()` how many more are worth claiming now, so that a slot that frees
+starts its next run at once; `where(run_id)` names the worker;
 `sweep(marker)` kills the processes a dead daemon or worker left (by the marker
 in their environment); `kill()` stops everything at once; `close()` ends it. The
 local pool's workers each run in a cgroup of their own where the host allows it
@@ -30,7 +31,7 @@ from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Protocol
 
-from . import cgroups, entry, logs, staging
+from . import cgroups, entry, keep, logs, staging
 from .config import Config
 from .errors import ChuteError
 from .leases import Identity, hostname
@@ -58,7 +59,7 @@ class Executor(Protocol):
 
     def cancel(self, run_id: str) -> None: ...
 
-    def free(self) -> int: ...
+    def free(self, room: bool = True) -> int: ...
 
     def ahead(self) -> int: ...
 
@@ -102,6 +103,8 @@ class LocalExecutor:
         )
         for folder in staging.remove_dead_owners(config.work_dir):
             log.info("work.removed", workspace=str(folder))
+        for folder in keep.sweep(config.work_dir):
+            log.info("work.removed", kept=str(folder))  # delivered, then a crash before it was removed
         self.owner_dir = staging.owner_dir(config.work_dir, me, me.daemon_id)
         # Before the first worker: a dead daemon's cgroups (and what escaped into them) go first.
         self.containment = cgroups.Containment.probe(me)
@@ -143,8 +146,8 @@ class LocalExecutor:
 
     # --- the daemon's side (its loop thread) ---
 
-    def free(self) -> int:
-        if not staging.has_room(self.work_dir, self.reserve):
+    def free(self, room: bool = True) -> int:
+        if room and not staging.has_room(self.work_dir, self.reserve):
             return 0  # a run now would only be deferred: leave the files in their inbox meanwhile
         with self.lock:
             return sum(1 for s in self.slots if s.run_id is None)

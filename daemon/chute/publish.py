@@ -103,21 +103,7 @@ def build_result(spec: RunSpec, outcome: Outcome, ws: Path, input_info: dict[str
     """The public artifacts and manifest.json, assembled and fsynced in a hidden folder of the outbox."""
     build = _fresh_build(spec.outbox, spec.run_id)
     try:
-        artifacts = []
-        for a in spec.job.public:
-            src = ws / a.name
-            link_or_copy(src, build / a.name)
-            artifacts.append(
-                {
-                    "name": a.name,
-                    "type": a.type,
-                    "size": src.stat().st_size,
-                    "sha256": sha256_of(src),
-                    "step": a.step,
-                    "module": a.module,
-                }
-            )
-        _write_json(build / "manifest.json", manifest(spec, outcome, input_info, artifacts))
+        fill_result(build, spec, outcome, ws, input_info)
         sync_tree(build)
     except BaseException:
         shutil.rmtree(build, ignore_errors=True)  # ENOSPC and friends: no partial folder stays
@@ -125,15 +111,56 @@ def build_result(spec: RunSpec, outcome: Outcome, ws: Path, input_info: dict[str
     return build
 
 
+def fill_result(folder: Path, spec: RunSpec, outcome: Outcome, ws: Path, input_info: dict[str, Any]) -> None:
+    """Put the public artifacts of workspace `ws` and manifest.json into `folder` (not fsynced)."""
+    artifacts = []
+    for a in spec.job.public:
+        src = ws / a.name
+        link_or_copy(src, folder / a.name)
+        artifacts.append(
+            {
+                "name": a.name,
+                "type": a.type,
+                "size": src.stat().st_size,
+                "sha256": sha256_of(src),
+                "step": a.step,
+                "module": a.module,
+            }
+        )
+    _write_json(folder / "manifest.json", manifest(spec, outcome, input_info, artifacts))
+
+
 def build_report(spec: RunSpec, outcome: Outcome, logs: Path | None, input_info: dict[str, Any]) -> Path:
     """report.json and the entries' logs, in a hidden folder of the quarantine (the input joins later)."""
     build = _fresh_build(spec.quarantine, spec.run_id)
     try:
-        _write_json(build / "report.json", manifest(spec, outcome, input_info, []))
-        if logs is not None and logs.is_dir() and any(logs.iterdir()):
-            (build / "logs").mkdir()
-            for log in sorted(logs.iterdir()):
-                copy_file(log, build / "logs" / log.name)
+        fill_report(build, spec, outcome, logs, input_info)
+        sync_tree(build)
+    except BaseException:
+        shutil.rmtree(build, ignore_errors=True)
+        raise
+    return build
+
+
+def fill_report(folder: Path, spec: RunSpec, outcome: Outcome, logs: Path | None, input_info: dict[str, Any]) -> None:
+    """Put report.json and the entries' logs into `folder` (not fsynced)."""
+    _write_json(folder / "report.json", manifest(spec, outcome, input_info, []))
+    if logs is not None and logs.is_dir() and any(logs.iterdir()):
+        (folder / "logs").mkdir()
+        for log in sorted(logs.iterdir()):
+            copy_file(log, folder / "logs" / log.name)
+
+
+def build_copy(kept: Path, folder: Path, run_id: str) -> Path:
+    """A hidden build folder in `folder` holding a copy of the result folder `kept` (keep.py), fsynced."""
+    build = _fresh_build(folder, run_id)
+    try:
+        for src in sorted(kept.rglob("*")):
+            dst = build / src.relative_to(kept)
+            if src.is_dir():
+                dst.mkdir()
+            else:
+                link_or_copy(src, dst)
         sync_tree(build)
     except BaseException:
         shutil.rmtree(build, ignore_errors=True)

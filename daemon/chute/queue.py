@@ -37,6 +37,7 @@ class Active:
     not_before: float = 0.0
     deferrals: int = 0
     crashes: int = 0  # worker deaths under it while this daemon held it
+    kept: bool = False  # its result is kept in work_dir: its next attempt only delivers (keep.py)
 
     @property
     def run_id(self) -> str:
@@ -63,10 +64,10 @@ class RunQueue:
         )
         (self.pending.appendleft if front else self.pending.append)(active)
 
-    def ready(self, now: float) -> Active | None:
-        """The first waiting run whose time has come, taken out of the queue."""
+    def ready(self, now: float, kept_only: bool = False) -> Active | None:
+        """The first waiting run whose time has come (with `kept_only`, of those with a kept result), taken out."""
         for active in self.pending:
-            if active.not_before <= now:
+            if active.not_before <= now and (active.kept or not kept_only):
                 self.pending.remove(active)
                 return active
         return None

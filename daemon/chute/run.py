@@ -159,6 +159,7 @@ class RunResult:
     entries: tuple[EntryStat, ...] = ()
     duration_s: float | None = None
     worker: str | None = None  # where it executed (the executor's name for the worker)
+    kept: bool = False  # deferred with its built result kept in work_dir: the retry only delivers (keep.py)
 
     @property
     def reason(self) -> str:

@@ -10,11 +10,11 @@ import shutil
 import time
 from pathlib import Path
 
-from . import claims, logs, staging
+from . import claims, keep, logs, staging
 from .delivery import ClaimFence, Fence, deferred, deliver, fence_of, finish, lost, quarantine_without_run
 from .pipeline import Cancel, Emit, Modules, run_steps
 from .publish import describe_input
-from .run import EntryStat, Fault, Outcome, RunResult, RunSpec, RunStatus, failure, os_reason
+from .run import EntryStat, Fault, Outcome, RunResult, RunSpec, RunStatus, failure, os_reason, utcnow
 
 
 def execute(
@@ -37,12 +37,24 @@ def _resume(spec: RunSpec, fence: ClaimFence) -> RunResult | None:
             return result
     try:
         claims.restore_mode(fence.dir, fence.input)  # an earlier attempt died holding it read-only
+        kept = keep.find(spec, fence.input.stat().st_size)
+        if kept is not None:
+            return _deliver_kept(spec, fence, kept)
         if spec.poison is not None:
             return quarantine_without_run(spec, spec.poison, fence)
         claims.mark(fence.dir, claims.RUNNING)  # from here a death counts as a crash
     except OSError as exc:
         return lost(spec, {}) if fence.lost() else deferred(spec, f"cannot start: {os_reason(exc)}", Fault.OUTAGE, {})
     return None
+
+
+def _deliver_kept(spec: RunSpec, fence: ClaimFence, kept: keep.Kept) -> RunResult:
+    """An earlier attempt built the result and could not deliver it: deliver it now, running no module."""
+    logs.get("chute.runner").info("run.resumed_delivery", **spec.context(), kept=str(kept.path), status=kept.status)
+    stamp = utcnow()
+    outcome = Outcome(status=kept.status, started_at=stamp, finished_at=stamp, error=kept.error)
+    base = {"input_size": kept.input_size, "input_sha256": kept.input_sha256}
+    return deliver(spec, outcome, None, {}, fence, base, kept=kept)
 
 
 def _run(spec: RunSpec, fence: Fence, cancel: Cancel | None, emit: Emit | None, modules: Modules | None) -> RunResult:
