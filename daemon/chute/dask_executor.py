@@ -178,6 +178,10 @@ class DaskExecutor:
         except Exception as exc:
             log.warning("executor.sweep_failed", marker=marker, reason=_reason(exc))
 
+    def supervise(self, now: float) -> float | None:
+        """Nothing to do here: Dask's nanny watches over its workers."""
+        return None
+
     def healthy(self) -> bool:
         return self.thread.is_alive()
 
