@@ -7,12 +7,14 @@ dask_executor.py): `submit(spec)` returns a concurrent.futures.Future of the
 below its reserve); `ahead()` how many more are worth claiming now, so that a
 slot that frees starts its next run at once; `where(run_id)` names the worker;
 `sweep(marker)` kills the processes a dead daemon or worker left (by the marker
-in their environment); `supervise(now)`, called by the daemon loop, kills a worker
-that is frozen and returns when it wants to look again; `kill()` stops everything
-at once; `close()` ends it. A
+in their environment); `kill()` stops everything at once; `close()` ends it. A
 future that fails with `WorkerLost` means the run died with its worker (a crash,
 counted toward the file's max_crashes); `ExecutorUnavailable` means it never
 reached a worker (defer it, charge nothing).
+
+`supervise(now)`, called by the daemon loop, kills a worker that is frozen (a
+module stopped it, issue 19): its run then fails with `WorkerLost` too. It returns
+when it wants to look again.
 """
 
 from __future__ import annotations
