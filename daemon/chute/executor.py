@@ -90,11 +90,11 @@ class _Slot:
     conn: Connection
     run_id: str | None = None
     future: Future | None = None
-    dead: bool = False
-    pidfd: int = field(default=-1)
     beats: int = 0  # heartbeats received (by the collector thread)
     heard: tuple[int, float] | None = None  # (beats, when) as supervise last saw them change
     frozen: str | None = None  # why supervise killed it
+    dead: bool = False
+    pidfd: int = field(default=-1)
 
 
 class LocalExecutor:
