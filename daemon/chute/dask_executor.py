@@ -179,7 +179,7 @@ class DaskExecutor:
             log.warning("executor.sweep_failed", marker=marker, reason=_reason(exc))
 
     def supervise(self, now: float) -> float | None:
-        """Nothing to do here: Dask's nanny watches over its workers."""
+        """Nothing to do: Dask workers are Dask's to supervise (one stopped by a module is not caught here)."""
         return None
 
     def healthy(self) -> bool:

@@ -49,6 +49,7 @@ AHEAD = 2  # at most this many runs claimed and waiting for a worker (LocalExecu
 # Killed, it is replaced, and its run is charged as a crash (WorkerLost), as for the OOM killer.
 STALE = 3.0
 SILENT = 30.0
+SILENT_START = 120.0  # for a worker not beating yet: its imports on a cold cache (launcher.START_TIMEOUT)
 LOOK_EVERY = 1.0  # seconds between looks at a silent worker's state
 
 
@@ -208,7 +209,7 @@ class LocalExecutor:
             return slot.heard[1] + STALE
         if entry.stopped(slot.proc.pid):
             self._freeze(slot, "was stopped (SIGSTOP?)")
-        elif silent >= SILENT:
+        elif silent >= (SILENT if beats else SILENT_START):
             self._freeze(slot, f"sent no heartbeat for {silent:.0f} s")
         return now + LOOK_EVERY  # a silent worker is looked at again soon (or, killed, is gone by then)
 
