@@ -101,7 +101,9 @@ def cmd_jobs(args: argparse.Namespace) -> int:
     for name in sorted(cat.jobs):
         plan = cat.jobs[name]
         public = ", ".join(a.name for a in plan.public)
-        print(f"{name:<18} {plan.version:<6} {len(plan.steps)} steps, {len(plan.entries())} entries; publishes {public}")
+        print(
+            f"{name:<18} {plan.version:<6} {len(plan.steps)} steps, {len(plan.entries())} entries; publishes {public}"
+        )
     return RET_OK
 
 
@@ -113,7 +115,11 @@ def parser() -> argparse.ArgumentParser:
 
     def add(name: str, help: str) -> argparse.ArgumentParser:
         sp = sub.add_parser(name, help=help)
-        sp.add_argument("--config", type=Path, help="config file (default: ./config.yaml, /etc/chute/config.yaml, the embedded default)")
+        sp.add_argument(
+            "--config",
+            type=Path,
+            help="config file (default: ./config.yaml, /etc/chute/config.yaml, the embedded default)",
+        )
         sp.add_argument("--verbose", "-v", action="store_true", default=argparse.SUPPRESS, help="more detail on errors")
         return sp
 
@@ -136,15 +142,24 @@ def _extra_parsers() -> list[Callable]:
 
 def _run_parser(add) -> None:
     sp = add("run", "run the daemon (in the foreground unless --detach)")
-    sp.add_argument("--detach", action="store_true",
-                    help="run in the background, for hosts without systemd (under systemd, run in the foreground); "
-                         "returns once the daemon is watching its inboxes")
-    sp.add_argument("--pidfile", type=Path,
-                    help="with --detach, required: holds the daemon's pid while it runs; a second --detach on it "
-                         "refuses (exit 3), one left by a dead daemon is taken over; removed on a clean stop")
-    sp.add_argument("--log-file", type=Path,
-                    help="with --detach, required: the log lines are appended here (JSON unless log.format says "
-                         "otherwise); rotate it with logrotate's copytruncate")
+    sp.add_argument(
+        "--detach",
+        action="store_true",
+        help="run in the background, for hosts without systemd (under systemd, run in the foreground); "
+        "returns once the daemon is watching its inboxes",
+    )
+    sp.add_argument(
+        "--pidfile",
+        type=Path,
+        help="with --detach, required: holds the daemon's pid while it runs; a second --detach on it "
+        "refuses (exit 3), one left by a dead daemon is taken over; removed on a clean stop",
+    )
+    sp.add_argument(
+        "--log-file",
+        type=Path,
+        help="with --detach, required: the log lines are appended here (JSON unless log.format says "
+        "otherwise); rotate it with logrotate's copytruncate",
+    )
 
 
 def _status_parser(add) -> None:
@@ -198,8 +213,12 @@ def cmd_status(args: argparse.Namespace) -> int:
     finally:
         ledger.close()
     if args.json:
-        print(json.dumps({"counts": counts, "active": [r.as_dict() for r in active],
-                          "recent": [r.as_dict() for r in recent]}, indent=2))
+        print(
+            json.dumps(
+                {"counts": counts, "active": [r.as_dict() for r in active], "recent": [r.as_dict() for r in recent]},
+                indent=2,
+            )
+        )
         return RET_OK
     print("  ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "no runs yet")
     for title, rows in (("queued and running", active), ("recent", recent)):
@@ -272,7 +291,10 @@ def main(argv: list[str] | None = None) -> int:
         print("chute: interrupted", file=sys.stderr)
         return RET_INTERRUPTED
     except Exception as exc:  # a bug: still one line unless asked for more
-        print(f"chute: internal error: {type(exc).__name__}: {exc} (run with --verbose for the traceback)", file=sys.stderr)
+        print(
+            f"chute: internal error: {type(exc).__name__}: {exc} (run with --verbose for the traceback)",
+            file=sys.stderr,
+        )
         if args.verbose:
             traceback.print_exc()
         return RET_FAILED

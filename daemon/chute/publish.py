@@ -34,11 +34,17 @@ def sha256_of(path: Path) -> str:
 
 def describe_input(path: Path, name: str, inbox: Path | None) -> dict[str, Any]:
     """The manifest's `input` object."""
-    return {"name": name, "size": os.stat(path).st_size, "sha256": sha256_of(path),
-            "inbox": None if inbox is None else str(inbox)}
+    return {
+        "name": name,
+        "size": os.stat(path).st_size,
+        "sha256": sha256_of(path),
+        "inbox": None if inbox is None else str(inbox),
+    }
 
 
-def manifest(spec: RunSpec, outcome: Outcome, input_info: dict[str, Any], artifacts: list[dict[str, Any]]) -> dict[str, Any]:
+def manifest(
+    spec: RunSpec, outcome: Outcome, input_info: dict[str, Any], artifacts: list[dict[str, Any]]
+) -> dict[str, Any]:
     """The manifest.json (or report.json) of SPEC §6."""
     return {
         "schema": SCHEMA,
@@ -101,8 +107,16 @@ def build_result(spec: RunSpec, outcome: Outcome, ws: Path, input_info: dict[str
         for a in spec.job.public:
             src = ws / a.name
             link_or_copy(src, build / a.name)
-            artifacts.append({"name": a.name, "type": a.type, "size": src.stat().st_size,
-                              "sha256": sha256_of(src), "step": a.step, "module": a.module})
+            artifacts.append(
+                {
+                    "name": a.name,
+                    "type": a.type,
+                    "size": src.stat().st_size,
+                    "sha256": sha256_of(src),
+                    "step": a.step,
+                    "module": a.module,
+                }
+            )
         _write_json(build / "manifest.json", manifest(spec, outcome, input_info, artifacts))
         sync_tree(build)
     except BaseException:

@@ -14,13 +14,22 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import (COPY_MODULE, Daemon, Setup, assert_processed_once, drop, files, processes_with,
-                           status_json, wait_until)
+from tests.harness import (
+    COPY_MODULE,
+    Daemon,
+    Setup,
+    assert_processed_once,
+    drop,
+    files,
+    processes_with,
+    status_json,
+    wait_until,
+)
 
 # Prepended to the harness's copy module: a first line `stopparent` stops the module's parent (its warm
 # launcher, or the pool worker that started it fresh); `stopworker` stops the pool worker even from a
 # warm launcher. Then the module goes on, copies and exits 0: only its exit goes unseen.
-FREEZER = '''\
+FREEZER = """\
 import os, signal, sys
 
 def _parent_of(pid):
@@ -38,7 +47,7 @@ if os.environ["CHUTE_STEP"] == "first" and _what in (b"stopparent", b"stopworker
     if _what == b"stopworker" and _is_launcher(_target):
         _target = _parent_of(_target)
     os.kill(_target, signal.SIGSTOP)
-'''
+"""
 
 
 def freezer_setup(tmp_path: Path, **config) -> tuple[Setup, dict]:
@@ -62,8 +71,11 @@ def stopped_processes(marker: str) -> list[int]:
     return found
 
 
-@pytest.mark.parametrize("launcher, what", [("warm", "stopparent"), ("fresh", "stopparent"), ("warm", "stopworker")],
-                         ids=["warm-launcher-stopped", "fresh-worker-stopped", "warm-worker-stopped"])
+@pytest.mark.parametrize(
+    "launcher, what",
+    [("warm", "stopparent"), ("fresh", "stopparent"), ("warm", "stopworker")],
+    ids=["warm-launcher-stopped", "fresh-worker-stopped", "warm-worker-stopped"],
+)
 def test_a_module_that_stops_its_parent_is_quarantined_after_max_crashes_while_others_flow(tmp_path, launcher, what):
     setup, inbox = freezer_setup(tmp_path, max_crashes=2, launcher={"mode": launcher})
     config = setup.write()
