@@ -199,6 +199,10 @@ class DaskExecutor:
         )
         sent.add_done_callback(partial(_sweep_sent, marker))
 
+    def supervise(self, now: float) -> float | None:
+        """Nothing to do: Dask workers are Dask's to supervise (one stopped by a module is not caught here)."""
+        return None
+
     def healthy(self) -> bool:
         return self.thread.is_alive()
 

@@ -212,6 +212,16 @@ class ModuleProcess:
         return time.monotonic() - self.started
 
 
+def stopped(pid: int) -> bool:
+    """Whether process `pid` is stopped by a signal (state T in /proc/PID/stat: SIGSTOP, SIGTSTP)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return False
+    return stat.rpartition(b")")[2].split()[:1] == [b"T"]  # the name before ")" may hold spaces
+
+
 # --- processes that escaped a module's group ---
 
 

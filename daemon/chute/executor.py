@@ -15,12 +15,17 @@ then leave no process behind, marker or not. A
 future that fails with `WorkerLost` means the run died with its worker (a crash,
 counted toward the file's max_crashes); `ExecutorUnavailable` means it never
 reached a worker (defer it, charge nothing).
+
+`supervise(now)`, called by the daemon loop, kills a worker that is frozen (a
+module stopped it, issue 19): its run then fails with `WorkerLost` too. It returns
+when it wants to look again.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -44,6 +49,13 @@ log = logs.get("chute.executor")
 REAP_TIMEOUT = 10.0
 JOIN_TIMEOUT = 5.0
 AHEAD = 2  # at most this many runs claimed and waiting for a worker (LocalExecutor.ahead)
+# A worker beats every second (worker.BEAT_EVERY). One silent for STALE seconds and stopped (state T: a
+# module sent it SIGSTOP, issue 19) is killed at once; one silent for SILENT seconds is killed anyway.
+# Killed, it is replaced, and its run is charged as a crash (WorkerLost), as for the OOM killer.
+STALE = 3.0
+SILENT = 30.0
+SILENT_START = 120.0  # for a worker not beating yet: its imports on a cold cache (launcher.START_TIMEOUT)
+LOOK_EVERY = 1.0  # seconds between looks at a silent worker's state
 
 
 class WorkerLost(ChuteError):
@@ -67,6 +79,8 @@ class Executor(Protocol):
 
     def sweep(self, marker: str) -> None: ...
 
+    def supervise(self, now: float) -> float | None: ...
+
     def healthy(self) -> bool: ...
 
     def kill(self) -> None: ...
@@ -82,6 +96,9 @@ class _Slot:
     conn: Connection
     run_id: str | None = None
     future: Future | None = None
+    beats: int = 0  # heartbeats received (by the collector thread)
+    heard: tuple[int, float] | None = None  # (beats, when) as supervise last saw them change
+    frozen: str | None = None  # why supervise killed it
     dead: bool = False
     pidfd: int = field(default=-1)
     cgroup: Path | None = None  # its own cgroup (cgroups.Containment.adopt), killed when it dies
@@ -122,6 +139,7 @@ class LocalExecutor:
             cgroup=str(self.containment.own) if self.containment.own else None,
         )
         self.closing = False
+        self.looked: float | None = None  # when supervise last ran
         self.thread = threading.Thread(target=self._collect, name="chute-executor", daemon=True)
         self.thread.start()
 
@@ -198,6 +216,40 @@ class LocalExecutor:
     def healthy(self) -> bool:
         return self.thread.is_alive()
 
+    def supervise(self, now: float) -> float | None:
+        """Kill every worker that is stopped or has stopped beating; returns when to look again."""
+        # A gap in our own looks (this daemon was stopped, or starved) is not the workers' silence: their
+        # beats may be waiting unread. The loop looks every STALE seconds at least (it wakes for our due).
+        restart = self.looked is None or now - self.looked > 2 * STALE
+        self.looked = now
+        with self.lock:
+            live = [s for s in self.slots if not s.dead and s.frozen is None]
+        due = [self._look(slot, now, restart) for slot in live]
+        return min(due, default=None)
+
+    def _look(self, slot: _Slot, now: float, restart: bool) -> float:
+        beats = slot.beats
+        if restart or slot.heard is None or slot.heard[0] != beats:
+            slot.heard = (beats, now)
+        silent = now - slot.heard[1]
+        if silent < STALE:
+            return slot.heard[1] + STALE
+        if entry.stopped(slot.proc.pid):
+            self._freeze(slot, "was stopped (SIGSTOP?)")
+        elif silent >= (SILENT if beats else SILENT_START):
+            self._freeze(slot, f"sent no heartbeat for {silent:.0f} s")
+        return now + LOOK_EVERY  # a silent worker is looked at again soon (or, killed, is gone by then)
+
+    def _freeze(self, slot: _Slot, why: str) -> None:
+        """SIGKILL a frozen worker's group (that ends a stopped process too); the collector sees it die."""
+        slot.frozen = f"{why} and was killed"
+        log.error("executor.worker_frozen", pid=slot.proc.pid, run_id=slot.run_id, reason=slot.frozen)
+        slot.proc.kill()
+        try:
+            os.killpg(slot.proc.pid, signal.SIGKILL)  # its own group (worker.main), if it got that far
+        except OSError:
+            pass
+
     def kill(self) -> None:
         """SIGKILL every worker (their launchers and warm modules die with them); fail their runs."""
         with self.lock:
@@ -248,7 +300,7 @@ class LocalExecutor:
         while not self.closing:
             with self.lock:
                 watched = {s.pidfd: s for s in self.slots if not s.dead and s.pidfd >= 0}
-                busy = {s.conn: s for s in self.slots if s.run_id is not None and not s.dead}
+                busy = {s.conn: s for s in self.slots if not s.dead}  # idle ones beat too
             for ready in wait([self.wake_r, *watched, *busy]):
                 if ready == self.wake_r:
                     os.read(self.wake_r, 4096)
@@ -262,6 +314,9 @@ class LocalExecutor:
             kind, run_id, value = slot.conn.recv()
         except (EOFError, OSError):
             self._died(slot)
+            return
+        if kind == "beat":
+            slot.beats += 1
             return
         with self.lock:
             future, slot.run_id, slot.future = slot.future, None, None
@@ -284,8 +339,8 @@ class LocalExecutor:
         if run_id is not None:
             self._discard(run_id)
         if future is not None and not self.closing:
-            why = f"killed by signal {-code}" if code < 0 else f"exited with status {code}"
-            future.set_exception(WorkerLost(f"its worker (pid {slot.proc.pid}) died: {why}"))
+            why = f"died: killed by signal {-code}" if code < 0 else f"died: exited with status {code}"
+            future.set_exception(WorkerLost(f"its worker (pid {slot.proc.pid}) {slot.frozen or why}"))
         log.error("executor.worker_died", pid=slot.proc.pid, run_id=run_id, exit_code=code)
 
     def _discard(self, run_id: str) -> None:

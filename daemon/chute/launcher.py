@@ -49,6 +49,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from .entry import stopped
 from .errors import ChuteError
 
 DEFAULT_PRELOAD = ("chute.modkit", "av", "numpy", "PIL.Image")
@@ -57,6 +58,12 @@ START_TIMEOUT = 120.0  # seconds for the launcher to import its preloads (a cold
 REPLY_TIMEOUT = 30.0  # seconds for it to answer one spawn (a fork takes milliseconds)
 CLOSE_TIMEOUT = 10.0  # seconds for it to kill its modules and exit once its socket is closed
 MESSAGE_LIMIT = 1 << 18  # bytes of one request (argv, cwd, environment); larger ones run fresh
+# While modules run, the client pings the launcher this often; a launcher found stopped (SIGSTOP from a
+# module: issue 19) is killed at once, one that does not answer a ping within ANSWER_TIMEOUT too. Either
+# way its modules come back lost, so a frozen launcher cannot hold a run past its timeouts.
+PING_EVERY = 1.0
+ANSWER_TIMEOUT = 10.0
+PING = b'{"ping": 1}'
 
 # Read once when an interpreter (or a library the launcher preloads) starts; a forked child cannot
 # change them, so a launcher only serves modules that agree with it on these.
@@ -113,6 +120,8 @@ class Launcher:
         self._exits: list[Exit] = []
         self._poller: select.epoll | None = None  # fileno(): readable when the socket or the bell is
         self._bell = -1  # an eventfd rung while _exits holds exits read off the socket early
+        self._ping_sent: float | None = None  # monotonic time of the ping not answered yet
+        self._ping_next = 0.0
 
     @property
     def running(self) -> bool:
@@ -173,6 +182,32 @@ class Launcher:
                 pass
         return exits
 
+    def supervise(self, now: float) -> float | None:
+        """Ping the launcher while its modules run; kill it if it is stopped or has not answered in time.
+
+        Returns when to call again (None: no module to watch over). The modules of a killed launcher
+        come back from `collect` as lost, with the reason.
+        """
+        if not self._modules or not self.running:
+            self._ping_sent = None
+            return None
+        if self._ping_sent is not None:
+            if stopped(self._proc.pid):
+                self._kill("the module launcher was stopped (SIGSTOP?) and was killed")
+                return None
+            if now - self._ping_sent >= ANSWER_TIMEOUT:
+                self._kill(f"the module launcher did not answer for {ANSWER_TIMEOUT:g} s and was killed")
+                return None
+            return min(self._ping_sent + ANSWER_TIMEOUT, now + PING_EVERY)
+        if now < self._ping_next:
+            return self._ping_next
+        try:
+            self._sock.send(PING)
+        except OSError:  # it died: collect() says so
+            return None
+        self._ping_sent, self._ping_next = now, now + PING_EVERY
+        return now + PING_EVERY
+
     def close(self) -> None:
         """End the launcher (it kills every module group it started) and reap it. Idempotent."""
         if self._proc is not None:
@@ -200,6 +235,8 @@ class Launcher:
             raise LauncherUnavailable(f"the entrypoint {argv[1]} is not a file in {cwd}")
 
     def _ensure_started(self, startup: dict[str, str]) -> None:
+        if self._proc is not None and self._proc.poll() is None and stopped(self._proc.pid):
+            self._kill("the module launcher was stopped (SIGSTOP?) and was killed")  # it would never answer
         if self._proc is not None and self._proc.poll() is not None:
             self._drain()  # what it reported before it died, then its EOF
             if self._proc is not None:
@@ -272,9 +309,11 @@ class Launcher:
             if message is None:
                 reason = self._died()
                 raise LauncherUnavailable(reason)
-            if "exit" not in message:
+            self._ping_sent = None  # it answers
+            if "exit" in message:
+                self._exited(message)
+            elif "pong" not in message:
                 return message
-            self._exited(message)
 
     def _receive(self, flags: int = 0) -> dict[str, Any] | None:
         """One message from the launcher; None at its EOF (it died). BlockingIOError with MSG_DONTWAIT."""
@@ -292,7 +331,9 @@ class Launcher:
                 return
             if message is None:
                 self._died()
-            elif "exit" in message:
+                continue
+            self._ping_sent = None  # it answers
+            if "exit" in message:
                 self._exited(message)
 
     def _exited(self, message: dict[str, Any]) -> None:
@@ -300,12 +341,13 @@ class Launcher:
         self._exits.append(Exit(message["exit"], message["returncode"]))
         os.eventfd_write(self._bell, 1)
 
-    def _died(self) -> str:
+    def _died(self, reason: str | None = None) -> str:
         """The launcher is gone: reap it; its unreported modules are lost (and their groups killed)."""
         proc, self._proc = self._proc, None
+        self._ping_sent = None
         self._close_socket()
         returncode = _wait_or_kill(proc, CLOSE_TIMEOUT)
-        reason = f"the module launcher died ({_describe(returncode)})"
+        reason = reason or f"the module launcher died ({_describe(returncode)})"
         for pid in sorted(self._modules):
             _kill_group(pid)  # PR_SET_PDEATHSIG killed the module; this gets what it started in its group
             self._exits.append(Exit(pid, None, reason))
@@ -314,9 +356,9 @@ class Launcher:
         self._modules.clear()
         return reason
 
-    def _kill(self) -> None:
-        self._proc.kill()
-        self._died()
+    def _kill(self, reason: str | None = None) -> None:
+        self._proc.kill()  # SIGKILL ends a stopped process too
+        self._died(reason)
 
     def _close_socket(self) -> None:
         if self._sock is not None:
@@ -437,6 +479,8 @@ class _Server:
             data, fds, flags = b"", [], 0
         if not data:
             self.serving = False  # the client closed its end, or died
+        elif data == PING and not fds:
+            self._send({"pong": 1})
         elif flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC) or len(fds) != 2:
             self._send({"error": "a truncated request"})
         else:

@@ -52,6 +52,8 @@ class Modules(Protocol):
 
     def collect(self) -> list: ...
 
+    def supervise(self, now: float) -> float | None: ...
+
 
 def run_steps(
     spec: RunSpec, ws: Path, cancel: Cancel | None = None, emit: Emit | None = None, modules: Modules | None = None
@@ -118,6 +120,7 @@ class Step:
         if cancel is not None and cancel.fileno() >= 0:
             self.sel.register(cancel.fileno(), selectors.EVENT_READ, "cancel")
         self.launcher_fd = -1
+        self.launcher_due = float("inf")  # when the launcher is next looked at (Modules.supervise)
 
     def run(self) -> tuple[str, dict[str, Any] | None, Fault | None]:
         try:
@@ -139,10 +142,13 @@ class Step:
     # --- waiting ---
 
     def _wait(self, now: float) -> None:
-        due = min(d for a in self.attempts.values() for d in self._deadlines(a))
+        due = min(self.launcher_due, *(d for a in self.attempts.values() for d in self._deadlines(a)))
         for key, _ in self.sel.select(None if due == float("inf") else max(0.0, due - now)):
             self._ready(key.data)
         now = time.monotonic()
+        if now >= self.launcher_due:
+            # A launcher it kills reports its modules lost through its fd, read on the next select.
+            self.launcher_due = self.modules.supervise(now) or float("inf")
         for attempt in list(self.attempts.values()):
             self._tick(attempt, now)
 
@@ -308,7 +314,10 @@ class Step:
             self.sel.register(stream.fd, selectors.EVENT_READ, (a, stream))
         if a.proc.pidfd >= 0:
             self.sel.register(a.proc.pidfd, selectors.EVENT_READ, a)
-        elif self.modules is not None and self.modules.fileno() != self.launcher_fd:
+        elif self.modules is not None:
+            self.launcher_due = 0.0  # a warm module: watch over its launcher from now on
+            if self.modules.fileno() == self.launcher_fd:
+                return
             if self.launcher_fd >= 0:
                 self.sel.unregister(self.launcher_fd)
             self.launcher_fd = self.modules.fileno()

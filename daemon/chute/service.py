@@ -59,6 +59,7 @@ class Service:
         self.state, self.stop_at = Stop.RUNNING, 0.0
         self.loop_errors = 0
         self.next_watchdog = 0.0
+        self.next_look: float | None = None  # when the executor wants to look at its workers again
         cfg = catalog.config
         # CHUTE_OWNER: on every process of ours (workers, launchers, modules), so a successor can sweep them all.
         self.environ = tuple((module_environ(os.environ) | {"CHUTE_OWNER": self.me.daemon_id}).items())
@@ -144,6 +145,7 @@ class Service:
             self._begin_stop(now)
         take_over = self.state == Stop.RUNNING  # the runs draining are still ours: their leases stay fresh
         self._adopt(self.recovery.heartbeat(now, self._leased(), self._watched(), take_over=take_over))
+        self.next_look = self.executor.supervise(now)  # a frozen worker's run fails as WorkerLost (a crash)
         if self.runs.collect(now):
             self.intake.hint()  # slots are free: claim what has settled meanwhile
         if self.state == Stop.RUNNING:
@@ -162,6 +164,8 @@ class Service:
         """When the loop has something to do, if nothing wakes it first."""
         now = self.clock()
         due = [self.intake.next_due(), self.recovery.next_beat, self.queue.next_due(now) or float("inf")]
+        if self.next_look is not None:
+            due.append(self.next_look)
         if self.notifier.watchdog_interval is not None:
             due.append(self.next_watchdog)
         if self.state in (Stop.DRAINING, Stop.CANCELLING):

@@ -4,7 +4,8 @@ Started by the local executor as `python -m chute.worker FD DAEMON_PID LOG_FORMA
 with FD one end of a socket pair to the daemon. It dies with the daemon whatever
 kills it (PR_SET_PDEATHSIG, and the socket's end of file), takes its launcher and
 modules with it, and is the subreaper of its modules, so that no process a module
-left behind outlives the run.
+left behind outlives the run. It sends the daemon a heartbeat every BEAT_EVERY
+seconds, by which the daemon knows it is not frozen (executor.LocalExecutor.supervise).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import ctypes
 import os
 import signal
 import sys
+import threading
 import time
 from dataclasses import replace
 from multiprocessing.connection import Connection
@@ -24,6 +26,9 @@ from .runner import execute
 
 _PR_SET_PDEATHSIG = 1
 RETRY_AFTER = 600.0  # seconds before a launcher that could not start is tried again
+# From a thread of its own, not the step engine's loop: staging a large input and publishing its
+# results take minutes outside that loop, and a worker stopped by a module (SIGSTOP) stops this thread too.
+BEAT_EVERY = 1.0
 log = logs.get("chute.worker")
 WHERE = f"{hostname()}/worker-{os.getpid()}"  # as LocalExecutor.where names this worker
 
@@ -102,6 +107,14 @@ class Modules:
     def fileno(self) -> int:
         return self.launcher.fileno()
 
+    def supervise(self, now: float) -> float | None:
+        """Kill and replace a launcher that is stopped or does not answer (launcher.Launcher.supervise)."""
+        pid = self.launcher.pid
+        due = self.launcher.supervise(now)
+        if pid is not None and self.launcher.pid is None:
+            log.warning("launcher.frozen", pid=pid)  # its modules are reported lost next (launcher.died)
+        return due
+
     def collect(self) -> list:
         exits = self.launcher.collect()
         lost = [e for e in exits if e.returncode is None]
@@ -150,9 +163,31 @@ def _die_with(daemon_pid: int) -> None:
         sys.exit(0)
 
 
+class Heartbeat:
+    """Sends ("beat", None, None) to the daemon every BEAT_EVERY seconds; `send` shares its lock."""
+
+    def __init__(self, conn: Connection):
+        self.conn = conn
+        self.lock = threading.Lock()
+        self.stopped = threading.Event()
+        threading.Thread(target=self._beat, name="chute-heartbeat", daemon=True).start()
+
+    def send(self, message: tuple) -> None:
+        with self.lock:
+            self.conn.send(message)
+
+    def _beat(self) -> None:
+        while not self.stopped.wait(BEAT_EVERY):
+            try:
+                self.send(("beat", None, None))
+            except OSError:  # the daemon is gone: the main thread sees the end of file
+                return
+
+
 def serve(conn: Connection) -> None:
     """Run what the daemon sends until it closes the connection."""
     modules = Modules()
+    beat = Heartbeat(conn)
     try:
         while True:
             try:
@@ -165,10 +200,11 @@ def serve(conn: Connection) -> None:
             if kind != "run":
                 continue  # a cancel for a run that has already finished
             cancel = ConnCancel(conn, payload.run_id)
-            conn.send(("done", payload.run_id, _execute(payload, cancel, modules)))
+            beat.send(("done", payload.run_id, _execute(payload, cancel, modules)))
             if cancel.eof:
                 return
     finally:
+        beat.stopped.set()
         modules.close()
 
 

@@ -218,12 +218,12 @@ def test_a_stop_with_a_stuck_worker_ends_and_the_next_start_finishes_the_file(tm
         worker = started["pid"]
         while parent_of(worker) != d.pid:
             worker = parent_of(worker)
-        os.kill(worker, signal.SIGSTOP)  # it will never answer the cancel
+        os.kill(worker, signal.SIGSTOP)  # it will never answer the cancel: the daemon kills it (issue 19)
         t0 = time.monotonic()
         d.signal(signal.SIGTERM)
         assert d.proc.wait(60) == 0
         took = time.monotonic() - t0
-        assert d.events("executor.stuck") and d.events("daemon.error") == []
+        assert d.events("executor.worker_frozen") and d.events("daemon.error") == []
         wait_until(lambda: processes_with(d.marker) == [], 10)
     assert took < 30, took  # shutdown_timeout (0) + kill grace (5 s) + the stuck margin (10 s), not for ever
     with Daemon(config, name="after", env={"CHUTE_TEST_SLEEP_MAX": "0.2"}) as d:

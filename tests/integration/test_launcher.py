@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from chute.entry import stopped
 from chute.launcher import Exit, Launcher, LauncherUnavailable
 
 from tests.harness import wait_until
@@ -521,3 +522,57 @@ def test_what_a_launcher_cannot_honour_is_refused_for_a_fresh_start(launcher, fo
         with pytest.raises(LauncherUnavailable, match="too large"):
             launcher.spawn([PYTHON, "view.py"], str(folder), {**env, "BIG": "x" * size}, 1, 2)
     assert run_warm(launcher, [PYTHON, "endings.py", "exit7"], folder, env).returncode == 7
+
+
+# ---- a launcher stopped by a module (SIGSTOP, issue 19) is killed and replaced, never waited for ----
+
+
+def supervise_until_exit(launcher: Launcher, pid: int) -> Exit:
+    """Drive `supervise` and `collect` as the step engine does, until `pid`'s exit is collected."""
+    deadline = time.monotonic() + RUN_TIMEOUT
+    with selectors.DefaultSelector() as selector:
+        selector.register(launcher.fileno(), selectors.EVENT_READ)
+        due = launcher.supervise(time.monotonic())
+        while True:
+            for exit in launcher.collect():
+                if exit.pid == pid:
+                    return exit
+            now = time.monotonic()
+            assert now < deadline, f"no exit reported for {pid}"
+            selector.select(max(0.0, min(due or deadline, deadline) - now))
+            due = launcher.supervise(time.monotonic())
+
+
+def test_a_launcher_stopped_under_its_module_is_killed_and_the_module_reported_lost(launcher, folder):
+    module, _ = spawn_sleeper(launcher, folder)
+    first = launcher.pid
+    os.kill(first, signal.SIGSTOP)  # as a module's os.kill(os.getppid(), SIGSTOP) does
+    exit = supervise_until_exit(launcher, module)
+    assert exit.returncode is None
+    assert exit.reason == "the module launcher was stopped (SIGSTOP?) and was killed"
+    wait_until(lambda: not proc_alive(module) and not proc_alive(first), timeout=10)
+    ran = run_warm(launcher, [PYTHON, "endings.py", "exit7"], folder, module_env(folder))
+    assert ran.returncode == 7 and launcher.pid != first
+
+
+def test_a_launcher_that_answers_its_pings_is_never_killed(launcher, folder):
+    module, _ = spawn_sleeper(launcher, folder)
+    first = launcher.pid
+    now = time.monotonic()
+    launcher.supervise(now)  # a ping
+    with selectors.DefaultSelector() as selector:
+        selector.register(launcher.fileno(), selectors.EVENT_READ)
+        assert selector.select(RUN_TIMEOUT), "no answer to the ping"
+    assert launcher.collect() == []  # the answer is no exit
+    launcher.supervise(now + 3600)  # an hour later by its clock: still answering, still running
+    assert launcher.pid == first and launcher.running and proc_alive(module)
+
+
+def test_a_launcher_stopped_between_runs_is_replaced_at_the_next_spawn(launcher, folder):
+    assert run_warm(launcher, [PYTHON, "endings.py", "exit7"], folder, module_env(folder)).returncode == 7
+    first = launcher.pid
+    os.kill(first, signal.SIGSTOP)
+    wait_until(lambda: stopped(first), timeout=10)  # a signal takes effect when the process is next scheduled
+    ran = run_warm(launcher, [PYTHON, "endings.py", "exit7"], folder, module_env(folder))
+    assert ran.returncode == 7 and launcher.pid != first
+    wait_until(lambda: not proc_alive(first), timeout=10)

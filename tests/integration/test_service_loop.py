@@ -71,6 +71,9 @@ class FakeExecutor:
     def sweep(self, marker: str) -> None:
         self.swept.append(marker)
 
+    def supervise(self, now: float) -> float | None:
+        return None
+
     def healthy(self) -> bool:
         return True
 
