@@ -118,9 +118,23 @@ def _strict(logger, name, event_dict):
     return names.strict(event_dict)
 
 
+class _Shown(str):
+    """A value names.shown escaped already: quoted by the console renderer, never escaped twice."""
+
+    def __repr__(self) -> str:
+        return "'" + self.replace("'", "\\'") + "'"
+
+
 def _shown(logger, name, event_dict):
     """Every text value escaped for the terminal: a file name may hold an escape sequence or a newline."""
-    return {key: names.shown(value) if isinstance(value, str) else value for key, value in event_dict.items()}
+    return {key: _shown_value(value) for key, value in event_dict.items()}
+
+
+def _shown_value(value):
+    if not isinstance(value, str):
+        return value  # the renderer writes repr(), which escapes every control
+    safe = names.shown(value)
+    return value if safe == value else _Shown(safe)
 
 
 def _head_first(logger, name, event_dict):

@@ -214,3 +214,25 @@ def test_log_format_forces(tmp_path, terminal, fmt):
         assert "\x1b[" not in text  # not a terminal: no colour codes in the file
         assert all(CONSOLE_LINE.match(line) for line in lines), lines
         assert CONSOLE_LINE.match(lines[-1])[2] == "daemon.stopped"
+
+
+def test_console_lines_show_hostile_names_escaped(tmp_path, terminal):
+    """A file name in a console line cannot drive the terminal, split the line, or crash the log (issue 19)."""
+    term, run = terminal
+    setup = Setup(tmp_path)
+    inbox = Path(setup.inbox()["path"])
+    # An OSC sequence that retitles the terminal, a newline, and a Latin-1 byte (not UTF-8).
+    name = os.fsdecode(b"\x1b]0;owned\x07 caf\xe9\nforged.bin")
+    proc = run(setup.write())
+    wait_until(lambda: "daemon.started" in term.output.decode(errors="replace"))
+    (inbox / name).write_bytes(b"good\n")
+    wait_until(lambda: "run.published" in term.output.decode(errors="replace"))
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(20) == 0
+    wait_until(lambda: "daemon.stopped" in term.output.decode(errors="replace"))
+
+    text = ANSI.sub("", term.output.decode("utf-8"))  # strict: no raw byte of the name reached the terminal
+    assert "\x1b" not in text and "\x07" not in text  # only chute's own colour codes were escapes
+    published = [line for line in text.splitlines() if "run.published" in line]
+    assert len(published) == 1 and "file='\\x1b]0;owned\\x07 caf\\xe9\\nforged.bin'" in published[0], published
+    assert not [line for line in text.splitlines() if line.startswith("forged.bin")]  # no line split off
