@@ -71,7 +71,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
     width = max(len(a.name) for a in plan.artifacts)
     for a in plan.artifacts:
         origin = "the dropped file" if a.step is None else f"{a.step}/{a.module}"
-        print(f"  {shown(a.name):<{width}}  {a.type:<8} {origin:<28} {'public' if a.public else 'deleted after the run'}")
+        kept = "public" if a.public else "deleted after the run"
+        print(f"  {shown(a.name):<{width}}  {a.type:<8} {origin:<28} {kept}")
     return RET_OK
 
 
@@ -102,7 +103,8 @@ def cmd_jobs(args: argparse.Namespace) -> int:
     for name in sorted(cat.jobs):
         plan = cat.jobs[name]
         public = ", ".join(a.name for a in plan.public)
-        print(f"{name:<18} {shown(plan.version):<6} {len(plan.steps)} steps, {len(plan.entries())} entries; publishes {shown(public)}")
+        public, version = shown(public), shown(plan.version)
+        print(f"{name:<18} {version:<6} {len(plan.steps)} steps, {len(plan.entries())} entries; publishes {public}")
     return RET_OK
 
 
@@ -218,7 +220,8 @@ def cmd_status(args: argparse.Namespace) -> int:
             when = r.finished_at or r.started_at or r.queued_at
             extra = r.result or ((r.error or {}).get("reason") or "")
             where = f"on {r.worker}  " if r.worker and r.state.value == "running" else ""
-            print(f"  {r.run_id}  {r.state.value:<9} {r.job:<14} {shown(r.input_name)}  {when}  {shown(where)}{shown(extra)}")
+            name, extra = shown(r.input_name), shown(where + extra)
+            print(f"  {r.run_id}  {r.state.value:<9} {r.job:<14} {name}  {when}  {extra}")
     return RET_OK
 
 
@@ -283,7 +286,10 @@ def main(argv: list[str] | None = None) -> int:
         print("chute: interrupted", file=sys.stderr)
         return RET_INTERRUPTED
     except Exception as exc:  # a bug: still one line unless asked for more
-        print(f"chute: internal error: {type(exc).__name__}: {shown(exc)} (run with --verbose for the traceback)", file=sys.stderr)
+        print(
+            f"chute: internal error: {type(exc).__name__}: {shown(exc)} (run with --verbose for the traceback)",
+            file=sys.stderr,
+        )
         if args.verbose:
             traceback.print_exc()
         return RET_FAILED
