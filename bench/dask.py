@@ -65,16 +65,43 @@ def module(root: Path, name: str, code: str) -> None:
     folder = root / "modules" / name
     folder.mkdir(parents=True)
     (folder / "main.py").write_text(code)
-    (folder / "manifest.yaml").write_text(yaml.safe_dump({
-        "name": name, "description": "bench", "entrypoint": "main.py", "launcher": "fresh",
-        "inputs": [{"param_name": "input", "type": "blob"}], "outputs": [{"param_name": "output", "type": "blob"}]}))
+    (folder / "manifest.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "name": name,
+                "description": "bench",
+                "entrypoint": "main.py",
+                "launcher": "fresh",
+                "inputs": [{"param_name": "input", "type": "blob"}],
+                "outputs": [{"param_name": "output", "type": "blob"}],
+            }
+        )
+    )
     (root / "jobs").mkdir(exist_ok=True)
-    (root / "jobs" / f"{name}.yaml").write_text(yaml.safe_dump({
-        "name": name, "version": 1, "input_artifacts": [{"param_name": "input", "type": "blob", "name": "in.bin"}],
-        "steps": [{"name": "only", "entries": [{"module": name,
-            "input_artifacts": [{"name": "in.bin", "param_name": "input", "type": "blob"}],
-            "output_artifacts": [{"name": "out.txt", "param_name": "output", "type": "blob", "public": True}]}]}]},
-        sort_keys=False))
+    (root / "jobs" / f"{name}.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "name": name,
+                "version": 1,
+                "input_artifacts": [{"param_name": "input", "type": "blob", "name": "in.bin"}],
+                "steps": [
+                    {
+                        "name": "only",
+                        "entries": [
+                            {
+                                "module": name,
+                                "input_artifacts": [{"name": "in.bin", "param_name": "input", "type": "blob"}],
+                                "output_artifacts": [
+                                    {"name": "out.txt", "param_name": "output", "type": "blob", "public": True}
+                                ],
+                            }
+                        ],
+                    }
+                ],
+            },
+            sort_keys=False,
+        )
+    )
 
 
 def catalog(root: Path):
@@ -84,20 +111,46 @@ def catalog(root: Path):
         (root / folder).mkdir(parents=True)
     (root / "input.bin").write_bytes(b"bench\n")
     config = root / "chute.yaml"
-    config.write_text(yaml.safe_dump({
-        "modules_path": [str(root / "modules")], "jobs_path": [str(root / "jobs")],
-        "state_dir": str(root / "state"), "work_dir": str(root / "work"), "work_reserve_mb": 0,
-        "inboxes": [{"path": str(root / "inbox"), "job": "noop", "outbox": str(root / "out"),
-                     "quarantine": str(root / "quarantine"), "on_success": "delete"}]}))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "modules_path": [str(root / "modules")],
+                "jobs_path": [str(root / "jobs")],
+                "state_dir": str(root / "state"),
+                "work_dir": str(root / "work"),
+                "work_reserve_mb": 0,
+                "inboxes": [
+                    {
+                        "path": str(root / "inbox"),
+                        "job": "noop",
+                        "outbox": str(root / "out"),
+                        "quarantine": str(root / "quarantine"),
+                        "on_success": "delete",
+                    }
+                ],
+            }
+        )
+    )
     return load_catalog(config)
 
 
 def spec(cat, job: str) -> RunSpec:
     cfg, inbox = cat.config, cat.config.inboxes[0]
-    return RunSpec(run_id=new_run_id(), job=cat.jobs[job], input_path=cfg.inboxes[0].path.parent / "input.bin",
-                   input_name="input.bin", outbox=inbox.outbox, quarantine=inbox.quarantine, work_dir=cfg.work_dir,
-                   owner="bench", default_timeout=600, host="bench", environ=tuple(module_environ(os.environ).items()),
-                   python=sys.executable, work_reserve=0)
+    return RunSpec(
+        run_id=new_run_id(),
+        job=cat.jobs[job],
+        input_path=cfg.inboxes[0].path.parent / "input.bin",
+        input_name="input.bin",
+        outbox=inbox.outbox,
+        quarantine=inbox.quarantine,
+        work_dir=cfg.work_dir,
+        owner="bench",
+        default_timeout=600,
+        host="bench",
+        environ=tuple(module_environ(os.environ).items()),
+        python=sys.executable,
+        work_reserve=0,
+    )
 
 
 def one(executor, s: RunSpec) -> float:
@@ -177,15 +230,21 @@ def main() -> int:
             cluster.close()
     med = {k: statistics.median(v) for k, v in times.items()}
     overhead = (med["dask"] - med["local"]) * 1000
-    print(f"per-run time, trivial job ({args.runs} runs each, median): local pool {med['local'] * 1000:.1f} ms, "
-          f"dask {med['dask'] * 1000:.1f} ms")
+    print(
+        f"per-run time, trivial job ({args.runs} runs each, median): local pool {med['local'] * 1000:.1f} ms, "
+        f"dask {med['dask'] * 1000:.1f} ms"
+    )
     print(f"dask overhead per run: {overhead:.1f} ms (target <= 50 ms)")
     one_worker, two_workers = sums["dask 1"], sums["dask 2"]
-    print(f"CPU-bound, {args.rounds} x {args.cpu_runs} runs of {args.burn:g} s CPU: one at a time (1 worker busy) "
-          f"{one_worker:.2f} s, two at a time (2 workers) {two_workers:.2f} s: "
-          f"speed-up {one_worker / two_workers:.2f}x (target >= 1.8x)")
-    print(f"the machine itself, the same module run directly: 1 at a time {sums['plain 1']:.2f} s, "
-          f"2 at a time {sums['plain 2']:.2f} s: speed-up {sums['plain 1'] / sums['plain 2']:.2f}x")
+    print(
+        f"CPU-bound, {args.rounds} x {args.cpu_runs} runs of {args.burn:g} s CPU: one at a time (1 worker busy) "
+        f"{one_worker:.2f} s, two at a time (2 workers) {two_workers:.2f} s: "
+        f"speed-up {one_worker / two_workers:.2f}x (target >= 1.8x)"
+    )
+    print(
+        f"the machine itself, the same module run directly: 1 at a time {sums['plain 1']:.2f} s, "
+        f"2 at a time {sums['plain 2']:.2f} s: speed-up {sums['plain 1'] / sums['plain 2']:.2f}x"
+    )
     return 0 if overhead <= 50 and one_worker / two_workers >= 1.8 else 1
 
 

@@ -50,14 +50,14 @@ from bench.proctime import cpu, reaped, tree_cpu  # noqa: E402
 from tests.harness import CHUTE, Daemon, Setup, event_time  # noqa: E402
 
 NA = "n/a (this chute has no launcher setting)"
-MODULE = '''\
+MODULE = """\
 import sys
 args = dict(zip(sys.argv[1::2], sys.argv[2::2]))
 data = b"".join(open(args[k], "rb").read() for k in sorted(args) if k != "--output")
 with open(args["--output"], "wb") as f:
     f.write(data)
-'''
-BASELINE = '''\
+"""
+BASELINE = """\
 # One file through the bench's job, as chute would run it: step first, then second.
 set -e
 m="$1"; py="$2"; w="$3/$(basename "$4")"; f="$4"
@@ -66,7 +66,7 @@ mkdir -p "$w"
 (cd "$m/right" && exec "$py" main.py --input "$f" --output "$w/right.bin") &
 wait
 cd "$m/join" && "$py" main.py --left "$w/left.bin" --right "$w/right.bin" --output "$w/result.bin"
-'''
+"""
 
 
 def blob(name: str) -> dict:
@@ -80,20 +80,41 @@ def write_definitions(setup: Setup) -> None:
         folder = setup.defs / "modules" / name
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "main.py").write_text(MODULE)
-        manifest = {"name": name, "description": "bench module", "entrypoint": "main.py", "version": "1.0",
-                    "inputs": [{"param_name": p, "type": "blob"} for p in inputs],
-                    "outputs": [{"param_name": "output", "type": "blob"}]}
+        manifest = {
+            "name": name,
+            "description": "bench module",
+            "entrypoint": "main.py",
+            "version": "1.0",
+            "inputs": [{"param_name": p, "type": "blob"} for p in inputs],
+            "outputs": [{"param_name": "output", "type": "blob"}],
+        }
         (folder / "manifest.yaml").write_text(yaml.safe_dump(manifest))
 
     def entry(module, ins, out, public=False):
-        return {"module": module, "input_artifacts": [dict(blob(a), param_name=p) for p, a in ins],
-                "output_artifacts": [dict(blob(out), param_name="output", public=public)]}
+        return {
+            "module": module,
+            "input_artifacts": [dict(blob(a), param_name=p) for p, a in ins],
+            "output_artifacts": [dict(blob(out), param_name="output", public=public)],
+        }
 
-    job = {"name": "drain", "version": 1, "input_artifacts": [dict(blob("source.bin"), param_name="input")],
-           "steps": [{"name": "first", "entries": [entry("left", [("input", "source.bin")], "left.bin"),
-                                                   entry("right", [("input", "source.bin")], "right.bin")]},
-                     {"name": "second", "entries": [entry("join", [("left", "left.bin"), ("right", "right.bin")],
-                                                          "result.bin", public=True)]}]}
+    job = {
+        "name": "drain",
+        "version": 1,
+        "input_artifacts": [dict(blob("source.bin"), param_name="input")],
+        "steps": [
+            {
+                "name": "first",
+                "entries": [
+                    entry("left", [("input", "source.bin")], "left.bin"),
+                    entry("right", [("input", "source.bin")], "right.bin"),
+                ],
+            },
+            {
+                "name": "second",
+                "entries": [entry("join", [("left", "left.bin"), ("right", "right.bin")], "result.bin", public=True)],
+            },
+        ],
+    }
     (setup.defs / "jobs" / "drain.yaml").write_text(yaml.safe_dump(job, sort_keys=False))
 
 
@@ -109,8 +130,9 @@ def drop_files(folder: Path, count: int) -> list[Path]:
 
 def configure(root: Path, workers: int, launcher: str | None) -> Path | None:
     """The config of one chute row; None when this chute refuses the launcher setting."""
-    setup = Setup(root, workers=workers, defaults={"settle": 0, "poll_interval": 5.0, "timeout": 120},
-                  shutdown_timeout=30)
+    setup = Setup(
+        root, workers=workers, defaults={"settle": 0, "poll_interval": 5.0, "timeout": 120}, shutdown_timeout=30
+    )
     if launcher is not None:
         setup.config["launcher"] = {"mode": launcher}
     write_definitions(setup)
@@ -176,10 +198,14 @@ def chute_rows(base: Path, args, files: int) -> list[tuple[str, dict | None]]:
     for mode in modes:
         root = base / f"chute-{mode}"
         config = configure(root, args.workers, mode)
-        rows.append((f"chute, launcher {mode}", None if config is None else run_chute(root, config, files, args.timeout)))
+        rows.append(
+            (f"chute, launcher {mode}", None if config is None else run_chute(root, config, files, args.timeout))
+        )
     if all(result is None for _, result in rows):
         root = base / "chute"
-        rows.append(("chute (no launcher key)", run_chute(root, configure(root, args.workers, None), files, args.timeout)))
+        rows.append(
+            ("chute (no launcher key)", run_chute(root, configure(root, args.workers, None), files, args.timeout))
+        )
     return rows
 
 
@@ -203,21 +229,27 @@ def print_drain(rows, baselines: tuple[float, float], args) -> None:
             continue
         wall = result["wall"]
         print(f"{label:<28} {wall:7.2f} {args.files / wall:8.1f} {wall / baseline:15.2f}")
-    print(f"{f'xargs -P {args.workers} (baseline)':<28} {baseline:7.2f} {args.files / baseline:8.1f} {1.0:15.2f}"
-          f"   (mean of {baselines[0]:.2f} s before and {baselines[1]:.2f} s after chute's rows)")
+    print(
+        f"{f'xargs -P {args.workers} (baseline)':<28} {baseline:7.2f} {args.files / baseline:8.1f} {1.0:15.2f}"
+        f"   (mean of {baselines[0]:.2f} s before and {baselines[1]:.2f} s after chute's rows)"
+    )
 
 
 def print_backlog(rows, args) -> None:
     print(f"backlog of {args.backlog} files through left+right, then join; workers {args.workers}; watch: events")
-    print(f"{'row':<28} {'wall s':>7} {'files/s':>8} {'daemon CPU s':>12} {'runs CPU s':>10} "
-          f"{'daemon/runs':>11} {'daemon % core':>13}")
+    print(
+        f"{'row':<28} {'wall s':>7} {'files/s':>8} {'daemon CPU s':>12} {'runs CPU s':>10} "
+        f"{'daemon/runs':>11} {'daemon % core':>13}"
+    )
     for label, result in rows:
         if result is None:
             print(f"{label:<28} {NA}")
             continue
         wall, own, runs = result["wall"], result["daemon_cpu"], result["runs_cpu"]
-        print(f"{label:<28} {wall:7.1f} {args.backlog / wall:8.1f} {own:12.1f} {runs:10.1f} "
-              f"{own / runs:11.3f} {100 * own / wall:12.0f}%")
+        print(
+            f"{label:<28} {wall:7.1f} {args.backlog / wall:8.1f} {own:12.1f} {runs:10.1f} "
+            f"{own / runs:11.3f} {100 * own / wall:12.0f}%"
+        )
     print("target (issue #12): daemon/runs <= 0.10")
 
 

@@ -28,11 +28,24 @@ WARM_UP = 3.0
 def config(root: Path) -> Path:
     inbox = root / "in"
     inbox.mkdir(parents=True)
-    cfg = {"modules_path": [str(ROOT / "modules")], "jobs_path": [str(ROOT / "jobs")],
-           "state_dir": str(root / "state"), "work_dir": str(root / "work"), "workers": 2,
-           "log": {"format": "json", "level": "info"},
-           "inboxes": [{"path": str(inbox), "job": "example_job", "outbox": str(root / "out"),
-                        "quarantine": str(root / "q"), "archive": str(root / "done"), "watch": "events"}]}
+    cfg = {
+        "modules_path": [str(ROOT / "modules")],
+        "jobs_path": [str(ROOT / "jobs")],
+        "state_dir": str(root / "state"),
+        "work_dir": str(root / "work"),
+        "workers": 2,
+        "log": {"format": "json", "level": "info"},
+        "inboxes": [
+            {
+                "path": str(inbox),
+                "job": "example_job",
+                "outbox": str(root / "out"),
+                "quarantine": str(root / "q"),
+                "archive": str(root / "done"),
+                "watch": "events",
+            }
+        ],
+    }
     path = root / "config.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path
@@ -51,8 +64,14 @@ def measure(source: Path | None, seconds: float) -> float:
     if source is not None:
         env["PYTHONPATH"] = str(source / "daemon")
     with tempfile.TemporaryDirectory(prefix="chute-idle-") as tmp:
-        argv = [sys.executable, "-c", "import sys; from chute.cli import main; sys.exit(main(sys.argv[1:]))",
-                "run", "--config", str(config(Path(tmp)))]
+        argv = [
+            sys.executable,
+            "-c",
+            "import sys; from chute.cli import main; sys.exit(main(sys.argv[1:]))",
+            "run",
+            "--config",
+            str(config(Path(tmp))),
+        ]
         proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
         try:
             time.sleep(WARM_UP)
@@ -67,8 +86,9 @@ def measure(source: Path | None, seconds: float) -> float:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=30.0)
-    parser.add_argument("--source", type=Path, action="append", default=[],
-                        help="another chute source tree to measure beside this one")
+    parser.add_argument(
+        "--source", type=Path, action="append", default=[], help="another chute source tree to measure beside this one"
+    )
     args = parser.parse_args()
     rows = [("this tree", measure(None, args.seconds))]
     rows += [(str(src), measure(src, args.seconds)) for src in args.source]

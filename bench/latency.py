@@ -82,14 +82,20 @@ def main() -> int:
             lat = measure(root, mode, args.files, args.settle, args.poll_interval, rng)
             rows.append((mode, lat, bounds[mode], time.monotonic() - t0))
 
-    print(f"close -> run.started, {args.files} files per mode, settle {args.settle} s, "
-          f"poll_interval {args.poll_interval} s")
-    print(f"{'mode':<7} {'min':>6} {'p50':>6} {'p95':>6} {'max':>6} {'mean':>6}   {'bound':>5}  "
-          f"{'p50/bound':>9} {'p95/bound':>9} {'max/bound':>9}   wall")
+    print(
+        f"close -> run.started, {args.files} files per mode, settle {args.settle} s, "
+        f"poll_interval {args.poll_interval} s"
+    )
+    print(
+        f"{'mode':<7} {'min':>6} {'p50':>6} {'p95':>6} {'max':>6} {'mean':>6}   {'bound':>5}  "
+        f"{'p50/bound':>9} {'p95/bound':>9} {'max/bound':>9}   wall"
+    )
     for mode, lat, bound, wall in rows:
         p50, p95 = percentile(lat, 50), percentile(lat, 95)
-        print(f"{mode:<7} {min(lat):6.3f} {p50:6.3f} {p95:6.3f} {max(lat):6.3f} {statistics.mean(lat):6.3f}   "
-              f"{bound:5.2f}  {p50 / bound:9.2f} {p95 / bound:9.2f} {max(lat) / bound:9.2f}   {wall:.0f} s")
+        print(
+            f"{mode:<7} {min(lat):6.3f} {p50:6.3f} {p95:6.3f} {max(lat):6.3f} {statistics.mean(lat):6.3f}   "
+            f"{bound:5.2f}  {p50 / bound:9.2f} {p95 / bound:9.2f} {max(lat) / bound:9.2f}   {wall:.0f} s"
+        )
     return 0
 
 

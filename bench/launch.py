@@ -55,8 +55,16 @@ def _arguments():
 
 def _fresh(argv, folder, env, null) -> float:
     started = time.monotonic()
-    process = subprocess.Popen(argv, cwd=folder, env=env, stdin=subprocess.DEVNULL, stdout=null, stderr=null,
-                               start_new_session=True, close_fds=True)
+    process = subprocess.Popen(
+        argv,
+        cwd=folder,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=null,
+        stderr=null,
+        start_new_session=True,
+        close_fds=True,
+    )
     if process.wait() != 0:
         raise SystemExit(f"the module failed fresh: exit status {process.returncode}")
     return time.monotonic() - started
@@ -75,15 +83,18 @@ def _warm(launcher, argv, folder, env, null) -> float:
 
 
 def _print_table(args, fresh, warm, start_cost, skipped) -> None:
-    print(f"module: {args.module!r}; python {sys.version.split()[0]}, {os.cpu_count()} CPUs, "
-          f"load {os.getloadavg()[0]:.2f}; {args.runs} runs each, alternating")
+    print(
+        f"module: {args.module!r}; python {sys.version.split()[0]}, {os.cpu_count()} CPUs, "
+        f"load {os.getloadavg()[0]:.2f}; {args.runs} runs each, alternating"
+    )
     if skipped:
         print(f"preloads skipped: {skipped}")
     print(f"\n{'start':<8} {'median ms':>10} {'p10 ms':>8} {'p90 ms':>8}")
     for name, times in (("fresh", fresh), ("warm", warm)):
         deciles = statistics.quantiles(times, n=10)
-        print(f"{name:<8} {1000 * statistics.median(times):>10.1f} {1000 * deciles[0]:>8.1f} "
-              f"{1000 * deciles[-1]:>8.1f}")
+        print(
+            f"{name:<8} {1000 * statistics.median(times):>10.1f} {1000 * deciles[0]:>8.1f} {1000 * deciles[-1]:>8.1f}"
+        )
     print(f"\nratio fresh/warm (medians): {statistics.median(fresh) / statistics.median(warm):.1f}x")
     print(f"the launcher's own start (first spawn, preloads): {1000 * start_cost:.0f} ms")
 

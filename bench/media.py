@@ -102,9 +102,14 @@ def main() -> int:
         folder = Path(args.keep or scratch)
         folder.mkdir(parents=True, exist_ok=True)
         clip = args.clip or _clip(folder / "clip.mp4", args.seconds, 1280, 720, "fast")
-        long = None if args.no_long else (
-            args.long or _clip(folder / f"long-{args.long_minutes:g}min.mp4",
-                               args.long_minutes * 60, 1920, 1080, "veryfast"))
+        long = (
+            None
+            if args.no_long
+            else (
+                args.long
+                or _clip(folder / f"long-{args.long_minutes:g}min.mp4", args.long_minutes * 60, 1920, 1080, "veryfast")
+            )
+        )
         rows = _measure(clip, long, folder, args.repeat, shutil.which("ffmpeg") is not None)
     _print(rows, clip, long, args.repeat)
     return 0
@@ -171,15 +176,17 @@ def _module_runs(clip, long, out):
 
 def _fresh(name, source, output):
     """(wall, cpu) of module ``name`` run as chute runs it today: a new interpreter."""
-    return _run([sys.executable, "main.py", *_arguments_of(name, source, output)],
-                cwd=MODULES / name, env=_environ(name, output))
+    return _run(
+        [sys.executable, "main.py", *_arguments_of(name, source, output)],
+        cwd=MODULES / name,
+        env=_environ(name, output),
+    )
 
 
 def _own(name, source, output):
     """(wall, cpu) of module ``name`` itself, after the imports a warm launcher did."""
     argv = [sys.executable, "-c", OWN_TIMER, *_arguments_of(name, source, output)]
-    done = subprocess.run(argv, cwd=MODULES / name, env=_environ(name, output),
-                          capture_output=True, text=True)
+    done = subprocess.run(argv, cwd=MODULES / name, env=_environ(name, output), capture_output=True, text=True)
     last = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else ""
     if not last.startswith("BENCH_OWN") or last.split()[3] != "0":
         raise SystemExit(f"{name} failed: {done.stderr.strip()[-500:]}")
@@ -205,16 +212,21 @@ def _defaults(name):
 def _submit(clip, folder):
     """(wall, cpu) of ``chute submit CLIP --job media_ingest``, its modules included."""
     config = folder / "config.yaml"
-    config.write_text(yaml.safe_dump({
-        "modules_path": [str(MODULES)], "jobs_path": [str(JOBS)],
-        "state_dir": str(folder / "state"), "work_dir": str(folder / "work"),
-        "log": {"format": "json", "level": "warning"},
-    }))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "modules_path": [str(MODULES)],
+                "jobs_path": [str(JOBS)],
+                "state_dir": str(folder / "state"),
+                "work_dir": str(folder / "work"),
+                "log": {"format": "json", "level": "warning"},
+            }
+        )
+    )
     outbox = folder / "outbox"
     shutil.rmtree(outbox, ignore_errors=True)
     chute = Path(sys.executable).with_name("chute")
-    argv = [str(chute), "submit", str(clip), "--job", "media_ingest", "--config", str(config),
-            "--outbox", str(outbox)]
+    argv = [str(chute), "submit", str(clip), "--job", "media_ingest", "--config", str(config), "--outbox", str(outbox)]
     return _run(argv)
 
 
@@ -227,11 +239,16 @@ def make_test_clip(path, seconds, width, height, preset):
         audio = container.add_stream("aac", rate=48000)
         audio.layout = "stereo"
         pictures = _source(f"testsrc2=size={width}x{height}:rate=25:duration={seconds}", "buffersink")
-        sound = _source(f"sine=frequency=997:sample_rate=48000:duration={seconds},"
-                        "aformat=sample_fmts=fltp:channel_layouts=stereo", "abuffersink")
+        sound = _source(
+            f"sine=frequency=997:sample_rate=48000:duration={seconds},aformat=sample_fmts=fltp:channel_layouts=stereo",
+            "abuffersink",
+        )
         # Interleaved in time, as a recorder writes them.
-        timed = heapq.merge(((frame.time, video, frame) for frame in pictures),
-                            ((frame.time, audio, frame) for frame in sound), key=lambda item: item[0])
+        timed = heapq.merge(
+            ((frame.time, video, frame) for frame in pictures),
+            ((frame.time, audio, frame) for frame in sound),
+            key=lambda item: item[0],
+        )
         for _, stream, frame in timed:
             if stream is video:
                 frame.pict_type = av.video.frame.PictureType.NONE  # x264 chooses the keyframes
@@ -262,24 +279,73 @@ def cli_commands(clip, long, out):
     wav = out / "cli_audio.wav"
     commands = {
         "probe": ["ffprobe", "-v", "error", "-show_format", "-show_streams", "-of", "json", str(clip)],
-        "contact sheet": ["ffmpeg", *quiet, "-i", str(clip), "-vf",
-                          f"fps={count}/{seconds:.3f},scale=320:-2,tile=4x3",
-                          "-frames:v", "1", "-q:v", "3", str(out / "cli_sheet.jpg")],
+        "contact sheet": [
+            "ffmpeg",
+            *quiet,
+            "-i",
+            str(clip),
+            "-vf",
+            f"fps={count}/{seconds:.3f},scale=320:-2,tile=4x3",
+            "-frames:v",
+            "1",
+            "-q:v",
+            "3",
+            str(out / "cli_sheet.jpg"),
+        ],
         "audio WAV": ["ffmpeg", *quiet, "-i", str(clip), "-vn", "-c:a", "pcm_s16le", str(wav)],
-        "proxy": ["ffmpeg", *quiet, "-i", str(clip), "-vf", "scale=-2:360", "-c:v", "libx264",
-                  "-preset", "veryfast", "-crf", "23", "-c:a", "aac", "-ar", "48000", "-ac", "2",
-                  "-b:a", "128k", "-movflags", "+faststart", str(out / "cli_proxy.mp4")],
-        "loudness": ["ffmpeg", "-nostdin", "-nostats", "-i", str(wav), "-af", "ebur128=peak=true",
-                     "-f", "null", "-"],
-        "waveform": ["ffmpeg", *quiet, "-i", str(wav), "-filter_complex", "showwavespic=s=1200x240",
-                     "-frames:v", "1", str(out / "cli_waveform.png")],
+        "proxy": [
+            "ffmpeg",
+            *quiet,
+            "-i",
+            str(clip),
+            "-vf",
+            "scale=-2:360",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "veryfast",
+            "-crf",
+            "23",
+            "-c:a",
+            "aac",
+            "-ar",
+            "48000",
+            "-ac",
+            "2",
+            "-b:a",
+            "128k",
+            "-movflags",
+            "+faststart",
+            str(out / "cli_proxy.mp4"),
+        ],
+        "loudness": ["ffmpeg", "-nostdin", "-nostats", "-i", str(wav), "-af", "ebur128=peak=true", "-f", "null", "-"],
+        "waveform": [
+            "ffmpeg",
+            *quiet,
+            "-i",
+            str(wav),
+            "-filter_complex",
+            "showwavespic=s=1200x240",
+            "-frames:v",
+            "1",
+            str(out / "cli_waveform.png"),
+        ],
     }
     if long is not None:
         every = max(1, _keyframe_count(long) // count)
         commands[LONG_ROW] = [
-            "ffmpeg", *quiet, "-skip_frame", "nokey", "-i", str(long), "-vf",
-            f"select=not(mod(n\\,{every})),scale=320:-2,tile=4x3", "-frames:v", "1",
-            str(out / "cli_long_sheet.jpg")]
+            "ffmpeg",
+            *quiet,
+            "-skip_frame",
+            "nokey",
+            "-i",
+            str(long),
+            "-vf",
+            f"select=not(mod(n\\,{every})),scale=320:-2,tile=4x3",
+            "-frames:v",
+            "1",
+            str(out / "cli_long_sheet.jpg"),
+        ]
     return commands
 
 
@@ -289,8 +355,9 @@ def cli_job(clip, folder):
     commands = cli_commands(clip, None, folder)
     started, cpu = time.perf_counter(), 0.0
     for batch in (["probe", "contact sheet", "audio WAV", "proxy"], ["loudness", "waveform"]):
-        running = [subprocess.Popen(commands[name], stdout=subprocess.DEVNULL,
-                                    stderr=subprocess.DEVNULL) for name in batch]
+        running = [
+            subprocess.Popen(commands[name], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for name in batch
+        ]
         for process in running:
             cpu += _reap(process, commands)
     return time.perf_counter() - started, cpu
@@ -329,19 +396,24 @@ def _reap(process, what):
 
 
 def _print(rows, clip, long, repeat):
-    print(f"\nclip: {clip.name}, {clip.stat().st_size / 1e6:.1f} MB"
-          + (f"; long: {long.name}, {long.stat().st_size / 1e6:.0f} MB" if long else ""))
-    print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, PyAV {av.__version__} "
-          f"(FFmpeg {av.ffmpeg_version_info}), load average {os.getloadavg()[2]:.1f}; "
-          f"times: best of {repeat} (and that run's CPU time); ratios: median of the "
-          f"{repeat} rounds' ratios\n")
-    print("| product | module's own time | chute, fresh interpreter | ffmpeg CLI "
-          "| own / CLI | fresh / CLI |")
+    print(
+        f"\nclip: {clip.name}, {clip.stat().st_size / 1e6:.1f} MB"
+        + (f"; long: {long.name}, {long.stat().st_size / 1e6:.0f} MB" if long else "")
+    )
+    print(
+        f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, PyAV {av.__version__} "
+        f"(FFmpeg {av.ffmpeg_version_info}), load average {os.getloadavg()[2]:.1f}; "
+        f"times: best of {repeat} (and that run's CPU time); ratios: median of the "
+        f"{repeat} rounds' ratios\n"
+    )
+    print("| product | module's own time | chute, fresh interpreter | ffmpeg CLI | own / CLI | fresh / CLI |")
     print("|---|---|---|---|---|---|")
     for row in rows:
         own, fresh, cli = row.best("own"), row.best("fresh"), row.best("cli")
-        print(f"| {row.name} | {_seconds(own)} | {_seconds(fresh)} | {_seconds(cli)} "
-              f"| {_ratio(row.ratio('own'))} | {_ratio(row.ratio('fresh'))} |")
+        print(
+            f"| {row.name} | {_seconds(own)} | {_seconds(fresh)} | {_seconds(cli)} "
+            f"| {_ratio(row.ratio('own'))} | {_ratio(row.ratio('fresh'))} |"
+        )
 
 
 def _seconds(measured):

@@ -45,12 +45,15 @@ def main() -> int:
         clip = folder / "clip.mp4"
         started = time.monotonic()
         _make_clip(clip, args)
-        print(f"clip: {args.seconds:g} s {args.width}x{args.height} 25 fps H.264 + AAC, "
-              f"{clip.stat().st_size / 1e6:.1f} MB, written in {time.monotonic() - started:.1f} s")
+        print(
+            f"clip: {args.seconds:g} s {args.width}x{args.height} 25 fps H.264 + AAC, "
+            f"{clip.stat().st_size / 1e6:.1f} MB, written in {time.monotonic() - started:.1f} s"
+        )
         print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs\n")
-        rows = [_measure(name, clip if source == "clip" else folder / "audio.wav",
-                         folder / output, folder)
-                for name, source, output in RUNS]
+        rows = [
+            _measure(name, clip if source == "clip" else folder / "audio.wav", folder / output, folder)
+            for name, source, output in RUNS
+        ]
     _print_table(rows)
     return 0 if all(row["exit"] == 0 for row in rows) else 1
 
@@ -82,8 +85,7 @@ def _measure(name, source, output, folder):
         argv += [f"--{option}", str(value).lower() if isinstance(value, bool) else str(value)]
     environ = {**os.environ, "TMPDIR": str(folder), "CHUTE_MODULE": name}
     started = time.monotonic()
-    process = subprocess.Popen(argv, cwd=MODULES / name, env=environ,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    process = subprocess.Popen(argv, cwd=MODULES / name, env=environ, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(process.pid, 0)
     wall = time.monotonic() - started
     error = process.stderr.read().decode(errors="replace").strip()
@@ -107,15 +109,19 @@ def _defaults(name):
 
 
 def _print_table(rows):
-    header = (f"{'module':<15} {'exit':>4} {'wall s':>7} {'user s':>7} {'sys s':>6} "
-              f"{'cpu s':>6} {'cpu/wall':>8} {'peak MB':>8} {'out MB':>7}")
+    header = (
+        f"{'module':<15} {'exit':>4} {'wall s':>7} {'user s':>7} {'sys s':>6} "
+        f"{'cpu s':>6} {'cpu/wall':>8} {'peak MB':>8} {'out MB':>7}"
+    )
     print(header)
     print("-" * len(header))
     for row in rows:
         cpu = row["user"] + row["sys"]
-        print(f"{row['module']:<15} {row['exit']:>4} {row['wall']:>7.2f} {row['user']:>7.2f} "
-              f"{row['sys']:>6.2f} {cpu:>6.2f} {cpu / row['wall']:>8.2f} "
-              f"{row['rss_mb']:>8.0f} {row['output_mb']:>7.2f}")
+        print(
+            f"{row['module']:<15} {row['exit']:>4} {row['wall']:>7.2f} {row['user']:>7.2f} "
+            f"{row['sys']:>6.2f} {cpu:>6.2f} {cpu / row['wall']:>8.2f} "
+            f"{row['rss_mb']:>8.0f} {row['output_mb']:>7.2f}"
+        )
         if row["error"]:
             print(f"  {row['error']}")
     total_wall = sum(row["wall"] for row in rows)

@@ -10,7 +10,7 @@ TICK = os.sysconf("SC_CLK_TCK")
 def _fields(pid: int) -> list[str]:
     with open(f"/proc/{pid}/stat") as f:
         text = f.read()
-    return text[text.rindex(")") + 2:].split()  # the name, in parentheses, may hold spaces
+    return text[text.rindex(")") + 2 :].split()  # the name, in parentheses, may hold spaces
 
 
 def cpu(pid: int) -> float:

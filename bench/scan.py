@@ -83,8 +83,12 @@ def per_minute(pid: int, warmup: float, seconds: float) -> float:
 def daemon_case(root: Path, case: str, args) -> tuple[float, bool]:
     """CPU-s per minute of `chute run` for one case, and whether rescan_interval was set."""
     kind, mode = case.split("-")
-    defaults = {"settle": 86400 if kind == "candidates" else 0.5, "poll_interval": args.poll_interval,
-                "timeout": 60, "rescan_interval": args.rescan_interval}
+    defaults = {
+        "settle": 86400 if kind == "candidates" else 0.5,
+        "poll_interval": args.poll_interval,
+        "timeout": 60,
+        "rescan_interval": args.rescan_interval,
+    }
     setup = Setup(root, defaults=defaults)
     setup.inbox(watch=mode, include=["*.mov"])
     config = setup.write()
@@ -103,8 +107,12 @@ def daemon_case(root: Path, case: str, args) -> tuple[float, bool]:
 
 def reference(folder: Path, args) -> float:
     """CPU-s per minute of watchdog's PollingObserver on `folder`, polling every `--poll-interval` s."""
-    proc = subprocess.Popen([sys.executable, "-c", POLLING_OBSERVER, str(folder), str(args.poll_interval)],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", POLLING_OBSERVER, str(folder), str(args.poll_interval)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert proc.stdout.readline().strip() == "ready"
         return per_minute(proc.pid, 2 * args.poll_interval, args.seconds)
@@ -135,8 +143,10 @@ def main() -> int:
                 refs[kind] = reference(root / "in", args)
             rows.append((case, value, refs.get(kind), rescan))
 
-    print(f"daemon CPU-s per minute, measured over {args.seconds:.0f} s; poll_interval {args.poll_interval} s, "
-          f"rescan_interval {args.rescan_interval} s; {args.ignored} ignored files, {args.candidates} candidates")
+    print(
+        f"daemon CPU-s per minute, measured over {args.seconds:.0f} s; poll_interval {args.poll_interval} s, "
+        f"rescan_interval {args.rescan_interval} s; {args.ignored} ignored files, {args.candidates} candidates"
+    )
     print(f"{'case':<18} {'files':>6} {'chute':>7} {'watchdog poll':>13} {'chute/watchdog':>14} {'chute/target':>12}")
     for case, value, ref, rescan in rows:
         kind = case.split("-")[0]

@@ -36,9 +36,15 @@ LEASE = 3.0
 
 
 def prepare(root: Path, count: int, **config) -> tuple[Setup, dict, Path, list[str]]:
-    setup = Setup(root, modules_path=[str(ROOT / "modules")], jobs_path=[str(ROOT / "jobs")],
-                  defaults={"settle": 0.5, "poll_interval": 1.0, "timeout": 120}, lease_timeout=LEASE,
-                  shutdown_timeout=5, **config)
+    setup = Setup(
+        root,
+        modules_path=[str(ROOT / "modules")],
+        jobs_path=[str(ROOT / "jobs")],
+        defaults={"settle": 0.5, "poll_interval": 1.0, "timeout": 120},
+        lease_timeout=LEASE,
+        shutdown_timeout=5,
+        **config,
+    )
     inbox = setup.inbox(job="media_ingest")
     path = Path(inbox["path"])
     path.mkdir()
@@ -50,7 +56,7 @@ def prepare(root: Path, count: int, **config) -> tuple[Setup, dict, Path, list[s
 
 def drop_some(path: Path, names: list[str], clip: bytes, cycle: int, cycles: int) -> None:
     """This cycle's share of the files, so that work is under way at every kill or freeze."""
-    share = names[cycle * len(names) // cycles:(cycle + 1) * len(names) // cycles]
+    share = names[cycle * len(names) // cycles : (cycle + 1) * len(names) // cycles]
     for name in share:  # a careful client: a hidden name, then a rename
         (path / f".{name}").write_bytes(clip)
         os.replace(path / f".{name}", path / name)
@@ -89,8 +95,10 @@ def count(inbox: dict, names: list[str]) -> dict[str, int]:
 def drain(config: Path, inbox: dict, names: list[str], name: str) -> int:
     """A last daemon runs what is left; returns how many claims it took over."""
     with Daemon(config, name=name) as d:
-        wait_until(lambda: len(files(Path(inbox["archive"]))) + len(files(Path(inbox["quarantine"]))) >= len(names),
-                   timeout=60 + 5 * len(names))
+        wait_until(
+            lambda: len(files(Path(inbox["archive"]))) + len(files(Path(inbox["quarantine"]))) >= len(names),
+            timeout=60 + 5 * len(names),
+        )
         assert d.stop(120) == 0
         return len(d.events("run.taken_over"))
 
@@ -129,8 +137,10 @@ def soak_freeze(root: Path, count_files: int, cycles: int) -> dict[str, int]:
             a.signal(signal.SIGSTOP)
             time.sleep(LEASE + random.uniform(1.0, 2.0))  # past the lease: b takes a's runs over
             a.signal(signal.SIGCONT)
-        wait_until(lambda: len(files(Path(inbox["archive"]))) + len(files(Path(inbox["quarantine"]))) >= len(names),
-                   timeout=60 + 5 * len(names))
+        wait_until(
+            lambda: len(files(Path(inbox["archive"]))) + len(files(Path(inbox["quarantine"]))) >= len(names),
+            timeout=60 + 5 * len(names),
+        )
         assert a.stop(120) == 0 and b.stop(120) == 0
         taken = len(b.events("run.taken_over")) + len(a.events("run.taken_over"))
         discarded = len(a.events("run.discarded")) + len(b.events("run.discarded"))
@@ -158,14 +168,13 @@ def main() -> int:
     args = parser.parse_args()
     rows = []
     keep = os.environ.get("CHUTE_SOAK_KEEP")  # a folder to keep the run's files and logs in, to look at
-    with (tempfile.TemporaryDirectory(prefix="chute-soak-") if not keep else _Kept(keep)) as tmp:
+    with tempfile.TemporaryDirectory(prefix="chute-soak-") if not keep else _Kept(keep) as tmp:
         if args.mode in ("kill", "both"):
             t0 = time.monotonic()
             rows.append(("kill -9", soak_kill(Path(tmp) / "kill", args.files, args.cycles), time.monotonic() - t0))
         if args.mode in ("freeze", "both"):
             t0 = time.monotonic()
-            rows.append(("SIGSTOP", soak_freeze(Path(tmp) / "freeze", args.files, args.cycles),
-                         time.monotonic() - t0))
+            rows.append(("SIGSTOP", soak_freeze(Path(tmp) / "freeze", args.files, args.cycles), time.monotonic() - t0))
     print(f"\n{args.files} files through media_ingest, {args.cycles} cycles each\n")
     keys = ["published", "lost", "duplicated", "quarantined", "leftover processes", "taken over", "discarded"]
     print("| mode | " + " | ".join(keys) + " | wall |")

@@ -52,8 +52,16 @@ def stage(src: Path, work: Path, user: str | None = None, rounds: int = 3) -> tu
     claim.mkdir(exist_ok=True)
     argv = [sys.executable, "-c", CHILD, str(ROOT / "daemon"), str(src), str(work / "input.bin"), str(claim)]
     if user is not None:
-        argv = ["setpriv", f"--reuid={user}", "--regid=nogroup", "--clear-groups", "--inh-caps=-all",
-                "--bounding-set=-all", "--", *argv]
+        argv = [
+            "setpriv",
+            f"--reuid={user}",
+            "--regid=nogroup",
+            "--clear-groups",
+            "--inh-caps=-all",
+            "--bounding-set=-all",
+            "--",
+            *argv,
+        ]
     times, how = [], "?"
     for _ in range(rounds):
         proc = subprocess.run(argv, capture_output=True, text=True)
@@ -65,8 +73,13 @@ def stage(src: Path, work: Path, user: str | None = None, rounds: int = 3) -> tu
 
 
 def mounted(kind: str, where: Path, *options: str) -> bool:
-    return subprocess.run(["mount", "-t", kind, *options, kind, str(where)] if kind == "tmpfs" else
-                          ["mount", *options, str(where)], capture_output=True).returncode == 0
+    return (
+        subprocess.run(
+            ["mount", "-t", kind, *options, kind, str(where)] if kind == "tmpfs" else ["mount", *options, str(where)],
+            capture_output=True,
+        ).returncode
+        == 0
+    )
 
 
 def xfs(root: Path, size_mb: int) -> Path | None:

@@ -30,11 +30,39 @@ def make_certificates(folder: Path) -> dict[str, Path]:
     ext = folder / "ext.cnf"
     ext.write_text("subjectAltName=IP:127.0.0.1\n")
     for argv in (
-        ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", ca_key, "-out", ca, "-days", "2",
-         "-subj", "/CN=chute test CA"],
+        [
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            ca_key,
+            "-out",
+            ca,
+            "-days",
+            "2",
+            "-subj",
+            "/CN=chute test CA",
+        ],
         ["req", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", csr, "-subj", "/CN=127.0.0.1"],
-        ["x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial", "-out", cert, "-days", "2",
-         "-extfile", ext],
+        [
+            "x509",
+            "-req",
+            "-in",
+            csr,
+            "-CA",
+            ca,
+            "-CAkey",
+            ca_key,
+            "-CAcreateserial",
+            "-out",
+            cert,
+            "-days",
+            "2",
+            "-extfile",
+            ext,
+        ],
     ):
         subprocess.run(["openssl", *map(str, argv)], check=True, capture_output=True)
     return {"ca_file": ca, "cert": cert, "key": key}
@@ -61,8 +89,9 @@ class Supervised:
 
     def _start(self) -> None:
         with self.lock, open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                         env=self.env)
+            self.proc = subprocess.Popen(
+                self.argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=self.env
+            )
             self.starts += 1
 
     def _keep(self) -> None:
@@ -93,8 +122,11 @@ class Cluster:
         self.root = root
         self.port = free_port()
         self.address = f"{'tls' if tls else 'tcp'}://127.0.0.1:{self.port}"
-        self.tls = [] if not tls else ["--tls-ca-file", str(tls["ca_file"]), "--tls-cert", str(tls["cert"]),
-                                       "--tls-key", str(tls["key"])]
+        self.tls = (
+            []
+            if not tls
+            else ["--tls-ca-file", str(tls["ca_file"]), "--tls-cert", str(tls["cert"]), "--tls-key", str(tls["key"])]
+        )
         self.marker = f"CHUTE_TEST_DASK={uuid.uuid4().hex}"
         self.env = {**os.environ, **(env or {}), "CHUTE_TEST_DASK": self.marker.split("=", 1)[1]}
         self.env.pop("NOTIFY_SOCKET", None)
@@ -106,7 +138,11 @@ class Cluster:
         with open(self.root / "scheduler.log", "ab") as log:
             self.scheduler = subprocess.Popen(
                 [str(DASK), "scheduler", "--host", "127.0.0.1", "--port", str(self.port), "--no-dashboard", *self.tls],
-                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=self.env)
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=self.env,
+            )
 
     def kill_scheduler(self) -> None:
         self.scheduler.kill()
@@ -114,9 +150,24 @@ class Cluster:
 
     def add_worker(self, name: str, env: dict[str, str] | None = None, wrap: tuple[str, ...] = ()) -> Supervised:
         """A `dask worker --nthreads 1` named `name` (its log: root/worker-NAME.log), restarted when it exits."""
-        argv = [*wrap, str(DASK), "worker", self.address, "--nthreads", "1", "--name", name, "--no-dashboard",
-                "--host", "127.0.0.1", "--death-timeout", "60", "--local-directory", str(self.root / "dask-scratch"),
-                *self.tls]
+        argv = [
+            *wrap,
+            str(DASK),
+            "worker",
+            self.address,
+            "--nthreads",
+            "1",
+            "--name",
+            name,
+            "--no-dashboard",
+            "--host",
+            "127.0.0.1",
+            "--death-timeout",
+            "60",
+            "--local-directory",
+            str(self.root / "dask-scratch"),
+            *self.tls,
+        ]
         worker = Supervised(argv, self.root / f"worker-{name}.log", {**self.env, **(env or {})})
         self.workers[name] = worker
         return worker

@@ -46,7 +46,7 @@ from chute.entry import sweep
 
 CHUTE = Path(sys.executable).with_name("chute")
 
-COPY_MODULE = '''\
+COPY_MODULE = """\
 import os, shutil, sys, time
 args = dict(zip(sys.argv[1::2], sys.argv[2::2]))
 src, dst = args["--input"], args["--output"]
@@ -85,23 +85,44 @@ tmp = dst + ".partial"
 shutil.copyfile(src, tmp)
 os.replace(tmp, dst)
 mark("end")
-'''
+"""
 
 COPY_MANIFEST = {
-    "name": "copy", "description": "copies its input (test module)", "entrypoint": "main.py", "version": "1.0",
-    "inputs": [{"param_name": "input", "type": "blob"}], "outputs": [{"param_name": "output", "type": "blob"}],
+    "name": "copy",
+    "description": "copies its input (test module)",
+    "entrypoint": "main.py",
+    "version": "1.0",
+    "inputs": [{"param_name": "input", "type": "blob"}],
+    "outputs": [{"param_name": "output", "type": "blob"}],
 }
 
 TWO_STEP_JOB = {
-    "name": "twostep", "version": 1,
+    "name": "twostep",
+    "version": 1,
     "input_artifacts": [{"param_name": "input", "type": "blob", "name": "source.bin"}],
     "steps": [
-        {"name": "first", "entries": [{"module": "copy",
-            "input_artifacts": [{"name": "source.bin", "param_name": "input", "type": "blob"}],
-            "output_artifacts": [{"name": "middle.bin", "param_name": "output", "type": "blob"}]}]},
-        {"name": "second", "entries": [{"module": "copy",
-            "input_artifacts": [{"name": "middle.bin", "param_name": "input", "type": "blob"}],
-            "output_artifacts": [{"name": "result.bin", "param_name": "output", "type": "blob", "public": True}]}]},
+        {
+            "name": "first",
+            "entries": [
+                {
+                    "module": "copy",
+                    "input_artifacts": [{"name": "source.bin", "param_name": "input", "type": "blob"}],
+                    "output_artifacts": [{"name": "middle.bin", "param_name": "output", "type": "blob"}],
+                }
+            ],
+        },
+        {
+            "name": "second",
+            "entries": [
+                {
+                    "module": "copy",
+                    "input_artifacts": [{"name": "middle.bin", "param_name": "input", "type": "blob"}],
+                    "output_artifacts": [
+                        {"name": "result.bin", "param_name": "output", "type": "blob", "public": True}
+                    ],
+                }
+            ],
+        },
     ],
 }
 
@@ -143,8 +164,11 @@ class Setup:
     def inbox(self, name: str = "in", job: str = "twostep", **extra: Any) -> dict[str, Any]:
         """Add an inbox with its outbox, quarantine and archive under root/<name>-*; returns its entry."""
         entry = {
-            "path": str(self.root / name), "job": job, "outbox": str(self.root / f"{name}-out"),
-            "quarantine": str(self.root / f"{name}-quarantine"), "archive": str(self.root / f"{name}-archive"),
+            "path": str(self.root / name),
+            "job": job,
+            "outbox": str(self.root / f"{name}-out"),
+            "quarantine": str(self.root / f"{name}-quarantine"),
+            "archive": str(self.root / f"{name}-archive"),
             "on_success": "archive",
         }
         entry.update(extra)
@@ -164,8 +188,16 @@ class Setup:
 class Daemon:
     """One `chute run` process; use as a context manager so nothing outlives the test."""
 
-    def __init__(self, config: Path, env: dict[str, str] | None = None, name: str | None = None, *,
-                 journal: bool = False, pid_env: tuple[str, ...] = (), wrap: tuple[str, ...] = ()):
+    def __init__(
+        self,
+        config: Path,
+        env: dict[str, str] | None = None,
+        name: str | None = None,
+        *,
+        journal: bool = False,
+        pid_env: tuple[str, ...] = (),
+        wrap: tuple[str, ...] = (),
+    ):
         self.config = config
         self.name = name or config.stem
         self.log_path = config.with_name(f"{self.name}.{uuid.uuid4().hex[:6]}.log")
@@ -190,8 +222,9 @@ class Daemon:
             # A shell that sets the variables to its own pid and execs chute: the pid stays.
             argv = ["/bin/sh", "-c", "".join(f"export {v}=$$; " for v in self.pid_env) + 'exec "$0" "$@"', *argv]
         argv = [*self.wrap, *argv]
-        self.proc = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                     env=self.env)
+        self.proc = subprocess.Popen(
+            argv, stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=self.env
+        )
         if wait:
             self.wait_event("daemon.started", timeout=30)
         return self
@@ -234,6 +267,7 @@ class Daemon:
                 raise AssertionError(f"daemon exited ({self.proc.returncode}) before {name}:\n{self.text()[-3000:]}")
             evs = self.events(name, **match)
             return evs if len(evs) >= count else None
+
         return wait_until(seen, timeout)
 
     def signal(self, sig: int) -> None:
@@ -319,8 +353,12 @@ def ledger_states(config: Path) -> dict[str, int]:
 
 def status_json(config: Path, limit: int = 1000) -> dict[str, Any]:
     """`chute status --json` as a user runs it."""
-    proc = subprocess.run([str(CHUTE), "status", "--json", "--limit", str(limit), "--config", str(config)],
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [str(CHUTE), "status", "--json", "--limit", str(limit), "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout)
 
@@ -404,8 +442,13 @@ def assert_processed_once(inbox: dict[str, Any], inputs: dict[str, bytes]) -> No
         manifest = json.loads((outbox / stem / "manifest.json").read_text())
         assert (manifest["status"], manifest["input"]["name"]) == ("succeeded", name)
         assert manifest["input"]["sha256"] == hashlib.sha256(inputs[name]).hexdigest()
-    leftovers = [p.name for folder in (outbox, quarantine, archive) if folder.exists()
-                 for p in folder.iterdir() if p.name.startswith(".chute-")]
+    leftovers = [
+        p.name
+        for folder in (outbox, quarantine, archive)
+        if folder.exists()
+        for p in folder.iterdir()
+        if p.name.startswith(".chute-")
+    ]
     assert leftovers == [], "hidden build or copy folders left behind"
 
 
@@ -462,9 +505,11 @@ class NotifySocket:
 
     def wait_for(self, assignment: str, timeout: float = 20.0) -> int:
         """Until a datagram holds the line `assignment` (e.g. "STOPPING=1"); returns its index."""
+
         def seen():
             found = [i for i, m in enumerate(self.messages()) if assignment in m.splitlines()]
             return found[0] + 1 if found else None
+
         return wait_until(seen, timeout) - 1
 
     def close(self) -> None:

@@ -40,12 +40,9 @@ __all__ = ["make_clip", "make_tones", "read_stamp", "tone", "truncate"]
 # One palette per shot; cut k switches to _PALETTES[k % len]. Neighbours differ
 # in every bar, so a content detector sees each cut as a complete change.
 _PALETTES = (
-    ((235, 235, 235), (235, 235, 16), (16, 235, 235), (16, 235, 16),
-     (235, 16, 235), (235, 16, 16), (16, 16, 235)),
-    ((16, 16, 120), (200, 40, 16), (40, 16, 90), (230, 140, 16),
-     (16, 90, 40), (120, 200, 230), (90, 40, 160)),
-    ((128, 16, 16), (16, 128, 16), (16, 16, 16), (180, 180, 16),
-     (16, 64, 200), (220, 220, 220), (64, 16, 100)),
+    ((235, 235, 235), (235, 235, 16), (16, 235, 235), (16, 235, 16), (235, 16, 235), (235, 16, 16), (16, 16, 235)),
+    ((16, 16, 120), (200, 40, 16), (40, 16, 90), (230, 140, 16), (16, 90, 40), (120, 200, 230), (90, 40, 160)),
+    ((128, 16, 16), (16, 128, 16), (16, 16, 16), (180, 180, 16), (16, 64, 200), (220, 220, 220), (64, 16, 100)),
 )
 _BOX = (255, 128, 0)
 _PCM_FRAME = 1024  # samples per audio frame we hand to the encoders
@@ -131,8 +128,7 @@ def tone(
     return np.repeat(wave[:, None], channels, axis=1)
 
 
-def make_tones(path, segments, tone_hz: float = 997, sample_rate: int = 48000,
-               layout: str = "stereo") -> Path:
+def make_tones(path, segments, tone_hz: float = 997, sample_rate: int = 48000, layout: str = "stereo") -> Path:
     """Write a 16-bit WAV of sine segments, one after another, continuous in phase.
 
     ``segments`` are ``(seconds, dbfs)`` pairs, dbfs the peak level: the
@@ -248,9 +244,7 @@ def _audio_frames(stream, samples):
             array = np.ascontiguousarray(chunk.T, dtype=np.float32)
         else:
             array = np.round(chunk * 32767).astype(np.int16).reshape(1, -1)
-        frame = av.AudioFrame.from_ndarray(
-            array, format=stream.format.name, layout=stream.layout.name
-        )
+        frame = av.AudioFrame.from_ndarray(array, format=stream.format.name, layout=stream.layout.name)
         frame.sample_rate = stream.sample_rate
         frame.pts = start
         yield Fraction(start, stream.sample_rate), stream, frame

@@ -48,7 +48,7 @@ CHUTE = Path(sys.executable).with_name("chute")
 # File names anyone on a share may drop: none may reach a command line or break a run.
 HOSTILE_NAMES = [
     "my clip (final).mp4",
-    "it's \"quoted\".mp4",
+    'it\'s "quoted".mp4',
     "new\nline.mp4",
     "-rf --help.mp4",
     "$(touch pwned).mp4",
@@ -129,16 +129,27 @@ def read_json(path: Path) -> Any:
     return json.loads(Path(path).read_text(encoding="utf-8"))
 
 
-def entry(module: str, inputs: dict[str, str] | None = None, outputs: dict[str, str] | None = None, *,
-          private: tuple[str, ...] = (), options: dict[str, Any] | None = None,
-          timeout: float | None = None) -> dict[str, Any]:
+def entry(
+    module: str,
+    inputs: dict[str, str] | None = None,
+    outputs: dict[str, str] | None = None,
+    *,
+    private: tuple[str, ...] = (),
+    options: dict[str, Any] | None = None,
+    timeout: float | None = None,
+) -> dict[str, Any]:
     """One entry of a job step: `{param: artifact name}` for inputs and outputs.
 
     Types come from the module's declaration; every output is public unless named in `private`.
     """
-    return {"module": module, "inputs": inputs if inputs is not None else {"input": "clip.mp4"},
-            "outputs": outputs if outputs is not None else {"output": f"{module}.out"},
-            "private": private, "options": options or {}, "timeout": timeout}
+    return {
+        "module": module,
+        "inputs": inputs if inputs is not None else {"input": "clip.mp4"},
+        "outputs": outputs if outputs is not None else {"output": f"{module}.out"},
+        "private": private,
+        "options": options or {},
+        "timeout": timeout,
+    }
 
 
 @dataclass
@@ -154,8 +165,13 @@ class Project:
         for folder in (self.modules, self.jobs, self.sync):
             folder.mkdir(parents=True, exist_ok=True)
         config = {
-            "modules_path": ["modules"], "jobs_path": ["jobs"], "state_dir": "state", "work_dir": "work",
-            "workers": 1, "defaults": {"timeout": 30, "settle": 0.1}, "log": {"format": "auto", "level": "warning"},
+            "modules_path": ["modules"],
+            "jobs_path": ["jobs"],
+            "state_dir": "state",
+            "work_dir": "work",
+            "workers": 1,
+            "defaults": {"timeout": 30, "settle": 0.1},
+            "log": {"format": "auto", "level": "warning"},
         }
         self.config.write_text(yaml.safe_dump(config, sort_keys=False))
 
@@ -169,16 +185,27 @@ class Project:
 
     # --- definitions ---
 
-    def module(self, name: str, body: str, *, inputs: dict[str, str] | None = None,
-               outputs: dict[str, str] | None = None, retries: int | None = None,
-               timeout: float | None = None, options: list[dict[str, Any]] | None = None) -> Path:
+    def module(
+        self,
+        name: str,
+        body: str,
+        *,
+        inputs: dict[str, str] | None = None,
+        outputs: dict[str, str] | None = None,
+        retries: int | None = None,
+        timeout: float | None = None,
+        options: list[dict[str, Any]] | None = None,
+    ) -> Path:
         """Write modules/<name>/ (manifest.yaml and main.py = prelude + `body`)."""
         inputs = {"input": "video"} if inputs is None else inputs
         outputs = {"output": "json"} if outputs is None else outputs
         folder = self.modules / name
         folder.mkdir()
         manifest: dict[str, Any] = {
-            "name": name, "description": f"test module {name}", "entrypoint": "main.py", "version": "1.0",
+            "name": name,
+            "description": f"test module {name}",
+            "entrypoint": "main.py",
+            "version": "1.0",
             "inputs": [{"param_name": p, "type": t} for p, t in inputs.items()],
             "outputs": [{"param_name": p, "type": t} for p, t in outputs.items()],
         }
@@ -193,12 +220,21 @@ class Project:
         self.declared[name] = (inputs, outputs)
         return folder
 
-    def job(self, name: str, steps: list[tuple[str, list[dict[str, Any]]]], *, input_type: str = "video",
-            input_name: str = "clip.mp4") -> Path:
+    def job(
+        self,
+        name: str,
+        steps: list[tuple[str, list[dict[str, Any]]]],
+        *,
+        input_type: str = "video",
+        input_name: str = "clip.mp4",
+    ) -> Path:
         """Write jobs/<name>.yaml; `steps` is `[(step name, [entry(...), ...]), ...]`."""
-        doc = {"name": name, "version": "1.0",
-               "input_artifacts": [{"param_name": "input", "type": input_type, "name": input_name}],
-               "steps": [{"name": s, "entries": [self._entry(e) for e in entries]} for s, entries in steps]}
+        doc = {
+            "name": name,
+            "version": "1.0",
+            "input_artifacts": [{"param_name": "input", "type": input_type, "name": input_name}],
+            "steps": [{"name": s, "entries": [self._entry(e) for e in entries]} for s, entries in steps],
+        }
         file = self.jobs / f"{name}.yaml"
         file.write_text(yaml.safe_dump(doc, sort_keys=False))
         return file
@@ -208,8 +244,10 @@ class Project:
         out: dict[str, Any] = {
             "module": e["module"],
             "input_artifacts": [{"name": a, "param_name": p, "type": ins[p]} for p, a in e["inputs"].items()],
-            "output_artifacts": [{"name": a, "param_name": p, "type": outs[p], "public": a not in e["private"]}
-                                 for p, a in e["outputs"].items()],
+            "output_artifacts": [
+                {"name": a, "param_name": p, "type": outs[p], "public": a not in e["private"]}
+                for p, a in e["outputs"].items()
+            ],
         }
         if e["options"]:
             out["options"] = e["options"]
@@ -233,10 +271,19 @@ class Project:
         daemon does when it starts watching an inbox) unless `make_roots` is False."""
         cat = self.catalog()
         values: dict[str, Any] = dict(
-            run_id=new_run_id(), job=cat.jobs[job], input_path=input_path, input_name=Path(input_path).name,
-            outbox=self.outbox, quarantine=self.quarantine, work_dir=cat.config.work_dir, owner="test-owner",
-            default_timeout=cat.config.defaults.timeout, host="test-host",
-            environ=tuple(self.environ().items()), python=sys.executable, kill_grace=0.5,
+            run_id=new_run_id(),
+            job=cat.jobs[job],
+            input_path=input_path,
+            input_name=Path(input_path).name,
+            outbox=self.outbox,
+            quarantine=self.quarantine,
+            work_dir=cat.config.work_dir,
+            owner="test-owner",
+            default_timeout=cat.config.defaults.timeout,
+            host="test-host",
+            environ=tuple(self.environ().items()),
+            python=sys.executable,
+            kill_grace=0.5,
         )
         values.update(overrides)
         for key in PATH_FIELDS:
@@ -254,21 +301,46 @@ class Project:
 
     # --- running: `chute submit` as a subprocess ---
 
-    def submit_argv(self, file: Path, job: str, *extra: str, outbox: Path | None = None,
-                    quarantine: Path | None = None) -> list[str]:
-        return [str(CHUTE), "submit", str(file), "--job", job, "--config", str(self.config),
-                "--outbox", str(outbox or self.outbox), "--quarantine", str(quarantine or self.quarantine), *extra]
+    def submit_argv(
+        self, file: Path, job: str, *extra: str, outbox: Path | None = None, quarantine: Path | None = None
+    ) -> list[str]:
+        return [
+            str(CHUTE),
+            "submit",
+            str(file),
+            "--job",
+            job,
+            "--config",
+            str(self.config),
+            "--outbox",
+            str(outbox or self.outbox),
+            "--quarantine",
+            str(quarantine or self.quarantine),
+            *extra,
+        ]
 
     def submit_env(self, **extra: str) -> dict[str, str]:
         env = dict(os.environ, CHUTE_TEST_MARKER=self.marker, CHUTE_TEST_SYNC=str(self.sync))
         env.update(extra)
         return env
 
-    def submit(self, file: Path, job: str, *extra: str, env: dict[str, str] | None = None,
-               outbox: Path | None = None, quarantine: Path | None = None) -> subprocess.CompletedProcess:
-        return subprocess.run(self.submit_argv(file, job, *extra, outbox=outbox, quarantine=quarantine),
-                              env=env or self.submit_env(), cwd=self.root, capture_output=True, timeout=60,
-                              stdin=subprocess.DEVNULL)
+    def submit(
+        self,
+        file: Path,
+        job: str,
+        *extra: str,
+        env: dict[str, str] | None = None,
+        outbox: Path | None = None,
+        quarantine: Path | None = None,
+    ) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            self.submit_argv(file, job, *extra, outbox=outbox, quarantine=quarantine),
+            env=env or self.submit_env(),
+            cwd=self.root,
+            capture_output=True,
+            timeout=60,
+            stdin=subprocess.DEVNULL,
+        )
 
     # --- looking at what is left ---
 
@@ -290,8 +362,13 @@ class Project:
         """Run workspaces left in work_dir (work_dir/<owner>/<run>), owner folders themselves not counted."""
         if not self.work.exists():
             return []
-        return sorted(ws for owner in self.work.iterdir() if owner.is_dir() for ws in owner.iterdir()
-                      if not ws.name.startswith("."))
+        return sorted(
+            ws
+            for owner in self.work.iterdir()
+            if owner.is_dir()
+            for ws in owner.iterdir()
+            if not ws.name.startswith(".")
+        )
 
     def leftovers(self) -> list[int]:
         """Live processes (not zombies) carrying this project's marker in their environment or command line

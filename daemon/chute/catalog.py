@@ -24,9 +24,12 @@ class Catalog:
 def load_catalog(config_file: Path) -> Catalog:
     """Load the config and every module and job it points at; DefinitionError lists all problems."""
     config, doc = load_config(config_file)
-    problems = [doc.problem((key, i), f"{folder} is not a folder")
-                for key in ("modules_path", "jobs_path")
-                for i, folder in enumerate(getattr(config, key)) if not folder.is_dir()]
+    problems = [
+        doc.problem((key, i), f"{folder} is not a folder")
+        for key in ("modules_path", "jobs_path")
+        for i, folder in enumerate(getattr(config, key))
+        if not folder.is_dir()
+    ]
     modules, module_problems, broken_modules = manifest.discover(config.modules_path)
     problems += module_problems
     jobs, job_problems, broken = jobs_mod.discover(config.jobs_path, modules, broken_modules)

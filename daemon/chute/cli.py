@@ -116,7 +116,11 @@ def parser() -> argparse.ArgumentParser:
 
     def add(name: str, help: str) -> argparse.ArgumentParser:
         sp = sub.add_parser(name, help=help)
-        sp.add_argument("--config", type=Path, help="config file (default: ./config.yaml, /etc/chute/config.yaml, the embedded default)")
+        sp.add_argument(
+            "--config",
+            type=Path,
+            help="config file (default: ./config.yaml, /etc/chute/config.yaml, the embedded default)",
+        )
         sp.add_argument("--verbose", "-v", action="store_true", default=argparse.SUPPRESS, help="more detail on errors")
         return sp
 
@@ -139,15 +143,24 @@ def _extra_parsers() -> list[Callable]:
 
 def _run_parser(add) -> None:
     sp = add("run", "run the daemon (in the foreground unless --detach)")
-    sp.add_argument("--detach", action="store_true",
-                    help="run in the background, for hosts without systemd (under systemd, run in the foreground); "
-                         "returns once the daemon is watching its inboxes")
-    sp.add_argument("--pidfile", type=Path,
-                    help="with --detach, required: holds the daemon's pid while it runs; a second --detach on it "
-                         "refuses (exit 3), one left by a dead daemon is taken over; removed on a clean stop")
-    sp.add_argument("--log-file", type=Path,
-                    help="with --detach, required: the log lines are appended here (JSON unless log.format says "
-                         "otherwise); rotate it with logrotate's copytruncate")
+    sp.add_argument(
+        "--detach",
+        action="store_true",
+        help="run in the background, for hosts without systemd (under systemd, run in the foreground); "
+        "returns once the daemon is watching its inboxes",
+    )
+    sp.add_argument(
+        "--pidfile",
+        type=Path,
+        help="with --detach, required: holds the daemon's pid while it runs; a second --detach on it "
+        "refuses (exit 3), one left by a dead daemon is taken over; removed on a clean stop",
+    )
+    sp.add_argument(
+        "--log-file",
+        type=Path,
+        help="with --detach, required: the log lines are appended here (JSON unless log.format says "
+        "otherwise); rotate it with logrotate's copytruncate",
+    )
 
 
 def _status_parser(add) -> None:
@@ -210,8 +223,12 @@ def cmd_status(args: argparse.Namespace) -> int:
     finally:
         ledger.close()
     if args.json:
-        print(json.dumps({"counts": counts, "active": [_run_json(r) for r in active],
-                          "recent": [_run_json(r) for r in recent]}, indent=2))
+        print(
+            json.dumps(
+                {"counts": counts, "active": [_run_json(r) for r in active], "recent": [_run_json(r) for r in recent]},
+                indent=2,
+            )
+        )
         return RET_OK
     print("  ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "no runs yet")
     for title, rows in (("queued and running", active), ("recent", recent)):
@@ -255,8 +272,10 @@ def cmd_retry(args: argparse.Namespace) -> int:
             try:
                 back = place(source, Path(run.inbox), run.input_name, move=True)
             except OSError as exc:  # the inbox is gone (an unmounted share), or not writable
-                print(f"{run_id}: cannot move {shown(source)} back to {shown(run.inbox)}: {shown(exc.strerror or exc)}",
-                      file=sys.stderr)
+                print(
+                    f"{run_id}: cannot move {shown(source)} back to {shown(run.inbox)}: {shown(exc.strerror or exc)}",
+                    file=sys.stderr,
+                )
                 failed += 1
                 continue
             ledger.set_state(run.run_id, State.RETRIED)

@@ -115,9 +115,11 @@ class NotifyTarget(Frozen):
     """One Apprise URL, told about some events of some inboxes."""
 
     url: Annotated[str, AfterValidator(_apprise_url)] = Field(
-        description="An Apprise URL: mailto://, slack://, msteams://, discord://, ntfy://, gotify://, json://...")
-    events: list[NotifyEvent] = Field(default_factory=lambda: list(NOTIFY_EVENTS), min_length=1,
-                                      description="What to tell about (default: all four)")
+        description="An Apprise URL: mailto://, slack://, msteams://, discord://, ntfy://, gotify://, json://..."
+    )
+    events: list[NotifyEvent] = Field(
+        default_factory=lambda: list(NOTIFY_EVENTS), min_length=1, description="What to tell about (default: all four)"
+    )
     inboxes: list[FolderPath] | None = Field(default=None, description="Only these inboxes' events (default: all)")
 
 
@@ -134,9 +136,11 @@ class MetricsConfig(Frozen):
     model_config = ConfigDict(json_schema_extra={"oneOf": [{"required": ["listen"]}, {"required": ["textfile"]}]})
 
     listen: Annotated[str, AfterValidator(_listen)] | None = Field(
-        default=None, description="HOST:PORT to serve /metrics on, e.g. 127.0.0.1:9464")
+        default=None, description="HOST:PORT to serve /metrics on, e.g. 127.0.0.1:9464"
+    )
     textfile: FolderPath | None = Field(
-        default=None, description="A *.prom file for node_exporter's textfile collector, rewritten atomically")
+        default=None, description="A *.prom file for node_exporter's textfile collector, rewritten atomically"
+    )
 
     @model_validator(mode="after")
     def _one_of(self) -> MetricsConfig:
@@ -216,33 +220,44 @@ def _anchor(config: Config, base: Path, folders: Path) -> Config:
         return Path(os.path.realpath(base / p.expanduser()))
 
     inboxes = [
-        i.model_copy(update={
-            "path": a(i.path), "outbox": a(i.outbox), "quarantine": a(i.quarantine),
-            "archive": a(i.archive) if i.archive is not None else None,
-        })
+        i.model_copy(
+            update={
+                "path": a(i.path),
+                "outbox": a(i.outbox),
+                "quarantine": a(i.quarantine),
+                "archive": a(i.archive) if i.archive is not None else None,
+            }
+        )
         for i in config.inboxes
     ]
-    notify = [t.model_copy(update={"inboxes": [a(p) for p in t.inboxes]}) if t.inboxes is not None else t
-              for t in config.notify]
+    notify = [
+        t.model_copy(update={"inboxes": [a(p) for p in t.inboxes]}) if t.inboxes is not None else t
+        for t in config.notify
+    ]
     metrics = config.metrics
     if metrics is not None and metrics.textfile is not None:
         metrics = metrics.model_copy(update={"textfile": a(metrics.textfile)})
     security = config.executor.security
     if security is not None:
-        security = security.model_copy(update={
-            "ca_file": a(security.ca_file), "cert": a(security.cert),
-            "key": a(security.key) if security.key is not None else None,
-        })
-    return config.model_copy(update={
-        "executor": config.executor.model_copy(update={"security": security}),
-        "modules_path": [a(p, base) for p in config.modules_path],
-        "jobs_path": [a(p, base) for p in config.jobs_path],
-        "state_dir": a(config.state_dir),
-        "work_dir": a(config.work_dir),
-        "inboxes": inboxes,
-        "notify": notify,
-        "metrics": metrics,
-    })
+        security = security.model_copy(
+            update={
+                "ca_file": a(security.ca_file),
+                "cert": a(security.cert),
+                "key": a(security.key) if security.key is not None else None,
+            }
+        )
+    return config.model_copy(
+        update={
+            "executor": config.executor.model_copy(update={"security": security}),
+            "modules_path": [a(p, base) for p in config.modules_path],
+            "jobs_path": [a(p, base) for p in config.jobs_path],
+            "state_dir": a(config.state_dir),
+            "work_dir": a(config.work_dir),
+            "inboxes": inboxes,
+            "notify": notify,
+            "metrics": metrics,
+        }
+    )
 
 
 def _inside(child: Path, parent: Path) -> bool:
@@ -255,7 +270,9 @@ def _overlaps(doc: Document, config: Config) -> list[Problem]:
     inboxes = config.inboxes
     for i, inbox in enumerate(inboxes):
         if inbox.on_success == "archive" and inbox.archive is None:
-            problems.append(doc.problem(("inboxes", i, "on_success"), "is 'archive', so 'archive' (a folder) is required"))
+            problems.append(
+                doc.problem(("inboxes", i, "on_success"), "is 'archive', so 'archive' (a folder) is required")
+            )
         for j, other in enumerate(inboxes[:i]):
             if inbox.path == other.path:
                 problems.append(doc.problem(("inboxes", i, "path"), f"inboxes[{j}] already watches {inbox.path}"))
@@ -267,7 +284,12 @@ def _overlaps(doc: Document, config: Config) -> list[Problem]:
                 continue
             for j, other in enumerate(inboxes):
                 if _inside(folder, other.path):
-                    problems.append(doc.problem(("inboxes", i, key), f"{folder} is inside inboxes[{j}] ({other.path}): results would be fed back in"))
+                    problems.append(
+                        doc.problem(
+                            ("inboxes", i, key),
+                            f"{folder} is inside inboxes[{j}] ({other.path}): results would be fed back in",
+                        )
+                    )
     for key in ("state_dir", "work_dir"):
         for j, other in enumerate(inboxes):
             if _inside(getattr(config, key), other.path):
@@ -278,6 +300,9 @@ def _overlaps(doc: Document, config: Config) -> list[Problem]:
 def _notify_inboxes(doc: Document, config: Config) -> list[Problem]:
     """A notify target's inbox that is no inbox of this config (a typo would silence it for good)."""
     watched = {Path(os.path.realpath(inbox.path)) for inbox in config.inboxes}
-    return [doc.problem(("notify", i, "inboxes", j), f"{folder} is not the path of an inbox in this config")
-            for i, target in enumerate(config.notify) for j, folder in enumerate(target.inboxes or ())
-            if Path(os.path.realpath(folder)) not in watched]
+    return [
+        doc.problem(("notify", i, "inboxes", j), f"{folder} is not the path of an inbox in this config")
+        for i, target in enumerate(config.notify)
+        for j, folder in enumerate(target.inboxes or ())
+        if Path(os.path.realpath(folder)) not in watched
+    ]

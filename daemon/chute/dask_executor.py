@@ -107,11 +107,14 @@ class DaskExecutor:
         try:
             return self._connect()
         except ssl.SSLError as exc:
-            raise ChuteError(f"cannot connect to the Dask scheduler at {self.config.address}: TLS: {_reason(exc)}") \
-                from None
+            raise ChuteError(
+                f"cannot connect to the Dask scheduler at {self.config.address}: TLS: {_reason(exc)}"
+            ) from None
         except (OSError, TimeoutError):
-            raise ChuteError(f"cannot reach the Dask scheduler at {self.config.address} (executor.address) "
-                             f"within {self.config.connect_timeout:g} s") from None
+            raise ChuteError(
+                f"cannot reach the Dask scheduler at {self.config.address} (executor.address) "
+                f"within {self.config.connect_timeout:g} s"
+            ) from None
         except Exception as exc:  # a malformed address, TLS files that do not load
             raise ChuteError(f"cannot connect to the Dask scheduler at {self.config.address}: {_reason(exc)}") from None
 
@@ -124,8 +127,9 @@ class DaskExecutor:
         with self.lock:
             if self.client is None or self.client.status != "running":
                 return 0  # the scheduler is gone (or being reached again): claim nothing meanwhile
-            return sum(max(0, w.nthreads - len(w.runs)) for w in self.workers.values()
-                       if w.state == "allowed" and w.running)
+            return sum(
+                max(0, w.nthreads - len(w.runs)) for w in self.workers.values() if w.state == "allowed" and w.running
+            )
 
     def submit(self, spec: RunSpec) -> Future:
         future: Future = Future()
@@ -144,8 +148,18 @@ class DaskExecutor:
             worker.runs.add(spec.run_id)
             worker.turn = next(self.turns)
         try:
-            run.task = client.submit(dask_worker.run, spec, worker.id, run.key, self.topic, key=run.key,
-                                     workers=[address], allow_other_workers=False, pure=False, retries=0)
+            run.task = client.submit(
+                dask_worker.run,
+                spec,
+                worker.id,
+                run.key,
+                self.topic,
+                key=run.key,
+                workers=[address],
+                allow_other_workers=False,
+                pure=False,
+                retries=0,
+            )
         except Exception as exc:  # the connection went in between
             self._settle(run, error=ExecutorUnavailable(f"cannot reach the Dask scheduler: {_reason(exc)}"))
             return future
@@ -154,8 +168,11 @@ class DaskExecutor:
 
     def _pick(self) -> str | None:
         """The allowed worker with the most free threads; of equals, the one given a run longest ago."""
-        free = [(w.nthreads - len(w.runs), -w.turn, address) for address, w in self.workers.items()
-                if w.state == "allowed" and w.running and w.nthreads > len(w.runs)]
+        free = [
+            (w.nthreads - len(w.runs), -w.turn, address)
+            for address, w in self.workers.items()
+            if w.state == "allowed" and w.running and w.nthreads > len(w.runs)
+        ]
         return max(free)[2] if free else None
 
     def cancel(self, run_id: str) -> None:
@@ -280,8 +297,10 @@ class DaskExecutor:
                 with self.lock:
                     self.workers[address] = _Worker(wid, nthreads)
                 self._probe(client, address)
-            elif reprobe or (self.workers[address].state == "refused"
-                             and time.monotonic() - self.workers[address].probed_at > REPROBE):
+            elif reprobe or (
+                self.workers[address].state == "refused"
+                and time.monotonic() - self.workers[address].probed_at > REPROBE
+            ):
                 self._probe(client, address)
             self.workers[address].running = info[address].get("status", "running") == "running"
 
@@ -314,8 +333,15 @@ class DaskExecutor:
             worker.state, worker.probe, worker.probed_at = "probing", None, time.monotonic()
         if not self.paths:
             return  # no inbox is there yet, here either: the worker waits for one
-        task = client.submit(dask_worker.probe, list(self.paths), key=f"chute-probe-{secrets.token_hex(4)}",
-                             workers=[address], allow_other_workers=False, pure=False, priority=100)
+        task = client.submit(
+            dask_worker.probe,
+            list(self.paths),
+            key=f"chute-probe-{secrets.token_hex(4)}",
+            workers=[address],
+            allow_other_workers=False,
+            pure=False,
+            priority=100,
+        )
         worker.probe = task
         task.add_done_callback(partial(self._probed, address))
 
@@ -336,8 +362,13 @@ class DaskExecutor:
             if state == "allowed":
                 log.info("executor.worker_joined", worker=address, host=seen.get("host"), nthreads=worker.nthreads)
             else:
-                log.error("executor.worker_refused", worker=address, path=missing, reason=reason,
-                          hint="every worker must see the shared folders at the same paths as the daemon")
+                log.error(
+                    "executor.worker_refused",
+                    worker=address,
+                    path=missing,
+                    reason=reason,
+                    hint="every worker must see the shared folders at the same paths as the daemon",
+                )
         with self.lock:
             worker.state = worker.verdict = state
 
@@ -391,8 +422,14 @@ class DaskExecutor:
 
     def _connect(self) -> Client:
         """A client of the scheduler, with chute's worker plugin registered and the run events relayed."""
-        client = _Client(self.config.address, security=_security(self.config), timeout=self.config.connect_timeout,
-                         set_as_default=False, name="chute", loop=self.loop.loop)
+        client = _Client(
+            self.config.address,
+            security=_security(self.config),
+            timeout=self.config.connect_timeout,
+            set_as_default=False,
+            name="chute",
+            loop=self.loop.loop,
+        )
         try:
             try:
                 client.register_plugin(self.plugin, name=dask_worker.PLUGIN)
@@ -402,8 +439,11 @@ class DaskExecutor:
         except BaseException:
             client.close(timeout=2)
             raise
-        log.info("executor.connected", scheduler=self.config.address,
-                 workers=len(client.scheduler_info(n_workers=-1)["workers"]))
+        log.info(
+            "executor.connected",
+            scheduler=self.config.address,
+            workers=len(client.scheduler_info(n_workers=-1)["workers"]),
+        )
         return client
 
 
@@ -441,8 +481,12 @@ def _security(config: ExecutorConfig) -> Security | None:
     if config.security is None:
         return None
     s = config.security
-    return Security(tls_ca_file=str(s.ca_file), tls_client_cert=str(s.cert),
-                    tls_client_key=None if s.key is None else str(s.key), require_encryption=True)
+    return Security(
+        tls_ca_file=str(s.ca_file),
+        tls_client_cert=str(s.cert),
+        tls_client_key=None if s.key is None else str(s.key),
+        require_encryption=True,
+    )
 
 
 def _reason(exc: BaseException) -> str:

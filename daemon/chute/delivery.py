@@ -110,8 +110,9 @@ def fence_of(spec: RunSpec) -> Fence:
     return ClaimFence(spec) if spec.claim is not None else NoFence(spec)
 
 
-def deliver(spec: RunSpec, outcome: Outcome, ws: Path | None, input_info: dict[str, Any], fence: Fence,
-            base: dict[str, Any]) -> RunResult:
+def deliver(
+    spec: RunSpec, outcome: Outcome, ws: Path | None, input_info: dict[str, Any], fence: Fence, base: dict[str, Any]
+) -> RunResult:
     """Publish a succeeded outcome or quarantine a failed one; an outage defers it with the claim kept."""
     log = logs.get("chute.delivery").bind(**spec.context())
     try:
@@ -138,8 +139,9 @@ def deliver(spec: RunSpec, outcome: Outcome, ws: Path | None, input_info: dict[s
         return deferred(spec, f"cannot deliver the result: {os_reason(exc)}", Fault.OUTAGE, base)
 
 
-def _quarantine(spec: RunSpec, outcome: Outcome, logs_dir: Path | None, input_info: dict[str, Any],
-                fence: Fence) -> Path:
+def _quarantine(
+    spec: RunSpec, outcome: Outcome, logs_dir: Path | None, input_info: dict[str, Any], fence: Fence
+) -> Path:
     build = publish.build_report(spec, outcome, logs_dir, input_info)
     fence.mark(publish.QUARANTINING)
     publish.add_input(build, fence.input, spec.input_name, move=fence.moves_input, tag=spec.run_id)

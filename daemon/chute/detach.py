@@ -100,7 +100,7 @@ def _wait_until_started(fd: int, lock: daemon.pidfile.TimeoutPIDLockFile, log_fi
         print(f"chute: running as pid {lock.read_pid()}, logging to {log_file}")
         return RET_OK
     if message.startswith("ERROR="):
-        code, _, text = message[len("ERROR="):].partition(" ")
+        code, _, text = message[len("ERROR=") :].partition(" ")
         error = ChuteError(text)
         error.exit_code = int(code)
         raise error
@@ -192,4 +192,3 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
-

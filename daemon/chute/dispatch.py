@@ -28,8 +28,9 @@ SYMLINK = "the file is a symbolic link; chute does not follow links out of an in
 
 
 class Dispatcher:
-    def __init__(self, catalog: Catalog, me: Identity, environ: tuple, queue: RunQueue, executor: Executor,
-                 wake: threading.Event):
+    def __init__(
+        self, catalog: Catalog, me: Identity, environ: tuple, queue: RunQueue, executor: Executor, wake: threading.Event
+    ):
         self.catalog, self.me, self.environ = catalog, me, environ
         self.queue, self.executor, self.wake = queue, executor, wake
         self.counts = {"done": 0, "failed": 0}
@@ -39,12 +40,26 @@ class Dispatcher:
         """The run of one claimed file, as the executor gets it (plain values)."""
         cfg = self.catalog.config
         return RunSpec(
-            run_id=run_id, job=self.catalog.jobs[inbox.job], input_path=claim / name, input_name=name,
-            outbox=inbox.outbox, quarantine=inbox.quarantine, work_dir=cfg.work_dir, owner=self.me.daemon_id,
-            default_timeout=cfg.defaults.timeout, host=self.me.host, environ=self.environ, python=sys.executable,
-            inbox=inbox.path, claim=claim, on_success=inbox.on_success, archive=inbox.archive,
-            launch=Launch(cfg.launcher.mode, tuple(cfg.launcher.preload)), work_reserve=cfg.work_reserve,
-            max_crashes=cfg.max_crashes, poison=poison,
+            run_id=run_id,
+            job=self.catalog.jobs[inbox.job],
+            input_path=claim / name,
+            input_name=name,
+            outbox=inbox.outbox,
+            quarantine=inbox.quarantine,
+            work_dir=cfg.work_dir,
+            owner=self.me.daemon_id,
+            default_timeout=cfg.defaults.timeout,
+            host=self.me.host,
+            environ=self.environ,
+            python=sys.executable,
+            inbox=inbox.path,
+            claim=claim,
+            on_success=inbox.on_success,
+            archive=inbox.archive,
+            launch=Launch(cfg.launcher.mode, tuple(cfg.launcher.preload)),
+            work_reserve=cfg.work_reserve,
+            max_crashes=cfg.max_crashes,
+            poison=poison,
         )
 
     def claimed(self, batch: list[Claimed], now: float) -> None:

@@ -113,9 +113,16 @@ class _Stream:
 class ModuleProcess:
     """One attempt of one entry: a module process in its own process group."""
 
-    def __init__(self, argv: list[str], cwd: str, env: dict[str, str], log: BoundedLog, marker: str,
-                 spawn: Callable[[list[str], str, dict[str, str], int, int], int] | None = None,
-                 on_progress: Callable[[float], None] | None = None):
+    def __init__(
+        self,
+        argv: list[str],
+        cwd: str,
+        env: dict[str, str],
+        log: BoundedLog,
+        marker: str,
+        spawn: Callable[[list[str], str, dict[str, str], int, int], int] | None = None,
+        on_progress: Callable[[float], None] | None = None,
+    ):
         self.log, self.marker, self.on_progress = log, marker, on_progress
         self.stderr_tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
         self.started = time.monotonic()
@@ -145,15 +152,23 @@ class ModuleProcess:
                 self.fallback = str(exc)
         # start_new_session: the module and everything it forks share a new process group (and
         # session), so the whole tree can be signalled, and a terminal's Ctrl-C reaches chute only.
-        self.popen = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=out_w, stderr=err_w,
-                                      start_new_session=True, close_fds=True)
+        self.popen = subprocess.Popen(
+            argv,
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=out_w,
+            stderr=err_w,
+            start_new_session=True,
+            close_fds=True,
+        )
         self.pidfd = os.pidfd_open(self.popen.pid)
         return self.popen.pid
 
     def _stdout_line(self, line: bytes) -> None:
         if line.startswith(PROGRESS_PREFIX):
             try:
-                value = min(1.0, max(0.0, float(line[len(PROGRESS_PREFIX):].strip())))
+                value = min(1.0, max(0.0, float(line[len(PROGRESS_PREFIX) :].strip())))
             except ValueError:
                 return
             if self.on_progress is not None:

@@ -91,8 +91,10 @@ class LocalExecutor:
         self.environ = os.environ | {"CHUTE_OWNER": me.daemon_id}
         # Each worker starts its warm launcher at once (its preloads take a while), for the modules'
         # environment as the service gives it (service.Service.environ).
-        self.warm = (Launch(config.launcher.mode, tuple(config.launcher.preload)),
-                     module_environ(os.environ) | {"CHUTE_OWNER": me.daemon_id})
+        self.warm = (
+            Launch(config.launcher.mode, tuple(config.launcher.preload)),
+            module_environ(os.environ) | {"CHUTE_OWNER": me.daemon_id},
+        )
         for folder in staging.remove_dead_owners(config.work_dir):
             log.info("work.removed", workspace=str(folder))
         self.owner_dir = staging.owner_dir(config.work_dir, me, me.daemon_id)
@@ -110,7 +112,11 @@ class LocalExecutor:
         try:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "chute.worker", str(theirs.fileno()), str(os.getpid()), *self.args],
-                pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL, close_fds=True, env=self.environ)
+                pass_fds=[theirs.fileno()],
+                stdin=subprocess.DEVNULL,
+                close_fds=True,
+                env=self.environ,
+            )
         finally:
             theirs.close()
         slot = _Slot(proc, Connection(mine.detach()), pidfd=os.pidfd_open(proc.pid))

@@ -27,6 +27,9 @@ def require_media() -> None:
     absent = missing()
     if absent:
         module = os.environ.get("CHUTE_MODULE") or os.path.basename(os.path.dirname(os.path.abspath(sys.argv[0])))
-        print(f"{module}: this module needs chute's media extra ({', '.join(absent)} not installed): "
-              "pip install 'chute[media]'", file=sys.stderr)
+        print(
+            f"{module}: this module needs chute's media extra ({', '.join(absent)} not installed): "
+            "pip install 'chute[media]'",
+            file=sys.stderr,
+        )
         sys.exit(EXIT_FAILED)

@@ -86,8 +86,9 @@ class Intake:
         return not any(w.mode == "events" for w in self.watchers.values()) or self.observer.is_alive()
 
     def add(self, inbox: Inbox, config: Config) -> None:
-        w = InboxWatcher(inbox, config.settle(inbox), config.defaults.poll_interval, self.wake,
-                         config.defaults.rescan_interval)
+        w = InboxWatcher(
+            inbox, config.settle(inbox), config.defaults.poll_interval, self.wake, config.defaults.rescan_interval
+        )
         self.watchers[inbox.path] = w
         if self.observer.is_alive():  # else start() schedules it
             self._schedule(w)

@@ -181,7 +181,10 @@ class _Wiring:
         inputs = self.job.input_artifacts
         types = {i.type for i in inputs}
         if len(types) > 1:
-            self.fail(("input_artifacts",), f"all job inputs are the one dropped file, so they need one type, not {sorted(types)}")
+            self.fail(
+                ("input_artifacts",),
+                f"all job inputs are the one dropped file, so they need one type, not {sorted(types)}",
+            )
         names: list[str] = []
         for i, inp in enumerate(inputs):
             name = inp.name
@@ -211,7 +214,10 @@ class _Wiring:
         if len(consumed) == 1:
             return consumed[0]
         found = f"found {consumed}" if consumed else "found none"
-        self.fail(("input_artifacts", 0, "name"), f"is omitted, so exactly one artifact must be consumed without being produced; {found}")
+        self.fail(
+            ("input_artifacts", 0, "name"),
+            f"is omitted, so exactly one artifact must be consumed without being produced; {found}",
+        )
         return None
 
     def _step(self, s: int, step: Step) -> StepPlan:
@@ -224,7 +230,9 @@ class _Wiring:
         self.artifacts.update(produced_here)
         return StepPlan(step.name, tuple(entries))
 
-    def _entry(self, loc: Loc, step: str, index: int, entry: Entry, produced_here: dict[str, Artifact]) -> EntryPlan | None:
+    def _entry(
+        self, loc: Loc, step: str, index: int, entry: Entry, produced_here: dict[str, Artifact]
+    ) -> EntryPlan | None:
         module = self.modules.get(entry.module)
         if module is None:
             if entry.module in self.broken:
@@ -260,7 +268,10 @@ class _Wiring:
                 self.fail(where + ("param_name",), f"module {module.name!r} has no input --{wired.param_name}")
                 continue
             if wired.type != decl.type:
-                self.fail(where + ("type",), f"is {wired.type!r} but module {module.name!r} takes --{decl.param_name} as {decl.type!r}")
+                self.fail(
+                    where + ("type",),
+                    f"is {wired.type!r} but module {module.name!r} takes --{decl.param_name} as {decl.type!r}",
+                )
             source = self.artifacts.get(wired.name)
             if source is None:
                 self.fail(where + ("name",), f"artifact {wired.name!r} is consumed before any step produces it")
@@ -268,10 +279,18 @@ class _Wiring:
                 origin = "the job input" if source.step is None else f"step {source.step!r} ({source.module})"
                 self.fail(where + ("type",), f"is {wired.type!r} but {origin} makes {wired.name!r} as {source.type!r}")
             bindings.append(Binding(wired.param_name, wired.name, wired.type))
-        self._all_wired(loc + ("input_artifacts",), module, [d.param_name for d in module.manifest.inputs], [b.param for b in bindings], "input")
+        self._all_wired(
+            loc + ("input_artifacts",),
+            module,
+            [d.param_name for d in module.manifest.inputs],
+            [b.param for b in bindings],
+            "input",
+        )
         return bindings
 
-    def _wire_outputs(self, loc: Loc, step: str, module: Module, entry: Entry, produced_here: dict[str, Artifact]) -> list[Binding]:
+    def _wire_outputs(
+        self, loc: Loc, step: str, module: Module, entry: Entry, produced_here: dict[str, Artifact]
+    ) -> list[Binding]:
         bindings = []
         for i, wired in enumerate(entry.output_artifacts):
             where = loc + ("output_artifacts", i)
@@ -280,14 +299,23 @@ class _Wiring:
                 self.fail(where + ("param_name",), f"module {module.name!r} has no output --{wired.param_name}")
                 continue
             if wired.type != decl.type:
-                self.fail(where + ("type",), f"is {wired.type!r} but module {module.name!r} makes --{decl.param_name} as {decl.type!r}")
+                self.fail(
+                    where + ("type",),
+                    f"is {wired.type!r} but module {module.name!r} makes --{decl.param_name} as {decl.type!r}",
+                )
             if wired.name in self.artifacts or wired.name in produced_here:
                 # Still a binding: the param is wired, only to a name already taken.
                 self.fail(where + ("name",), f"artifact {wired.name!r} is produced twice")
             else:
                 produced_here[wired.name] = Artifact(wired.name, wired.type, step, module.name, wired.public)
             bindings.append(Binding(wired.param_name, wired.name, wired.type, wired.public))
-        self._all_wired(loc + ("output_artifacts",), module, [d.param_name for d in module.manifest.outputs], [b.param for b in bindings], "output")
+        self._all_wired(
+            loc + ("output_artifacts",),
+            module,
+            [d.param_name for d in module.manifest.outputs],
+            [b.param for b in bindings],
+            "output",
+        )
         return bindings
 
     def _all_wired(self, loc: Loc, module: Module, declared: list[str], wired: list[str], kind: str) -> None:
@@ -320,8 +348,9 @@ def _option_text(value: Any) -> str:
     return str(value)
 
 
-def discover(paths: list[Path], modules: dict[str, Module],
-             broken_modules: dict[str, str] | None = None) -> tuple[dict[str, JobPlan], list[Problem], set[str]]:
+def discover(
+    paths: list[Path], modules: dict[str, Module], broken_modules: dict[str, str] | None = None
+) -> tuple[dict[str, JobPlan], list[Problem], set[str]]:
     """Every job file (`*.yaml`, `*.yml`) in the given folders, wired against `modules`.
 
     Returns:
@@ -342,7 +371,12 @@ def discover(paths: list[Path], modules: dict[str, Module],
                 continue
             if plan.name in jobs:
                 doc = load(file, display_path(file))
-                problems.append(doc.problem(("name",), f"job {plan.name!r} is already defined in {display_path(Path(jobs[plan.name].source))}"))
+                problems.append(
+                    doc.problem(
+                        ("name",),
+                        f"job {plan.name!r} is already defined in {display_path(Path(jobs[plan.name].source))}",
+                    )
+                )
                 continue
             jobs[plan.name] = plan
     return jobs, problems, broken

@@ -96,8 +96,12 @@ class Launcher:
     lives as long as the Launcher (the loop's own), or the launcher dies with that thread.
     """
 
-    def __init__(self, python: str = sys.executable, preload: Sequence[str] = DEFAULT_PRELOAD,
-                 environ: Mapping[str, str] | None = None):
+    def __init__(
+        self,
+        python: str = sys.executable,
+        preload: Sequence[str] = DEFAULT_PRELOAD,
+        environ: Mapping[str, str] | None = None,
+    ):
         self.python = python
         self.preload = tuple(preload)
         self.environ = dict(os.environ if environ is None else environ)
@@ -134,8 +138,10 @@ class Launcher:
         self._ensure_started(startup)
         if startup != self._startup:
             changed = sorted(set(startup.items()) ^ set(self._startup.items()))
-            raise LauncherUnavailable(f"the module's environment differs from the launcher's in variables "
-                                      f"read at start-up ({', '.join(sorted({name for name, _ in changed}))})")
+            raise LauncherUnavailable(
+                f"the module's environment differs from the launcher's in variables "
+                f"read at start-up ({', '.join(sorted({name for name, _ in changed}))})"
+            )
         request = json.dumps({"argv": list(argv), "cwd": os.fspath(cwd), "env": dict(env)}).encode()
         if len(request) > MESSAGE_LIMIT:
             raise LauncherUnavailable("the module's command line and environment are too large for the launcher")
@@ -210,8 +216,13 @@ class Launcher:
                 # A session of its own: a terminal's Ctrl-C is for the daemon, which stops modules itself.
                 # Its stderr is the daemon's: only a crash of the launcher itself would write there.
                 self._proc = subprocess.Popen(
-                    argv, cwd="/", env=environ | startup, stdin=subprocess.DEVNULL,
-                    stdout=subprocess.DEVNULL, pass_fds=[theirs.fileno()], start_new_session=True,
+                    argv,
+                    cwd="/",
+                    env=environ | startup,
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    pass_fds=[theirs.fileno()],
+                    start_new_session=True,
                 )
         except OSError as error:
             ours.close()
@@ -243,8 +254,9 @@ class Launcher:
             if exc.errno != errno.EMSGSIZE:
                 raise
             # Larger than the socket's buffer (SO_SNDBUF, under MESSAGE_LIMIT): it runs fresh.
-            raise LauncherUnavailable("the module's command line and environment are too large for the launcher") \
-                from None
+            raise LauncherUnavailable(
+                "the module's command line and environment are too large for the launcher"
+            ) from None
         return self._reply(REPLY_TIMEOUT)
 
     def _reply(self, timeout: float) -> dict[str, Any]:
@@ -342,8 +354,19 @@ _fast_exit = False
 _exit_status: int | None = None  # None: in the launcher, or a status only the interpreter knows
 _interrupted = False  # an uncaught KeyboardInterrupt: die by SIGINT, as a fresh interpreter does
 _launcher_modules: frozenset[str] = frozenset()  # sys.modules when the launcher was ready
-_SYS_DELETES = ("path", "argv", "ps1", "ps2", "last_type", "last_value", "last_traceback", "path_hooks",
-                "path_importer_cache", "meta_path", "__interactivehook__")
+_SYS_DELETES = (
+    "path",
+    "argv",
+    "ps1",
+    "ps2",
+    "last_type",
+    "last_value",
+    "last_traceback",
+    "path_hooks",
+    "path_importer_cache",
+    "meta_path",
+    "__interactivehook__",
+)
 
 
 @dataclass(frozen=True)
@@ -360,11 +383,14 @@ class _Startup:
 
     @classmethod
     def take(cls) -> _Startup:
-        handlers = {signum: signal.getsignal(signum) for signum in signal.valid_signals()
-                    if signum not in (signal.SIGKILL, signal.SIGSTOP)}
+        handlers = {
+            signum: signal.getsignal(signum)
+            for signum in signal.valid_signals()
+            if signum not in (signal.SIGKILL, signal.SIGSTOP)
+        }
         return cls(
             environ=startup_variables(os.environ),
-            path=sys.path[0 if sys.flags.safe_path else 1:],
+            path=sys.path[0 if sys.flags.safe_path else 1 :],
             handlers={signum: handler for signum, handler in handlers.items() if handler is not None},
             mask=signal.pthread_sigmask(signal.SIG_BLOCK, []),
             encoding=sys.__stdout__.encoding,
@@ -610,8 +636,7 @@ def _open_stdio(startup: _Startup) -> None:
     """sys.stdin/stdout/stderr on fds 0-2, made as CPython's create_stdio makes them (Python/pylifecycle.c)."""
     sys.stdin = sys.__stdin__ = _stdio_stream(0, "<stdin>", startup.encoding, startup.errors, startup.buffered)
     sys.stdout = sys.__stdout__ = _stdio_stream(1, "<stdout>", startup.encoding, startup.errors, startup.buffered)
-    sys.stderr = sys.__stderr__ = _stdio_stream(2, "<stderr>", startup.encoding, "backslashreplace",
-                                                startup.buffered)
+    sys.stderr = sys.__stderr__ = _stdio_stream(2, "<stderr>", startup.encoding, "backslashreplace", startup.buffered)
 
 
 def _stdio_stream(fd: int, name: str, encoding: str, errors: str, buffered: bool) -> io.TextIOWrapper:

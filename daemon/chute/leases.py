@@ -62,8 +62,14 @@ class Identity:
         return f"{_SAFE.sub('_', self.host)[:64]}.{self.pid}.{self.token}"
 
     def record(self, **extra) -> dict:
-        return {"daemon": self.daemon_id, "host": self.host, "boot_id": self.boot_id, "pid": self.pid,
-                "started": self.started, **extra}
+        return {
+            "daemon": self.daemon_id,
+            "host": self.host,
+            "boot_id": self.boot_id,
+            "pid": self.pid,
+            "started": self.started,
+            **extra,
+        }
 
 
 def leases_dir(inbox: Path) -> Path:

@@ -148,11 +148,21 @@ class Ledger:
         """Back to queued (deferred): `error` says why it waits, for `chute status`."""
         self._write(_REQUEUE, (json.dumps(error) if error else None, run_id))
 
-    def finished(self, run_id: str, state: State, now: str, result: str | None = None,
-                 error: dict[str, Any] | None = None, size: int | None = None, sha256: str | None = None,
-                 worker: str | None = None) -> None:
-        self._write(_FINISH, (state.value, now, _text(result), json.dumps(error) if error else None, size, sha256,
-                              worker, run_id))
+    def finished(
+        self,
+        run_id: str,
+        state: State,
+        now: str,
+        result: str | None = None,
+        error: dict[str, Any] | None = None,
+        size: int | None = None,
+        sha256: str | None = None,
+        worker: str | None = None,
+    ) -> None:
+        self._write(
+            _FINISH,
+            (state.value, now, _text(result), json.dumps(error) if error else None, size, sha256, worker, run_id),
+        )
 
     def set_state(self, run_id: str, state: State) -> None:
         self._write(_SET_STATE, (state.value, run_id))

@@ -102,7 +102,11 @@ def configure(fmt: str = "auto", level: str = "info", stream: IO[str] | None = N
     # watchdog logs every inotify event at debug; keep it to warnings unless asked for.
     logging.getLogger("watchdog").setLevel(logging.WARNING if level != "debug" else logging.DEBUG)
     structlog.configure(
-        processors=[*shared, structlog.processors.StackInfoRenderer(), structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        processors=[
+            *shared,
+            structlog.processors.StackInfoRenderer(),
+            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+        ],
         logger_factory=structlog.stdlib.LoggerFactory(),
         wrapper_class=structlog.stdlib.BoundLogger,
         cache_logger_on_first_use=False,

@@ -62,27 +62,61 @@ class Metrics:
         Gauge("chute_build_info", "chute's version (always 1)", ["version"], registry=r).labels(__version__).set(1)
         # `job_name`, not `job`: Prometheus gives every target a `job` label of its own.
         job, module = "job_name", "module"
-        self._runs = Counter("chute_runs", "Runs finished, by job and final status (succeeded, failed = "
-                             "quarantined, released, discarded)", [job, "status"], registry=r)
-        self._run_seconds = Histogram("chute_run_duration_seconds", "Run durations, claim to result, by job",
-                                      [job], buckets=DURATION_BUCKETS, registry=r)
-        self._entries = Counter("chute_entries", "Module runs (entries) finished, by job, module and status",
-                                [job, module, "status"], registry=r)
-        self._entry_seconds = Histogram("chute_entry_duration_seconds", "Entry durations (all attempts), by job "
-                                        "and module", [job, module], buckets=DURATION_BUCKETS, registry=r)
-        self._retries = Counter("chute_module_retries", "Attempts of entries after a failed one", [job, module],
-                                registry=r)
+        self._runs = Counter(
+            "chute_runs",
+            "Runs finished, by job and final status (succeeded, failed = quarantined, released, discarded)",
+            [job, "status"],
+            registry=r,
+        )
+        self._run_seconds = Histogram(
+            "chute_run_duration_seconds",
+            "Run durations, claim to result, by job",
+            [job],
+            buckets=DURATION_BUCKETS,
+            registry=r,
+        )
+        self._entries = Counter(
+            "chute_entries",
+            "Module runs (entries) finished, by job, module and status",
+            [job, module, "status"],
+            registry=r,
+        )
+        self._entry_seconds = Histogram(
+            "chute_entry_duration_seconds",
+            "Entry durations (all attempts), by job and module",
+            [job, module],
+            buckets=DURATION_BUCKETS,
+            registry=r,
+        )
+        self._retries = Counter(
+            "chute_module_retries", "Attempts of entries after a failed one", [job, module], registry=r
+        )
         self._takeovers = Counter("chute_takeovers", "Claims of a dead daemon taken over", ["inbox"], registry=r)
-        self._deferred = Counter("chute_deferred_deliveries", "Runs put off because a folder they need was "
-                                 "unavailable, by inbox and kind", ["inbox", "kind"], registry=r)
+        self._deferred = Counter(
+            "chute_deferred_deliveries",
+            "Runs put off because a folder they need was unavailable, by inbox and kind",
+            ["inbox", "kind"],
+            registry=r,
+        )
         self._queued = Gauge("chute_files_queued", "Files claimed and waiting for a worker", registry=r)
         self._running = Gauge("chute_files_running", "Files being run", registry=r)
-        self._oldest = Gauge("chute_oldest_queued_file_age_seconds", "How long the oldest queued file has waited "
-                             "(0 when none waits)", registry=r)
-        self._available = Gauge("chute_inbox_available", "1 while the inbox folder is there, 0 while it is gone "
-                                "(an unmounted share)", ["inbox"], registry=r)
-        self._scanned = Gauge("chute_inbox_last_scan_timestamp_seconds", "Unix time of the inbox's last "
-                              "successful scan", ["inbox"], registry=r)
+        self._oldest = Gauge(
+            "chute_oldest_queued_file_age_seconds",
+            "How long the oldest queued file has waited (0 when none waits)",
+            registry=r,
+        )
+        self._available = Gauge(
+            "chute_inbox_available",
+            "1 while the inbox folder is there, 0 while it is gone (an unmounted share)",
+            ["inbox"],
+            registry=r,
+        )
+        self._scanned = Gauge(
+            "chute_inbox_last_scan_timestamp_seconds",
+            "Unix time of the inbox's last successful scan",
+            ["inbox"],
+            registry=r,
+        )
 
     def start(self) -> None:
         """listen: serve /metrics (a failure to listen is logged, and the daemon goes on without)."""

@@ -169,9 +169,7 @@ def atomic_output(path: os.PathLike | str) -> Iterator[Path]:
     untouched.
     """
     final = Path(path)
-    temporary = final.with_name(
-        f".{final.stem}.partial-{secrets.token_hex(4)}{final.suffix}"
-    )
+    temporary = final.with_name(f".{final.stem}.partial-{secrets.token_hex(4)}{final.suffix}")
     try:
         yield temporary
         if not temporary.exists():
@@ -253,9 +251,7 @@ def decode(container, *streams) -> Iterator:
         for frame in container.decode(*streams):
             yield frame
     except av.error.FFmpegError as error:
-        where = "" if frame is None or frame.time is None else (
-            f" after {format_timecode(frame.time)}"
-        )
+        where = "" if frame is None or frame.time is None else (f" after {format_timecode(frame.time)}")
         raise UnusableInput(f"the file is damaged{where} ({_reason(error)})")
 
 
@@ -281,9 +277,7 @@ def _check_complete(container) -> None:
             last = entries[len(entries) - 1]
             end = max(end, last.pos + last.size)
     if end > container.size:
-        raise UnusableInput(
-            f"the file is truncated (its index needs {end} bytes, it has {container.size})"
-        )
+        raise UnusableInput(f"the file is truncated (its index needs {end} bytes, it has {container.size})")
 
 
 def _parser(inputs, outputs, options) -> argparse.ArgumentParser:

@@ -38,8 +38,12 @@ _TITLES = {
     "inbox.unavailable": "inbox unavailable: {inbox}",
     "daemon.error": "daemon error",
 }
-_TYPES = {"run.published": "success", "run.quarantined": "failure", "inbox.unavailable": "warning",
-          "daemon.error": "failure"}
+_TYPES = {
+    "run.published": "success",
+    "run.quarantined": "failure",
+    "inbox.unavailable": "warning",
+    "daemon.error": "failure",
+}
 # The body's lines, in this order; fields the service passes beyond these follow them.
 _ORDER = ("file", "job", "inbox", "result", "duration", "reason", "step", "module", "run_id")
 
@@ -131,8 +135,9 @@ class _Target:
         with self._ready:
             if len(self._queue) >= QUEUE_SIZE or self._stopping.is_set():
                 reason = "stopping" if self._stopping.is_set() else f"{QUEUE_SIZE} messages already waiting"
-                log.warning("notify.dropped", url=self.masked, notification=message.event, reason=reason,
-                            **_run_fields(message))
+                log.warning(
+                    "notify.dropped", url=self.masked, notification=message.event, reason=reason, **_run_fields(message)
+                )
                 return
             self._queue.append(message)
             self._ready.notify()
@@ -170,14 +175,22 @@ class _Target:
         for attempt in range(1, len(RETRY_DELAYS) + 2):
             error = self._attempt(message)
             if error is None:
-                log.debug("notify.sent", url=self.masked, notification=message.event, attempt=attempt,
-                          **_run_fields(message))
+                log.debug(
+                    "notify.sent", url=self.masked, notification=message.event, attempt=attempt, **_run_fields(message)
+                )
                 return
             delay = RETRY_DELAYS[attempt - 1] if attempt <= len(RETRY_DELAYS) else None
             if delay is not None and self._stopping.is_set() and time.monotonic() >= self._deadline:
                 delay = None
-            log.warning("notify.failed", url=self.masked, notification=message.event, attempt=attempt,
-                        error=error, retry_in_s=delay, **_run_fields(message))
+            log.warning(
+                "notify.failed",
+                url=self.masked,
+                notification=message.event,
+                attempt=attempt,
+                error=error,
+                retry_in_s=delay,
+                **_run_fields(message),
+            )
             # Woken early by a stop: one more try right away while the stop allows it.
             if delay is None or (self._stopping.wait(delay) and time.monotonic() >= self._deadline):
                 return
@@ -188,8 +201,9 @@ class _Target:
             return "Apprise cannot use this URL"
         _CAPTURE.records = []
         try:
-            sent = self._plugin.notify(body=message.body(), title=message.title(),
-                                       notify_type=_TYPES.get(message.event, "info"))
+            sent = self._plugin.notify(
+                body=message.body(), title=message.title(), notify_type=_TYPES.get(message.event, "info")
+            )
             error = None if sent else "; ".join(_CAPTURE.records[-2:]) or "Apprise reports a failure"
         except Exception as exc:  # a plugin's bug is one failed attempt, not a dead thread
             error = f"{type(exc).__name__}: {exc}"

@@ -52,8 +52,9 @@ class Modules(Protocol):
     def collect(self) -> list: ...
 
 
-def run_steps(spec: RunSpec, ws: Path, cancel: Cancel | None = None, emit: Emit | None = None,
-              modules: Modules | None = None) -> Outcome:
+def run_steps(
+    spec: RunSpec, ws: Path, cancel: Cancel | None = None, emit: Emit | None = None, modules: Modules | None = None
+) -> Outcome:
     """Check the input, then run every step in order; stops at the first failed entry."""
     emit = emit or (lambda event, **kw: None)
     log = logs.get("chute.pipeline").bind(**spec.context())
@@ -96,8 +97,17 @@ class _Attempt:
 class Step:
     """The entries of one step, supervised together: timeouts, retries, fail fast, cancel."""
 
-    def __init__(self, spec: RunSpec, ws: Path, step: StepPlan, records: list[EntryRecord], log, emit: Emit,
-                 cancel: Cancel | None, modules: Modules | None):
+    def __init__(
+        self,
+        spec: RunSpec,
+        ws: Path,
+        step: StepPlan,
+        records: list[EntryRecord],
+        log,
+        emit: Emit,
+        cancel: Cancel | None,
+        modules: Modules | None,
+    ):
         self.spec, self.ws, self.step, self.records, self.log, self.emit = spec, ws, step, records, log, emit
         self.cancel, self.modules = cancel, modules
         self.attempts: dict[int, _Attempt] = {}
@@ -222,8 +232,9 @@ class Step:
         except OSError as exc:  # the workspace itself (ours, not the file's): its disk is full or gone
             rec.status = EntryStatus.FAILED
             reason = f"cannot prepare the workspace for {plan.module}: {exc.strerror or exc}"
-            self.log.warning("entry.failed", step=plan.step, module=plan.module, attempt=rec.attempts,
-                             reason=reason, retrying=False)
+            self.log.warning(
+                "entry.failed", step=plan.step, module=plan.module, attempt=rec.attempts, reason=reason, retrying=False
+            )
             self._fail(failure(reason, plan.step, plan.module), Fault.MACHINE)
             return
         rec.log = log_path
@@ -234,14 +245,16 @@ class Step:
         argv = [self.spec.python, plan.entrypoint, *plan.argv(self.ws)]
         on_progress = lambda value: self.emit("entry.progress", label=plan.label, module=plan.module, progress=value)
         try:
-            proc = ModuleProcess(argv, plan.folder, self._environ(plan, marker), blog, marker,
-                                 self._spawner(plan), on_progress)
+            proc = ModuleProcess(
+                argv, plan.folder, self._environ(plan, marker), blog, marker, self._spawner(plan), on_progress
+            )
         except OSError as exc:  # its folder vanished since it was loaded: the entry fails, with the reason
             blog.close()
             rec.status = EntryStatus.FAILED
             reason = f"cannot start module {plan.module}: {exc.strerror or exc} ({exc.filename or plan.folder})"
-            self.log.warning("entry.failed", step=plan.step, module=plan.module, attempt=rec.attempts,
-                             reason=reason, retrying=False)
+            self.log.warning(
+                "entry.failed", step=plan.step, module=plan.module, attempt=rec.attempts, reason=reason, retrying=False
+            )
             self._fail(failure(reason, plan.step, plan.module), None)
             return
         if proc.fallback is not None:
@@ -266,11 +279,17 @@ class Step:
 
     def _environ(self, plan: EntryPlan, marker: str) -> dict[str, str]:
         env = dict(self.spec.environ)
-        env.update({
-            "CHUTE_RUN_ID": self.spec.run_id, "CHUTE_JOB": self.spec.job.name, "CHUTE_STEP": plan.step,
-            "CHUTE_MODULE": plan.module, "CHUTE_ENTRY": marker, "TMPDIR": str(self.ws / ".tmp" / plan.label),
-            "PYTHONUNBUFFERED": "1",
-        })
+        env.update(
+            {
+                "CHUTE_RUN_ID": self.spec.run_id,
+                "CHUTE_JOB": self.spec.job.name,
+                "CHUTE_STEP": plan.step,
+                "CHUTE_MODULE": plan.module,
+                "CHUTE_ENTRY": marker,
+                "TMPDIR": str(self.ws / ".tmp" / plan.label),
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
         return env
 
     def _spawner(self, plan: EntryPlan):
@@ -317,15 +336,28 @@ class Step:
 
     def _succeeded(self, rec: EntryRecord, a: _Attempt) -> None:
         rec.status = EntryStatus.SUCCEEDED
-        self.log.info("entry.finished", step=rec.plan.step, module=rec.plan.module, exit_code=rec.exit_code,
-                      attempt=rec.attempts, duration_s=round(a.proc.duration, 3))
+        self.log.info(
+            "entry.finished",
+            step=rec.plan.step,
+            module=rec.plan.module,
+            exit_code=rec.exit_code,
+            attempt=rec.attempts,
+            duration_s=round(a.proc.duration, 3),
+        )
         self.emit("entry.finished", label=rec.plan.label, module=rec.plan.module)
 
     def _failed(self, rec: EntryRecord, reason: str, fault: Fault | None) -> None:
         rec.reason = reason
         retrying = fault is None and rec.attempts <= rec.plan.retries
-        self.log.warning("entry.failed", step=rec.plan.step, module=rec.plan.module, exit_code=rec.exit_code,
-                         attempt=rec.attempts, reason=reason, retrying=retrying)
+        self.log.warning(
+            "entry.failed",
+            step=rec.plan.step,
+            module=rec.plan.module,
+            exit_code=rec.exit_code,
+            attempt=rec.attempts,
+            reason=reason,
+            retrying=retrying,
+        )
         self.emit("entry.failed", label=rec.plan.label, module=rec.plan.module, reason=reason, retrying=retrying)
         if retrying:
             self._start(rec.plan.index)
@@ -394,4 +426,3 @@ class Step:
             return f"the workspace's disk is full ({free >> 10} KiB free)", Fault.MACHINE
         hit = next((m for m in MACHINE_ERRORS if m in tail), None)
         return (f"{hit} in the workspace", Fault.MACHINE) if hit else None
-

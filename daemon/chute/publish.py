@@ -40,8 +40,12 @@ def describe_input(path: Path, name: str, inbox: Path | None) -> dict[str, Any]:
 
 def input_object(name: str, size: int, sha256: str | None, inbox: Path | None) -> dict[str, Any]:
     """The manifest's `input` object from its values: a name or inbox that is not UTF-8 gets its `_b64` twin."""
-    return {**names.fields("name", name), "size": size, "sha256": sha256,
-            **(names.fields("inbox", str(inbox)) if inbox is not None else {"inbox": None})}
+    return {
+        **names.fields("name", name),
+        "size": size,
+        "sha256": sha256,
+        **(names.fields("inbox", str(inbox)) if inbox is not None else {"inbox": None}),
+    }
 
 
 def input_name(manifest: dict[str, Any]) -> str:
@@ -49,7 +53,9 @@ def input_name(manifest: dict[str, Any]) -> str:
     return names.original(manifest["input"], "name")
 
 
-def manifest(spec: RunSpec, outcome: Outcome, input_info: dict[str, Any], artifacts: list[dict[str, Any]]) -> dict[str, Any]:
+def manifest(
+    spec: RunSpec, outcome: Outcome, input_info: dict[str, Any], artifacts: list[dict[str, Any]]
+) -> dict[str, Any]:
     """The manifest.json (or report.json) of SPEC §6."""
     return {
         "schema": SCHEMA,
@@ -112,8 +118,16 @@ def build_result(spec: RunSpec, outcome: Outcome, ws: Path, input_info: dict[str
         for a in spec.job.public:
             src = ws / a.name
             link_or_copy(src, build / a.name)
-            artifacts.append({"name": a.name, "type": a.type, "size": src.stat().st_size,
-                              "sha256": sha256_of(src), "step": a.step, "module": a.module})
+            artifacts.append(
+                {
+                    "name": a.name,
+                    "type": a.type,
+                    "size": src.stat().st_size,
+                    "sha256": sha256_of(src),
+                    "step": a.step,
+                    "module": a.module,
+                }
+            )
         _write_json(build / "manifest.json", manifest(spec, outcome, input_info, artifacts))
         sync_tree(build)
     except BaseException:

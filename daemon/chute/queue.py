@@ -18,8 +18,12 @@ log = logs.get("chute.queue")
 # an outage of minutes is retried within a minute of its end, and a long one costs little.
 DEFER_MIN, DEFER_MAX = 2.0, 60.0
 # How a run's end is written in the ledger.
-LEDGER_STATE = {RunStatus.SUCCEEDED: State.SUCCEEDED, RunStatus.FAILED: State.FAILED,
-                RunStatus.RELEASED: State.RELEASED, RunStatus.LOST: State.DISCARDED}
+LEDGER_STATE = {
+    RunStatus.SUCCEEDED: State.SUCCEEDED,
+    RunStatus.FAILED: State.FAILED,
+    RunStatus.RELEASED: State.RELEASED,
+    RunStatus.LOST: State.DISCARDED,
+}
 
 
 @dataclass
@@ -48,8 +52,9 @@ class RunQueue:
     def add(self, active: Active, *, front: bool = False) -> None:
         """A claimed (or adopted) run, written to the ledger as queued."""
         spec = active.spec
-        self.ledger.queued(spec.run_id, str(active.inbox.path), spec.job.name, spec.input_name,
-                           str(spec.claim), utcnow())
+        self.ledger.queued(
+            spec.run_id, str(active.inbox.path), spec.job.name, spec.input_name, str(spec.claim), utcnow()
+        )
         (self.pending.appendleft if front else self.pending.append)(active)
 
     def ready(self, now: float) -> Active | None:
@@ -67,9 +72,16 @@ class RunQueue:
 
     def finished(self, active: Active, result: RunResult) -> None:
         self.running.pop(active.run_id, None)
-        self.ledger.finished(active.run_id, LEDGER_STATE[result.status], utcnow(),
-                             None if result.result_dir is None else str(result.result_dir), result.error,
-                             result.input_size, result.input_sha256, result.worker)
+        self.ledger.finished(
+            active.run_id,
+            LEDGER_STATE[result.status],
+            utcnow(),
+            None if result.result_dir is None else str(result.result_dir),
+            result.error,
+            result.input_size,
+            result.input_sha256,
+            result.worker,
+        )
         if self.telemetry is not None:
             self.telemetry.run_ended(active, result, self.clock() - active.queued_at)
 
@@ -89,8 +101,9 @@ class RunQueue:
         active.not_before = now + delay
         self.ledger.requeued(active.run_id, failure(f"waiting ({fault.value if fault else 'deferred'}): {reason}"))
         self.pending.append(active)
-        log.warning("run.deferred", **active.spec.context(), reason=reason, fault=fault and fault.value,
-                    retry_in_s=delay)
+        log.warning(
+            "run.deferred", **active.spec.context(), reason=reason, fault=fault and fault.value, retry_in_s=delay
+        )
         if self.telemetry is not None:
             self.telemetry.deferred(active, fault.value if fault else "unknown")
 

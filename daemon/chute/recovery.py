@@ -46,8 +46,9 @@ class Recovery:
         self.next_beat = 0.0
         self.shared: set[Path] = set()  # watched inboxes where another daemon holds a lease too
 
-    def heartbeat(self, now: float, leased: set[Path], watched: dict[Path, Inbox], *, take_over: bool = True,
-                  force: bool = False) -> list[Adopted]:
+    def heartbeat(
+        self, now: float, leased: set[Path], watched: dict[Path, Inbox], *, take_over: bool = True, force: bool = False
+    ) -> list[Adopted]:
         """Rewrite our leases; with `take_over`, take the claims of daemons judged dead in the watched inboxes."""
         if not force and now < self.next_beat:
             return []
@@ -108,10 +109,18 @@ class Recovery:
             claim = claims.take_over(old, inbox.path, self.me, charge)
             if claim is None:
                 continue  # another daemon took it first
-            a = Adopted(inbox, claim, claims.run_id_of(claim), claims.input_of(claim), claims.crashes(claim), owner,
-                        gone)
-            log.warning("run.taken_over", run_id=a.run_id, job=inbox.job, inbox=str(inbox.path), file=a.name,
-                        owner=owner, crashes=a.crashes)
+            a = Adopted(
+                inbox, claim, claims.run_id_of(claim), claims.input_of(claim), claims.crashes(claim), owner, gone
+            )
+            log.warning(
+                "run.taken_over",
+                run_id=a.run_id,
+                job=inbox.job,
+                inbox=str(inbox.path),
+                file=a.name,
+                owner=owner,
+                crashes=a.crashes,
+            )
             taken.append(a)
         drop_lease(inbox.path, owner)
         self.clock.forget(inbox.path, owner)
@@ -138,8 +147,15 @@ def reconcile_ledger(ledger: Ledger, held: set[str], inboxes: dict[Path, Inbox])
             continue
         state, result, error = reconcile(run, inboxes)
         ledger.finished(run.run_id, state, utcnow(), None if result is None else str(result), error or None)
-        log.info("run.reconciled", run_id=run.run_id, job=run.job, inbox=run.inbox, file=run.input_name,
-                 state=state.value, result=None if result is None else str(result))
+        log.info(
+            "run.reconciled",
+            run_id=run.run_id,
+            job=run.job,
+            inbox=run.inbox,
+            file=run.input_name,
+            state=state.value,
+            result=None if result is None else str(result),
+        )
 
 
 def reconcile(run: Run, inboxes: dict[Path, Inbox]) -> tuple[State, Path | None, dict]:

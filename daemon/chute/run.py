@@ -115,8 +115,11 @@ class EntryRecord:
 
     def as_manifest(self) -> dict[str, Any]:
         return {
-            "module": self.plan.module, "module_version": self.plan.module_version,
-            "status": self.status.value, "exit_code": self.exit_code, "attempts": self.attempts,
+            "module": self.plan.module,
+            "module_version": self.plan.module_version,
+            "status": self.status.value,
+            "exit_code": self.exit_code,
+            "attempts": self.attempts,
             "duration_s": round(self.duration_s, 3),
         }
 
@@ -166,8 +169,9 @@ def utcnow() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def failure(reason: str, step: str | None = None, module: str | None = None,
-            exit_code: int | None = None, log_tail: str = "") -> dict[str, Any]:
+def failure(
+    reason: str, step: str | None = None, module: str | None = None, exit_code: int | None = None, log_tail: str = ""
+) -> dict[str, Any]:
     """The `error` object of a report (SPEC §6)."""
     return {"step": step, "module": module, "reason": reason, "exit_code": exit_code, "log_tail": log_tail}
 

@@ -17,8 +17,9 @@ from .publish import describe_input
 from .run import EntryStat, Fault, Outcome, RunResult, RunSpec, RunStatus, failure, os_reason
 
 
-def execute(spec: RunSpec, cancel: Cancel | None = None, emit: Emit | None = None,
-            modules: Modules | None = None) -> RunResult:
+def execute(
+    spec: RunSpec, cancel: Cancel | None = None, emit: Emit | None = None, modules: Modules | None = None
+) -> RunResult:
     """Run `spec` and deliver its result; never raises for what a module, a file or a folder did."""
     started = time.monotonic()
     fence = fence_of(spec)
@@ -44,8 +45,7 @@ def _resume(spec: RunSpec, fence: ClaimFence) -> RunResult | None:
     return None
 
 
-def _run(spec: RunSpec, fence: Fence, cancel: Cancel | None, emit: Emit | None,
-         modules: Modules | None) -> RunResult:
+def _run(spec: RunSpec, fence: Fence, cancel: Cancel | None, emit: Emit | None, modules: Modules | None) -> RunResult:
     log = logs.get("chute.runner").bind(**spec.context())
     ws: Path | None = None
     try:
@@ -111,5 +111,9 @@ def _crashed_too_often(spec: RunSpec, fence: Fence, outcome: Outcome) -> bool:
 
 
 def _stats(outcome: Outcome) -> tuple[EntryStat, ...]:
-    return tuple(EntryStat(r.plan.module, r.status.value, round(r.duration_s, 3), r.attempts)
-                 for _, records in outcome.steps for r in records if r.attempts)
+    return tuple(
+        EntryStat(r.plan.module, r.status.value, round(r.duration_s, 3), r.attempts)
+        for _, records in outcome.steps
+        for r in records
+        if r.attempts
+    )

@@ -25,7 +25,7 @@ def config_schema() -> dict[str, Any]:
         "$schema": DRAFT,
         "title": "chute configuration",
         "description": f"chute {__version__}: the daemon's config file (see config.example.yaml). "
-                       "Relative paths are relative to the file's folder.",
+        "Relative paths are relative to the file's folder.",
         **{k: v for k, v in schema.items() if k not in ("title", "description")},
     }
 

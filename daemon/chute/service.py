@@ -47,8 +47,9 @@ class Stop(enum.Enum):
 
 
 class Service:
-    def __init__(self, catalog: Catalog, notifier: Notifier | None = None, executor: Executor | None = None,
-                 clock=time.monotonic):
+    def __init__(
+        self, catalog: Catalog, notifier: Notifier | None = None, executor: Executor | None = None, clock=time.monotonic
+    ):
         self.catalog, self.clock = catalog, clock
         self.notifier = notifier or Notifier()
         self.me = Identity.mine()
@@ -82,8 +83,14 @@ class Service:
         self.telemetry.start()
         self._adopt(self.recovery.heartbeat(self.clock(), self._leased(), self._watched(), force=True))
         self._reconcile()
-        log.info("daemon.started", pid=os.getpid(), daemon=self.me.daemon_id, config=str(self.catalog.config_file),
-                 inboxes=[str(i.path) for i in cfg.inboxes], workers=cfg.workers)
+        log.info(
+            "daemon.started",
+            pid=os.getpid(),
+            daemon=self.me.daemon_id,
+            config=str(self.catalog.config_file),
+            inboxes=[str(i.path) for i in cfg.inboxes],
+            workers=cfg.workers,
+        )
         self.notifier.ready()
         self._status()
 
@@ -144,8 +151,9 @@ class Service:
             self._drain(now)
         self._status()
         self._watchdog(now)
-        self.telemetry.tick(now, len(self.queue.pending), len(self.queue.running), self.queue.oldest(now),
-                            self.intake.states())
+        self.telemetry.tick(
+            now, len(self.queue.pending), len(self.queue.running), self.queue.oldest(now), self.intake.states()
+        )
 
     def next_due(self) -> float:
         """When the loop has something to do, if nothing wakes it first."""
@@ -203,8 +211,11 @@ class Service:
             return
         old = {i.path: i for i in self.catalog.config.inboxes}
         now = {i.path: i for i in new.config.inboxes}
-        restart_needed = [k for k in ("state_dir", "work_dir", "workers", "executor", "work_reserve_mb", "lease_timeout")
-                          if getattr(new.config, k) != getattr(self.catalog.config, k)]
+        restart_needed = [
+            k
+            for k in ("state_dir", "work_dir", "workers", "executor", "work_reserve_mb", "lease_timeout")
+            if getattr(new.config, k) != getattr(self.catalog.config, k)
+        ]
         self.catalog = self.runs.catalog = new
         self.telemetry.reconfigure(new.config)
         for path in set(old) - set(now):
@@ -214,9 +225,14 @@ class Service:
                 self.intake.remove(path)
             if path not in old or inbox != old[path]:
                 self._add_inbox(inbox)
-        log.info("daemon.reloaded", inboxes=[str(p) for p in now], jobs=sorted(new.jobs),
-                 added=[str(p) for p in set(now) - set(old)], removed=[str(p) for p in set(old) - set(now)],
-                 needs_restart=restart_needed or None)
+        log.info(
+            "daemon.reloaded",
+            inboxes=[str(p) for p in now],
+            jobs=sorted(new.jobs),
+            added=[str(p) for p in set(now) - set(old)],
+            removed=[str(p) for p in set(old) - set(now)],
+            needs_restart=restart_needed or None,
+        )
         self.notifier.ready()
 
     def _add_inbox(self, inbox: Inbox) -> None:
@@ -236,8 +252,12 @@ class Service:
         self.state, self.stop_at = Stop.DRAINING, now + cfg.shutdown_timeout
         self.notifier.stopping()
         self.notifier.extend_timeout(cfg.shutdown_timeout + self._grace() + STOP_MARGIN)
-        log.info("daemon.stopping", running=len(self.queue.running), queued=len(self.queue.pending),
-                 timeout=cfg.shutdown_timeout)
+        log.info(
+            "daemon.stopping",
+            running=len(self.queue.running),
+            queued=len(self.queue.pending),
+            timeout=cfg.shutdown_timeout,
+        )
 
     def _drain(self, now: float) -> None:
         self.runs.release_waiting()
@@ -258,8 +278,15 @@ class Service:
 
     def _status(self) -> None:
         waiting = len(self.queue.pending) - self.queue.waiting(self.clock())  # deferred, backing off
-        self.notifier.status(status_line(len(self.queue.pending), len(self.queue.running),
-                                         self.runs.counts["done"], self.runs.counts["failed"], waiting))
+        self.notifier.status(
+            status_line(
+                len(self.queue.pending),
+                len(self.queue.running),
+                self.runs.counts["done"],
+                self.runs.counts["failed"],
+                waiting,
+            )
+        )
 
     def healthy(self) -> bool:
         # A loop that keeps failing is not making progress: let systemd's watchdog restart it.

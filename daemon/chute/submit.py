@@ -26,7 +26,9 @@ def add_parser(add) -> None:
     sp.add_argument("file", type=Path)
     sp.add_argument("--job", required=True)
     sp.add_argument("--outbox", type=Path, help="default: the outbox of the first inbox that runs this job")
-    sp.add_argument("--quarantine", type=Path, help="default: that inbox's quarantine, or a 'quarantine' folder beside the outbox")
+    sp.add_argument(
+        "--quarantine", type=Path, help="default: that inbox's quarantine, or a 'quarantine' folder beside the outbox"
+    )
 
 
 def _folders(cat, args) -> tuple[Path, Path]:
@@ -34,7 +36,9 @@ def _folders(cat, args) -> tuple[Path, Path]:
     outbox = args.outbox or (inbox.outbox if inbox else None)
     if outbox is None:
         raise UsageError(f"job {args.job!r} has no inbox in the config: pass --outbox")
-    quarantine = args.quarantine or (inbox.quarantine if inbox and not args.outbox else outbox.resolve().parent / "quarantine")
+    quarantine = args.quarantine or (
+        inbox.quarantine if inbox and not args.outbox else outbox.resolve().parent / "quarantine"
+    )
     return outbox.resolve(), quarantine.resolve()
 
 
@@ -61,11 +65,20 @@ def run(args) -> int:
     me = Identity.mine()
     owner = staging.owner_dir(cfg.work_dir, me, f"submit-{me.daemon_id}").name
     spec = RunSpec(
-        run_id=new_run_id(), job=cat.jobs[args.job], input_path=file.resolve(), input_name=file.name,
-        outbox=outbox, quarantine=quarantine, work_dir=cfg.work_dir, owner=owner,
-        default_timeout=cfg.defaults.timeout, host=me.host,
-        environ=tuple(module_environ(os.environ).items()), python=sys.executable,
-        launch=Launch(cfg.launcher.mode, tuple(cfg.launcher.preload)), work_reserve=cfg.work_reserve,
+        run_id=new_run_id(),
+        job=cat.jobs[args.job],
+        input_path=file.resolve(),
+        input_name=file.name,
+        outbox=outbox,
+        quarantine=quarantine,
+        work_dir=cfg.work_dir,
+        owner=owner,
+        default_timeout=cfg.defaults.timeout,
+        host=me.host,
+        environ=tuple(module_environ(os.environ).items()),
+        python=sys.executable,
+        launch=Launch(cfg.launcher.mode, tuple(cfg.launcher.preload)),
+        work_reserve=cfg.work_reserve,
     )
     # SIGTERM too stops every module process and removes the workspace, like Ctrl-C.
     signal.signal(signal.SIGTERM, _raise_interrupt)
@@ -92,10 +105,17 @@ def _launcher(spec: RunSpec) -> Modules | None:
 def _with_progress(spec: RunSpec, modules) -> RunResult:
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    columns = (TextColumn("{task.description:<32}"), BarColumn(), TextColumn("{task.fields[state]:<10}"), TimeElapsedColumn())
+    columns = (
+        TextColumn("{task.description:<32}"),
+        BarColumn(),
+        TextColumn("{task.fields[state]:<10}"),
+        TimeElapsedColumn(),
+    )
     with Progress(*columns) as progress:
-        tasks = {e.label: progress.add_task(f"{e.step} / {e.module}", total=1.0, state="waiting", start=False)
-                 for e in spec.job.entries()}
+        tasks = {
+            e.label: progress.add_task(f"{e.step} / {e.module}", total=1.0, state="waiting", start=False)
+            for e in spec.job.entries()
+        }
 
         def emit(event: str, label: str, **fields) -> None:
             task = tasks[label]

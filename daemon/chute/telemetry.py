@@ -16,8 +16,12 @@ from .queue import Active
 from .run import RunResult, RunStatus
 
 # How a run's end is counted (chute_runs_total{status}).
-_STATUS = {RunStatus.SUCCEEDED: "succeeded", RunStatus.FAILED: "failed", RunStatus.RELEASED: "released",
-           RunStatus.LOST: "discarded"}
+_STATUS = {
+    RunStatus.SUCCEEDED: "succeeded",
+    RunStatus.FAILED: "failed",
+    RunStatus.RELEASED: "released",
+    RunStatus.LOST: "discarded",
+}
 
 
 class Telemetry:
@@ -56,9 +60,13 @@ class Telemetry:
             self.metrics.entry_finished(spec.job.name, e.module, e.status, e.duration_s, e.attempts)
         if result.status not in (RunStatus.SUCCEEDED, RunStatus.FAILED):
             return
-        fields = dict(run_id=spec.run_id, job=spec.job.name, file=spec.input_name,
-                      result=None if result.result_dir is None else str(result.result_dir),
-                      duration_s=round(waited_s, 3))
+        fields = dict(
+            run_id=spec.run_id,
+            job=spec.job.name,
+            file=spec.input_name,
+            result=None if result.result_dir is None else str(result.result_dir),
+            duration_s=round(waited_s, 3),
+        )
         if result.status == RunStatus.FAILED:
             error = result.error or {}
             fields.update(reason=error.get("reason"), step=error.get("step"), module=error.get("module"))
@@ -81,8 +89,14 @@ class Telemetry:
     def daemon_error(self, reason: str) -> None:
         self.notifications.send("daemon.error", inbox=None, reason=reason)
 
-    def tick(self, now: float, queued: int, running: int, oldest_s: float | None,
-             inboxes: dict[str, tuple[bool, float | None]]) -> None:
+    def tick(
+        self,
+        now: float,
+        queued: int,
+        running: int,
+        oldest_s: float | None,
+        inboxes: dict[str, tuple[bool, float | None]],
+    ) -> None:
         """Every loop iteration: the gauges, and the textfile when it is due."""
         self.metrics.queue(queued, running, oldest_s)
         for path, (available, scanned_at) in inboxes.items():

@@ -45,8 +45,27 @@ IGNORED_NAMES = frozenset({"thumbs.db", "desktop.ini"})
 # proc(5): mountinfo writes space, tab, newline and backslash in paths as \040, \011, \012, \134.
 _OCTAL_ESCAPE = re.compile(r"\\([0-7]{3})")
 # Filesystems where other machines' writes raise no inotify event here.
-NETWORK_FS = {"nfs", "nfs4", "cifs", "smb3", "smbfs", "ncpfs", "afs", "ceph", "glusterfs", "lustre",
-              "9p", "fuse.sshfs", "fuse.glusterfs", "fuse.ceph", "fuse.s3fs", "gpfs", "beegfs", "ocfs2", "gfs2"}
+NETWORK_FS = {
+    "nfs",
+    "nfs4",
+    "cifs",
+    "smb3",
+    "smbfs",
+    "ncpfs",
+    "afs",
+    "ceph",
+    "glusterfs",
+    "lustre",
+    "9p",
+    "fuse.sshfs",
+    "fuse.glusterfs",
+    "fuse.ceph",
+    "fuse.s3fs",
+    "gpfs",
+    "beegfs",
+    "ocfs2",
+    "gfs2",
+}
 
 
 def _globs(patterns: tuple[str, ...]):
@@ -164,7 +183,7 @@ def _open_flags(pid: str, fd: str) -> int:
     finally:
         os.close(f)
     at = data.index(b"flags:") + 6
-    return int(data[at:data.index(b"\n", at)], 8)
+    return int(data[at : data.index(b"\n", at)], 8)
 
 
 @dataclass(slots=True)
@@ -201,8 +220,14 @@ class InboxWatcher:
     happened (under `writing_lock`) and wake the service: `scan` applies it.
     """
 
-    def __init__(self, inbox: Inbox, settle: float, poll_interval: float, wake: threading.Event | None = None,
-                 rescan_interval: float = RESCAN_INTERVAL):
+    def __init__(
+        self,
+        inbox: Inbox,
+        settle: float,
+        poll_interval: float,
+        wake: threading.Event | None = None,
+        rescan_interval: float = RESCAN_INTERVAL,
+    ):
         self.inbox = inbox
         self.path = os.fspath(inbox.path)
         self.wake = wake  # the service's loop, woken by a hint instead of waiting for its tick

@@ -92,7 +92,9 @@ def parse(text: str, path: Path, display: str | None = None) -> Document:
         reason = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise DefinitionError([Problem(display, line, "", f"YAML syntax error: {reason}")]) from None
     except _DuplicateKey as dup:
-        raise DefinitionError([Problem(display, dup.line, dup.field, f"key is given twice (first on line {dup.first})")]) from None
+        raise DefinitionError(
+            [Problem(display, dup.line, dup.field, f"key is given twice (first on line {dup.first})")]
+        ) from None
     except RecursionError:  # `a: &x [*x]`: an alias inside itself
         raise DefinitionError([Problem(display, None, "", "YAML nests too deeply (an alias inside itself?)")]) from None
     finally:

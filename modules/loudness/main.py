@@ -28,10 +28,7 @@ ABSOLUTE_GATE = -70.0  # LUFS (BS.1770-4, EBU Tech 3342)
 # for a steady tone; below one second's worth of values, report no range.
 MIN_SHORT_TERMS = 10
 
-TRUE_PEAK_METHOD = (
-    "FFmpeg ebur128 filter: signal upsampled to 192 kHz (4x at 48 kHz), "
-    "ITU-R BS.1770-4 Annex 2"
-)
+TRUE_PEAK_METHOD = "FFmpeg ebur128 filter: signal upsampled to 192 kHz (4x at 48 kHz), ITU-R BS.1770-4 Annex 2"
 RANGE_METHOD = "FFmpeg ebur128 filter (EBU Tech 3342); null under 4 s of sound"
 INTEGRATED_METHOD = "FFmpeg ebur128 filter (ITU-R BS.1770-4)"
 
@@ -60,9 +57,7 @@ def _report(stream, meter, seconds):
     return {
         "schema": SCHEMA,
         "integrated_lufs": _rounded(_gated(meter.integrated)),
-        "loudness_range_lu": _rounded(
-            meter.loudness_range if meter.short_terms >= MIN_SHORT_TERMS else None
-        ),
+        "loudness_range_lu": _rounded(meter.loudness_range if meter.short_terms >= MIN_SHORT_TERMS else None),
         "true_peak_dbtp": _rounded(_decibels(meter.true_peak)),
         "sample_peak_dbfs": _rounded(_decibels(meter.sample_peak)),
         "duration_s": round(seconds, 3),
@@ -110,9 +105,7 @@ class _Ebur128:
         if float(metadata.get("lavfi.r128.S", -120)) >= ABSOLUTE_GATE:
             self.short_terms += 1
         self.true_peak = max(self.true_peak, float(metadata.get("lavfi.r128.true_peak", 0)))
-        self.sample_peak = max(
-            self.sample_peak, float(metadata.get("lavfi.r128.sample_peak", 0))
-        )
+        self.sample_peak = max(self.sample_peak, float(metadata.get("lavfi.r128.sample_peak", 0)))
 
 
 def _seconds(container, stream):

@@ -62,9 +62,7 @@ def _transcode(source, temporary, height, crf):
     video_in = source.streams.video[0]
     audio_in = source.streams.audio[0] if source.streams.audio else None
     origin = _seconds(video_in.start_time, video_in.time_base)
-    duration = _seconds(video_in.duration, video_in.time_base) or (
-        (source.duration or 0) / av.time_base
-    )
+    duration = _seconds(video_in.duration, video_in.time_base) or ((source.duration or 0) / av.time_base)
     options = {"movflags": "faststart"}
     with av.open(str(temporary), "w", format="mp4", options=options) as proxy:
         mux = _Muxer(proxy)
@@ -98,9 +96,7 @@ class _Video:
         context = source.codec_context
         if not context.width or not context.height:
             raise UnusableInput("the video stream has no picture size")
-        self.width, self.height = proxy_size(
-            context.width, context.height, source.sample_aspect_ratio or 1, height
-        )
+        self.width, self.height = proxy_size(context.width, context.height, source.sample_aspect_ratio or 1, height)
         rate = source.average_rate or source.guessed_rate or 25
         self.mux = mux
         self.stream = proxy.add_stream("libx264", rate=rate)

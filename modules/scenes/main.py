@@ -78,10 +78,7 @@ def _report(video, scenes, stats, threshold):
     rate = video.frame_rate
     scene_list = scenes.get_scene_list(start_in_scene=True)
     # Every scene but the first starts with a cut.
-    cuts = [
-        {**_at(start.seconds, rate), "score": _score(stats, start)}
-        for start, _ in scene_list[1:]
-    ]
+    cuts = [{**_at(start.seconds, rate), "score": _score(stats, start)} for start, _ in scene_list[1:]]
     shots = [
         {
             "start": _at(start.seconds, rate),

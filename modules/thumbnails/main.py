@@ -235,8 +235,12 @@ class _Scaler:
 
     def tile(self, frame):
         image = self.scaler.reformat(
-            frame, width=self.width, height=self.height, format="rgb24",
-            interpolation="AREA", threads=1,
+            frame,
+            width=self.width,
+            height=self.height,
+            format="rgb24",
+            interpolation="AREA",
+            threads=1,
         ).to_image()
         _label(image, _at(frame.pts, self.stream), self.font)
         return image

@@ -77,9 +77,7 @@ class _Envelope:
 
     def add(self, planes):
         # Per sample: lowest and highest value over the channels.
-        samples = np.concatenate(
-            [self.carry, np.stack([planes.min(axis=0), planes.max(axis=0)])], axis=1
-        )
+        samples = np.concatenate([self.carry, np.stack([planes.min(axis=0), planes.max(axis=0)])], axis=1)
         whole = samples.shape[1] // self.block * self.block
         self.carry = samples[:, whole:]
         if whole:
@@ -113,6 +111,7 @@ class _Envelope:
 
 def _draw(lows, highs, height):
     """Paint each column from its maximum down to its minimum."""
+
     def row(value):
         return np.round((1 - np.clip(value, -1, 1)) / 2 * (height - 1)).astype(int)
 

@@ -26,9 +26,20 @@ SUMMARY = re.compile(r"^config\.yaml: invalid, (\d+) problems?$")
 
 # One case of each kind, run one by one; the sweep below runs them all.
 REPRESENTATIVE = [
-    "yaml_syntax_job", "yaml_raw_nul", "empty_job", "manifest_not_utf8", "config_not_utf8",
-    "module_entrypoint_symlink", "module_duplicate_name", "job_module_not_loaded", "job_type_vs_producer",
-    "artifact_name_nul", "option_wrong_type", "config_outbox_in_inbox", "config_archive_missing", "many_files",
+    "yaml_syntax_job",
+    "yaml_raw_nul",
+    "empty_job",
+    "manifest_not_utf8",
+    "config_not_utf8",
+    "module_entrypoint_symlink",
+    "module_duplicate_name",
+    "job_module_not_loaded",
+    "job_type_vs_producer",
+    "artifact_name_nul",
+    "option_wrong_type",
+    "config_outbox_in_inbox",
+    "config_archive_missing",
+    "many_files",
 ]
 
 

@@ -39,8 +39,9 @@ def test_kill_9_at_random_moments_loses_and_duplicates_nothing(tmp_path):
     config = setup.write()
     path = Path(inbox["path"])
     path.mkdir()
-    inputs = {f"f{i:02d}.bin": (b"sleep=0.3\n" if i % 3 else b"") + f"file {i}\n".encode() * (i + 1)
-              for i in range(FILES)}
+    inputs = {
+        f"f{i:02d}.bin": (b"sleep=0.3\n" if i % 3 else b"") + f"file {i}\n".encode() * (i + 1) for i in range(FILES)
+    }
     names = list(inputs)
     batches = [names[i::KILLS] for i in range(KILLS)]  # files keep arriving between kills
     kills = in_startup = with_runs = 0
@@ -65,9 +66,11 @@ def test_kill_9_at_random_moments_loses_and_duplicates_nothing(tmp_path):
             d.kill()
     taken_over = sum(len(d.events("run.taken_over")) for d in daemons)
     recovered = sum(len(d.events("run.recovered")) for d in daemons)
-    print(f"\nkill -9: {FILES} files, {kills} kills ({in_startup} during start-up or recovery, "
-          f"{with_runs} with runs in flight), {kills} restarts, {taken_over} claims taken over "
-          f"({recovered} of them finished delivering)")
+    print(
+        f"\nkill -9: {FILES} files, {kills} kills ({in_startup} during start-up or recovery, "
+        f"{with_runs} with runs in flight), {kills} restarts, {taken_over} claims taken over "
+        f"({recovered} of them finished delivering)"
+    )
     assert all(d.events("daemon.error") == [] for d in daemons)
     assert_processed_once(inbox, inputs)
     assert not (path / ".chute" / "claimed").exists() or not any((path / ".chute" / "claimed").iterdir())
@@ -96,7 +99,9 @@ def test_a_file_that_keeps_killing_its_worker_is_quarantined_after_max_crashes(t
     assert q["reason"].endswith("in 3 runs of this file"), q["reason"]
     quarantine = Path(inbox["quarantine"])
     assert files(quarantine) == ["poison"]
-    assert sorted(files(quarantine / "poison")) == sorted(["poison.bin", "report.json"] + (["logs"] if launcher == "warm" else []))
+    assert sorted(files(quarantine / "poison")) == sorted(
+        ["poison.bin", "report.json"] + (["logs"] if launcher == "warm" else [])
+    )
     assert (quarantine / "poison" / "poison.bin").read_bytes() == b"killparent\n"
     shutil.rmtree(quarantine / "poison")
     assert_processed_once(inbox, others)
@@ -133,8 +138,14 @@ def dead_daemon_id() -> str:
 
 def manifest(run_id: str, name: str, data: bytes, status: str = "succeeded") -> str:
     """A result's manifest.json as the dead daemon had written it (the fields read back here)."""
-    return json.dumps({"schema": "chute.manifest/1", "run_id": run_id, "status": status,
-                       "input": {"name": name, "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}})
+    return json.dumps(
+        {
+            "schema": "chute.manifest/1",
+            "run_id": run_id,
+            "status": status,
+            "input": {"name": name, "size": len(data), "sha256": hashlib.sha256(data).hexdigest()},
+        }
+    )
 
 
 def test_a_restart_finishes_every_stage_a_crash_can_leave_a_claim_in(tmp_path):
@@ -172,8 +183,9 @@ def test_a_restart_finishes_every_stage_a_crash_can_leave_a_claim_in(tmp_path):
         (where / "report.json").write_text(manifest(run_id, name, data, "failed"))
 
     # Runs again from the start: nothing of its result went out.
-    for n, (stage, markers, commit) in enumerate([("claimed", (), False), ("running", (claims.RUNNING,), False),
-                                                   ("committed", (claims.RUNNING,), True)]):
+    for n, (stage, markers, commit) in enumerate(
+        [("claimed", (), False), ("running", (claims.RUNNING,), False), ("committed", (claims.RUNNING,), True)]
+    ):
         name, data, _, _ = claim(stage, n, *markers, commit=commit)
         rerun[name] = data
     name, data, run_id, _ = claim("building", 3, claims.RUNNING)
@@ -210,8 +222,14 @@ def test_a_restart_finishes_every_stage_a_crash_can_leave_a_claim_in(tmp_path):
     quarantined[name] = data
 
     with Daemon(config) as d:
-        wait_until(lambda: len(files(archive)) == len(rerun) + len(finished) and len(files(quarantine)) == 3
-                   and not claimed_inputs(path), 30)
+        wait_until(
+            lambda: (
+                len(files(archive)) == len(rerun) + len(finished)
+                and len(files(quarantine)) == 3
+                and not claimed_inputs(path)
+            ),
+            30,
+        )
         assert d.stop() == 0
         assert sorted(ev["file"] for ev in d.events("run.started")) == sorted(rerun)
         assert {ev["run_id"] for ev in d.events("run.recovered")} == delivered

@@ -21,8 +21,23 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import (CHUTE, Daemon, Setup, claimed_inputs, event_time, exact_name, files, ledger_runs,
-                           ledger_states, logged_name, max_overlap, run_intervals, sha256, status_json, wait_until)
+from tests.harness import (
+    CHUTE,
+    Daemon,
+    Setup,
+    claimed_inputs,
+    event_time,
+    exact_name,
+    files,
+    ledger_runs,
+    ledger_states,
+    logged_name,
+    max_overlap,
+    run_intervals,
+    sha256,
+    status_json,
+    wait_until,
+)
 
 SETTLE = 0.3  # the harness's defaults.settle
 
@@ -139,8 +154,13 @@ print(repr(time.time()), flush=True)
 def test_a_file_held_open_by_another_process_is_claimed_only_after_close(tmp_path):
     config, daemon, inbox = start(tmp_path)
     with daemon as d:
-        writer = subprocess.run([sys.executable, "-c", WRITER, str(inbox / "other.mov"), str(2 * SETTLE), "4"],
-                                capture_output=True, text=True, timeout=30, check=True)
+        writer = subprocess.run(
+            [sys.executable, "-c", WRITER, str(inbox / "other.mov"), str(2 * SETTLE), "4"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        )
         closed_at = float(writer.stdout)
         wait_finished(config, 1)
         [claimed] = d.events("file.claimed")
@@ -210,9 +230,11 @@ IGNORED = {
 
 
 def test_every_ignore_rule_leaves_the_file_untouched_and_logs_it_once(tmp_path):
-    config, daemon, inbox = start(tmp_path, include=["*.mov", "*.nfo", "*.db", "*.ini", "*.part*", "*.tmp",
-                                                     "*download"],
-                                  exclude=["*.nfo", "SKIP-*"])
+    config, daemon, inbox = start(
+        tmp_path,
+        include=["*.mov", "*.nfo", "*.db", "*.ini", "*.part*", "*.tmp", "*download"],
+        exclude=["*.nfo", "SKIP-*"],
+    )
     with daemon as d:
         for name in IGNORED:
             (inbox / name).write_bytes(name.encode())
@@ -302,8 +324,12 @@ def test_a_symlink_is_quarantined_as_a_link_and_its_target_never_read(tmp_path):
         assert "symbolic link" in report["error"]["reason"]
         assert report["input"]["name"] == name
     after = secret.stat()
-    assert (after.st_mode, after.st_size, after.st_mtime_ns, after.st_ino) == \
-           (before.st_mode, before.st_size, before.st_mtime_ns, before.st_ino)
+    assert (after.st_mode, after.st_size, after.st_mtime_ns, after.st_ino) == (
+        before.st_mode,
+        before.st_size,
+        before.st_mtime_ns,
+        before.st_ino,
+    )
     secret.chmod(0o600)
     assert secret.read_bytes() == b"not for chute"
     assert fifo.is_fifo()
@@ -365,8 +391,9 @@ def test_auto_watches_a_local_folder_with_events(tmp_path):
 
 
 def retry(config: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([str(CHUTE), "retry", *args, "--config", str(config)], capture_output=True, text=True,
-                          timeout=60)
+    return subprocess.run(
+        [str(CHUTE), "retry", *args, "--config", str(config)], capture_output=True, text=True, timeout=60
+    )
 
 
 def test_retry_puts_quarantined_inputs_back_and_they_run_again(tmp_path):

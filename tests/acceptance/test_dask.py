@@ -14,8 +14,18 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import (CHUTE, Daemon, Setup, assert_processed_once, drop, files, ledger_runs, processes_with,
-                           status_json, wait_until)
+from tests.harness import (
+    CHUTE,
+    Daemon,
+    Setup,
+    assert_processed_once,
+    drop,
+    files,
+    ledger_runs,
+    processes_with,
+    status_json,
+    wait_until,
+)
 
 pytest.importorskip("distributed")
 
@@ -23,7 +33,7 @@ from tests.dask_cluster import Cluster, free_port, make_certificates  # noqa: E4
 
 # The copy module, plus: with $CHUTE_TEST_ONCE set (in the workers' environment), the first step of a run
 # sleeps for a long time on its first attempt only, so a test can kill the worker under it.
-SLEEP_ONCE = '''\
+SLEEP_ONCE = """\
 import os, time
 _once = os.environ.get("CHUTE_TEST_ONCE")
 if _once and os.environ["CHUTE_STEP"] == "first":
@@ -31,7 +41,7 @@ if _once and os.environ["CHUTE_STEP"] == "first":
     if not os.path.exists(_flag):
         open(_flag, "w").close()
         time.sleep(120)
-'''
+"""
 
 
 @pytest.fixture
@@ -181,8 +191,16 @@ def test_a_worker_that_does_not_see_the_share_is_refused_and_the_others_work(tmp
     share.mkdir()
     cluster.add_worker("good")
     # Its own mount namespace, with an empty tmpfs over the share: it sees none of the daemon's folders.
-    hide = ("unshare", "--mount", "--propagation", "private", "sh", "-c", 'mount -t tmpfs tmpfs "$0" && exec "$@"',
-            str(share))
+    hide = (
+        "unshare",
+        "--mount",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        'mount -t tmpfs tmpfs "$0" && exec "$@"',
+        str(share),
+    )
     cluster.add_worker("blind", wrap=hide)
     addresses = cluster.wait_for_workers(2)
     setup = dask_setup(tmp_path, cluster)
@@ -225,7 +243,8 @@ def test_no_reachable_scheduler_at_start_is_one_line_and_exit_1(tmp_path):
     result = subprocess.run([str(CHUTE), "run", "--config", str(config)], capture_output=True, text=True, timeout=60)
     assert result.returncode == 1
     assert result.stderr.splitlines() == [
-        f"chute: cannot reach the Dask scheduler at {address} (executor.address) within 1 s"]
+        f"chute: cannot reach the Dask scheduler at {address} (executor.address) within 1 s"
+    ]
 
 
 def test_sigterm_stops_the_run_on_its_worker_and_puts_the_input_back(tmp_path, cluster):
@@ -263,21 +282,33 @@ def test_a_tls_cluster_runs_files_and_refuses_a_daemon_without_certificates(tmp_
         plain_address = cluster.address.replace("tls://", "tcp://")  # no certificate: the scheduler will not talk
         plain = Setup(tmp_path, executor={"kind": "dask", "address": plain_address, "connect_timeout": 2})
         plain.inbox()
-        result = subprocess.run([str(CHUTE), "run", "--config", str(plain.write("plain"))], capture_output=True,
-                                text=True, timeout=60)
+        result = subprocess.run(
+            [str(CHUTE), "run", "--config", str(plain.write("plain"))], capture_output=True, text=True, timeout=60
+        )
         assert result.returncode == 1
         assert result.stderr.splitlines() == [
-            f"chute: cannot reach the Dask scheduler at {plain_address} (executor.address) within 2 s"]
-        missing = Setup(tmp_path, executor={"kind": "dask", "address": cluster.address,
-                                            "security": {**{k: str(v) for k, v in tls.items()},
-                                                         "ca_file": str(tmp_path / "gone.pem")}})
+            f"chute: cannot reach the Dask scheduler at {plain_address} (executor.address) within 2 s"
+        ]
+        missing = Setup(
+            tmp_path,
+            executor={
+                "kind": "dask",
+                "address": cluster.address,
+                "security": {**{k: str(v) for k, v in tls.items()}, "ca_file": str(tmp_path / "gone.pem")},
+            },
+        )
         missing.inbox()
-        result = subprocess.run([str(CHUTE), "run", "--config", str(missing.write("missing"))], capture_output=True,
-                                text=True, timeout=60)
+        result = subprocess.run(
+            [str(CHUTE), "run", "--config", str(missing.write("missing"))], capture_output=True, text=True, timeout=60
+        )
         assert (result.returncode, result.stderr.splitlines()) == (
-            1, [f"chute: cannot read executor.security.ca_file {tmp_path / 'gone.pem'}"])
-        setup = Setup(tmp_path, executor={"kind": "dask", "address": cluster.address,
-                                          "security": {k: str(v) for k, v in tls.items()}})
+            1,
+            [f"chute: cannot read executor.security.ca_file {tmp_path / 'gone.pem'}"],
+        )
+        setup = Setup(
+            tmp_path,
+            executor={"kind": "dask", "address": cluster.address, "security": {k: str(v) for k, v in tls.items()}},
+        )
         inbox = setup.inbox()
         path = Path(inbox["path"])
         path.mkdir(exist_ok=True)

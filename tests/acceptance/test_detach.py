@@ -77,8 +77,15 @@ class Detached:
         self.exit_codes: dict[int, int] = {}
 
     def chute(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([str(CHUTE), *args], cwd=self.cwd, env=self.env, capture_output=True, text=True,
-                              stdin=subprocess.DEVNULL, timeout=timeout)
+        return subprocess.run(
+            [str(CHUTE), *args],
+            cwd=self.cwd,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            stdin=subprocess.DEVNULL,
+            timeout=timeout,
+        )
 
     def reap(self) -> None:
         """Collect every adopted child that has exited (the daemon, its orphaned helpers)."""
@@ -89,9 +96,11 @@ class Detached:
 
     def exit_code(self, pid: int, timeout: float = 20) -> int:
         """Wait for the (adopted) detached process `pid` to exit; its exit code."""
+
         def exited():
             self.reap()
             return pid in self.exit_codes
+
         wait_until(exited, timeout)
         return self.exit_codes[pid]
 
@@ -172,8 +181,9 @@ def test_stale_pidfile_is_taken(tmp_path, detached):
     pidfile = tmp_path / "chute.pid"
     pidfile.write_text(f"{dead.pid}\n")
 
-    result = detached.chute("run", "--detach", "--pidfile", str(pidfile), "--log-file", str(tmp_path / "chute.log"),
-                            "--config", str(config))
+    result = detached.chute(
+        "run", "--detach", "--pidfile", str(pidfile), "--log-file", str(tmp_path / "chute.log"), "--config", str(config)
+    )
     assert result.returncode == 0, result.stderr
     pid = int(pidfile.read_text())
     assert pid != dead.pid and state(pid) not in (None, "Z")
@@ -202,11 +212,13 @@ def test_no_detach_under_systemd(tmp_path, detached):
     setup.inbox()
     setup.write()
     detached.env["NOTIFY_SOCKET"] = str(tmp_path / "notify.sock")
-    result = detached.chute("run", "--detach", "--pidfile", "chute.pid", "--log-file", "chute.log",
-                            "--config", "chute.yaml")
+    result = detached.chute(
+        "run", "--detach", "--pidfile", "chute.pid", "--log-file", "chute.log", "--config", "chute.yaml"
+    )
     assert result.returncode == 2
     assert result.stderr.splitlines() == [
-        "chute: --detach is for hosts without systemd; under systemd run `chute run` in the foreground"]
+        "chute: --detach is for hosts without systemd; under systemd run `chute run` in the foreground"
+    ]
     assert not (tmp_path / "chute.pid").exists()
 
 
@@ -216,10 +228,12 @@ def test_failure_while_starting_is_the_commands(tmp_path, detached):
     setup = Setup(tmp_path, executor={"kind": "dask", "address": f"tcp://127.0.0.1:{port}", "connect_timeout": 1})
     setup.inbox()
     setup.write()
-    result = detached.chute("run", "--detach", "--pidfile", "chute.pid", "--log-file", "chute.log",
-                            "--config", "chute.yaml")
+    result = detached.chute(
+        "run", "--detach", "--pidfile", "chute.pid", "--log-file", "chute.log", "--config", "chute.yaml"
+    )
     assert result.returncode == 1
     assert result.stderr.splitlines() == [
-        f"chute: cannot reach the Dask scheduler at tcp://127.0.0.1:{port} (executor.address) within 1 s"]
+        f"chute: cannot reach the Dask scheduler at tcp://127.0.0.1:{port} (executor.address) within 1 s"
+    ]
     assert not (tmp_path / "chute.pid").exists()
     wait_until(lambda: not detached.running())

@@ -25,8 +25,16 @@ import pytest
 from chute.entry import sweep
 from tests.harness import CHUTE, Daemon, Setup, drop, wait_until
 
-RUN_EVENTS = ("file.claimed", "run.started", "entry.started", "entry.finished", "entry.failed",
-              "run.published", "run.quarantined", "run.released")
+RUN_EVENTS = (
+    "file.claimed",
+    "run.started",
+    "entry.started",
+    "entry.finished",
+    "entry.failed",
+    "run.published",
+    "run.quarantined",
+    "run.released",
+)
 RUN_FIELDS = ("run_id", "job", "inbox", "file")
 LEVELS = {"debug": 7, "info": 6, "warning": 4, "error": 3, "critical": 2}
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -139,8 +147,9 @@ class Terminal:
 def start(config: Path, stdout: int, marker: str) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "JOURNAL_STREAM")}
     env["CHUTE_TEST_DAEMON"] = marker
-    return subprocess.Popen([str(CHUTE), "run", "--config", str(config)], stdin=subprocess.DEVNULL,
-                            stdout=stdout, stderr=stdout, env=env)
+    return subprocess.Popen(
+        [str(CHUTE), "run", "--config", str(config)], stdin=subprocess.DEVNULL, stdout=stdout, stderr=stdout, env=env
+    )
 
 
 @pytest.fixture
@@ -186,8 +195,15 @@ def test_console_lines_on_a_terminal(tmp_path, terminal):
         seen.append(match[2])
         if match[2] in RUN_EVENTS:
             assert "file=good.bin" in line and "job=twostep" in line and "run_id=" in line, line
-    for name in ("daemon.started", "file.claimed", "run.started", "entry.started", "entry.finished",
-                 "run.published", "daemon.stopped"):
+    for name in (
+        "daemon.started",
+        "file.claimed",
+        "run.started",
+        "entry.started",
+        "entry.finished",
+        "run.published",
+        "daemon.stopped",
+    ):
         assert name in seen, (name, seen)
 
 

@@ -71,9 +71,11 @@ class Systemd:
 
     def wait(self, text: str, since: float = 0.0, timeout: float = 15.0) -> Datagram:
         """The first datagram matching `text` that arrived at or after `since`."""
+
         def arrived():
             found = self.all(text, since)
             return found[0] if found else None
+
         arrived.__name__ = f"datagram {text!r}"
         return wait_until(arrived, timeout)
 
@@ -121,8 +123,12 @@ def test_one_lifetime(systemd, tmp_path):
     inbox = Path(first["path"])
     dump = tmp_path / "module-env"
     dump.mkdir()
-    env = {"NOTIFY_SOCKET": systemd.address, "WATCHDOG_USEC": str(WATCHDOG_USEC),
-           "CHUTE_TEST_ENV_DUMP": str(dump), "INVOCATION_ID": uuid.uuid4().hex}
+    env = {
+        "NOTIFY_SOCKET": systemd.address,
+        "WATCHDOG_USEC": str(WATCHDOG_USEC),
+        "CHUTE_TEST_ENV_DUMP": str(dump),
+        "INVOCATION_ID": uuid.uuid4().hex,
+    }
     # systemd sets WATCHDOG_PID to the main pid; without it, the watchdog applies as well (sd_watchdog_enabled(3)).
     pid_env = ("WATCHDOG_PID",) if systemd.address.startswith("/") else ()
     daemon = Daemon(config, env=env, pid_env=pid_env)
@@ -130,7 +136,7 @@ def test_one_lifetime(systemd, tmp_path):
     with daemon:
         # READY=1 once every inbox is watched: their events are in the log before it.
         ready = systemd.wait("READY=1")
-        before_ready = daemon.log_path.read_bytes()[:ready.log_size].decode()
+        before_ready = daemon.log_path.read_bytes()[: ready.log_size].decode()
         assert {ev["inbox"] for ev in events_in(before_ready, "inbox.watching")} == {first["path"], second["path"]}
         assert events_in(before_ready, "daemon.started")
         systemd.wait("STATUS=0 queued, 0 running, 0 done, 0 failed")
@@ -198,7 +204,7 @@ def test_one_lifetime(systemd, tmp_path):
         extend = systemd.wait("EXTEND_TIMEOUT_USEC", stopping.at)
         # Long enough for the drain, the modules' kill grace (5 s) and the margin before a stuck worker is killed.
         assert int(extend.fields["EXTEND_TIMEOUT_USEC"]) >= (setup.config["shutdown_timeout"] + 5 + 10) * 1_000_000
-        during_drain = daemon.log_path.read_bytes()[:extend.log_size].decode()
+        during_drain = daemon.log_path.read_bytes()[: extend.log_size].decode()
         assert not [ev for ev in events_in(during_drain, "run.published") if ev["file"] == "three.bin"]
         assert daemon.proc.wait(30) == 0
         assert daemon.events("run.published", file="three.bin")

@@ -28,8 +28,9 @@ def test_a_module_that_segfaults_or_aborts_fails_its_run_and_nothing_else(tmp_pa
             drop(path, name, data)
         wait_until(lambda: len(files(Path(inbox["archive"]))) == 6 and len(files(Path(inbox["quarantine"]))) == 2, 30)
         assert d.events("executor.worker_died") == []  # the module died, not the pool worker
-    reports = {name: json.loads((Path(inbox["quarantine"]) / name / "report.json").read_text())
-               for name in ("crash", "aborts")}
+    reports = {
+        name: json.loads((Path(inbox["quarantine"]) / name / "report.json").read_text()) for name in ("crash", "aborts")
+    }
     assert reports["crash"]["error"]["reason"] == f"killed by signal {signal.SIGSEGV.value}"
     assert reports["aborts"]["error"]["reason"] == f"killed by signal {signal.SIGABRT.value}"
     assert all(r["error"]["step"] == "first" and r["error"]["module"] == "copy" for r in reports.values())

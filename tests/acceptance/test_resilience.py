@@ -20,8 +20,19 @@ from pathlib import Path
 import pytest
 
 from chute.ledger import FILE, Ledger
-from tests.harness import (CHUTE, Daemon, Setup, assert_processed_once, claimed_inputs, drop, files, ledger_runs,
-                           processes_with, status_json, wait_until)
+from tests.harness import (
+    CHUTE,
+    Daemon,
+    Setup,
+    assert_processed_once,
+    claimed_inputs,
+    drop,
+    files,
+    ledger_runs,
+    processes_with,
+    status_json,
+    wait_until,
+)
 from tests.pipelines import proc_alive
 
 pytestmark = pytest.mark.timeout(180)
@@ -233,8 +244,12 @@ def test_an_unreadable_file_is_quarantined_with_the_reason_and_never_blocks_the_
     locked = drop(path, "locked.bin", b"secret\n")
     locked.chmod(0o000)
     # As a daemon without CAP_DAC_OVERRIDE (root here has it, the `chute` user of the unit does not).
-    no_override = ("setpriv", "--inh-caps=-dac_override,-dac_read_search",
-                   "--bounding-set=-dac_override,-dac_read_search", "--")
+    no_override = (
+        "setpriv",
+        "--inh-caps=-dac_override,-dac_read_search",
+        "--bounding-set=-dac_override,-dac_read_search",
+        "--",
+    )
     with Daemon(config, wrap=no_override) as d:
         [q] = d.wait_event("run.quarantined", timeout=30)
         drop(path, "good.bin", b"good\n")
@@ -261,8 +276,12 @@ def test_a_file_another_user_dropped_is_run_from_a_copy_and_keeps_its_owner_and_
     theirs = drop(path, "theirs.bin", b"dropped by someone else\n")
     os.chown(theirs, 4321, 4321)
     theirs.chmod(0o644)
-    not_owner = ("setpriv", "--inh-caps=-dac_override,-dac_read_search,-fowner",
-                 "--bounding-set=-dac_override,-dac_read_search,-fowner", "--")
+    not_owner = (
+        "setpriv",
+        "--inh-caps=-dac_override,-dac_read_search,-fowner",
+        "--bounding-set=-dac_override,-dac_read_search,-fowner",
+        "--",
+    )
     with Daemon(config, wrap=not_owner) as d:
         wait_until(lambda: files(Path(inbox["archive"])) == ["theirs.bin"], 30)
         assert d.events("run.quarantined") == [] and d.events("run.deferred") == []

@@ -97,8 +97,16 @@ class Share:
         return subprocess.run(self.put_command(local, remote), capture_output=True, text=True, timeout=timeout)
 
     def put_command(self, local: Path, remote: str) -> list[str]:
-        return [SMBCLIENT, "//127.0.0.1/inbox", "-p", str(self.port), "-N", f"--configfile={self.client_conf}",
-                "-c", f'put "{local}" "{remote}"']
+        return [
+            SMBCLIENT,
+            "//127.0.0.1/inbox",
+            "-p",
+            str(self.port),
+            "-N",
+            f"--configfile={self.client_conf}",
+            "-c",
+            f'put "{local}" "{remote}"',
+        ]
 
 
 @pytest.fixture
@@ -121,14 +129,21 @@ def share(tmp_path: Path) -> Iterator[Share]:
     env = dict(os.environ, CHUTE_TEST_SMBD=marker.split("=", 1)[1])
     out = open(state / "smbd.out", "wb")
     # A session of its own: on SIGTERM smbd signals its whole process group, which must not be pytest's.
-    proc = subprocess.Popen([SMBD, "--foreground", "--no-process-group", f"--configfile={conf}", "--debug-stdout"],
-                            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        [SMBD, "--foreground", "--no-process-group", f"--configfile={conf}", "--debug-stdout"],
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        env=env,
+        start_new_session=True,
+    )
     try:
+
         def listening():
             if proc.poll() is not None:
                 raise AssertionError(f"smbd exited ({proc.returncode}):\n{(state / 'smbd.out').read_text()[-2000:]}")
             return accepts(port)
+
         wait_until(listening, timeout=30)
         yield Share(inbox, port, client_conf, state / "smbd.out")
     finally:
@@ -184,8 +199,7 @@ def test_a_slow_smb_upload_is_claimed_only_after_smbd_closes_it(tmp_path, share)
     parts = [b"slow\n" + os.urandom(64 * 1024), os.urandom(256 * 1024), os.urandom(128 * 1024)]
     remote = share.inbox / "slow.mov"
     with daemon as d:
-        client = subprocess.Popen(share.put_command(fifo, "slow.mov"), stdout=subprocess.PIPE,
-                                  stderr=subprocess.STDOUT)
+        client = subprocess.Popen(share.put_command(fifo, "slow.mov"), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         try:
             with open_fifo(fifo, client) as feed:
                 for part in parts[:-1]:
@@ -211,6 +225,7 @@ def test_a_slow_smb_upload_is_claimed_only_after_smbd_closes_it(tmp_path, share)
 
 def open_fifo(fifo: Path, reader: subprocess.Popen):
     """`fifo` opened to write, once `reader` has opened it to read (an AssertionError if it exits first)."""
+
     def opened():
         if reader.poll() is not None:
             raise AssertionError(f"smbclient exited ({reader.returncode}): {reader.stdout.read().decode()}")
@@ -218,6 +233,7 @@ def open_fifo(fifo: Path, reader: subprocess.Popen):
             return os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
         except OSError:  # ENXIO: no reader yet
             return None
+
     fd = wait_until(opened, timeout=20)
     os.set_blocking(fd, True)
     return os.fdopen(fd, "wb")
@@ -226,12 +242,25 @@ def open_fifo(fifo: Path, reader: subprocess.Popen):
 def test_auto_polls_a_cifs_mount_of_the_share(tmp_path, share):
     filesystems = Path("/proc/filesystems").read_text().split()
     if "cifs" not in filesystems:
-        pytest.skip("the kernel here has no cifs filesystem (not in /proc/filesystems, no modules to load): "
-                    "watch_mode on cifs is covered with a fake mountinfo in tests/unit/test_watcher.py")
+        pytest.skip(
+            "the kernel here has no cifs filesystem (not in /proc/filesystems, no modules to load): "
+            "watch_mode on cifs is covered with a fake mountinfo in tests/unit/test_watcher.py"
+        )
     mount = tmp_path / "mnt"
     mount.mkdir()
-    mounted = subprocess.run(["mount", "-t", "cifs", "//127.0.0.1/inbox", str(mount), "-o",
-                              f"ip=127.0.0.1,port={share.port},guest,vers=3.0"], capture_output=True, text=True)
+    mounted = subprocess.run(
+        [
+            "mount",
+            "-t",
+            "cifs",
+            "//127.0.0.1/inbox",
+            str(mount),
+            "-o",
+            f"ip=127.0.0.1,port={share.port},guest,vers=3.0",
+        ],
+        capture_output=True,
+        text=True,
+    )
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount the share with cifs here: {mounted.stderr.strip() or mounted.returncode}")
     try:

@@ -14,8 +14,18 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.harness import (Daemon, NotifySocket, Setup, TWO_STEP_JOB, assert_processed_once, claimed_inputs, drop,
-                           files, processes_with, wait_until)
+from tests.harness import (
+    Daemon,
+    NotifySocket,
+    Setup,
+    TWO_STEP_JOB,
+    assert_processed_once,
+    claimed_inputs,
+    drop,
+    files,
+    processes_with,
+    wait_until,
+)
 
 
 @pytest.fixture
@@ -110,7 +120,7 @@ def test_sighup_adds_an_inbox(tmp_path, notify_socket):
         reload(d, setup)
         messages = notify_socket.messages()
         reloading = next(i for i, m in enumerate(messages) if "RELOADING=1" in m.splitlines())
-        assert "READY=1" in messages[reloading + 1:], "READY=1 must end the reload"
+        assert "READY=1" in messages[reloading + 1 :], "READY=1 must end the reload"
         drop(Path(second["path"]), "new.bin", b"new inbox\n")
         drop(Path(first["path"]), "old.bin", b"old inbox\n")
         wait_until(lambda: files(second["archive"]) and files(first["archive"]), 20)
@@ -185,7 +195,7 @@ def test_sighup_with_a_broken_config_is_refused_and_the_old_one_keeps_working(tm
         assert d.events("daemon.reloaded") == []
         messages = notify_socket.messages()
         reloading = next(i for i, m in enumerate(messages) if "RELOADING=1" in m.splitlines())
-        assert "READY=1" in messages[reloading + 1:], "a refused reload still ends with READY=1"
+        assert "READY=1" in messages[reloading + 1 :], "a refused reload still ends with READY=1"
         drop(Path(inbox["path"]), "after.bin", b"after a bad reload\n")
         wait_until(lambda: files(inbox["archive"]), 20)
         assert d.stop() == 0

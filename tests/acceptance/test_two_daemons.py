@@ -12,8 +12,7 @@ import signal
 import time
 from pathlib import Path
 
-from tests.harness import (Daemon, Setup, assert_processed_once, claimed_inputs, drop, files, ledger_runs,
-                           wait_until)
+from tests.harness import Daemon, Setup, assert_processed_once, claimed_inputs, drop, files, ledger_runs, wait_until
 
 LEASE_TIMEOUT = 3.0  # tests/harness.py's Setup default
 
@@ -46,8 +45,10 @@ def test_two_daemons_on_one_inbox_process_200_files_each_exactly_once(tmp_path):
     assert len({r.run_id for r in runs}) == len(runs), "a run id in both ledgers"
     by_a = sum(r.state.value == "succeeded" for r in ledger_runs(a.config))
     assert 0 < by_a < 200, f"one daemon did all the work ({by_a} by a)"
-    print(f"\ntwo daemons: 200 files, {by_a} by a, {200 - by_a} by b, "
-          f"{len(a.events('file.taken_elsewhere')) + len(b.events('file.taken_elsewhere'))} claims lost to the other")
+    print(
+        f"\ntwo daemons: 200 files, {by_a} by a, {200 - by_a} by b, "
+        f"{len(a.events('file.taken_elsewhere')) + len(b.events('file.taken_elsewhere'))} claims lost to the other"
+    )
     assert_processed_once(inbox, inputs)
 
 
@@ -85,10 +86,13 @@ def test_a_frozen_daemons_runs_are_taken_over_and_still_processed_exactly_once(t
     assert len(published) == len(inputs), "a run published twice"
     runs = ledger_runs(a.config) + ledger_runs(b.config)
     assert sum(r.state.value == "succeeded" for r in runs) == len(inputs)
-    assert all(r.state.value in ("succeeded", "discarded") for r in runs), \
-        [(r.run_id, r.state.value, r.error) for r in runs if r.state.value not in ("succeeded", "discarded")]
-    print(f"\nfrozen daemon: {len(inputs)} files, {len(taken_ids)} runs taken over, "
-          f"{len(discarded)} discarded by the frozen daemon")
+    assert all(r.state.value in ("succeeded", "discarded") for r in runs), [
+        (r.run_id, r.state.value, r.error) for r in runs if r.state.value not in ("succeeded", "discarded")
+    ]
+    print(
+        f"\nfrozen daemon: {len(inputs)} files, {len(taken_ids)} runs taken over, "
+        f"{len(discarded)} discarded by the frozen daemon"
+    )
     assert_processed_once(inbox, inputs)
 
 

@@ -78,8 +78,11 @@ def test_the_wheel_carries_the_bundled_modules_jobs_and_example_config(wheel):
 
 def test_installed_from_the_wheel_chute_checks_and_runs_the_embedded_default(venv, wheel, tmp_path):
     chute = venv / "bin" / "chute"
-    site = Path(_ok(_run([venv / "bin" / "python", "-c", "import chute.config as c; print(c.EMBEDDED_DEFAULT)"],
-                         cwd=tmp_path)).stdout.strip())
+    site = Path(
+        _ok(
+            _run([venv / "bin" / "python", "-c", "import chute.config as c; print(c.EMBEDDED_DEFAULT)"], cwd=tmp_path)
+        ).stdout.strip()
+    )
     assert site.is_relative_to(venv) and not site.is_relative_to(REPO)
 
     # Without the media extra: the definitions load; a bundled module says what is missing, in one line.

@@ -50,10 +50,21 @@ def test_an_attempt_left_running_by_a_lost_connection_is_stopped_before_the_run_
     cfg.work_dir.mkdir()
     source = tmp_path / "clip.bin"
     source.write_bytes(b"clip\n")
-    spec = RunSpec(run_id=new_run_id(), job=cat.jobs["twostep"], input_path=source, input_name=source.name,
-                   outbox=Path(inbox["outbox"]), quarantine=Path(inbox["quarantine"]), work_dir=cfg.work_dir,
-                   owner="test", default_timeout=60, host="test", environ=(), python=sys.executable,
-                   launch=Launch("fresh"))
+    spec = RunSpec(
+        run_id=new_run_id(),
+        job=cat.jobs["twostep"],
+        input_path=source,
+        input_name=source.name,
+        outbox=Path(inbox["outbox"]),
+        quarantine=Path(inbox["quarantine"]),
+        work_dir=cfg.work_dir,
+        owner="test",
+        default_timeout=60,
+        host="test",
+        environ=(),
+        python=sys.executable,
+        launch=Launch("fresh"),
+    )
     executor = DaskExecutor(lambda: cfg)
     try:
         wait_until(lambda: executor.free() == 1, 30)

@@ -32,7 +32,7 @@ RUN_TIMEOUT = 60
 
 # What a module sees of its process, as JSON on stdout. Threads are counted before anything is
 # imported: a fresh `import numpy` starts OpenBLAS's pool at once, a warm child only when it is used.
-VIEW = r'''
+VIEW = r"""
 import os
 threads = len(os.listdir("/proc/self/task"))
 import ctypes, json, locale, random, signal, sys, tempfile, time
@@ -75,11 +75,11 @@ print(json.dumps({
     "flags": list(sys.flags), "filesystem_encoding": sys.getfilesystemencoding(),
     "random": random.random(),
 }))
-'''
+"""
 
 # How a module ends, by its first argument; every ending also shows that the module's threads were
 # joined, its atexit handlers ran, and its objects were torn down (an unflushed, unclosed file).
-ENDINGS = r'''
+ENDINGS = r"""
 import atexit, os, signal, sys, threading, time
 
 class Noisy:
@@ -114,32 +114,32 @@ elif ending == "segfault":
 elif ending == "interrupted":
     os.kill(os.getpid(), signal.SIGINT)
     time.sleep(60)
-'''
+"""
 
-HELPER = r'''
+HELPER = r"""
 import os
 appended = open(os.path.join(os.environ["CHUTE_TEST_OUT"], "unclosed.txt"), "a")
 appended.write("appended by a helper, never closed\n")
-'''
+"""
 
-SLEEPER = r'''
+SLEEPER = r"""
 import subprocess, sys, time
 if len(sys.argv) > 1:  # a child in the module's process group, as an ffmpeg would be
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
     print(child.pid, flush=True)
 print("started", flush=True)
 time.sleep(600)
-'''
+"""
 
-BLAS = r'''
+BLAS = r"""
 import os, numpy as np
 a = np.arange(90000, dtype=float).reshape(300, 300) / 90000
 assert np.allclose((a @ np.eye(300)), a)
 print(len(os.listdir("/proc/self/task")))
-'''
+"""
 
 # Everything a module could do to its process that must not reach the next module run.
-VANDAL = r'''
+VANDAL = r"""
 import os, signal, sys, threading, time
 signal.signal(signal.SIGTERM, signal.SIG_IGN)
 signal.signal(signal.SIGUSR1, lambda *_: None)
@@ -160,7 +160,7 @@ if how == "os_exit":
     os._exit(3)
 elif how == "segfault":
     os.kill(os.getpid(), signal.SIGSEGV)
-'''
+"""
 
 
 @dataclass(frozen=True)
@@ -175,8 +175,14 @@ def folder(tmp_path: Path) -> Path:
     """A module folder holding every test module, and a TMPDIR and output folder beside it."""
     module = tmp_path / "module"
     module.mkdir()
-    for name, text in [("view.py", VIEW), ("endings.py", ENDINGS), ("helper.py", HELPER),
-                       ("sleeper.py", SLEEPER), ("blas.py", BLAS), ("vandal.py", VANDAL)]:
+    for name, text in [
+        ("view.py", VIEW),
+        ("endings.py", ENDINGS),
+        ("helper.py", HELPER),
+        ("sleeper.py", SLEEPER),
+        ("blas.py", BLAS),
+        ("vandal.py", VANDAL),
+    ]:
         (module / name).write_text(textwrap.dedent(text))
     (tmp_path / "tmp").mkdir()
     (tmp_path / "out").mkdir()
@@ -195,10 +201,18 @@ def launcher():
 
 def module_env(folder: Path, **changes: str | None) -> dict[str, str]:
     """The environment chute gives a module (SPEC §2), with `changes` (None removes a variable)."""
-    env = {**os.environ, "CHUTE_RUN_ID": "20261124T180512Z-3f9a1c", "CHUTE_JOB": "job", "CHUTE_STEP": "step",
-           "CHUTE_MODULE": "module", "CHUTE_ENTRY": "entry-1", "CHUTE_TEST_MARK": "seen",
-           "CHUTE_TEST_OUT": str(folder.parent / "out"), "TMPDIR": str(folder.parent / "tmp"),
-           "PYTHONUNBUFFERED": "1"}
+    env = {
+        **os.environ,
+        "CHUTE_RUN_ID": "20261124T180512Z-3f9a1c",
+        "CHUTE_JOB": "job",
+        "CHUTE_STEP": "step",
+        "CHUTE_MODULE": "module",
+        "CHUTE_ENTRY": "entry-1",
+        "CHUTE_TEST_MARK": "seen",
+        "CHUTE_TEST_OUT": str(folder.parent / "out"),
+        "TMPDIR": str(folder.parent / "tmp"),
+        "PYTHONUNBUFFERED": "1",
+    }
     for name, value in changes.items():
         if value is None:
             env.pop(name, None)
@@ -208,8 +222,16 @@ def module_env(folder: Path, **changes: str | None) -> dict[str, str]:
 
 
 def run_fresh(argv: list[str], cwd: Path, env: dict[str, str]) -> Ran:
-    proc = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, start_new_session=True, close_fds=True)
+    proc = subprocess.Popen(
+        argv,
+        cwd=cwd,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+        close_fds=True,
+    )
     stdout, stderr = proc.communicate(timeout=RUN_TIMEOUT)
     return Ran(proc.returncode, stdout.decode(), stderr.decode())
 
@@ -270,12 +292,15 @@ def both(launcher: Launcher, argv: list[str], cwd: Path, env: dict[str, str]) ->
 # ---- parity: a module cannot tell a warm start from a fresh one ----
 
 
-@pytest.mark.parametrize("changes", [
-    pytest.param({}, id="chute-env"),
-    pytest.param({"PYTHONUNBUFFERED": None}, id="buffered-stdio"),
-    pytest.param({"LANG": None, "LC_ALL": None, "LC_CTYPE": None}, id="no-locale-coerced"),
-    pytest.param({"PYTHONIOENCODING": "latin-1:replace", "TZ": "Asia/Kolkata"}, id="io-encoding-and-tz"),
-])
+@pytest.mark.parametrize(
+    "changes",
+    [
+        pytest.param({}, id="chute-env"),
+        pytest.param({"PYTHONUNBUFFERED": None}, id="buffered-stdio"),
+        pytest.param({"LANG": None, "LC_ALL": None, "LC_CTYPE": None}, id="no-locale-coerced"),
+        pytest.param({"PYTHONIOENCODING": "latin-1:replace", "TZ": "Asia/Kolkata"}, id="io-encoding-and-tz"),
+    ],
+)
 def test_a_module_sees_what_a_fresh_interpreter_gives_it(launcher, folder, changes):
     env = module_env(folder, **changes)
     fresh, warm = (view(ran) for ran in both(launcher, [PYTHON, "view.py", "--input", "/x/in.mp4"], folder, env))
@@ -293,10 +318,18 @@ def test_a_module_sees_what_a_fresh_interpreter_gives_it(launcher, folder, chang
     assert warm["tmpdir"] == str(folder.parent / "tmp")
 
 
-@pytest.mark.parametrize("ending, returncode", [
-    ("returns", 0), ("raises", 1), ("exit7", 7), ("exit_text", 1), ("modkit_fail", 2),
-    ("segfault", -signal.SIGSEGV), ("interrupted", -signal.SIGINT),
-])
+@pytest.mark.parametrize(
+    "ending, returncode",
+    [
+        ("returns", 0),
+        ("raises", 1),
+        ("exit7", 7),
+        ("exit_text", 1),
+        ("modkit_fail", 2),
+        ("segfault", -signal.SIGSEGV),
+        ("interrupted", -signal.SIGINT),
+    ],
+)
 @pytest.mark.parametrize("unbuffered", ["1", None], ids=["unbuffered", "buffered"])
 def test_a_module_ends_as_it_would_in_a_fresh_interpreter(launcher, folder, ending, returncode, unbuffered):
     env = module_env(folder, PYTHONUNBUFFERED=unbuffered)
@@ -317,14 +350,15 @@ def test_a_module_ends_as_it_would_in_a_fresh_interpreter(launcher, folder, endi
 def test_a_traceback_and_messages_read_as_from_a_fresh_interpreter(launcher, folder):
     env = module_env(folder)
     raised = run_warm(launcher, [PYTHON, "endings.py", "raises"], folder, env)
-    assert raised.stderr.startswith("Traceback (most recent call last):\n"
-                                    f'  File "{folder}/endings.py", line ')
+    assert raised.stderr.startswith(f'Traceback (most recent call last):\n  File "{folder}/endings.py", line ')
     assert raised.stderr.endswith("ValueError: invalid literal for int() with base 10: 'not a number'\n")
     assert "launcher" not in raised.stderr
     assert run_warm(launcher, [PYTHON, "endings.py", "exit_text"], folder, env).stderr == (
-        "stopped: a message for the log\n")
+        "stopped: a message for the log\n"
+    )
     assert run_warm(launcher, [PYTHON, "endings.py", "modkit_fail"], folder, env).stderr == (
-        "unusable input: not a media file\n")
+        "unusable input: not a media file\n"
+    )
 
 
 def test_the_probe_module_gives_the_same_json_both_ways(launcher, clip, tmp_path):
@@ -412,7 +446,7 @@ def test_close_ends_the_launcher_and_every_module_group(folder):
     assert client.fileno() == -1 and not client.running
 
 
-CLIENT = r'''
+CLIENT = r"""
 import os, sys, time
 from chute.launcher import Launcher
 launcher = Launcher()
@@ -422,7 +456,7 @@ os.close(write)
 assert os.fdopen(read).readline() == "started\n"
 print(launcher.pid, pid, flush=True)
 time.sleep(600)
-'''
+"""
 
 
 def test_a_client_killed_takes_its_launcher_and_modules_with_it(folder):
@@ -454,7 +488,8 @@ def test_the_launcher_has_no_thread_but_its_own_when_it_forks(launcher, folder):
 
 def test_a_preload_that_starts_a_thread_makes_the_launcher_unavailable(folder, tmp_path):
     (tmp_path / "threaded_library.py").write_text(
-        "import threading, time\nthreading.Thread(target=time.sleep, args=(600,), daemon=True).start()\n")
+        "import threading, time\nthreading.Thread(target=time.sleep, args=(600,), daemon=True).start()\n"
+    )
     client = Launcher(preload=("chute.modkit", "threaded_library"))
     try:
         with pytest.raises(LauncherUnavailable, match="2 threads"):

@@ -23,17 +23,29 @@ from chute.metrics import FLUSH_INTERVAL, Metrics
 from tests.harness import Daemon, Setup, drop, ledger_states, wait_until
 
 CHUTE_FAMILIES = {
-    "chute_build_info", "chute_runs", "chute_run_duration_seconds", "chute_entries", "chute_entry_duration_seconds",
-    "chute_module_retries", "chute_takeovers", "chute_deferred_deliveries", "chute_files_queued",
-    "chute_files_running", "chute_oldest_queued_file_age_seconds", "chute_inbox_available",
+    "chute_build_info",
+    "chute_runs",
+    "chute_run_duration_seconds",
+    "chute_entries",
+    "chute_entry_duration_seconds",
+    "chute_module_retries",
+    "chute_takeovers",
+    "chute_deferred_deliveries",
+    "chute_files_queued",
+    "chute_files_running",
+    "chute_oldest_queued_file_age_seconds",
+    "chute_inbox_available",
     "chute_inbox_last_scan_timestamp_seconds",
 }
 
 
 def parse(text: str) -> dict[tuple[str, frozenset], float]:
     """Every sample of a Prometheus text exposition, keyed by (name, labels)."""
-    return {(s.name, frozenset(s.labels.items())): s.value
-            for family in text_string_to_metric_families(text) for s in family.samples}
+    return {
+        (s.name, frozenset(s.labels.items())): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
 
 
 def value(samples: dict, name: str, **labels: str) -> float | None:
@@ -208,7 +220,6 @@ def test_an_unwritable_textfile_is_logged_once_and_never_raised(metrics, tmp_pat
 
 
 # --- the daemon: `chute run` with metrics (the service's wiring) ---
-
 
 
 def _drain(tmp_path: Path, metrics_config: dict) -> tuple[Daemon, Path, dict, float]:

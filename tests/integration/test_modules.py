@@ -112,8 +112,7 @@ def clips(tmp_path_factory):
         "av": make_clip(folder / "av.mp4", seconds=2.0, sample_rate=44100, channels=1),
         "silent_169": make_clip(folder / "silent.mp4", width=320, height=180, audio=False),
         "audio_only": make_clip(folder / "audio_only.mp4", audio_only=True),
-        "cuts": make_clip(folder / "cuts.mp4", seconds=4.0, width=320, height=180,
-                          cuts=(1.0, 2.48), audio=False),
+        "cuts": make_clip(folder / "cuts.mp4", seconds=4.0, width=320, height=180, cuts=(1.0, 2.48), audio=False),
         "pcm_ntsc": make_clip(folder / "pcm.mov", fps="30000/1001", sample_rate=44100),
         "not_media": not_media,
         "truncated": truncated,
@@ -146,15 +145,17 @@ def test_manifest_defaults_match_the_code(name):
 def test_unusable_input_exits_2_and_leaves_nothing(name, case, clips, out_dir, tmp_path):
     if case == "missing_stream":
         case = "silent_169" if name in AUDIO_MODULES or name == "example_module" else "audio_only"
-    result = run_module(name, clips[case], out_dir / OUTPUT_NAMES[name], tmp_path,
-                        **manifest_options(name))
+    result = run_module(name, clips[case], out_dir / OUTPUT_NAMES[name], tmp_path, **manifest_options(name))
     assert_unusable(result, out_dir)
 
 
-@pytest.mark.parametrize(("name", "options"), [
-    ("proxy", {"height": 361, "crf": 23}),
-    ("thumbnails", {"count": 0, "columns": 4, "width": 320}),
-])
+@pytest.mark.parametrize(
+    ("name", "options"),
+    [
+        ("proxy", {"height": 361, "crf": 23}),
+        ("thumbnails", {"count": 0, "columns": 4, "width": 320}),
+    ],
+)
 def test_bad_option_exits_1_with_one_line(name, options, clips, out_dir, tmp_path):
     result = run_module(name, clips["av"], out_dir / OUTPUT_NAMES[name], tmp_path, **options)
     assert result.returncode == 1
@@ -167,8 +168,11 @@ def test_sigterm_leaves_no_partial_output(tmp_path, out_dir):
     source = make_clip(tmp_path / "long.mp4", seconds=10.0, width=640, height=360)
     process = subprocess.Popen(
         _argv(source, out_dir / "proxy.mp4", {"height": 360, "crf": 23}),
-        cwd=MODULES / "proxy", env=_environ("proxy", tmp_path),
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=MODULES / "proxy",
+        env=_environ("proxy", tmp_path),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         first = process.stdout.readline()  # printed once encoding has begun
@@ -211,12 +215,22 @@ def test_example_module_wav_from_aac_lasts_as_long(clips, out_dir, tmp_path):
     assert seconds == pytest.approx(2.0, abs=1024 / 44100)
 
 
-@pytest.mark.parametrize(("clip", "expected"), [
-    ("av", {"codecs": ["h264", "aac"], "fps": Fraction(25), "rate": 44100, "channels": 1,
-            "duration": 2.0}),
-    ("pcm_ntsc", {"codecs": ["h264", "pcm_s16le"], "fps": Fraction(30000, 1001),
-                  "rate": 44100, "channels": 2, "duration": 60 / (30000 / 1001)}),
-])
+@pytest.mark.parametrize(
+    ("clip", "expected"),
+    [
+        ("av", {"codecs": ["h264", "aac"], "fps": Fraction(25), "rate": 44100, "channels": 1, "duration": 2.0}),
+        (
+            "pcm_ntsc",
+            {
+                "codecs": ["h264", "pcm_s16le"],
+                "fps": Fraction(30000, 1001),
+                "rate": 44100,
+                "channels": 2,
+                "duration": 60 / (30000 / 1001),
+            },
+        ),
+    ],
+)
 def test_probe_reports_what_was_written(clip, expected, clips, out_dir, tmp_path):
     report_file = out_dir / "probe.json"
     result = run_module("probe", clips[clip], report_file, tmp_path)
@@ -240,16 +254,16 @@ def test_thumbnails_sheet_size_and_order(clips, out_dir, tmp_path):
     """Size from the README formula; tiles show the shots in time order."""
     sheet_file = out_dir / "sheet.jpg"
     count, columns, width = 5, 3, 160
-    result = run_module("thumbnails", clips["cuts"], sheet_file, tmp_path,
-                        count=count, columns=columns, width=width)
+    result = run_module("thumbnails", clips["cuts"], sheet_file, tmp_path, count=count, columns=columns, width=width)
     assert result.returncode == 0, result.stderr
     tile_height = max(2, 2 * round(width / (320 / 180) / 2))  # 16:9 source -> 90
     rows = math.ceil(count / columns)
     with Image.open(sheet_file) as sheet:
         assert sheet.format == "JPEG"
         assert sheet.size == (columns * width, rows * tile_height) == (480, 180)
-        corners = [sheet.getpixel((c * width + 2, r * tile_height + 2))
-                   for r, c in (divmod(i, columns) for i in range(count))]
+        corners = [
+            sheet.getpixel((c * width + 2, r * tile_height + 2)) for r, c in (divmod(i, columns) for i in range(count))
+        ]
     # Frames at 0.4, 1.2, 2.0, 2.8, 3.6 s; cuts at 1.0 and 2.48 s. The first bar
     # of each shot's palette (tests/media.py) is light grey, dark blue, dark red.
     shots = [(235, 235, 235), (16, 16, 120), (16, 16, 120), (128, 16, 16), (128, 16, 16)]
@@ -274,7 +288,7 @@ def sheet_tiles(sheet_file, count, columns, width):
     stamps = []
     for index in range(count):
         row, column = divmod(index, columns)
-        tile = pixels[row * height:(row + 1) * height, column * width:(column + 1) * width]
+        tile = pixels[row * height : (row + 1) * height, column * width : (column + 1) * width]
         stamps.append(read_stamp(tile))
     assert described["schema"] == "chute.thumbnails/1"
     return list(zip(described["tiles"], stamps))
@@ -283,26 +297,26 @@ def sheet_tiles(sheet_file, count, columns, width):
 # Each clip drives the module down other ways to its tiles (see choose() in
 # modules/thumbnails/main.py); on every one, the frame a tile shows (its
 # stamp) is the one its label names, and lies in the tile's slice.
-@pytest.mark.parametrize(("name", "clip_options", "count", "ways"), [
-    # A keyframe every second, slices of 2 s: one inside each.
-    ("keyframes", {"seconds": 8.0, "gop": 1.0}, 4, {"keyframe"}),
-    # One keyframe for the whole clip: a linear pass.
-    ("one_keyframe", {"seconds": 4.0, "gop": None}, 6, {"keyframe", "continue"}),
-    # B-frames (shown in another order than decoded, some skipped), GOP 4 s, slices 1 s.
-    ("bframes", {"seconds": 8.0, "gop": 4.0, "bframes": True}, 8, {"keyframe", "continue"}),
-    # MPEG-TS: no index, so seeks land where they may.
-    ("ts_short_gop", {"seconds": 6.0, "gop": 1.0, "suffix": ".ts"}, 4, {"seek"}),
-    ("ts_long_gop", {"seconds": 6.0, "gop": 4.0, "suffix": ".ts"}, 4, {"seek"}),
-])
-def test_thumbnails_tiles_show_the_frames_their_labels_say(name, clip_options, count, ways,
-                                                          out_dir, tmp_path):
+@pytest.mark.parametrize(
+    ("name", "clip_options", "count", "ways"),
+    [
+        # A keyframe every second, slices of 2 s: one inside each.
+        ("keyframes", {"seconds": 8.0, "gop": 1.0}, 4, {"keyframe"}),
+        # One keyframe for the whole clip: a linear pass.
+        ("one_keyframe", {"seconds": 4.0, "gop": None}, 6, {"keyframe", "continue"}),
+        # B-frames (shown in another order than decoded, some skipped), GOP 4 s, slices 1 s.
+        ("bframes", {"seconds": 8.0, "gop": 4.0, "bframes": True}, 8, {"keyframe", "continue"}),
+        # MPEG-TS: no index, so seeks land where they may.
+        ("ts_short_gop", {"seconds": 6.0, "gop": 1.0, "suffix": ".ts"}, 4, {"seek"}),
+        ("ts_long_gop", {"seconds": 6.0, "gop": 4.0, "suffix": ".ts"}, 4, {"seek"}),
+    ],
+)
+def test_thumbnails_tiles_show_the_frames_their_labels_say(name, clip_options, count, ways, out_dir, tmp_path):
     options = dict(clip_options)
     suffix = options.pop("suffix", ".mp4")
-    source = make_clip(tmp_path / f"{name}{suffix}", width=320, height=180, fps=25,
-                       audio=False, stamp=True, **options)
+    source = make_clip(tmp_path / f"{name}{suffix}", width=320, height=180, fps=25, audio=False, stamp=True, **options)
     sheet_file = out_dir / "sheet.jpg"
-    result = run_module("thumbnails", source, sheet_file, tmp_path,
-                        count=count, columns=4, width=160)
+    result = run_module("thumbnails", source, sheet_file, tmp_path, count=count, columns=4, width=160)
     assert result.returncode == 0, result.stderr
     tiles = sheet_tiles(sheet_file, count, 4, 160)
     slice_s = options["seconds"] / count
@@ -315,8 +329,7 @@ def test_thumbnails_tiles_show_the_frames_their_labels_say(name, clip_options, c
 
 def test_thumbnails_keyframes_only_tiles_are_keyframes(out_dir, tmp_path):
     """With a keyframe in every slice, every tile is one (and the nearest to its middle)."""
-    source = make_clip(tmp_path / "gop1.mp4", seconds=9.0, width=320, height=180, audio=False,
-                       stamp=True, gop=1.0)
+    source = make_clip(tmp_path / "gop1.mp4", seconds=9.0, width=320, height=180, audio=False, stamp=True, gop=1.0)
     sheet_file = out_dir / "sheet.jpg"
     result = run_module("thumbnails", source, sheet_file, tmp_path, count=3, columns=3, width=160)
     assert result.returncode == 0, result.stderr
@@ -324,26 +337,28 @@ def test_thumbnails_keyframes_only_tiles_are_keyframes(out_dir, tmp_path):
     # Slices of 3 s, middles at 1.5, 4.5 and 7.5 s: keyframes 1 (or 2), 4 (or 5), 7 (or 8).
     assert all(tile["keyframe"] for tile, _ in tiles)
     assert [stamp % 25 for _, stamp in tiles] == [0, 0, 0]
-    assert [abs(tile["time_s"] - middle) for (tile, _), middle in zip(tiles, (1.5, 4.5, 7.5))] \
-        == [0.5, 0.5, 0.5]
+    assert [abs(tile["time_s"] - middle) for (tile, _), middle in zip(tiles, (1.5, 4.5, 7.5))] == [0.5, 0.5, 0.5]
 
 
-@pytest.mark.parametrize(("tile", "position", "before", "expected"), [
-    # A keyframe inside the slice costs a seek, whatever the distance.
-    ((0, 100, 50, 40), None, 0, "keyframe"),
-    # ... but decoding on for two frames is cheaper still.
-    ((0, 100, 50, 40), 48, 0, "continue"),
-    # No keyframe in the slice: on from a nearby position...
-    ((100, 200, 150, None), 90, 0, "continue"),
-    # ... or back to the keyframe before, when that is much nearer than the position.
-    ((100, 200, 150, None), 10, 95, "seek"),
-    # The decoder cannot go on (it skipped to keyframes) and has to seek.
-    ((100, 200, 150, None), None, 0, "seek"),
-    # The position is past the target: only a seek goes back.
-    ((100, 200, 150, None), 160, 0, "seek"),
-    # No index: a seek is assumed to land close.
-    ((100, 200, 150, None), 60, None, "seek"),
-])
+@pytest.mark.parametrize(
+    ("tile", "position", "before", "expected"),
+    [
+        # A keyframe inside the slice costs a seek, whatever the distance.
+        ((0, 100, 50, 40), None, 0, "keyframe"),
+        # ... but decoding on for two frames is cheaper still.
+        ((0, 100, 50, 40), 48, 0, "continue"),
+        # No keyframe in the slice: on from a nearby position...
+        ((100, 200, 150, None), 90, 0, "continue"),
+        # ... or back to the keyframe before, when that is much nearer than the position.
+        ((100, 200, 150, None), 10, 95, "seek"),
+        # The decoder cannot go on (it skipped to keyframes) and has to seek.
+        ((100, 200, 150, None), None, 0, "seek"),
+        # The position is past the target: only a seek goes back.
+        ((100, 200, 150, None), 160, 0, "seek"),
+        # No index: a seek is assumed to land close.
+        ((100, 200, 150, None), 60, None, "seek"),
+    ],
+)
 def test_thumbnails_choose_the_cheapest_way(tile, position, before, expected):
     thumbnails = load_module("thumbnails")
     assert thumbnails.choose(thumbnails.Tile(*tile), position, before, frame_ticks=1) == expected
@@ -367,7 +382,8 @@ def test_proxy_size_duration_faststart_and_sound(clips, out_dir, tmp_path):
         assert (video.codec_context.width, video.codec_context.height) == (160, 120)
         assert video.codec_context.name == "h264"
         assert float(video.duration * video.time_base) == pytest.approx(
-            float(video_in.duration * video_in.time_base), abs=frame)
+            float(video_in.duration * video_in.time_base), abs=frame
+        )
         assert made.duration / 1e6 == pytest.approx(source.duration / 1e6, abs=frame)
         (audio,) = made.streams.audio
         assert audio.codec_context.name == "aac"
@@ -378,8 +394,7 @@ def test_proxy_size_duration_faststart_and_sound(clips, out_dir, tmp_path):
 
 def test_proxy_keeps_every_frame_and_its_time(out_dir, tmp_path):
     """Frame-threaded decoding and encoding lose no frame, not even the last ones."""
-    source = make_clip(tmp_path / "bframes.mp4", seconds=3.0, width=320, height=180,
-                       bframes=True, gop=2.0, stamp=True)
+    source = make_clip(tmp_path / "bframes.mp4", seconds=3.0, width=320, height=180, bframes=True, gop=2.0, stamp=True)
     proxy = out_dir / "proxy.mp4"
     result = run_module("proxy", source, proxy, tmp_path, height=180, crf=18)
     assert result.returncode == 0, result.stderr
@@ -388,8 +403,10 @@ def test_proxy_keeps_every_frame_and_its_time(out_dir, tmp_path):
         with av.open(str(path)) as container:
             stream = container.streams.video[0]
             start = stream.start_time or 0
-            return [(float((f.pts - start) * stream.time_base), read_stamp(f.to_ndarray(format="rgb24")))
-                    for f in container.decode(stream)]
+            return [
+                (float((f.pts - start) * stream.time_base), read_stamp(f.to_ndarray(format="rgb24")))
+                for f in container.decode(stream)
+            ]
 
     made, original = shown(proxy), shown(source)
     assert len(made) == len(original) == 75
@@ -423,8 +440,9 @@ def expected_lufs(tone_dbfs, channels):
 
 @pytest.mark.parametrize(("suffix", "channels"), [(".wav", 1), (".wav", 2), (".mp4", 2)])
 def test_loudness_of_a_tone(suffix, channels, out_dir, tmp_path):
-    source = make_clip(tmp_path / f"tone{suffix}", seconds=5.0, channels=channels,
-                       tone_hz=1000, tone_dbfs=-20.0, audio_only=True)
+    source = make_clip(
+        tmp_path / f"tone{suffix}", seconds=5.0, channels=channels, tone_hz=1000, tone_dbfs=-20.0, audio_only=True
+    )
     report_file = out_dir / "loudness.json"
     result = run_module("loudness", source, report_file, tmp_path)
     assert result.returncode == 0, result.stderr
@@ -444,12 +462,15 @@ def test_loudness_of_a_tone(suffix, channels, out_dir, tmp_path):
 # 997 Hz sine segments (seconds, dBFS peak), with the values a compliant
 # meter must read, +-0.1 LU and +-1 LU. They check the gating, not just the
 # weighting.
-@pytest.mark.parametrize(("case", "segments", "lufs", "lra"), [
-    ("3341 case 3", [(10, -36), (60, -23), (10, -36)], -23.0, None),
-    ("3341 case 5", [(20, -26), (20.1, -20), (20, -26)], -23.0, None),
-    ("3342 case 1", [(20, -20), (20, -30)], None, 10.0),
-    ("3342 case 3", [(20, -40), (20, -20)], None, 20.0),
-])
+@pytest.mark.parametrize(
+    ("case", "segments", "lufs", "lra"),
+    [
+        ("3341 case 3", [(10, -36), (60, -23), (10, -36)], -23.0, None),
+        ("3341 case 5", [(20, -26), (20.1, -20), (20, -26)], -23.0, None),
+        ("3342 case 1", [(20, -20), (20, -30)], None, 10.0),
+        ("3342 case 3", [(20, -40), (20, -20)], None, 20.0),
+    ],
+)
 def test_loudness_of_the_ebu_test_signals(case, segments, lufs, lra, out_dir, tmp_path):
     source = make_tones(tmp_path / "ebu.wav", segments)
     report_file = out_dir / "loudness.json"
@@ -462,10 +483,13 @@ def test_loudness_of_the_ebu_test_signals(case, segments, lufs, lra, out_dir, tm
         assert report["loudness_range_lu"] == pytest.approx(lra, abs=1.0), case
 
 
-@pytest.mark.parametrize(("layout", "weights"), [
-    ("5.1", 1 + 1 + 1 + 1.41 + 1.41),  # L R C at 1.0, surrounds at 1.41, LFE not counted
-    ("quad", 1 + 1 + 1.41 + 1.41),
-])
+@pytest.mark.parametrize(
+    ("layout", "weights"),
+    [
+        ("5.1", 1 + 1 + 1 + 1.41 + 1.41),  # L R C at 1.0, surrounds at 1.41, LFE not counted
+        ("quad", 1 + 1 + 1.41 + 1.41),
+    ],
+)
 def test_loudness_weights_surround_channels(layout, weights, out_dir, tmp_path):
     """BS.1770-4 channel weights: the same -20 dBFS tone in every channel."""
     source = make_tones(tmp_path / "surround.wav", [(5.0, -20.0)], layout=layout)
@@ -501,7 +525,7 @@ def test_waveform_size_and_level(out_dir, tmp_path):
         assert picture.size == (300, 101)
         pixels = np.asarray(picture.convert("RGB")).astype(int)
     background = pixels[0, 0]
-    painted = (np.abs(pixels - background).sum(axis=2) > 60)
+    painted = np.abs(pixels - background).sum(axis=2) > 60
     rows = np.flatnonzero(painted.all(axis=1))  # rows painted in every column
     # +0.5 and -0.5 on a 101-row scale from +1 (row 0) to -1 (row 100).
     assert (rows.min(), rows.max()) == (25, 75)
@@ -540,29 +564,39 @@ def chute_command():
 def test_submit_media_ingest_publishes_the_public_artifacts(tmp_path):
     source = make_clip(tmp_path / "clip.mp4", seconds=2.0)  # 4:3, stereo -20 dBFS tone
     config = tmp_path / "config.yaml"
-    config.write_text(yaml.safe_dump({
-        "modules_path": [str(MODULES)],
-        "jobs_path": [str(JOBS)],
-        "state_dir": str(tmp_path / "state"),
-        "work_dir": str(tmp_path / "work"),
-        "log": {"format": "json"},
-        "inboxes": [{
-            "path": str(tmp_path / "inbox"),
-            "job": "media_ingest",
-            "outbox": str(tmp_path / "outbox"),
-            "quarantine": str(tmp_path / "quarantine"),
-            "on_success": "delete",
-        }],
-    }))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "modules_path": [str(MODULES)],
+                "jobs_path": [str(JOBS)],
+                "state_dir": str(tmp_path / "state"),
+                "work_dir": str(tmp_path / "work"),
+                "log": {"format": "json"},
+                "inboxes": [
+                    {
+                        "path": str(tmp_path / "inbox"),
+                        "job": "media_ingest",
+                        "outbox": str(tmp_path / "outbox"),
+                        "quarantine": str(tmp_path / "quarantine"),
+                        "on_success": "delete",
+                    }
+                ],
+            }
+        )
+    )
     result = subprocess.run(
         [*chute_command(), "submit", str(source), "--job", "media_ingest", "--config", str(config)],
-        capture_output=True, text=True, timeout=120, cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     (published,) = (tmp_path / "outbox").iterdir()
     names = sorted(path.name for path in published.iterdir())
-    assert names == sorted(["contact_sheet.jpg", "loudness.json", "manifest.json",
-                            "probe.json", "proxy.mp4", "waveform.png"])
+    assert names == sorted(
+        ["contact_sheet.jpg", "loudness.json", "manifest.json", "probe.json", "proxy.mp4", "waveform.png"]
+    )
     manifest = json.loads((published / "manifest.json").read_text())
     assert manifest["status"] == "succeeded"
     assert sorted(a["name"] for a in manifest["artifacts"]) == [n for n in names if n != "manifest.json"]

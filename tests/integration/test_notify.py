@@ -54,10 +54,19 @@ def _notify_threads() -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name.startswith("chute-notify-")]
 
 
-PUBLISHED = dict(run_id="20261124T180512Z-3f9a1c", job="proxy", file="clip one.mp4", result="/srv/out/clip one",
-                 duration_s=12.345)
-QUARANTINED = dict(run_id="20261124T180514Z-77aa01", job="proxy", file="bad.mov", result="/srv/quarantine/bad",
-                   duration_s=0.5, reason="exited with status 2", step="analyse", module="probe")
+PUBLISHED = dict(
+    run_id="20261124T180512Z-3f9a1c", job="proxy", file="clip one.mp4", result="/srv/out/clip one", duration_s=12.345
+)
+QUARANTINED = dict(
+    run_id="20261124T180514Z-77aa01",
+    job="proxy",
+    file="bad.mov",
+    result="/srv/quarantine/bad",
+    duration_s=0.5,
+    reason="exited with status 2",
+    step="analyse",
+    module="probe",
+)
 
 
 def test_each_event_is_one_message_with_its_fields(webhook, notifications):
@@ -70,12 +79,23 @@ def test_each_event_is_one_message_with_its_fields(webhook, notifications):
 
     assert published["type"] == "success" and published["title"].endswith("published clip one.mp4")
     assert body_fields(published) | {"host": "-"} == {
-        "event": "run.published", "file": "clip one.mp4", "job": "proxy", "inbox": "/srv/in",
-        "result": "/srv/out/clip one", "duration": "12.3 s", "run_id": "20261124T180512Z-3f9a1c", "host": "-"}
+        "event": "run.published",
+        "file": "clip one.mp4",
+        "job": "proxy",
+        "inbox": "/srv/in",
+        "result": "/srv/out/clip one",
+        "duration": "12.3 s",
+        "run_id": "20261124T180512Z-3f9a1c",
+        "host": "-",
+    }
     assert quarantined["type"] == "failure" and quarantined["title"].endswith("quarantined bad.mov")
     fields = body_fields(quarantined)
     assert (fields["reason"], fields["step"], fields["module"], fields["result"]) == (
-        "exited with status 2", "analyse", "probe", "/srv/quarantine/bad")
+        "exited with status 2",
+        "analyse",
+        "probe",
+        "/srv/quarantine/bad",
+    )
     assert unavailable["type"] == "warning" and body_fields(unavailable)["reason"] == "the folder is gone"
     assert error["type"] == "failure" and body_fields(error)["reason"] == "ZeroDivisionError: division by zero"
     assert len(webhook.answered()) == 4  # one message each, no duplicates
@@ -102,7 +122,8 @@ def test_targets_hear_only_their_events_and_inboxes(tmp_path, notifications):
     with Webhook() as picky, Webhook() as everything:
         n = notifications(
             NotifyTarget(url=picky.url(), events=["run.quarantined"], inboxes=[tmp_path / "link"]),
-            NotifyTarget(url=everything.url()))
+            NotifyTarget(url=everything.url()),
+        )
         n.send("run.published", inbox=str(tmp_path / "in1"), **PUBLISHED)
         n.send("run.quarantined", inbox=str(tmp_path / "in1"), **QUARANTINED)
         n.send("run.quarantined", inbox=str(tmp_path / "in2"), **QUARANTINED)
@@ -160,8 +181,11 @@ def test_a_hanging_receiver_never_holds_up_send_and_the_queue_is_bounded(monkeyp
         n.send("run.published", inbox="/srv/in", **dict(PUBLISHED, file="first.mp4"))
         wait_until(lambda: webhook.received == 1)  # the sending thread now waits on the receiver
 
-        sender = threading.Thread(target=lambda: [n.send("run.published", inbox="/srv/in", **dict(
-            PUBLISHED, file=f"f{i:02d}.mp4")) for i in range(8)])
+        sender = threading.Thread(
+            target=lambda: [
+                n.send("run.published", inbox="/srv/in", **dict(PUBLISHED, file=f"f{i:02d}.mp4")) for i in range(8)
+            ]
+        )
         sender.start()
         sender.join(20)
         assert not sender.is_alive() and webhook.answered() == [], "send() waited for the receiver"
@@ -197,7 +221,6 @@ def test_no_targets_start_nothing():
 # --- the daemon: `chute run` with notify targets (the service's wiring) ---
 
 
-
 def _drop_files(inbox: Path, good: int, bad: int = 0) -> dict[str, bytes]:
     inputs = {f"clip-{i:02d}.mov": f"clip {i}\n".encode() for i in range(good)}
     inputs.update({f"bad-{i:02d}.mov": b"fail\n" for i in range(bad)})
@@ -221,11 +244,19 @@ def test_the_daemon_sends_one_message_per_published_and_quarantined_file(tmp_pat
         fields = body_fields(m)
         run = runs[fields["file"]]
         assert (fields["run_id"], fields["job"], fields["inbox"], fields["result"]) == (
-            run.run_id, "twostep", inbox["path"], run.result)
+            run.run_id,
+            "twostep",
+            inbox["path"],
+            run.result,
+        )
         assert fields["duration"].endswith(" s")
         if fields["file"].startswith("bad-"):
             assert (m["type"], fields["event"], fields["step"], fields["module"]) == (
-                "failure", "run.quarantined", "first", "copy")
+                "failure",
+                "run.quarantined",
+                "first",
+                "copy",
+            )
             assert "status 3" in fields["reason"]
         else:
             assert (m["type"], fields["event"]) == ("success", "run.published") and "reason" not in fields

@@ -36,6 +36,7 @@ def launch(request, project):
     if project.launcher is not None:
         project.launcher.close()
 
+
 TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 
 COPY = """
@@ -95,11 +96,19 @@ def test_two_steps_publish_only_public_artifacts_with_a_true_manifest(project, c
     project.module("copy", COPY, outputs={"output": "video"})
     project.module("describe", DESCRIBE)
     project.module("summarize", SUMMARIZE, inputs={"input": "json"}, outputs={"output": "text"})
-    job_file = project.job("two_steps", [
-        ("first", [entry("copy", outputs={"output": "copy.mp4"}),
-                   entry("describe", outputs={"output": "facts.json"}, private=("facts.json",))]),
-        ("second", [entry("summarize", inputs={"input": "facts.json"}, outputs={"output": "summary.txt"})]),
-    ])
+    job_file = project.job(
+        "two_steps",
+        [
+            (
+                "first",
+                [
+                    entry("copy", outputs={"output": "copy.mp4"}),
+                    entry("describe", outputs={"output": "facts.json"}, private=("facts.json",)),
+                ],
+            ),
+            ("second", [entry("summarize", inputs={"input": "facts.json"}, outputs={"output": "summary.txt"})]),
+        ],
+    )
     digest = sha256_of(clip)
 
     result = project.execute("two_steps", clip)
@@ -140,7 +149,9 @@ def test_two_steps_publish_only_public_artifacts_with_a_true_manifest(project, c
 def test_entries_of_a_step_run_at_the_same_time(project, clip):
     # Each entry waits (up to 10 s) until both have started: run one after the other,
     # the first would give up waiting and the intervals would not overlap.
-    project.module("meet", """
+    project.module(
+        "meet",
+        """
         name = Path(ARGS["output"]).name
         start = time.time()
         note(f"{name}.started")
@@ -148,9 +159,12 @@ def test_entries_of_a_step_run_at_the_same_time(project, clip):
         while len(list(SYNC.glob("*.started"))) < 2 and time.monotonic() < deadline:
             time.sleep(0.01)
         write("output", json.dumps({"start": start, "end": time.time()}))
-    """)
-    project.job("parallel", [("only", [entry("meet", outputs={"output": "a.json"}),
-                                       entry("meet", outputs={"output": "b.json"})])])
+    """,
+    )
+    project.job(
+        "parallel",
+        [("only", [entry("meet", outputs={"output": "a.json"}), entry("meet", outputs={"output": "b.json"})])],
+    )
 
     result = project.execute("parallel", clip)
 
@@ -161,7 +175,9 @@ def test_entries_of_a_step_run_at_the_same_time(project, clip):
 
 
 def test_module_gets_its_environment_and_progress_is_reported(project, clip):
-    project.module("probe_env", """
+    project.module(
+        "probe_env",
+        """
         import tempfile
         print("CHUTE_PROGRESS 0.25", flush=True)
         print("CHUTE_PROGRESS nonsense", flush=True)
@@ -169,7 +185,8 @@ def test_module_gets_its_environment_and_progress_is_reported(project, clip):
         with tempfile.NamedTemporaryFile(delete=False) as f:
             scratch = f.name
         write("output", json.dumps({"env": dict(os.environ), "cwd": os.getcwd(), "scratch": scratch}))
-    """)
+    """,
+    )
     project.job("env_job", [("look", [entry("probe_env", outputs={"output": "env.json"})])])
     events = []
 
@@ -191,13 +208,16 @@ def test_module_gets_its_environment_and_progress_is_reported(project, clip):
 
 
 def test_progress_lines_are_not_kept_in_the_log(project, clip):
-    project.module("chatty", """
+    project.module(
+        "chatty",
+        """
         print("CHUTE_PROGRESS 0.5", flush=True)
         print("an ordinary line on stdout", flush=True)
         print("CHUTE_PROGRESS 1", flush=True)
         print("and one on stderr", file=sys.stderr)
         sys.exit(1)
-    """)
+    """,
+    )
     project.job("chatty_job", [("talk", [entry("chatty")])])
 
     result = project.execute("chatty_job", clip)
@@ -263,8 +283,11 @@ def test_two_runs_of_one_file_never_replace_each_other(project, clip):
     project.assert_clean()
 
 
-@pytest.mark.parametrize("name", ["a" * 255, "b" * 251 + ".mp4", "日本語" * 28 + "日"],
-                         ids=["255-bytes", "255-bytes-with-extension", "255-bytes-utf8"])
+@pytest.mark.parametrize(
+    "name",
+    ["a" * 255, "b" * 251 + ".mp4", "日本語" * 28 + "日"],
+    ids=["255-bytes", "255-bytes-with-extension", "255-bytes-utf8"],
+)
 def test_longest_names_still_get_a_second_result_folder(project, clip, name):
     project.module("describe", DESCRIBE)
     project.job("describe_job", [("look", [entry("describe", outputs={"output": "facts.json"})])])
@@ -276,7 +299,7 @@ def test_longest_names_still_get_a_second_result_folder(project, clip, name):
     first, second = (Path(r.result_dir) for r in results)
     assert first.name == name.removesuffix(".mp4")
     assert second.name.endswith("-2") and len(os.fsencode(second.name)) <= 255
-    assert second.name[:-2] == first.name[:len(second.name) - 2]
+    assert second.name[:-2] == first.name[: len(second.name) - 2]
     project.assert_clean()
 
 
@@ -286,8 +309,9 @@ def test_longest_names_still_get_a_second_result_folder(project, clip, name):
 def test_failing_entry_quarantines_the_input_with_report_and_logs(project, clip):
     project.module("fails", FAILS)
     project.module("describe", DESCRIBE)
-    project.job("failing", [("first", [entry("fails")]),
-                            ("second", [entry("describe", outputs={"output": "facts.json"})])])
+    project.job(
+        "failing", [("first", [entry("fails")]), ("second", [entry("describe", outputs={"output": "facts.json"})])]
+    )
     digest = sha256_of(clip)
 
     result = project.execute("failing", clip)
@@ -302,21 +326,30 @@ def test_failing_entry_quarantines_the_input_with_report_and_logs(project, clip)
     assert error["log_tail"].splitlines()[-1] == "the last words of a failing module"
     assert [s["name"] for s in report["steps"]] == ["first"]  # the second step never ran
     assert entries_of(report)["fails"] | {"duration_s": 0} == {
-        "module": "fails", "module_version": "1.0", "status": "failed", "exit_code": 3, "attempts": 1,
-        "duration_s": 0}
+        "module": "fails",
+        "module_version": "1.0",
+        "status": "failed",
+        "exit_code": 3,
+        "attempts": 1,
+        "duration_s": 0,
+    }
     assert report["input"]["sha256"] == digest
     [log] = (folder / "logs").iterdir()
     text = log.read_text()
     assert "working on it" in text and "the last words of a failing module" in text
 
 
-@pytest.mark.parametrize("declared, body, reason", [
-    ("json", "pass", "declared output fails.out was not written"),
-    ("json", "write('output', '')", "declared output fails.out is empty"),
-    ("json", "write('output', '{\"half\": ')", "declared output fails.out is not a json"),
-    ("video", "write('output', 'I am text, not a video\\n')", "declared output fails.out is not a video"),
-    ("video", "os.symlink(ARGS['input'], ARGS['output'])", "declared output fails.out is not a regular file"),
-], ids=["missing", "empty", "bad-json", "text-as-video", "symlink"])
+@pytest.mark.parametrize(
+    "declared, body, reason",
+    [
+        ("json", "pass", "declared output fails.out was not written"),
+        ("json", "write('output', '')", "declared output fails.out is empty"),
+        ("json", "write('output', '{\"half\": ')", "declared output fails.out is not a json"),
+        ("video", "write('output', 'I am text, not a video\\n')", "declared output fails.out is not a video"),
+        ("video", "os.symlink(ARGS['input'], ARGS['output'])", "declared output fails.out is not a regular file"),
+    ],
+    ids=["missing", "empty", "bad-json", "text-as-video", "symlink"],
+)
 def test_bad_output_fails_the_run(project, clip, declared, body, reason):
     project.module("fails", body, outputs={"output": declared})
     project.job("bad_output", [("make", [entry("fails")])])
@@ -331,11 +364,14 @@ def test_bad_output_fails_the_run(project, clip, declared, body, reason):
 
 
 def test_module_writing_to_its_input_never_touches_the_users_file(project, clip):
-    project.module("vandal", """
+    project.module(
+        "vandal",
+        """
         with open(ARGS["input"], "ab") as f:
             f.write(b"scribbled over")
         write("output", "{}")
-    """)
+    """,
+    )
     project.job("vandal_job", [("spoil", [entry("vandal")])])
     digest = sha256_of(clip)
 
@@ -345,11 +381,15 @@ def test_module_writing_to_its_input_never_touches_the_users_file(project, clip)
     assert "modified the run's input" in report["error"]["reason"]
 
 
-@pytest.mark.parametrize("make_input", [
-    lambda p: p.write_text("this is a text file, not a video\n"),
-    lambda p: truncate(p, 0.5),
-    lambda p: p.write_bytes(b""),
-], ids=["text", "truncated", "empty"])
+@pytest.mark.parametrize(
+    "make_input",
+    [
+        lambda p: p.write_text("this is a text file, not a video\n"),
+        lambda p: truncate(p, 0.5),
+        lambda p: p.write_bytes(b""),
+    ],
+    ids=["text", "truncated", "empty"],
+)
 def test_input_of_the_wrong_type_is_quarantined_before_any_module_runs(project, clip, make_input):
     project.module("describe", 'note("ran")\n' + DESCRIBE)
     project.job("video_job", [("look", [entry("describe")])])
@@ -386,8 +426,9 @@ time.sleep(120)
 """
 
 
-@pytest.mark.parametrize("body", [HANGS_WITH_CHILD, IGNORES_TERM, ESCAPES_AND_HANGS],
-                         ids=["child", "ignores-sigterm", "double-fork-setsid"])
+@pytest.mark.parametrize(
+    "body", [HANGS_WITH_CHILD, IGNORES_TERM, ESCAPES_AND_HANGS], ids=["child", "ignores-sigterm", "double-fork-setsid"]
+)
 def test_timed_out_entry_leaves_no_process_behind(project, clip, body):
     project.module("hangs", body)
     # 2 s: time enough, even on a loaded machine, for the module to start its sleeper first.
@@ -404,10 +445,13 @@ def test_timed_out_entry_leaves_no_process_behind(project, clip, body):
 
 
 def test_process_escaping_a_successful_entry_is_stopped(project, clip):
-    project.module("daemonizes", """
+    project.module(
+        "daemonizes",
+        """
         escape_sleeper("sleeper.pid")
         write("output", "{}")
-    """)
+    """,
+    )
     project.job("escape_job", [("go", [entry("daemonizes")])])
 
     result = project.execute("escape_job", clip)
@@ -419,13 +463,17 @@ def test_process_escaping_a_successful_entry_is_stopped(project, clip):
 
 @pytest.mark.parametrize("ignore_term", [False, True], ids=["polite", "ignores-sigterm"])
 def test_failing_entry_stops_its_running_sibling(project, clip, ignore_term):
-    project.module("patient", ("import signal\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\n" if ignore_term else "")
-                   + SLEEPS)
-    project.module("impatient", """
+    project.module(
+        "patient", ("import signal\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\n" if ignore_term else "") + SLEEPS
+    )
+    project.module(
+        "impatient",
+        """
         wait_for("patient.pid")
         print("giving up", file=sys.stderr)
         sys.exit(1)
-    """)
+    """,
+    )
     project.job("race", [("both", [entry("patient"), entry("impatient")])])
     digest = sha256_of(clip)
 
@@ -512,14 +560,18 @@ def test_retry_succeeds_on_a_clean_second_attempt(project, clip):
 
 
 def test_retry_clears_a_folder_the_first_attempt_left_at_the_output(project, clip):
-    project.module("messy", """
+    project.module(
+        "messy",
+        """
         attempt = len(list(SYNC.glob("attempt-*"))) + 1
         note(f"attempt-{attempt}")
         if attempt == 1:
             os.makedirs(os.path.join(ARGS["output"], "half", "done"))
             sys.exit(1)
         write("output", json.dumps({"attempt": attempt}))
-    """, retries=1)
+    """,
+        retries=1,
+    )
     project.job("messy_job", [("try", [entry("messy", outputs={"output": "out.json"})])])
 
     result = project.execute("messy_job", clip)
@@ -648,9 +700,13 @@ def test_outbox_on_another_filesystem_gets_a_complete_result(project, clip, tmpf
 
 def test_outbox_running_out_of_space_shows_no_partial_result(project, clip, tmpfs):
     outbox = tmpfs("1m") / "outbox"
-    project.module("big", """
+    project.module(
+        "big",
+        """
         write("output", os.urandom(3 << 20))
-    """, outputs={"output": "data"})
+    """,
+        outputs={"output": "data"},
+    )
     project.job("big_job", [("make", [entry("big", outputs={"output": "big.bin"})])])
     digest = sha256_of(clip)
 
@@ -667,7 +723,9 @@ def test_outbox_running_out_of_space_shows_no_partial_result(project, clip, tmpf
 def test_a_module_that_fills_the_workspace_and_then_talks_defers_the_run(project, clip, tmpfs):
     """Its own log in the workspace cannot be written either: the run still ends, as the machine's fault."""
     work = tmpfs("4m")
-    project.module("filler", """
+    project.module(
+        "filler",
+        """
         import sys
         try:
             with open(os.path.join(os.environ["TMPDIR"], "fill"), "wb") as f:
@@ -678,7 +736,9 @@ def test_a_module_that_fills_the_workspace_and_then_talks_defers_the_run(project
         for i in range(2000):
             print(f"still here {i}", "y" * 100, file=sys.stderr)
         sys.exit(1)
-    """, outputs={"output": "data"})
+    """,
+        outputs={"output": "data"},
+    )
     project.job("fills", [("make", [entry("filler", outputs={"output": "out.bin"})])])
     digest = sha256_of(clip)
 
@@ -694,8 +754,9 @@ def test_a_module_that_fills_the_workspace_and_then_talks_defers_the_run(project
 def test_quarantine_running_out_of_space_shows_no_partial_folder(project, tmp_path, tmpfs):
     quarantine = tmpfs("1m") / "quarantine"
     project.module("fails", FAILS, inputs={"input": "data"})
-    project.job("failing", [("first", [entry("fails", inputs={"input": "big.bin"})])],
-                input_type="data", input_name="big.bin")
+    project.job(
+        "failing", [("first", [entry("fails", inputs={"input": "big.bin"})])], input_type="data", input_name="big.bin"
+    )
     user_file = tmp_path / "big.bin"
     user_file.write_bytes(os.urandom(3 << 20))  # bigger than the quarantine's filesystem
     digest = sha256_of(user_file)
@@ -726,8 +787,14 @@ def _daemon_spec(project, user_file: Path, **overrides):
 
     run_id = new_run_id()
     claim = _claim(project, user_file, run_id)
-    return project.spec(overrides.pop("job"), claim / user_file.name, run_id=run_id, claim=str(claim),
-                        inbox=str(project.root / "inbox"), **overrides)
+    return project.spec(
+        overrides.pop("job"),
+        claim / user_file.name,
+        run_id=run_id,
+        claim=str(claim),
+        inbox=str(project.root / "inbox"),
+        **overrides,
+    )
 
 
 # A long name that is not ASCII: 247 bytes in UTF-8, only 85 characters.
@@ -778,8 +845,9 @@ def test_daemon_run_that_cannot_quarantine_keeps_its_claim_and_delivers_later(pr
     mount = tmpfs("1m")
     quarantine = mount / "quarantine"
     project.module("fails", FAILS, inputs={"input": "data"})
-    project.job("failing", [("first", [entry("fails", inputs={"input": "big.bin"})])],
-                input_type="data", input_name="big.bin")
+    project.job(
+        "failing", [("first", [entry("fails", inputs={"input": "big.bin"})])], input_type="data", input_name="big.bin"
+    )
     user_file = tmp_path / "big.bin"
     user_file.write_bytes(os.urandom(3 << 20))  # bigger than the quarantine's filesystem
     digest = sha256_of(user_file)
@@ -811,8 +879,7 @@ def test_a_rejected_symlink_goes_to_a_quarantine_on_another_filesystem_as_a_link
     target.write_text("not for chute\n")
     link = tmp_path / "link.mp4"
     link.symlink_to(target)
-    spec = _daemon_spec(project, link, job="copy_job", quarantine=str(quarantine),
-                        poison="the file is a symbolic link")
+    spec = _daemon_spec(project, link, job="copy_job", quarantine=str(quarantine), poison="the file is a symbolic link")
 
     result = execute(spec)
 
@@ -849,12 +916,15 @@ def test_a_result_built_before_a_crash_never_stays_hidden_when_the_run_again_fai
 def test_a_launcher_killed_mid_run_defers_the_run_and_the_next_gets_a_new_launcher(project, clip, launch):
     if launch != "warm":
         pytest.skip("about the warm launcher (a fresh module's parent is this test process)")
-    project.module("parricide", """
+    project.module(
+        "parricide",
+        """
         import signal
         note("launcher.pid", os.getppid())
         os.kill(os.getppid(), signal.SIGKILL)
         time.sleep(30)
-    """)
+    """,
+    )
     project.module("copy", COPY, outputs={"output": "video"})
     project.job("kills", [("go", [entry("parricide")])])
     project.job("copies", [("go", [entry("copy", outputs={"output": "copy.mp4"})])])

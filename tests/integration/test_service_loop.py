@@ -92,8 +92,12 @@ class FakeExecutor:
 @pytest.fixture
 def daemon(tmp_path):
     """A started Service on a poll inbox, its clock and executor; closed (and signal handlers restored) after."""
-    setup = Setup(tmp_path, defaults={"settle": SETTLE, "poll_interval": POLL, "timeout": 60}, shutdown_timeout=30,
-                  lease_timeout=120)
+    setup = Setup(
+        tmp_path,
+        defaults={"settle": SETTLE, "poll_interval": POLL, "timeout": 60},
+        shutdown_timeout=30,
+        lease_timeout=120,
+    )
     inbox = setup.inbox(watch="poll")
     Path(inbox["path"]).mkdir()
     config = setup.write()
@@ -322,7 +326,7 @@ def test_reload_adds_an_inbox_and_keeps_the_run_in_flight(daemon):
 def test_a_dead_daemons_claim_is_taken_over_and_run_under_its_run_id(daemon):
     service, clock, executor, setup, inbox = daemon
     path = Path(inbox["path"])
-    dead = leases.Identity(leases.hostname(), leases.boot_id(), 2 ** 22 + 7, "dead00").daemon_id
+    dead = leases.Identity(leases.hostname(), leases.boot_id(), 2**22 + 7, "dead00").daemon_id
     claim = claims.claimed_root(path) / dead / "20261128T000000Z-abcdef"
     claim.mkdir(parents=True)
     (claim / "orphan.bin").write_bytes(b"orphan\n")

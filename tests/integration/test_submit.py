@@ -95,12 +95,21 @@ def test_input_of_the_wrong_type_fails_before_any_module_runs(project, clip):
 
 
 def test_module_sees_no_service_manager_variables(project, clip):
-    project.module("probe_env", """
+    project.module(
+        "probe_env",
+        """
         write("output", json.dumps(dict(os.environ)))
-    """)
+    """,
+    )
     project.job("env_job", [("look", [entry("probe_env", outputs={"output": "env.json"})])])
-    env = project.submit_env(NOTIFY_SOCKET="/run/systemd/notify", WATCHDOG_USEC="30000000",
-                             WATCHDOG_PID="1", LISTEN_FDS="2", LISTEN_PID="1", SOMETHING_ELSE="kept")
+    env = project.submit_env(
+        NOTIFY_SOCKET="/run/systemd/notify",
+        WATCHDOG_USEC="30000000",
+        WATCHDOG_PID="1",
+        LISTEN_FDS="2",
+        LISTEN_PID="1",
+        SOMETHING_ELSE="kept",
+    )
 
     proc = project.submit(clip, "env_job", env=env)
 
@@ -152,19 +161,28 @@ def test_same_file_twice_gives_two_result_folders(project, clip, copy_job):
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_interrupt_stops_every_module_process_and_removes_the_workspace(project, clip, sig):
-    project.module("patient", """
+    project.module(
+        "patient",
+        """
         spawn_sleeper("child.pid")
         escape_sleeper("escaped.pid")
         wait_for("child.pid")
         note("patient.pid", os.getpid())
         time.sleep(120)
-    """)
+    """,
+    )
     project.job("slow", [("wait", [entry("patient")])])
     digest = sha256_of(clip)
     # Its own session, as a shell runs a foreground job: the signal goes to its whole group.
-    submit = subprocess.Popen(project.submit_argv(clip, "slow"), env=project.submit_env(), cwd=project.root,
-                              stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              start_new_session=True)
+    submit = subprocess.Popen(
+        project.submit_argv(clip, "slow"),
+        env=project.submit_env(),
+        cwd=project.root,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
     try:
         wait_until(lambda: (project.sync / "patient.pid").exists(), timeout=30)
         os.killpg(submit.pid, sig)
@@ -201,9 +219,13 @@ def test_outbox_on_another_filesystem(project, clip, copy_job, tmpfs):
 
 def test_outbox_out_of_space_fails_in_one_line_and_shows_nothing(project, clip, tmpfs):
     outbox = tmpfs("1m") / "outbox"
-    project.module("big", """
+    project.module(
+        "big",
+        """
         write("output", os.urandom(3 << 20))
-    """, outputs={"output": "data"})
+    """,
+        outputs={"output": "data"},
+    )
     project.job("big_job", [("make", [entry("big", outputs={"output": "big.bin"})])])
     digest = sha256_of(clip)
 
@@ -218,15 +240,23 @@ def test_outbox_out_of_space_fails_in_one_line_and_shows_nothing(project, clip, 
     project.assert_clean()
 
 
-@pytest.mark.parametrize("args, message", [
-    (["missing.mp4", "--job", "copy_job"], "is not a file"),
-    (["{clip}", "--job", "no_such_job"], "no job named 'no_such_job'"),
-], ids=["missing-file", "unknown-job"])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["missing.mp4", "--job", "copy_job"], "is not a file"),
+        (["{clip}", "--job", "no_such_job"], "no job named 'no_such_job'"),
+    ],
+    ids=["missing-file", "unknown-job"],
+)
 def test_bad_command_line_is_one_line(project, clip, copy_job, args, message):
     argv = [a.format(clip=clip) for a in args]
-    proc = subprocess.run([str(CHUTE), "submit", *argv,
-                           "--config", str(project.config), "--outbox", str(project.outbox)],
-                          env=project.submit_env(), cwd=project.root, capture_output=True, timeout=60)
+    proc = subprocess.run(
+        [str(CHUTE), "submit", *argv, "--config", str(project.config), "--outbox", str(project.outbox)],
+        env=project.submit_env(),
+        cwd=project.root,
+        capture_output=True,
+        timeout=60,
+    )
 
     assert proc.returncode != 0
     [line] = lines(proc.stderr)
@@ -247,9 +277,16 @@ class Terminal:
         def controlling_terminal():  # the child's stdin is the pty: make it the session's terminal
             fcntl.ioctl(0, termios.TIOCSCTTY, 0)
 
-        self.proc = subprocess.Popen(argv, env=dict(env, TERM="xterm", COLUMNS="100"), cwd=cwd, stdin=slave,
-                                     stdout=slave, stderr=slave, start_new_session=True,
-                                     preexec_fn=controlling_terminal)
+        self.proc = subprocess.Popen(
+            argv,
+            env=dict(env, TERM="xterm", COLUMNS="100"),
+            cwd=cwd,
+            stdin=slave,
+            stdout=slave,
+            stderr=slave,
+            start_new_session=True,
+            preexec_fn=controlling_terminal,
+        )
         os.close(slave)
         self.reader = threading.Thread(target=self._read, daemon=True)
         self.reader.start()
@@ -279,11 +316,14 @@ class Terminal:
 
 
 def test_terminal_shows_progress_and_the_result(project, clip):
-    project.module("steady", """
+    project.module(
+        "steady",
+        """
         for i in range(1, 5):
             print(f"CHUTE_PROGRESS {i / 4}", flush=True)
         write("output", "{}")
-    """)
+    """,
+    )
     project.job("steady_job", [("work", [entry("steady")])])
     term = Terminal(project.submit_argv(clip, "steady_job"), project.submit_env(), project.root)
 
@@ -307,13 +347,16 @@ def test_terminal_shows_a_hostile_result_folder_escaped(project, clip, copy_job)
 
 
 def test_ctrl_c_on_the_terminal_stops_every_module_process(project, clip):
-    project.module("patient", """
+    project.module(
+        "patient",
+        """
         spawn_sleeper("child.pid")
         escape_sleeper("escaped.pid")
         wait_for("child.pid")
         note("patient.pid", os.getpid())
         time.sleep(120)
-    """)
+    """,
+    )
     project.job("slow", [("wait", [entry("patient")])])
     term = Terminal(project.submit_argv(clip, "slow"), project.submit_env(), project.root)
     wait_until(lambda: (project.sync / "patient.pid").exists(), timeout=30)
@@ -330,12 +373,15 @@ def test_ctrl_c_on_the_terminal_stops_every_module_process(project, clip):
 
 def test_a_child_that_clears_its_environment_and_leaves_the_session_does_not_outlive_the_run(project, clip):
     """No marker to find it by: chute is the subreaper of its modules, and kills every orphan at the run's end."""
-    project.module("sneaky", """
+    project.module(
+        "sneaky",
+        """
         child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"], env={},
                                  start_new_session=True, stdin=subprocess.DEVNULL)
         note("hidden.pid", child.pid)
         write("output", "{}")
-    """)
+    """,
+    )
     project.job("sneaky_job", [("go", [entry("sneaky")])])
 
     proc = project.submit(clip, "sneaky_job")

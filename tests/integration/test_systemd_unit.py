@@ -51,9 +51,7 @@ def unit_settings(text: str) -> dict[str, list[str]]:
 
 def seconds(timespan: str) -> float:
     """A systemd time span ("90s", "1min 30s") in seconds, as systemd reads it."""
-    out = subprocess.run(
-        [SYSTEMD_ANALYZE, "timespan", timespan], capture_output=True, text=True, check=True
-    ).stdout
+    out = subprocess.run([SYSTEMD_ANALYZE, "timespan", timespan], capture_output=True, text=True, check=True).stdout
     return int(re.search(r"μs:\s*(\d+)", out).group(1)) / 1_000_000
 
 
@@ -181,8 +179,11 @@ def local_config(tmp_path: Path, job: str = "example_job") -> Path:
     if not (checkout / "jobs" / f"{job}.yaml").is_file():
         pytest.skip(f"the bundled jobs/{job}.yaml is not in this checkout")
     text = (SYSTEMD_DIR / "config.yaml").read_text().replace("job: example_job", f"job: {job}")
-    for installed, here in [("/opt/chute/src", checkout), ("/var/lib/chute", tmp_path / "var"),
-                            ("/srv/media", tmp_path / "media")]:
+    for installed, here in [
+        ("/opt/chute/src", checkout),
+        ("/var/lib/chute", tmp_path / "var"),
+        ("/srv/media", tmp_path / "media"),
+    ]:
         text = text.replace(installed, str(here))
     config = tmp_path / "config.yaml"
     config.write_text(text)
@@ -190,8 +191,9 @@ def local_config(tmp_path: Path, job: str = "example_job") -> Path:
 
 
 def test_production_config_passes_chute_check(tmp_path):
-    proc = subprocess.run([local_chute(), "check", "--config", str(local_config(tmp_path))],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [local_chute(), "check", "--config", str(local_config(tmp_path))], capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
@@ -207,14 +209,15 @@ def test_sysusers_and_tmpfiles_create_the_folders(tmp_path):
     text = (SYSTEMD_DIR / "chute.tmpfiles").read_text()
     tmpfiles.write_text(re.sub(r"(?m)^#d ", "d  ", text))
 
-    for command in (["systemd-sysusers", f"--root={root}", str(SYSTEMD_DIR / "chute.sysusers")],
-                    ["systemd-tmpfiles", f"--root={root}", "--create", str(tmpfiles)]):
+    for command in (
+        ["systemd-sysusers", f"--root={root}", str(SYSTEMD_DIR / "chute.sysusers")],
+        ["systemd-tmpfiles", f"--root={root}", "--create", str(tmpfiles)],
+    ):
         proc = subprocess.run(command, capture_output=True, text=True)
         # tmpfiles refuses unsafe ownership chains with a message, not always a status.
         assert proc.returncode == 0 and "unsafe" not in proc.stderr, proc.stderr
 
-    user = next(line.split(":") for line in (root / "etc/passwd").read_text().splitlines()
-                if line.startswith("chute:"))
+    user = next(line.split(":") for line in (root / "etc/passwd").read_text().splitlines() if line.startswith("chute:"))
     uid, gid = int(user[2]), int(user[3])
     assert user[5] == "/var/lib/chute"
 
@@ -378,7 +381,9 @@ def syscall_group(name: str) -> set[str]:
     """The system calls of a SystemCallFilter= group, nested groups expanded."""
     out = subprocess.run(
         [SYSTEMD_ANALYZE, "syscall-filter", "--no-pager", name],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     calls: set[str] = set()
     for line in out.splitlines()[1:]:
@@ -407,9 +412,7 @@ def seccomp_policy(settings: dict[str, list[str]]) -> dict:
     return {"allow": sorted(allow), "errno": errno_value, "mdwe": mdwe}
 
 
-needs_libseccomp = pytest.mark.skipif(
-    LIBSECCOMP is None, reason="libseccomp not found (Debian package libseccomp2)"
-)
+needs_libseccomp = pytest.mark.skipif(LIBSECCOMP is None, reason="libseccomp not found (Debian package libseccomp2)")
 
 
 @needs_libseccomp
@@ -421,9 +424,20 @@ def test_media_work_runs_under_the_units_seccomp_policy(settings, tmp_path):
     policy = seccomp_policy(settings)
     assert policy["mdwe"], "the unit sets MemoryDenyWriteExecute=yes"
     proc = subprocess.run(
-        [sys.executable, "-c", APPLY_SECCOMP, json.dumps(policy), LIBSECCOMP,
-         "-c", DAEMON_WORK, str(tmp_path), MODULE_WORK],
-        capture_output=True, text=True, timeout=150,
+        [
+            sys.executable,
+            "-c",
+            APPLY_SECCOMP,
+            json.dumps(policy),
+            LIBSECCOMP,
+            "-c",
+            DAEMON_WORK,
+            str(tmp_path),
+            MODULE_WORK,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=150,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     # The filter was in force, and the module work and the group stop succeeded.
@@ -443,9 +457,23 @@ def test_bundled_job_runs_under_the_units_seccomp_policy(settings, tmp_path):
     (tmp_path / "drop").mkdir()
     clip = make_clip(tmp_path / "drop" / "clip.mp4", seconds=2.0)
     proc = subprocess.run(
-        [sys.executable, "-c", APPLY_SECCOMP, json.dumps(seccomp_policy(settings)), LIBSECCOMP,
-         local_chute(), "submit", "--config", str(config), "--job", "media_ingest", str(clip)],
-        capture_output=True, text=True, timeout=280,
+        [
+            sys.executable,
+            "-c",
+            APPLY_SECCOMP,
+            json.dumps(seccomp_policy(settings)),
+            LIBSECCOMP,
+            local_chute(),
+            "submit",
+            "--config",
+            str(config),
+            "--job",
+            "media_ingest",
+            str(clip),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=280,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     manifests = list((tmp_path / "media" / "outbox" / "example").glob("*/manifest.json"))

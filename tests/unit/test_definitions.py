@@ -110,14 +110,33 @@ def test_corpus_covers_every_rejection() -> None:
     """A guard against the corpus shrinking: the SPEC §3/§4 rejections each have a case."""
     names = {c.name for c in cases()}
     required = {
-        "job_unknown_key", "job_module_not_loaded", "job_input_param_undeclared", "job_input_unwired",
-        "job_output_type_vs_module", "job_type_vs_producer", "job_consumed_before_produced",
-        "job_consumed_same_step", "job_produced_twice_across_steps", "artifact_name_absolute",
-        "artifact_name_slash", "artifact_name_backslash", "artifact_name_dotdot", "artifact_name_nul",
-        "module_entrypoint_dotdot", "module_entrypoint_symlink", "option_wrong_type", "option_unknown",
-        "config_two_inboxes_one_path", "config_inbox_in_inbox", "config_outbox_in_inbox",
-        "config_quarantine_in_inbox", "config_archive_in_other_inbox", "config_inbox_job_undefined",
-        "config_archive_missing", "module_duplicate_name", "module_entrypoint_missing",
+        "job_unknown_key",
+        "job_module_not_loaded",
+        "job_input_param_undeclared",
+        "job_input_unwired",
+        "job_output_type_vs_module",
+        "job_type_vs_producer",
+        "job_consumed_before_produced",
+        "job_consumed_same_step",
+        "job_produced_twice_across_steps",
+        "artifact_name_absolute",
+        "artifact_name_slash",
+        "artifact_name_backslash",
+        "artifact_name_dotdot",
+        "artifact_name_nul",
+        "module_entrypoint_dotdot",
+        "module_entrypoint_symlink",
+        "option_wrong_type",
+        "option_unknown",
+        "config_two_inboxes_one_path",
+        "config_inbox_in_inbox",
+        "config_outbox_in_inbox",
+        "config_quarantine_in_inbox",
+        "config_archive_in_other_inbox",
+        "config_inbox_job_undefined",
+        "config_archive_missing",
+        "module_duplicate_name",
+        "module_entrypoint_missing",
     }
     assert required <= names, sorted(required - names)
 
@@ -200,9 +219,22 @@ def test_bundled_example_module_and_job_load_clean() -> None:
 # --- whatever the bytes, a DefinitionError and never another exception ---------------
 
 ODD_TEXTS = [
-    "", "~", "42", "- a\n- b\n", "a: &x [*x]\n", "{1: 2}\n", "? [a]\n: b\n", "name: [x]\n",
-    "\t\n", "a: 1\na: 2\n", "{null: 1}\n", "x: !!binary aGVsbG8=\n", "!!set {a, b}\n", "x: 2001-12-14\n",
-    "name: !!python/object/apply:os.system [true]\n", "steps:\n  - entries:\n    - null\n",
+    "",
+    "~",
+    "42",
+    "- a\n- b\n",
+    "a: &x [*x]\n",
+    "{1: 2}\n",
+    "? [a]\n: b\n",
+    "name: [x]\n",
+    "\t\n",
+    "a: 1\na: 2\n",
+    "{null: 1}\n",
+    "x: !!binary aGVsbG8=\n",
+    "!!set {a, b}\n",
+    "x: 2001-12-14\n",
+    "name: !!python/object/apply:os.system [true]\n",
+    "steps:\n  - entries:\n    - null\n",
 ]
 
 

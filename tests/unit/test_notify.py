@@ -46,8 +46,10 @@ def test_enabled_when_notify_socket_is_set(notifier):
         (lambda n: n.watchdog(), b"WATCHDOG=1"),
         (lambda n: n.extend_timeout(90), b"EXTEND_TIMEOUT_USEC=90000000"),
         (lambda n: n.extend_timeout(1.5), b"EXTEND_TIMEOUT_USEC=1500000"),
-        (lambda n: n.status("2 queued, 1 running, 40 done, 3 failed"),
-         b"STATUS=2 queued, 1 running, 40 done, 3 failed"),
+        (
+            lambda n: n.status("2 queued, 1 running, 40 done, 3 failed"),
+            b"STATUS=2 queued, 1 running, 40 done, 3 failed",
+        ),
     ],
     ids=["ready", "stopping", "watchdog", "extend_timeout", "extend_timeout_fraction", "status"],
 )

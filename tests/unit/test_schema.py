@@ -43,8 +43,9 @@ def test_the_schema_is_valid_draft_07(schema):
     assert jsonschema.validators.validator_for(schema) is jsonschema.Draft7Validator
 
 
-@pytest.mark.parametrize("config", ["config.example.yaml", "systemd/config.yaml",
-                                    "tests/unit/definitions/_base/config.yaml"])
+@pytest.mark.parametrize(
+    "config", ["config.example.yaml", "systemd/config.yaml", "tests/unit/definitions/_base/config.yaml"]
+)
 def test_the_shipped_configs_validate(schema, config):
     assert _errors(schema, yaml.safe_load((REPO / config).read_text())) == []
 
@@ -60,13 +61,21 @@ def test_a_typo_in_a_key_is_rejected(schema):
 
 
 def test_notify_and_metrics_are_described(schema):
-    good = {"notify": [{"url": "ntfy://ntfy.example.com/chute", "events": ["run.quarantined"],
-                        "inboxes": ["/srv/media/inbox/example"]}],
-            "metrics": {"textfile": "/var/lib/node_exporter/chute.prom"}}
+    good = {
+        "notify": [
+            {
+                "url": "ntfy://ntfy.example.com/chute",
+                "events": ["run.quarantined"],
+                "inboxes": ["/srv/media/inbox/example"],
+            }
+        ],
+        "metrics": {"textfile": "/var/lib/node_exporter/chute.prom"},
+    }
     assert _errors(schema, good) == []
     assert _errors(schema, {"notify": [{"url": "json://h/x", "events": ["run.done"]}]}) == [
         "notify.0.events.0: 'run.done' is not one of ['run.published', 'run.quarantined', 'inbox.unavailable', "
-        "'daemon.error']"]
+        "'daemon.error']"
+    ]
     assert len(_errors(schema, {"metrics": {"listen": "127.0.0.1:9464", "textfile": "/x.prom"}})) == 1
     assert len(_errors(schema, {"metrics": {}})) == 1
     assert len(_errors(schema, {"notify": [{"events": ["run.published"]}]})) == 1  # no url

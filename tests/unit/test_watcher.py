@@ -25,35 +25,51 @@ from tests.harness import wait_until
 def ignore_reason(name: str, include: list[str], exclude: list[str]) -> str | None:
     return NameFilter(include, exclude).reason(name)
 
+
 HIDDEN, SUFFIX, SYSTEM = "hidden or temporary name", "partial download or temporary suffix", "system file"
 
 
-@pytest.mark.parametrize("name, reason", [
-    (".clip.mp4", HIDDEN),
-    (".clip.mp4.Xa81Qz", HIDDEN),  # rsync's temp name
-    ("~$report.docx", HIDDEN),  # an Office lock file
-    ("clip.mp4.part", SUFFIX),
-    ("clip.mp4.PART", SUFFIX),
-    ("clip.mp4.partial", SUFFIX),
-    ("clip.mp4.Partial", SUFFIX),
-    ("clip.mp4.tmp", SUFFIX),
-    ("clip.mp4.TMP", SUFFIX),
-    ("clip.mp4.crdownload", SUFFIX),
-    ("clip.mp4.download", SUFFIX),
-    ("clip.mp4.Download", SUFFIX),
-    ("Thumbs.db", SYSTEM),
-    ("thumbs.DB", SYSTEM),
-    ("desktop.ini", SYSTEM),
-    ("Desktop.INI", SYSTEM),
-])
+@pytest.mark.parametrize(
+    "name, reason",
+    [
+        (".clip.mp4", HIDDEN),
+        (".clip.mp4.Xa81Qz", HIDDEN),  # rsync's temp name
+        ("~$report.docx", HIDDEN),  # an Office lock file
+        ("clip.mp4.part", SUFFIX),
+        ("clip.mp4.PART", SUFFIX),
+        ("clip.mp4.partial", SUFFIX),
+        ("clip.mp4.Partial", SUFFIX),
+        ("clip.mp4.tmp", SUFFIX),
+        ("clip.mp4.TMP", SUFFIX),
+        ("clip.mp4.crdownload", SUFFIX),
+        ("clip.mp4.download", SUFFIX),
+        ("clip.mp4.Download", SUFFIX),
+        ("Thumbs.db", SYSTEM),
+        ("thumbs.DB", SYSTEM),
+        ("desktop.ini", SYSTEM),
+        ("Desktop.INI", SYSTEM),
+    ],
+)
 def test_built_in_ignores(name, reason):
     assert ignore_reason(name, ["*"], []) == reason
 
 
-@pytest.mark.parametrize("name", [
-    "clip.mp4", "clip.partition.mp4", "tmp.mp4", "part", "a~$b.mp4", "clip.mp4.", "Thumbs.db.mp4",
-    "-rf.mp4", "new\nline.mp4", "日本語.mp4", "x" * 250,
-])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "clip.mp4",
+        "clip.partition.mp4",
+        "tmp.mp4",
+        "part",
+        "a~$b.mp4",
+        "clip.mp4.",
+        "Thumbs.db.mp4",
+        "-rf.mp4",
+        "new\nline.mp4",
+        "日本語.mp4",
+        "x" * 250,
+    ],
+)
 def test_ordinary_names_are_taken(name):
     assert ignore_reason(name, ["*"], []) is None
 
@@ -97,19 +113,22 @@ def mountinfo(tmp_path) -> str:
     return str(path)
 
 
-@pytest.mark.parametrize("path, fstype", [
-    ("/srv/share/inbox", "cifs"),
-    ("/srv/share", "cifs"),
-    ("/srv/share/local/inbox", "ext4"),  # a mount inside the share: the longest mount point wins
-    ("/srv/shared/inbox", "ext4"),  # a sibling whose name starts like the mount point is not in it
-    ("/mnt/nfs/in", "nfs4"),
-    ("/mnt/with space/in", "smb3"),  # mountinfo writes a space as \040
-    ("/mnt/tab\tand\\backslash/in", "cifs"),  # and a tab as \011, a backslash as \134
-    ("/mnt/over/in", "nfs"),  # mounted over: the later line is the one on top
-    ("/mnt/sshfs/in", "fuse.sshfs"),
-    ("/mnt/shared-opt/in", "cifs"),  # any number of optional fields before the " - "
-    ("/var/inbox", "ext4"),
-])
+@pytest.mark.parametrize(
+    "path, fstype",
+    [
+        ("/srv/share/inbox", "cifs"),
+        ("/srv/share", "cifs"),
+        ("/srv/share/local/inbox", "ext4"),  # a mount inside the share: the longest mount point wins
+        ("/srv/shared/inbox", "ext4"),  # a sibling whose name starts like the mount point is not in it
+        ("/mnt/nfs/in", "nfs4"),
+        ("/mnt/with space/in", "smb3"),  # mountinfo writes a space as \040
+        ("/mnt/tab\tand\\backslash/in", "cifs"),  # and a tab as \011, a backslash as \134
+        ("/mnt/over/in", "nfs"),  # mounted over: the later line is the one on top
+        ("/mnt/sshfs/in", "fuse.sshfs"),
+        ("/mnt/shared-opt/in", "cifs"),  # any number of optional fields before the " - "
+        ("/var/inbox", "ext4"),
+    ],
+)
 def test_filesystem_type_from_mountinfo(mountinfo, path, fstype):
     assert filesystem_type(Path(path), mountinfo) == fstype
 
@@ -129,14 +148,17 @@ def inbox(path: str, watch: str = "auto") -> Inbox:
     return Inbox(path=Path(path), job="j", outbox=Path("/o"), quarantine=Path("/q"), archive=Path("/a"), watch=watch)
 
 
-@pytest.mark.parametrize("path, mode", [
-    ("/srv/share/inbox", "poll"),
-    ("/mnt/nfs/in", "poll"),
-    ("/mnt/with space/in", "poll"),
-    ("/mnt/sshfs/in", "poll"),
-    ("/srv/share/local/inbox", "events"),
-    ("/var/inbox", "events"),
-])
+@pytest.mark.parametrize(
+    "path, mode",
+    [
+        ("/srv/share/inbox", "poll"),
+        ("/mnt/nfs/in", "poll"),
+        ("/mnt/with space/in", "poll"),
+        ("/mnt/sshfs/in", "poll"),
+        ("/srv/share/local/inbox", "events"),
+        ("/var/inbox", "events"),
+    ],
+)
 def test_auto_polls_network_filesystems_and_uses_events_elsewhere(mountinfo, path, mode):
     assert watch_mode(inbox(path), mountinfo) == mode
 
