@@ -26,6 +26,7 @@ sets those variables to the daemon's own pid, as systemd does for WATCHDOG_PID.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
@@ -360,6 +361,19 @@ def status_json(config: Path, limit: int = 1000) -> dict[str, Any]:
     )
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout)
+
+
+def exact_name(obj: dict[str, Any], key: str) -> str:
+    """A name as chute's JSON records it (a manifest's input, a `status --json` row), as os.fsdecode gives it:
+    from `{key}_b64` (its exact bytes) when the name is not UTF-8, else `{key}` itself."""
+    if f"{key}_b64" in obj:
+        return os.fsdecode(base64.b64decode(obj[f"{key}_b64"]))
+    return obj[key]
+
+
+def logged_name(name: str) -> str:
+    """`name` as a JSON log line holds it: each byte that is not UTF-8 as the text \\xNN."""
+    return os.fsencode(name).decode("utf-8", "backslashreplace")
 
 
 def claimed_inputs(inbox: Path) -> list[Path]:

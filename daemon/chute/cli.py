@@ -13,6 +13,7 @@ from . import config as config_mod
 from .catalog import Catalog, load_catalog
 from .errors import RET_FAILED, RET_INTERRUPTED, RET_OK, ChuteError, DefinitionError, UsageError
 from .model import display_path
+from .names import fields, shown, strict
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
 
@@ -36,7 +37,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         cat = load_catalog(file)
     except DefinitionError as exc:
         for problem in exc.problems:
-            print(problem, file=sys.stderr)
+            print(shown(problem), file=sys.stderr)
         n = len(exc.problems)
         print(f"{display_path(file)}: invalid, {n} problem{'s' if n != 1 else ''}", file=sys.stderr)
         return RET_FAILED
@@ -47,7 +48,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     print(f"jobs     {len(cat.jobs)}: {', '.join(sorted(cat.jobs)) or '-'}")
     print(f"inboxes  {len(cfg.inboxes)}")
     for inbox in cfg.inboxes:
-        print(f"  {inbox.path} -> {inbox.job} -> {inbox.outbox}")
+        print(f"  {shown(inbox.path)} -> {inbox.job} -> {shown(inbox.outbox)}")
     print("ok")
     return RET_OK
 
@@ -65,12 +66,13 @@ def cmd_plan(args: argparse.Namespace) -> int:
         for e in step.entries:
             flags = [f"--{b.param} {b.artifact}" for b in e.inputs + e.outputs]
             flags += [f"--{k} {v}" for k, v in e.options]
-            print(f"  {e.module}  {' '.join(flags)}")
+            print(f"  {e.module}  {shown(' '.join(flags))}")
     print("artifacts:")
     width = max(len(a.name) for a in plan.artifacts)
     for a in plan.artifacts:
         origin = "the dropped file" if a.step is None else f"{a.step}/{a.module}"
-        print(f"  {a.name:<{width}}  {a.type:<8} {origin:<28} {'public' if a.public else 'deleted after the run'}")
+        kept = "public" if a.public else "deleted after the run"
+        print(f"  {shown(a.name):<{width}}  {a.type:<8} {origin:<28} {kept}")
     return RET_OK
 
 
@@ -91,7 +93,7 @@ def cmd_modules(args: argparse.Namespace) -> int:
         m = cat.modules[name].manifest
         ins = ", ".join(f"{a.param_name}:{a.type}" for a in m.inputs)
         outs = ", ".join(f"{a.param_name}:{a.type}" for a in m.outputs)
-        print(f"{name:<18} {m.version or '-':<6} {ins} -> {outs}   {m.description}")
+        print(f"{name:<18} {shown(m.version or '-'):<6} {ins} -> {outs}   {shown(m.description)}")
     return RET_OK
 
 
@@ -101,9 +103,8 @@ def cmd_jobs(args: argparse.Namespace) -> int:
     for name in sorted(cat.jobs):
         plan = cat.jobs[name]
         public = ", ".join(a.name for a in plan.public)
-        print(
-            f"{name:<18} {plan.version:<6} {len(plan.steps)} steps, {len(plan.entries())} entries; publishes {public}"
-        )
+        public, version = shown(public), shown(plan.version)
+        print(f"{name:<18} {version:<6} {len(plan.steps)} steps, {len(plan.entries())} entries; publishes {public}")
     return RET_OK
 
 
@@ -199,6 +200,15 @@ def _ledger_exists(cat: Catalog) -> None:
         raise ChuteError(f"no ledger in {cat.config.state_dir}: the daemon has not run with this config yet")
 
 
+def _run_json(run) -> dict:
+    """A ledger row for `status --json`: strict UTF-8, with `<key>_b64` for a name or path that is not UTF-8."""
+    row = run.as_dict()
+    for key in ("inbox", "input_name", "claim", "result"):
+        if row[key] is not None:
+            row.update(fields(key, row[key]))
+    return strict(row)
+
+
 @command("status")
 def cmd_status(args: argparse.Namespace) -> int:
     import json
@@ -215,7 +225,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.json:
         print(
             json.dumps(
-                {"counts": counts, "active": [r.as_dict() for r in active], "recent": [r.as_dict() for r in recent]},
+                {"counts": counts, "active": [_run_json(r) for r in active], "recent": [_run_json(r) for r in recent]},
                 indent=2,
             )
         )
@@ -227,7 +237,8 @@ def cmd_status(args: argparse.Namespace) -> int:
             when = r.finished_at or r.started_at or r.queued_at
             extra = r.result or ((r.error or {}).get("reason") or "")
             where = f"on {r.worker}  " if r.worker and r.state.value == "running" else ""
-            print(f"  {r.run_id}  {r.state.value:<9} {r.job:<14} {r.input_name!r}  {when}  {where}{extra}")
+            name, extra = shown(r.input_name), shown(where + extra)
+            print(f"  {r.run_id}  {r.state.value:<9} {r.job:<14} {name}  {when}  {extra}")
     return RET_OK
 
 
@@ -250,23 +261,26 @@ def cmd_retry(args: argparse.Namespace) -> int:
         failed = 0
         for run_id, run in zip(ids, runs):
             if run is None or run.state != State.FAILED or not run.result:
-                print(f"{run_id}: not a quarantined run", file=sys.stderr)
+                print(f"{shown(run_id)}: not a quarantined run", file=sys.stderr)
                 failed += 1
                 continue
             source = Path(run.result) / run.input_name
             if not source.is_file() or source.is_symlink():
                 if not args.all:
-                    print(f"{run_id}: {source} is no longer in the quarantine", file=sys.stderr)
+                    print(f"{run_id}: {shown(source)} is no longer in the quarantine", file=sys.stderr)
                     failed += 1
                 continue
             try:
                 back = place(source, Path(run.inbox), run.input_name, move=True)
             except OSError as exc:  # the inbox is gone (an unmounted share), or not writable
-                print(f"{run_id}: cannot move {source} back to {run.inbox}: {exc.strerror or exc}", file=sys.stderr)
+                print(
+                    f"{run_id}: cannot move {shown(source)} back to {shown(run.inbox)}: {shown(exc.strerror or exc)}",
+                    file=sys.stderr,
+                )
                 failed += 1
                 continue
             ledger.set_state(run.run_id, State.RETRIED)
-            print(f"{run_id}: {back}")
+            print(f"{run_id}: {shown(back)}")
     finally:
         ledger.close()
     return RET_FAILED if failed else RET_OK
@@ -281,10 +295,10 @@ def main(argv: list[str] | None = None) -> int:
         return COMMANDS[args.command](args)
     except DefinitionError as exc:
         for problem in exc.problems:
-            print(problem, file=sys.stderr)
+            print(shown(problem), file=sys.stderr)
         return exc.exit_code
     except ChuteError as exc:
-        print(f"chute: {exc}", file=sys.stderr)
+        print(f"chute: {shown(exc)}", file=sys.stderr)
         if args.verbose and exc.__cause__ is not None:
             traceback.print_exception(exc.__cause__, file=sys.stderr)
         return exc.exit_code
@@ -293,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
         return RET_INTERRUPTED
     except Exception as exc:  # a bug: still one line unless asked for more
         print(
-            f"chute: internal error: {type(exc).__name__}: {exc} (run with --verbose for the traceback)",
+            f"chute: internal error: {type(exc).__name__}: {shown(exc)} (run with --verbose for the traceback)",
             file=sys.stderr,
         )
         if args.verbose:

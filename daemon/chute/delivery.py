@@ -197,12 +197,7 @@ def quarantine_without_run(spec: RunSpec, reason: str, fence: Fence) -> RunResul
         if fence.lost():
             return lost(spec, {})
         return deferred(spec, f"cannot quarantine: {os_reason(exc)}", Fault.OUTAGE, {})
-    info = {
-        "name": spec.input_name,
-        "size": st.st_size,
-        "sha256": None,
-        "inbox": None if spec.inbox is None else str(spec.inbox),
-    }
+    info = publish.input_object(spec.input_name, st.st_size, None, spec.inbox)
     result = deliver(spec, outcome, None, info, fence, {"input_size": st.st_size})
     return result
 
@@ -262,7 +257,7 @@ def _named(doc: Path, name: str | None) -> str:
     """The input's name for a result folder: the claim's, or (its input gone already) what the manifest says."""
     if name is not None:
         return name
-    return json.loads(doc.read_text())["input"]["name"]
+    return publish.input_name(json.loads(doc.read_text(encoding="utf-8")))
 
 
 def lost(spec: RunSpec, base: dict[str, Any]) -> RunResult:

@@ -10,6 +10,8 @@ from typing import IO
 
 import structlog
 
+from . import names
+
 # sd-daemon(3) priority prefixes, so `journalctl -p warning` filters chute's lines.
 _PRIORITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3, logging.CRITICAL: 2}
 
@@ -84,6 +86,7 @@ def configure(fmt: str = "auto", level: str = "info", stream: IO[str] | None = N
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
             structlog.processors.format_exc_info if as_json else _no_op,
             _head_first,
+            _strict if as_json else _shown,
             renderer,
         ],
         journal=_on_journal(stream),
@@ -112,6 +115,30 @@ def configure(fmt: str = "auto", level: str = "info", stream: IO[str] | None = N
 
 def _no_op(logger, name, event_dict):
     return event_dict
+
+
+def _strict(logger, name, event_dict):
+    """Every value valid UTF-8: json.dumps would write a name's undecodable byte as an escaped lone surrogate."""
+    return names.strict(event_dict)
+
+
+class _Shown(str):
+    """A value names.shown escaped already: quoted by the console renderer, never escaped twice."""
+
+    def __repr__(self) -> str:
+        return "'" + self.replace("'", "\\'") + "'"
+
+
+def _shown(logger, name, event_dict):
+    """Every text value escaped for the terminal: a file name may hold an escape sequence or a newline."""
+    return {key: _shown_value(value) for key, value in event_dict.items()}
+
+
+def _shown_value(value):
+    if not isinstance(value, str):
+        return value  # the renderer writes repr(), which escapes every control
+    safe = names.shown(value)
+    return value if safe == value else _Shown(safe)
 
 
 def _head_first(logger, name, event_dict):

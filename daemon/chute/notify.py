@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from . import logs
+from .names import shown
 
 if TYPE_CHECKING:
     from .config import NotifyTarget
@@ -60,7 +61,7 @@ class Message:
     host: str = field(default_factory=socket.gethostname)
 
     def title(self) -> str:
-        values = {"file": self.fields.get("file", "?"), "inbox": self.inbox or "?"}
+        values = {"file": shown(self.fields.get("file", "?")), "inbox": shown(self.inbox or "?")}
         return f"chute on {self.host}: {_TITLES.get(self.event, self.event).format(**values)}"
 
     def body(self) -> str:
@@ -70,7 +71,8 @@ class Message:
             fields["duration"] = f"{float(fields.pop('duration_s')):.1f} s"
         fields.pop("duration_s", None)
         keys = [k for k in _ORDER if k in fields] + sorted(k for k in fields if k not in _ORDER)
-        lines = [f"{key}: {fields[key]}" for key in keys if fields[key] is not None]
+        # shown(): a newline in a file name would otherwise forge a line (a `reason:`) of the message.
+        lines = [f"{key}: {shown(fields[key])}" for key in keys if fields[key] is not None]
         return "\n".join([f"event: {self.event}", *lines, f"host: {self.host}"])
 
 

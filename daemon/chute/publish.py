@@ -16,6 +16,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from . import names
 from .fileops import copy_file, free_name, fsync_dir, link_or_copy, move_file, place, remove_copies, sync_tree
 from .run import Outcome, RunSpec
 
@@ -34,12 +35,22 @@ def sha256_of(path: Path) -> str:
 
 def describe_input(path: Path, name: str, inbox: Path | None) -> dict[str, Any]:
     """The manifest's `input` object."""
+    return input_object(name, os.stat(path).st_size, sha256_of(path), inbox)
+
+
+def input_object(name: str, size: int, sha256: str | None, inbox: Path | None) -> dict[str, Any]:
+    """The manifest's `input` object from its values: a name or inbox that is not UTF-8 gets its `_b64` twin."""
     return {
-        "name": name,
-        "size": os.stat(path).st_size,
-        "sha256": sha256_of(path),
-        "inbox": None if inbox is None else str(inbox),
+        **names.fields("name", name),
+        "size": size,
+        "sha256": sha256,
+        **(names.fields("inbox", str(inbox)) if inbox is not None else {"inbox": None}),
     }
+
+
+def input_name(manifest: dict[str, Any]) -> str:
+    """The input's exact name, as a manifest.json or report.json records it."""
+    return names.original(manifest["input"], "name")
 
 
 def manifest(
@@ -87,10 +98,10 @@ def _fresh_build(folder: Path, run_id: str) -> Path:
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
-    # A file name that is not UTF-8 (a Latin-1 share) arrives as surrogate escapes; backslashreplace
-    # writes each as the JSON escape \udcXX, so the manifest stays valid JSON and round-trips.
-    with open(path, "x", encoding="utf-8", errors="backslashreplace") as f:
-        json.dump(data, f, indent=2, ensure_ascii=False)
+    # A name that is not UTF-8 (a Latin-1 share) arrives as lone surrogates, which strict JSON readers
+    # reject: `names.strict` writes each such byte as the text \xNN (the exact bytes are in `name_b64`).
+    with open(path, "x", encoding="utf-8") as f:
+        json.dump(names.strict(data), f, indent=2, ensure_ascii=False)
         f.write("\n")
 
 

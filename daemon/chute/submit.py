@@ -14,6 +14,7 @@ from .catalog import load_catalog
 from .claims import new_run_id
 from .errors import RET_FAILED, RET_OK, UsageError
 from .leases import Identity
+from .names import shown
 from .run import Launch, RunResult, RunSpec, RunStatus
 from .runner import execute
 from .systemd import module_environ
@@ -133,11 +134,13 @@ def _with_progress(spec: RunSpec, modules) -> RunResult:
 
 def _report(result: RunResult) -> int:
     if result.status == RunStatus.SUCCEEDED:
-        print(f"published {result.result_dir}")
+        # On a terminal the folder is shown escaped; to a pipe it is its exact bytes, so `dir=$(chute submit ...)`
+        # names the folder even when the input's name holds a newline or is not UTF-8.
+        print(f"published {shown(result.result_dir) if sys.stdout.isatty() else result.result_dir}")
         return RET_OK
     error = result.error or {}
     where = " / ".join(x for x in (error.get("step"), error.get("module")) if x)
-    print(f"failed{' in ' + where if where else ''}: {error.get('reason')}", file=sys.stderr)
+    print(f"failed{' in ' + where if where else ''}: {shown(error.get('reason'))}", file=sys.stderr)
     if result.result_dir:
-        print(f"report in {result.result_dir}", file=sys.stderr)
+        print(f"report in {shown(result.result_dir)}", file=sys.stderr)
     return RET_FAILED

@@ -242,3 +242,33 @@ def test_a_restart_finishes_every_stage_a_crash_can_leave_a_claim_in(tmp_path):
         shutil.rmtree(quarantine / stem)
     assert_processed_once(inbox, rerun | finished)
     assert not owner.exists()
+
+
+def test_a_restart_reveals_a_result_under_the_exact_name_of_an_input_not_utf8(tmp_path):
+    """Its input already archived, the result folder's name comes from manifest.json: from `name_b64`, its
+    exact bytes, not the UTF-8 text of `name` (issue 19)."""
+    setup = Setup(tmp_path)
+    inbox = setup.inbox()
+    config = setup.write()
+    path, outbox, archive = (Path(inbox[k]) for k in ("path", "outbox", "archive"))
+    for folder in (outbox, archive, Path(inbox["quarantine"])):
+        folder.mkdir()
+    name, data, run_id = os.fsdecode(b"caf\xe9.bin"), b"latin-1\n", "20260101T000000Z-00beef"
+    claim = claims.claimed_root(path) / dead_daemon_id() / (run_id + COMMIT_SUFFIX)
+    claim.mkdir(parents=True)
+    for marker in (claims.RUNNING, publish.REVEALING):
+        (claim / marker).touch()
+    (archive / name).write_bytes(data)  # archived, the claim's input gone: only the manifest names it
+    build = outbox / f".chute-build-{run_id}"
+    build.mkdir()
+    (build / "result.bin").write_bytes(data)
+    doc = json.loads(manifest(run_id, name, data))
+    doc["input"].update(name="caf\\xe9.bin", name_b64="Y2Fm6S5iaW4=")  # as chute writes it: strict UTF-8
+    (build / "manifest.json").write_text(json.dumps(doc))
+
+    with Daemon(config) as d:
+        d.wait_event("run.recovered", run_id=run_id)
+        wait_until(lambda: not claim.exists())
+        assert d.stop() == 0
+    assert os.listdir(os.fsencode(outbox)) == [b"caf\xe9"]
+    assert (outbox / os.fsdecode(b"caf\xe9") / "result.bin").read_bytes() == data

@@ -27,9 +27,11 @@ from tests.harness import (
     Setup,
     claimed_inputs,
     event_time,
+    exact_name,
     files,
     ledger_runs,
     ledger_states,
+    logged_name,
     max_overlap,
     run_intervals,
     sha256,
@@ -73,7 +75,7 @@ def assert_published(tmp_path: Path, name: str, data: bytes) -> None:
     assert (result / "result.bin").read_bytes() == data
     manifest = json.loads((result / "manifest.json").read_text())
     assert manifest["status"] == "succeeded"
-    assert manifest["input"]["name"] == name
+    assert exact_name(manifest["input"], "name") == name
     assert (tmp_path / "in-archive" / name).read_bytes() == data
 
 
@@ -279,10 +281,10 @@ def test_hostile_names_are_processed_once_under_their_own_names(tmp_path, monkey
         for name in HOSTILE:
             (inbox / name).write_bytes(b"hostile\n" + os.fsencode(name))
         wait_finished(config, len(HOSTILE))
-        assert sorted(claimed_names(d)) == sorted(HOSTILE)
+        assert sorted(claimed_names(d)) == sorted(logged_name(n) for n in HOSTILE)
         assert d.events("daemon.error") == []
         status = status_json(config)
-    assert sorted(r["input_name"] for r in status["recent"]) == sorted(HOSTILE)
+    assert sorted(exact_name(r, "input_name") for r in status["recent"]) == sorted(HOSTILE)
     assert sorted(files(tmp_path / "in-out")) == sorted(Path(n).stem for n in HOSTILE)
     assert sorted(files(tmp_path / "in-archive")) == sorted(HOSTILE)
     for name in HOSTILE:

@@ -230,3 +230,31 @@ def test_log_format_forces(tmp_path, terminal, fmt):
         assert "\x1b[" not in text  # not a terminal: no colour codes in the file
         assert all(CONSOLE_LINE.match(line) for line in lines), lines
         assert CONSOLE_LINE.match(lines[-1])[2] == "daemon.stopped"
+
+
+def test_console_lines_show_hostile_names_escaped(tmp_path, terminal):
+    """A file name in a console line cannot drive the terminal, split the line, or crash the log (issue 19)."""
+    term, run = terminal
+    setup = Setup(tmp_path)
+    inbox = Path(setup.inbox()["path"])
+    # An OSC sequence that retitles the terminal and a Latin-1 byte (not UTF-8); the second also a space and a
+    # newline, which make the renderer quote the value.
+    bare = os.fsdecode(b"\x1b]0;owned\x07caf\xe9.bin")
+    spaced = os.fsdecode(b"\x1b]0;owned\x07 caf\xe9\nforged.bin")
+    proc = run(setup.write())
+    wait_until(lambda: "daemon.started" in term.output.decode(errors="replace"))
+    for name in (bare, spaced):
+        (inbox / name).write_bytes(b"good\n")
+    wait_until(lambda: term.output.decode(errors="replace").count("run.published") == 2)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(20) == 0
+    wait_until(lambda: "daemon.stopped" in term.output.decode(errors="replace"))
+
+    text = ANSI.sub("", term.output.decode("utf-8"))  # strict: no raw byte of a name reached the terminal
+    assert "\x1b" not in text and "\x07" not in text  # only chute's own colour codes were escapes
+    assert "Traceback" not in text
+    published = [line for line in text.splitlines() if "run.published" in line]
+    assert len(published) == 2, published
+    assert any("file=\\x1b]0;owned\\x07caf\\xe9.bin " in line for line in published), published
+    assert any("file='\\x1b]0;owned\\x07 caf\\xe9\\nforged.bin'" in line for line in published), published
+    assert not [line for line in text.splitlines() if line.startswith("forged.bin")]  # no line split off

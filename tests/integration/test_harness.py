@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-
-from tests.harness import Daemon, Setup, log_problems
-
 
 def test_a_process_left_behind_after_a_clean_stop_is_named():
     pass

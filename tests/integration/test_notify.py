@@ -6,6 +6,7 @@ ones run `chute run` and drop files, as a user would.
 
 from __future__ import annotations
 
+import os
 import threading
 from pathlib import Path
 
@@ -100,6 +101,21 @@ def test_each_event_is_one_message_with_its_fields(webhook, notifications):
     assert unavailable["type"] == "warning" and body_fields(unavailable)["reason"] == "the folder is gone"
     assert error["type"] == "failure" and body_fields(error)["reason"] == "ZeroDivisionError: division by zero"
     assert len(webhook.answered()) == 4  # one message each, no duplicates
+
+
+def test_a_hostile_file_name_is_escaped_and_forges_no_line(webhook, notifications):
+    """A newline in a name cannot add a `key: value` line; escapes and undecodable bytes arrive visible (issue 19)."""
+    n = notifications(NotifyTarget(url=webhook.url()))
+    name = os.fsdecode(b"\x1b]0;owned\x07caf\xe9.mov\nreason: all fine")
+    n.send("run.quarantined", inbox="/srv/in", **dict(QUARANTINED, file=name))
+    [message] = wait_until(lambda: webhook.answered())
+
+    shown = "\\x1b]0;owned\\x07caf\\xe9.mov\\nreason: all fine"
+    assert message["title"].endswith(f"quarantined {shown}")
+    assert message["message"].count("\n") == 10  # event, the 9 fields, host: one line each
+    fields = body_fields(message)
+    assert fields["file"] == shown and fields["reason"] == "exited with status 2"
+    assert "\x1b" not in message["message"] + message["title"]
 
 
 def test_targets_hear_only_their_events_and_inboxes(tmp_path, notifications):

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import wait_until
+from tests.harness import exact_name, wait_until
 from tests.pipelines import CHUTE, HOSTILE_IDS, HOSTILE_NAMES, entry, proc_alive, read_json, sha256_of
 
 pytestmark = pytest.mark.timeout(60)
@@ -137,7 +137,7 @@ def test_any_file_name(project, clip, copy_job, name):
     folder = project.outbox / name.removesuffix(".mp4")
     assert os.fsdecode(proc.stdout) == f"published {folder}\n"
     assert sha256_of(folder / "copy.mp4") == digest
-    assert read_json(folder / "manifest.json")["input"]["name"] == name
+    assert exact_name(read_json(folder / "manifest.json")["input"], "name") == name
     assert user_file.exists() and sha256_of(user_file) == digest
     assert not list(project.root.parent.rglob("pwned"))
     project.assert_clean()
@@ -331,6 +331,18 @@ def test_terminal_shows_progress_and_the_result(project, clip):
     assert "work / steady" in text and "done" in text
     assert f"published {project.outbox / 'clip'}" in text
     project.assert_clean()
+
+
+def test_terminal_shows_a_hostile_result_folder_escaped(project, clip, copy_job):
+    """On a terminal the folder named after the input is shown escaped (issue 19); to a pipe it stays exact."""
+    user_file = clip.rename(clip.with_name(os.fsdecode(b"\x1b]0;owned\x07caf\xe9.mp4")))
+    term = Terminal(project.submit_argv(user_file, copy_job), project.submit_env(), project.root)
+
+    assert term.wait() == 0
+    text = term.output.decode("utf-8")  # strict: the Latin-1 byte did not reach the terminal raw
+    assert "\x07" not in text and "\x1b]" not in text  # rich's own colour codes are CSI, never OSC
+    assert f"published {project.outbox}/\\x1b]0;owned\\x07caf\\xe9" in text
+    assert (project.outbox / user_file.stem / "copy.mp4").exists()  # the folder itself keeps the exact bytes
 
 
 def test_ctrl_c_on_the_terminal_stops_every_module_process(project, clip):
