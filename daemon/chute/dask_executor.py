@@ -14,58 +14,29 @@ service needs no Dask knowledge.
 from __future__ import annotations
 
 import asyncio
-import itertools
-import logging
-import os
 import secrets
-import ssl
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass, field
 from functools import partial
 
 from distributed import Client, KilledWorker
-from distributed.security import Security
+from distributed import Future as DaskFuture
 from distributed.utils import LoopRunner
 
-from . import claims, dask_worker, entry, logs
+from . import claims, dask_client, dask_worker, entry, logs
 from .config import Config
-from .config import Executor as ExecutorConfig
-from .errors import ChuteError
+from .dask_client import reason as _reason
 from .executor import ExecutorUnavailable, WorkerLost
 from .leases import STATE_DIR
+from .membership import ALLOWED, REFUSED, Membership, Run
 from .run import RunSpec
 
 log = logs.get("chute.executor")
 MONITOR_INTERVAL = 1.0  # seconds between looks at the cluster's workers (and tries to reconnect)
 RECONNECT_MAX = 10.0  # seconds between tries to reach a scheduler that is gone, at most
 REPROBE = 30.0  # seconds between probes of a refused worker (its share may be mounted since)
-
-
-@dataclass
-class _Worker:
-    """A Dask worker as the daemon sees it: probing until it is known to see the shared folders."""
-
-    id: str  # its local_directory: one per worker process
-    nthreads: int
-    state: str = "probing"  # probing | allowed | refused
-    verdict: str | None = None  # what its last probe said (logged when it changes)
-    runs: set[str] = field(default_factory=set)
-    probe: object = None  # the Dask future of its probe under way
-    probed_at: float = 0.0  # monotonic
-    running: bool = True  # the scheduler says it takes tasks (not paused, not retiring)
-    turn: int = 0  # when it was last given a run: ties go to the one idle longest
-
-
-@dataclass
-class _Run:
-    spec: RunSpec
-    future: Future
-    key: str
-    worker: str
-    task: object = None  # the Dask future
 
 
 class DaskExecutor:
@@ -75,49 +46,24 @@ class DaskExecutor:
         cfg = current()
         self.config, self.current = cfg.executor, current
         self.plugin = dask_worker.ChutePlugin(str(cfg.work_dir), cfg.log.format, cfg.log.level)
-        self.lock = threading.Lock()
-        self.workers: dict[str, _Worker] = {}
-        self.runs: dict[str, _Run] = {}
-        self.paths: tuple[str, ...] | None = None  # what workers were last probed for
-        # Runs in flight when the scheduler was lost: their attempts may still be stopping on a worker
-        # that never lost it. None of them is sent again before no worker runs it any more.
-        self.stale: set[str] = set()
-        self.turns = itertools.count(1)
+        self.lock = threading.Lock()  # guards `client`, which the monitor thread replaces
+        self.cluster = Membership()  # the workers, their verdicts, the runs on each: changed there only
+        self.paths: tuple[str, ...] | None = None  # what workers were last probed for (the monitor thread's)
         self.topic = f"chute.events.{secrets.token_hex(4)}"  # this daemon's runs' events, relayed to its log
         self.wake, self.closing = threading.Event(), False
         self.retry_in = MONITOR_INTERVAL
-        _quiet_dask()
+        dask_client.quiet_dask()
         # One event loop thread for every client this executor makes: Dask's own, started per
         # client, stays behind each time a connection attempt fails (and a lost scheduler means many).
         self.loop = LoopRunner(asynchronous=False)
         self.loop.start()
         try:
-            self.client: Client | None = self._first_connect()
+            self.client: Client | None = dask_client.first_connect(self.config, self.loop.loop, self.plugin, self.topic)
         except BaseException:
             self.loop.stop()
             raise
         self.thread = threading.Thread(target=self._monitor, name="chute-dask", daemon=True)
         self.thread.start()
-
-    def _first_connect(self) -> Client:
-        if self.config.security is not None:  # a TLS file that is not there is no network problem: say which
-            s = self.config.security
-            for key, path in (("ca_file", s.ca_file), ("cert", s.cert), ("key", s.key)):
-                if path is not None and not os.access(path, os.R_OK):
-                    raise ChuteError(f"cannot read executor.security.{key} {path}")
-        try:
-            return self._connect()
-        except ssl.SSLError as exc:
-            raise ChuteError(
-                f"cannot connect to the Dask scheduler at {self.config.address}: TLS: {_reason(exc)}"
-            ) from None
-        except (OSError, TimeoutError):
-            raise ChuteError(
-                f"cannot reach the Dask scheduler at {self.config.address} (executor.address) "
-                f"within {self.config.connect_timeout:g} s"
-            ) from None
-        except Exception as exc:  # a malformed address, TLS files that do not load
-            raise ChuteError(f"cannot connect to the Dask scheduler at {self.config.address}: {_reason(exc)}") from None
 
     # --- the daemon's side (its loop thread) ---
 
@@ -125,38 +71,30 @@ class DaskExecutor:
         return 0  # a run's claim costs little next to its trip through the scheduler
 
     def free(self, room: bool = True) -> int:
-        with self.lock:
-            if self.client is None or self.client.status != "running":
-                return 0  # the scheduler is gone (or being reached again): claim nothing meanwhile
-            return sum(
-                max(0, w.nthreads - len(w.runs)) for w in self.workers.values() if w.state == "allowed" and w.running
-            )
+        client = self.client
+        if client is None or client.status != "running":
+            return 0  # the scheduler is gone (or being reached again): claim nothing meanwhile
+        return self.cluster.free()
 
     def submit(self, spec: RunSpec) -> Future:
         future: Future = Future()
-        with self.lock:
-            address = self._pick()
-            client = self.client
-            if address is None or client is None or client.status != "running":
-                future.set_exception(ExecutorUnavailable("no Dask worker is free"))
-                return future
-            if spec.run_id in self.stale:
-                future.set_exception(ExecutorUnavailable("its earlier attempt is still stopping on a worker"))
-                return future
-            worker = self.workers[address]
-            run = _Run(spec, future, f"chute-run-{spec.run_id}-{secrets.token_hex(3)}", address)
-            self.runs[spec.run_id] = run
-            worker.runs.add(spec.run_id)
-            worker.turn = next(self.turns)
+        client = self.client
+        if client is None or client.status != "running":
+            future.set_exception(ExecutorUnavailable("no Dask worker is free"))
+            return future
+        run = self.cluster.place(spec, future, f"chute-run-{spec.run_id}-{secrets.token_hex(3)}")
+        if isinstance(run, str):
+            future.set_exception(ExecutorUnavailable(run))
+            return future
         try:
-            run.task = client.submit(
+            task = client.submit(
                 dask_worker.run,
                 spec,
-                worker.id,
+                run.worker_id,
                 run.key,
                 self.topic,
                 key=run.key,
-                workers=[address],
+                workers=[run.worker],
                 allow_other_workers=False,
                 pure=False,
                 retries=0,
@@ -164,24 +102,18 @@ class DaskExecutor:
         except Exception as exc:  # the connection went in between
             self._settle(run, error=ExecutorUnavailable(f"cannot reach the Dask scheduler: {_reason(exc)}"))
             return future
-        run.task.add_done_callback(partial(self._done, run))
+        if not self.cluster.submitted(run, task):  # its worker left meanwhile: the run ended without it
+            task.cancel(force=True, reason="chute: its worker left")
+            task.release()
+            return future
+        task.add_done_callback(partial(self._done, run))
         return future
-
-    def _pick(self) -> str | None:
-        """The allowed worker with the most free threads; of equals, the one given a run longest ago."""
-        free = [
-            (w.nthreads - len(w.runs), -w.turn, address)
-            for address, w in self.workers.items()
-            if w.state == "allowed" and w.running and w.nthreads > len(w.runs)
-        ]
-        return max(free)[2] if free else None
 
     def cancel(self, run_id: str) -> None:
         self._tell(run_id, dask_worker.cancel_run)
 
     def where(self, run_id: str) -> str | None:
-        with self.lock:
-            run = self.runs.get(run_id)
+        run = self.cluster.run(run_id)
         return None if run is None else run.worker
 
     def sweep(self, marker: str) -> None:
@@ -208,9 +140,7 @@ class DaskExecutor:
 
     def kill(self) -> None:
         """Stop every run at once: its modules killed on its worker, its task forgotten by the cluster."""
-        with self.lock:
-            runs = list(self.runs.values())
-        for run in runs:
+        for run in self.cluster.all_runs():
             self._tell(run.spec.run_id, dask_worker.kill_run, run.spec.run_id)
             self._settle(run, error=ExecutorUnavailable("stopped"))
 
@@ -225,10 +155,9 @@ class DaskExecutor:
             client.close(timeout=5)
         self.loop.stop()
 
-    def _tell(self, run_id: str, function, *args) -> None:
+    def _tell(self, run_id: str, function: Callable[..., object], *args: object) -> None:
         """Call `function(key, *args)` in the worker process of the run (Client.run, not a task: it never waits)."""
-        with self.lock:
-            run, client = self.runs.get(run_id), self.client
+        run, client = self.cluster.run(run_id), self.client
         if run is None or client is None:
             return
         try:
@@ -238,8 +167,8 @@ class DaskExecutor:
 
     # --- results, from Dask's callback thread ---
 
-    def _done(self, run: _Run, task) -> None:
-        if self.runs.get(run.spec.run_id) is not run:
+    def _done(self, run: Run, task: DaskFuture) -> None:
+        if not self.cluster.current(run):
             return  # settled already: its worker left, or the connection was lost
         try:
             if task.status == "finished":
@@ -247,23 +176,17 @@ class DaskExecutor:
             elif task.status == "error":
                 self._settle(run, error=_lost(task.exception(), run.worker))
             elif getattr(getattr(task._state, "exception", None), "reason", None) == "scheduler-connection-lost":
-                with self.lock:
-                    self.stale.add(run.spec.run_id)
+                self.cluster.add_stale([run.spec.run_id])
                 self._settle(run, error=ExecutorUnavailable("the connection to the Dask scheduler was lost"))
             else:  # the cluster dropped it (forgotten, cancelled by someone else)
                 self._settle(run, error=_vanished(run, f"its task was dropped by the Dask cluster on {run.worker}"))
         except Exception as exc:  # the result could not be fetched: the claim says what became of the run
             self._settle(run, error=ExecutorUnavailable(f"its result was lost: {_reason(exc)}"))
 
-    def _settle(self, run: _Run, result=None, error: BaseException | None = None) -> None:
+    def _settle(self, run: Run, result: object = None, error: BaseException | None = None) -> None:
         """End `run` once: whichever of its result, its worker's loss or the connection's comes first."""
-        with self.lock:
-            if self.runs.get(run.spec.run_id) is not run:
-                return
-            del self.runs[run.spec.run_id]
-            worker = self.workers.get(run.worker)
-            if worker is not None:
-                worker.runs.discard(run.spec.run_id)
+        if not self.cluster.end(run):
+            return
         if run.task is not None:
             run.task.release()
         if error is not None:
@@ -290,39 +213,35 @@ class DaskExecutor:
             client = self._reconnect()
             if client is None:
                 return
-        if self.stale:
+        if self.cluster.stale_now():
             self._stop_stale(client)
         info = client.scheduler_info(n_workers=-1)["workers"]
         # A worker process is known by its own scratch folder: one that took a dead one's address has another.
         now = {address: (w["local_directory"], w["nthreads"]) for address, w in info.items()}
-        for address in [a for a, w in self.workers.items() if now.get(a, (None,))[0] != w.id]:
-            self._worker_left(client, address)
+        for address, wid in self.cluster.ids().items():
+            if now.get(address, (None,))[0] != wid:
+                self._worker_left(client, address)
         paths = self._shared_paths()
         reprobe = paths != self.paths
         self.paths = paths
+        known = self.cluster.ids()
         for address, (wid, nthreads) in now.items():
-            if address not in self.workers:
-                with self.lock:
-                    self.workers[address] = _Worker(wid, nthreads)
+            if address not in known:
+                self.cluster.joined(address, wid, nthreads)
+            refused = self.cluster.refused_since(address)
+            if address not in known or reprobe or (refused is not None and time.monotonic() - refused > REPROBE):
                 self._probe(client, address)
-            elif reprobe or (
-                self.workers[address].state == "refused"
-                and time.monotonic() - self.workers[address].probed_at > REPROBE
-            ):
-                self._probe(client, address)
-            self.workers[address].running = info[address].get("status", "running") == "running"
+            self.cluster.set_running(address, info[address].get("status", "running") == "running")
 
     def _stop_stale(self, client: Client) -> None:
         """Attempts the last connection left running (the daemon lost the scheduler, its workers did not): stop them."""
-        with self.lock:
-            checked = set(self.stale)
+        checked = self.cluster.stale_now()
         found = client.run(dask_worker.active_runs, on_error="return")
         running = {r for runs in found.values() if isinstance(runs, list) for r in runs}
         if checked & running:
             client.run(dask_worker.cancel_runs, sorted(checked & running), wait=False)
         if all(isinstance(runs, list) for runs in found.values()):  # one that did not answer may still run one
-            with self.lock:
-                self.stale -= checked - running
+            self.cluster.stopped(checked - running)
 
     # --- probes: does a worker see the shared folders? ---
 
@@ -336,9 +255,7 @@ class DaskExecutor:
 
     def _probe(self, client: Client, address: str) -> None:
         """A small task pinned to the worker: does it see every inbox's `.chute` folder? No run goes there before."""
-        with self.lock:
-            worker = self.workers[address]
-            worker.state, worker.probe, worker.probed_at = "probing", None, time.monotonic()
+        self.cluster.probing(address, time.monotonic())
         if not self.paths:
             return  # no inbox is there yet, here either: the worker waits for one
         task = client.submit(
@@ -350,12 +267,12 @@ class DaskExecutor:
             pure=False,
             priority=100,
         )
-        worker.probe = task
+        self.cluster.probe_sent(address, task)
         task.add_done_callback(partial(self._probed, address))
 
-    def _probed(self, address: str, task) -> None:
-        worker = self.workers.get(address)
-        if worker is None or worker.probe is not task or task.status == "cancelled":
+    def _probed(self, address: str, task: DaskFuture) -> None:
+        worker = self.cluster.probe_counts(address, task)
+        if worker is None or task.status == "cancelled":
             return  # it left, or a later probe (for other folders) counts
         seen: dict = {}
         try:
@@ -365,26 +282,23 @@ class DaskExecutor:
             missing, reason = None, f"the probe failed: {_reason(exc)}"
         finally:
             task.release()
-        state = "allowed" if reason is None else "refused"
-        if state != worker.verdict:
-            if state == "allowed":
-                log.info("executor.worker_joined", worker=address, host=seen.get("host"), nthreads=worker.nthreads)
-            else:
-                log.error(
-                    "executor.worker_refused",
-                    worker=address,
-                    path=missing,
-                    reason=reason,
-                    hint="every worker must see the shared folders at the same paths as the daemon",
-                )
-        with self.lock:
-            worker.state = worker.verdict = state
+        state = ALLOWED if reason is None else REFUSED
+        if not self.cluster.verdict(worker, state):
+            return
+        if state == ALLOWED:
+            log.info("executor.worker_joined", worker=address, host=seen.get("host"), nthreads=worker.nthreads)
+        else:
+            log.error(
+                "executor.worker_refused",
+                worker=address,
+                path=missing,
+                reason=reason,
+                hint="every worker must see the shared folders at the same paths as the daemon",
+            )
 
     def _worker_left(self, client: Client, address: str) -> None:
         """A worker left the cluster: runs that had started on it died with it (a crash); the others never ran."""
-        with self.lock:
-            worker = self.workers.pop(address)
-            runs = [self.runs[r] for r in worker.runs if r in self.runs]
+        worker, runs = self.cluster.left(address)
         log.warning("executor.worker_left", worker=address, runs=sorted(r.spec.run_id for r in runs))
         tasks = [t for t in [worker.probe, *(r.task for r in runs)] if t is not None]
         for run in runs:
@@ -395,13 +309,12 @@ class DaskExecutor:
     def _lost_scheduler(self) -> None:
         with self.lock:
             client, self.client = self.client, None
-            self.workers.clear()
-            self.paths = None
+        self.cluster.lost()
+        self.paths = None
         if client is None:
             return
         running = self._drop_runs("the connection to the Dask scheduler was lost")
-        with self.lock:
-            self.stale.update(running)
+        self.cluster.add_stale(running)
         log.warning("executor.disconnected", scheduler=self.config.address, runs=running)
         try:
             client.close(timeout=2)
@@ -409,15 +322,14 @@ class DaskExecutor:
             pass
 
     def _drop_runs(self, reason: str) -> list[str]:
-        with self.lock:
-            runs = list(self.runs.values())
+        runs = self.cluster.all_runs()
         for run in runs:
             self._settle(run, error=ExecutorUnavailable(reason))
         return sorted(r.spec.run_id for r in runs)
 
     def _reconnect(self) -> Client | None:
         try:
-            client = self._connect()
+            client = dask_client.connect(self.config, self.loop.loop, self.plugin, self.topic)
         except Exception as exc:  # not back yet
             if self.retry_in == MONITOR_INTERVAL:  # once per outage, not at every try
                 log.info("executor.reconnect_failed", scheduler=self.config.address, reason=_reason(exc))
@@ -428,42 +340,8 @@ class DaskExecutor:
         self.retry_in = MONITOR_INTERVAL
         return client
 
-    def _connect(self) -> Client:
-        """A client of the scheduler, with chute's worker plugin registered and the run events relayed."""
-        client = _Client(
-            self.config.address,
-            security=_security(self.config),
-            timeout=self.config.connect_timeout,
-            set_as_default=False,
-            name="chute",
-            loop=self.loop.loop,
-        )
-        try:
-            try:
-                client.register_plugin(self.plugin, name=dask_worker.PLUGIN)
-            except Exception as exc:  # registered, but a worker could not set it up: the probe refuses that one
-                log.warning("executor.plugin_failed", scheduler=self.config.address, reason=_reason(exc))
-            client.subscribe_topic(self.topic, _relay)
-        except BaseException:
-            client.close(timeout=2)
-            raise
-        log.info(
-            "executor.connected",
-            scheduler=self.config.address,
-            workers=len(client.scheduler_info(n_workers=-1)["workers"]),
-        )
-        return client
 
-
-class _Client(Client):
-    """Dask's client; one whose connection failed is not closed again when collected (a traceback on stderr)."""
-
-    def __del__(self):
-        if self.status == "running":
-            super().__del__()
-
-
-def _vanished(run: _Run, reason: str) -> BaseException:
+def _vanished(run: Run, reason: str) -> BaseException:
     """A run gone with its worker: a crash if it had started (its claim says so), else it never ran."""
     started = run.spec.claim is None or claims.marked(run.spec.claim, claims.RUNNING)
     return WorkerLost(reason) if started else ExecutorUnavailable(reason)
@@ -481,41 +359,3 @@ def _sweep_sent(marker: str, sent) -> None:
     exc = None if sent.cancelled() else sent.exception()
     if exc is not None:
         log.warning("executor.sweep_failed", marker=marker, reason=_reason(exc))
-
-
-def _relay(event) -> None:
-    """A run event logged on a worker, logged again here (with `worker`): one log shows every run."""
-    _, fields = event
-    fields = dict(fields)
-    fields.pop("timestamp", None)
-    level, name = fields.pop("level", "info"), fields.pop("event", "run.event")
-    getattr(log, level if level in ("debug", "info", "warning", "error") else "info")(name, **fields)
-
-
-def _security(config: ExecutorConfig) -> Security | None:
-    if config.security is None:
-        return None
-    s = config.security
-    return Security(
-        tls_ca_file=str(s.ca_file),
-        tls_client_cert=str(s.cert),
-        tls_client_key=None if s.key is None else str(s.key),
-        require_encryption=True,
-    )
-
-
-def _reason(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
-
-
-def _quiet_dask() -> None:
-    """Dask's own lines go through chute's renderer, and only critical ones: the executor.* events say the rest."""
-    # distributed's own config gives some of its loggers a level (distributed.client: warning): each is set.
-    names = {"distributed", "distributed.client", "distributed.core", "distributed.comm"}
-    names |= {n for n in logging.root.manager.loggerDict if n.startswith("distributed.")}
-    for name in names:
-        logger = logging.getLogger(name)
-        logger.handlers.clear()
-        logger.propagate = True
-        logger.setLevel(logging.CRITICAL)

@@ -7,6 +7,8 @@ into the service. The truth is each inbox's periodic scan; inotify events
 
 from __future__ import annotations
 
+import importlib
+import os
 import threading
 import time
 from dataclasses import dataclass
@@ -18,9 +20,12 @@ from . import claims, logs
 from .config import Config, Inbox
 from .errors import resources_fields, short_of_resources
 from .leases import STATE_DIR, Identity
-from .watcher import EventHint, InboxWatcher, Writers
+from .watcher import EventHint, InboxWatcher
+from .writers import Writers
 
 log = logs.get("chute.intake")
+# A file found settled, or a symlink (no stat: it is not followed), with when it last changed.
+Settled = tuple[float, InboxWatcher, str, os.stat_result | None]
 
 
 def _no_move_pairing() -> None:
@@ -31,14 +36,16 @@ def _no_move_pairing() -> None:
     out of the watched inbox, so a file dropped just after a claim would be seen half a
     second late. chute needs no pairs: a move is a look at both names (EventHint).
     """
-    try:
-        from watchdog.observers.inotify_move_event_grouper import InotifyMoveEventGrouper as Grouper
-    except ImportError:  # watchdog before 6
+    for module, name in (
+        ("watchdog.observers.inotify_move_event_grouper", "InotifyMoveEventGrouper"),  # watchdog 6 and later
+        ("watchdog.observers.inotify_buffer", "InotifyBuffer"),  # watchdog before 6
+    ):
         try:
-            from watchdog.observers.inotify_buffer import InotifyBuffer as Grouper
-        except ImportError:
-            return
-    Grouper.delay = 0.0
+            grouper = getattr(importlib.import_module(module), name)
+        except (ImportError, AttributeError):
+            continue
+        grouper.delay = 0.0
+        return
 
 
 _no_move_pairing()
@@ -134,7 +141,8 @@ class Intake:
 
     def look(self, now: float, capacity: int) -> tuple[list[Claimed], list[Change]]:
         """Scan the inboxes that are due and claim up to `capacity` settled files, oldest change first."""
-        settled, changes = [], []
+        settled: list[Settled] = []
+        changes: list[Change] = []
         self._shortage, looked = None, False
         for w in list(self.watchers.values()):
             if not w.due(now):
@@ -155,7 +163,7 @@ class Intake:
             for name, reason in scan.ignored:
                 self._ignored(w, name, reason)
             settled += [(now, w, name, None) for name in scan.symlinks]
-            settled += [(w.seen[name].changed_at, w, name, st) for name, st in scan.settled]
+            settled += [(w.changed_at(name), w, name, st) for name, st in scan.settled]
         claimed = self._claim_settled(settled, now, capacity)
         self._resources(looked)
         return claimed, changes
@@ -175,7 +183,7 @@ class Intake:
             log.info("daemon.resources_recovered", reason=self.short_of)
             self.short_of = None
 
-    def _claim_settled(self, settled: list, now: float, capacity: int) -> list[Claimed]:
+    def _claim_settled(self, settled: list[Settled], now: float, capacity: int) -> list[Claimed]:
         if not settled or capacity <= 0:
             return []
         candidates = {(st.st_dev, st.st_ino) for *_, st in settled if st is not None}
@@ -187,7 +195,7 @@ class Intake:
             # Whether a writer still has them open is unknown: none is claimed; they are offered again.
             self._short(exc, where="open-writer check")
             return []
-        made = []
+        made: list[Claimed] = []
         for _, w, name, st in sorted(settled, key=lambda x: x[0]):
             if len(made) >= capacity:
                 break  # the rest stays settled: claimed when a run finishes and the loop looks again

@@ -1,14 +1,15 @@
 """The daemon loop: inboxes in, runs out to the executor, results recorded (SPEC §5, §8).
 
-Signal handlers only set flags; `loop(now)` does one iteration and acts on them;
-`serve()` sleeps until the next thing is due (a scan, a heartbeat, a deferred
-run, a stop deadline) or something wakes it (a signal, an inotify hint, a
-finished run). The watching and claiming live in intake.py, the leases and
+Signal handlers only queue the signal; `loop(now)` does one iteration and calls
+the handle_<signal> method of each one queued; `serve()` sleeps until the next
+thing is due (a scan, a heartbeat, a deferred run, a stop deadline) or something
+wakes it (a signal, an inotify hint, a finished run). The watching and claiming live in intake.py, the leases and
 take-overs in recovery.py, the runs between queue and executor in dispatch.py.
 """
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import os
 import resource
@@ -17,8 +18,10 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from queue import SimpleQueue
+from types import FrameType
 
-from . import logs
+from . import logs, signals
 from .catalog import Catalog, load_catalog
 from .config import Config, Inbox
 from .dispatch import Dispatcher
@@ -38,6 +41,8 @@ STOP_MARGIN = 10.0
 # A loop iteration that failed (a bug, an unforeseen OS error) is retried after a back-off that
 # doubles from ERROR_BACKOFF_MIN up to ERROR_BACKOFF_MAX: a persistent error costs little CPU and log.
 ERROR_BACKOFF_MIN, ERROR_BACKOFF_MAX = 0.1, 5.0
+# SIGTERM and SIGINT stop gracefully (a second one cancels the runs in flight); SIGHUP reloads.
+SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
 class Stop(enum.Enum):
@@ -55,7 +60,10 @@ class Service:
         self.notifier = notifier or Notifier()
         self.me = Identity.mine()
         self.wake = threading.Event()
-        self.flags = {"stop": 0, "reload": False}
+        # Signals received and not yet handled: the handler only queues them (gunicorn's arbiter).
+        self.signals: SimpleQueue[int] = SimpleQueue()
+        self.stops = 0  # stop signals received: a second one cancels the runs in flight
+        self.restore = contextlib.ExitStack()  # what start() installed and close() puts back
         self.state, self.stop_at = Stop.RUNNING, 0.0
         self.loop_errors = 0
         self.next_watchdog = 0.0
@@ -75,9 +83,7 @@ class Service:
     # --- start and stop ---
 
     def start(self) -> None:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, self._on_stop_signal)
-        signal.signal(signal.SIGHUP, self._on_reload_signal)
+        self.restore.enter_context(signals.installed(self._on_signal, SIGNALS))
         cfg = self.catalog.config
         fd_limit = raise_fd_limit()  # after the pool's workers started: they and their modules keep the old one
         for inbox in cfg.inboxes:
@@ -98,12 +104,9 @@ class Service:
         self.notifier.ready()
         self._status()
 
-    def _on_stop_signal(self, signum, frame) -> None:
-        self.flags["stop"] += 1
-        self.wake.set()
-
-    def _on_reload_signal(self, signum, frame) -> None:
-        self.flags["reload"] = True
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        """Queue the signal for the loop, which calls its handle_* method: a handler does nothing else."""
+        self.signals.put(signum)
         self.wake.set()
 
     def serve(self) -> None:
@@ -127,22 +130,32 @@ class Service:
             self.close()
 
     def close(self) -> None:
-        self.recovery.release(self._leased())
-        self.intake.stop()
-        self.executor.close()
-        self.telemetry.close()
-        self.ledger.close()
-        self.notifier.close()
+        """Stop every part, each in its own try (huey's consumer): one that fails is logged and skips none."""
+        parts: tuple[tuple[str, Callable[[], object]], ...] = (
+            ("leases", self._release),
+            ("intake", self.intake.stop),
+            ("executor", self.executor.close),
+            ("telemetry", self.telemetry.close),
+            ("ledger", self.ledger.close),
+            ("notifier", self.notifier.close),
+            ("signals", self.restore.close),
+        )
+        for part, stop in parts:
+            try:
+                stop()
+            except Exception as exc:  # a bug or an OS error in one part: the others still stop
+                log.exception("daemon.stop_failed", part=part, reason=f"{type(exc).__name__}: {exc}")
         log.info("daemon.stopped")
+
+    def _release(self) -> None:
+        self.recovery.release(self._leased())
 
     # --- one iteration ---
 
     def loop(self, now: float) -> None:
-        if self.flags["reload"] and self.state == Stop.RUNNING:
-            self.flags["reload"] = False
-            self.reload()
-        if self.flags["stop"] and self.state == Stop.RUNNING:
-            self._begin_stop(now)
+        while not self.signals.empty():
+            signum = self.signals.get()
+            getattr(self, f"handle_{signal.Signals(signum).name[3:].lower()}")(now)
         take_over = self.state == Stop.RUNNING  # the runs draining are still ours: their leases stay fresh
         self._adopt(self.recovery.heartbeat(now, self._leased(), self._watched(), take_over=take_over))
         self.next_look = self.executor.supervise(now)  # a frozen worker's run fails as WorkerLost (a crash)
@@ -171,6 +184,21 @@ class Service:
         if self.state in (Stop.DRAINING, Stop.CANCELLING):
             due.append(self.stop_at)
         return min(due)
+
+    # --- signals, as the loop handles them ---
+
+    def handle_term(self, now: float) -> None:
+        """Stop gracefully: no new claims, the runs in flight drain; a second stop signal cancels them."""
+        self.stops += 1
+        if self.state == Stop.RUNNING:
+            self._begin_stop(now)
+
+    handle_int = handle_term
+
+    def handle_hup(self, now: float) -> None:
+        """Reload the configuration and the jobs (not while stopping)."""
+        if self.state == Stop.RUNNING:
+            self.reload()
 
     # --- claiming and running ---
 
@@ -273,7 +301,7 @@ class Service:
         self.runs.release_waiting()
         if not self.queue.running:
             self.state = Stop.STOPPED
-        elif self.state == Stop.DRAINING and (self.flags["stop"] > 1 or now >= self.stop_at):
+        elif self.state == Stop.DRAINING and (self.stops > 1 or now >= self.stop_at):
             self.state, self.stop_at = Stop.CANCELLING, now + self._grace() + STOP_MARGIN
             log.info("daemon.cancelling", runs=sorted(self.queue.running))
             self.runs.cancel_running()

@@ -75,7 +75,7 @@ def test_an_attempt_left_running_by_a_lost_connection_is_stopped_before_the_run_
         with pytest.raises(ExecutorUnavailable):
             first.result(30)
         wait_until(lambda: not alive(module), 30)  # stopped on the worker that never lost the scheduler
-        wait_until(lambda: executor.free() == 1 and not executor.stale, 30)
+        wait_until(lambda: executor.free() == 1 and not executor.cluster.stale_now(), 30)
         result = executor.submit(spec).result(60)
     finally:
         executor.close()

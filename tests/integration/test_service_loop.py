@@ -8,11 +8,15 @@ Nothing here sleeps.
 
 from __future__ import annotations
 
+import os
 import signal
+import sqlite3
+import threading
 from concurrent.futures import Future
 from pathlib import Path
 
 import pytest
+import structlog
 from chute import claims, leases
 from chute.catalog import load_catalog
 from chute.executor import WorkerLost
@@ -21,10 +25,11 @@ from chute.recovery import HEARTBEAT
 from chute.run import Fault, RunResult, RunStatus
 from chute.service import Service, Stop
 
-from tests.harness import Setup, claimed_inputs, drop, files
+from tests.harness import Setup, claimed_inputs, drop, files, wait_until
 
 SETTLE = 1.0
 POLL = 5.0
+SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)  # the daemon's: stop, stop, reload
 
 
 class Clock:
@@ -92,9 +97,8 @@ class FakeExecutor:
         future.set_exception(WorkerLost("its worker (pid 4242) died: killed by signal 9"))
 
 
-@pytest.fixture
-def daemon(tmp_path):
-    """A started Service on a poll inbox, its clock and executor; closed (and signal handlers restored) after."""
+def configured(tmp_path: Path) -> tuple[Setup, dict, Path]:
+    """A config with one poll inbox (made): the setup, the inbox, the config file."""
     setup = Setup(
         tmp_path,
         defaults={"settle": SETTLE, "poll_interval": POLL, "timeout": 60},
@@ -103,16 +107,19 @@ def daemon(tmp_path):
     )
     inbox = setup.inbox(watch="poll")
     Path(inbox["path"]).mkdir()
-    config = setup.write()
+    return setup, inbox, setup.write()
+
+
+@pytest.fixture
+def daemon(tmp_path):
+    """A started Service on a poll inbox, its clock and executor; closed after (which restores the signal handlers)."""
+    setup, inbox, config = configured(tmp_path)
     clock, executor = Clock(), FakeExecutor()
-    saved = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
     service = Service(load_catalog(config), executor=executor, clock=clock)
     service.start()
     yield service, clock, executor, setup, inbox
     if service.state != Stop.STOPPED or not executor.closed:
         service.close()
-    for s, handler in saved.items():
-        signal.signal(s, handler)
 
 
 def settle(service: Service, clock: Clock) -> None:
@@ -189,7 +196,7 @@ def test_a_run_claimed_ahead_starts_the_moment_a_slot_frees_and_goes_back_on_sto
     assert executor.runs[second][0].input_name == ahead
     assert files(path) == [] and {p.name for p in claimed_inputs(path)} == names
 
-    service._on_stop_signal(signal.SIGTERM, None)
+    service._on_signal(signal.SIGTERM, None)
     service.loop(clock.advance(0.01))
     assert files(path) == [left]  # what waited goes back under its own name; the running one drains
     assert {p.name for p in claimed_inputs(path)} == {running, ahead}  # (the fake executor delivers nothing)
@@ -280,7 +287,7 @@ def test_stop_drains_then_cancels_then_releases_the_input(daemon):
     drop(path, "long.bin", b"long\n")
     settle(service, clock)
     [run_id] = executor.runs
-    service._on_stop_signal(signal.SIGTERM, None)
+    service._on_signal(signal.SIGTERM, None)
     service.loop(clock.advance(0.01))
     assert service.state == Stop.DRAINING and executor.cancelled == []
     drop(path, "late.bin", b"late\n")
@@ -300,8 +307,8 @@ def test_a_stop_whose_runs_never_answer_kills_the_executor_and_releases(daemon):
     path = Path(inbox["path"])
     drop(path, "stuck.bin", b"stuck\n")
     settle(service, clock)
-    service._on_stop_signal(signal.SIGTERM, None)
-    service._on_stop_signal(signal.SIGTERM, None)  # a second signal: cancel at once
+    service._on_signal(signal.SIGTERM, None)
+    service._on_signal(signal.SIGTERM, None)  # a second signal: cancel at once
     service.loop(clock.advance(0.01))
     assert service.state == Stop.CANCELLING
     service.loop(clock.advance(5 + 10 + 1))  # kill grace + the stuck margin
@@ -318,7 +325,7 @@ def test_reload_adds_an_inbox_and_keeps_the_run_in_flight(daemon):
     second = setup.inbox("second", watch="poll")
     Path(second["path"]).mkdir()
     setup.write()
-    service._on_reload_signal(signal.SIGHUP, None)
+    service._on_signal(signal.SIGHUP, None)
     service.loop(clock.advance(0.01))
     assert Path(second["path"]) in service.intake.watchers
     drop(Path(second["path"]), "new.bin", b"new\n")
@@ -348,3 +355,56 @@ def test_the_loop_sleeps_until_its_next_due_time(daemon):
     service.loop(clock.advance(0.01))
     due = service.next_due() - clock.now
     assert 1.0 < due <= 5.0  # the next scan or heartbeat, not a 0.1 s tick
+
+
+def test_a_stop_signal_ends_serve_and_the_signal_handlers_before_it_are_back(tmp_path):
+    _, _, config = configured(tmp_path)
+    before = {s: signal.getsignal(s) for s in SIGNALS}
+    executor = FakeExecutor()
+    service = Service(load_catalog(config), executor=executor)
+
+    def stop_when_started() -> None:
+        try:
+            wait_until(lambda: signal.getsignal(signal.SIGTERM) != before[signal.SIGTERM], 30)
+        except AssertionError:
+            service.signals.put(signal.SIGTERM)  # never installed: stop serve all the same (the test fails below)
+            service.wake.set()
+            raise
+        os.kill(os.getpid(), signal.SIGTERM)  # a real signal, handled by the service's handler in this (main) thread
+
+    sender = threading.Thread(target=stop_when_started)
+    sender.start()
+    try:
+        service.serve()  # returns once the stop has drained (no run in flight) and every part is closed
+    finally:
+        sender.join()
+    assert service.state == Stop.STOPPED and executor.closed
+    assert {s: signal.getsignal(s) for s in SIGNALS} == before
+
+
+class BrokenExecutor(FakeExecutor):
+    """An executor whose close fails: a real one cannot be made to fail on demand (a Dask client's
+    close raising needs a scheduler that breaks mid-close), so this one raises as it would."""
+
+    def close(self) -> None:
+        raise OSError(104, "Connection reset by peer")
+
+
+def test_a_part_that_fails_to_stop_is_logged_and_every_other_part_still_stops(tmp_path):
+    _, inbox, config = configured(tmp_path)
+    before = signal.getsignal(signal.SIGTERM)
+    service = Service(load_catalog(config), executor=BrokenExecutor())
+    service.start()
+    lease = leases.leases_dir(Path(inbox["path"])) / f"{service.me.daemon_id}.json"
+    assert lease.exists() and service.intake.observer.is_alive()
+    with structlog.testing.capture_logs() as logs:
+        service.close()
+    [failed] = [e for e in logs if e["event"] == "daemon.stop_failed"]
+    assert failed["part"] == "executor" and "Connection reset by peer" in failed["reason"]
+    # The parts before it and after it all ran: the lease is dropped, the inotify observer stopped,
+    # the ledger closed, the signal handlers put back, and the stop logged.
+    assert not lease.exists() and not service.intake.observer.is_alive()
+    with pytest.raises(sqlite3.ProgrammingError):
+        service.ledger.db.execute("SELECT 1")
+    assert signal.getsignal(signal.SIGTERM) == before
+    assert logs[-1]["event"] == "daemon.stopped"

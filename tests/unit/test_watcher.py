@@ -15,7 +15,10 @@ from pathlib import Path
 
 import pytest
 from chute.config import Inbox
-from chute.watcher import WALK_TTL, EventHint, InboxWatcher, NameFilter, Writers, filesystem_type, watch_mode
+from chute.mounts import filesystem_type, watch_mode
+from chute.namefilter import NameFilter
+from chute.watcher import EventHint, InboxWatcher
+from chute.writers import WALK_TTL, Writers
 
 from tests.harness import wait_until
 
