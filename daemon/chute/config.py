@@ -87,6 +87,12 @@ class LogConfig(Frozen):
     level: Literal["debug", "info", "warning", "error"] = "info"
 
 
+class LedgerConfig(Frozen):
+    keep_days: int | None = Field(
+        default=90, ge=1, description="Days finished runs stay in the ledger (null: forever); queued and running stay"
+    )
+
+
 class Inbox(Frozen):
     path: FolderPath
     job: str
@@ -203,6 +209,7 @@ class Config(Frozen):
     notify: list[NotifyTarget] = Field(default_factory=list)
     metrics: MetricsConfig | None = None
     log: LogConfig = Field(default_factory=LogConfig)
+    ledger: LedgerConfig = Field(default_factory=LedgerConfig)
     inboxes: list[Inbox] = Field(default_factory=list)
 
     @property
