@@ -65,7 +65,10 @@ def cmd_check(args: argparse.Namespace) -> int:
 def cmd_plan(args: argparse.Namespace) -> int:
     cat = _catalog(args)
     if args.job not in cat.jobs:
-        raise UsageError(f"no job named {args.job!r} (defined: {', '.join(sorted(cat.jobs)) or 'none'})")
+        from .yamlfile import did_you_mean
+
+        hint = did_you_mean(args.job, cat.jobs) or f" (defined: {', '.join(sorted(cat.jobs)) or 'none'})"
+        raise UsageError(f"no job named {args.job!r}{hint}")
     plan = cat.jobs[args.job]
     print(f"job {plan.name} {plan.version}  ({display_path(Path(plan.source))})")
     print(f"input: the dropped file ({plan.input_type}) -> {', '.join(plan.input_names)}")
