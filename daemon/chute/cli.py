@@ -7,13 +7,18 @@ import sys
 import traceback
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import __version__
 from . import config as config_mod
-from .catalog import Catalog, load_catalog
 from .errors import RET_FAILED, RET_INTERRUPTED, RET_OK, ChuteError, DefinitionError, UsageError
 from .model import display_path
 from .names import fields, shown, strict
+
+# The catalog (every module and job) and `chute submit`'s runner are imported by the commands that use
+# them: `chute status` reads only the config and the ledger, and answers in a fraction of a second (issue 21).
+if TYPE_CHECKING:
+    from .catalog import Catalog
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
 
@@ -27,11 +32,15 @@ def command(name: str):
 
 
 def _catalog(args: argparse.Namespace) -> Catalog:
+    from .catalog import load_catalog
+
     return load_catalog(config_mod.find(args.config))
 
 
 @command("check")
 def cmd_check(args: argparse.Namespace) -> int:
+    from .catalog import load_catalog
+
     file = config_mod.find(args.config)
     try:
         cat = load_catalog(file)
@@ -57,7 +66,10 @@ def cmd_check(args: argparse.Namespace) -> int:
 def cmd_plan(args: argparse.Namespace) -> int:
     cat = _catalog(args)
     if args.job not in cat.jobs:
-        raise UsageError(f"no job named {args.job!r} (defined: {', '.join(sorted(cat.jobs)) or 'none'})")
+        from .yamlfile import did_you_mean
+
+        hint = did_you_mean(args.job, cat.jobs) or f" (defined: {', '.join(sorted(cat.jobs)) or 'none'})"
+        raise UsageError(f"no job named {args.job!r}{hint}")
     plan = cat.jobs[args.job]
     print(f"job {plan.name} {plan.version}  ({display_path(Path(plan.source))})")
     print(f"input: the dropped file ({plan.input_type}) -> {', '.join(plan.input_names)}")
@@ -135,10 +147,24 @@ def parser() -> argparse.ArgumentParser:
 
 
 def _extra_parsers() -> list[Callable]:
+    return [_submit_parser, _run_parser, _status_parser, _retry_parser]
+
+
+def _submit_parser(add) -> None:
+    sp = add("submit", "run one job on one file now (the file is read in place, never moved)")
+    sp.add_argument("file", type=Path)
+    sp.add_argument("--job", required=True)
+    sp.add_argument("--outbox", type=Path, help="default: the outbox of the first inbox that runs this job")
+    sp.add_argument(
+        "--quarantine", type=Path, help="default: that inbox's quarantine, or a 'quarantine' folder beside the outbox"
+    )
+
+
+@command("submit")
+def cmd_submit(args: argparse.Namespace) -> int:
     from . import submit
 
-    COMMANDS["submit"] = submit.run
-    return [submit.add_parser, _run_parser, _status_parser, _retry_parser]
+    return submit.run(args)
 
 
 def _run_parser(add) -> None:
@@ -180,8 +206,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from . import logs
     from .service import run_daemon
 
-    file = config_mod.find(args.config)
-    cat = load_catalog(file)
+    cat = _catalog(args)
     if args.detach:
         from .detach import detach
 
@@ -193,11 +218,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     return RET_OK
 
 
-def _ledger_exists(cat: Catalog) -> None:
+def _ledger_exists(state_dir: Path) -> None:
     from .ledger import FILE
 
-    if not (cat.config.state_dir / FILE).exists():
-        raise ChuteError(f"no ledger in {cat.config.state_dir}: the daemon has not run with this config yet")
+    if not (state_dir / FILE).exists():
+        raise ChuteError(f"no ledger in {state_dir}: the daemon has not run with this config yet")
 
 
 def _run_json(run) -> dict:
@@ -215,9 +240,10 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     from .ledger import Ledger
 
-    cat = _catalog(args)
-    _ledger_exists(cat)
-    ledger = Ledger(cat.config.state_dir, readonly=True)
+    # The config alone: a module or job that fails to load does not hide what the ledger says.
+    config, _ = config_mod.load_config(config_mod.find(args.config))
+    _ledger_exists(config.state_dir)
+    ledger = Ledger(config.state_dir, readonly=True)
     try:
         active, recent, counts = ledger.active(), ledger.recent(args.limit), ledger.counts()
     finally:
@@ -253,7 +279,7 @@ def cmd_retry(args: argparse.Namespace) -> int:
         # Both would pair each named id with whichever failed run came first.
         raise UsageError("name the RUN_IDs to retry or pass --all, not both")
     cat = _catalog(args)
-    _ledger_exists(cat)
+    _ledger_exists(cat.config.state_dir)
     ledger = Ledger(cat.config.state_dir)
     try:
         runs: list[Run | None] = list(ledger.failed()) if args.all else [ledger.get(r) for r in args.run_ids]

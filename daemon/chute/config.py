@@ -8,11 +8,11 @@ import re
 from pathlib import Path
 from typing import Annotated, Literal, get_args
 
-from pydantic import AfterValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, ConfigDict, Field, model_validator
 
 from .errors import ChuteError, DefinitionError, Problem
-from .model import Frozen, display_path
-from .yamlfile import Document, load, pydantic_problems
+from .model import Frozen
+from .yamlfile import Document
 
 SEARCH_ORDER = (Path("config.yaml"), Path("/etc/chute/config.yaml"))
 
@@ -85,6 +85,12 @@ class Defaults(Frozen):
 class LogConfig(Frozen):
     format: Literal["auto", "json", "console"] = "auto"
     level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class LedgerConfig(Frozen):
+    keep_days: int | None = Field(
+        default=90, ge=1, description="Days finished runs stay in the ledger (null: forever); queued and running stay"
+    )
 
 
 class Inbox(Frozen):
@@ -203,6 +209,7 @@ class Config(Frozen):
     notify: list[NotifyTarget] = Field(default_factory=list)
     metrics: MetricsConfig | None = None
     log: LogConfig = Field(default_factory=LogConfig)
+    ledger: LedgerConfig = Field(default_factory=LedgerConfig)
     inboxes: list[Inbox] = Field(default_factory=list)
 
     @property
@@ -228,20 +235,12 @@ def find(explicit: Path | None) -> Path:
 
 def load_config(file: Path) -> tuple[Config, Document]:
     """Read, validate and anchor one config file; DefinitionError lists every problem."""
-    doc = load(file, display_path(file))
-    data = {} if doc.data is None else doc.data
-    if not isinstance(data, dict):
-        raise DefinitionError([doc.problem((), "the config must be a mapping of keys")])
-    try:
-        config = Config.model_validate(data)
-    except ValidationError as exc:
-        raise DefinitionError(pydantic_problems(doc, exc)) from None
-    base = file.resolve().parent
-    config = _anchor(config, base, Path.cwd() if file.resolve() == EMBEDDED_DEFAULT.resolve() else base)
-    problems = _overlaps(doc, config) + _notify_inboxes(doc, config)
-    if problems:
-        raise DefinitionError(problems)
-    return config, doc
+    from .config_check import check_config  # it builds on this module's models
+
+    check = check_config(file)
+    if check.problems or check.config is None or check.doc is None:
+        raise DefinitionError(check.problems)
+    return check.config, check.doc
 
 
 def _anchor(config: Config, base: Path, folders: Path) -> Config:
@@ -302,16 +301,19 @@ def _inside(child: Path, parent: Path) -> bool:
     return child == parent or child.is_relative_to(parent)
 
 
-def _overlaps(doc: Document, config: Config) -> list[Problem]:
-    """Folders that would feed results back into an inbox, or two inboxes on one path."""
+def _overlaps(doc: Document, config: Config, index: list[int]) -> list[Problem]:
+    """Folders that would feed results back into an inbox, or two inboxes on one path.
+
+    `index` is each inbox's place in the file (an invalid inbox is left out of `config`).
+    """
     problems = []
     inboxes = config.inboxes
-    for i, inbox in enumerate(inboxes):
+    for n, (i, inbox) in enumerate(zip(index, inboxes)):
         if inbox.on_success == "archive" and inbox.archive is None:
             problems.append(
                 doc.problem(("inboxes", i, "on_success"), "is 'archive', so 'archive' (a folder) is required")
             )
-        for j, other in enumerate(inboxes[:i]):
+        for j, other in zip(index[:n], inboxes[:n]):
             if inbox.path == other.path:
                 problems.append(doc.problem(("inboxes", i, "path"), f"inboxes[{j}] already watches {inbox.path}"))
             elif _inside(inbox.path, other.path) or _inside(other.path, inbox.path):
@@ -320,7 +322,7 @@ def _overlaps(doc: Document, config: Config) -> list[Problem]:
             folder = getattr(inbox, key)
             if folder is None:
                 continue
-            for j, other in enumerate(inboxes):
+            for j, other in zip(index, inboxes):
                 if _inside(folder, other.path):
                     problems.append(
                         doc.problem(
@@ -329,7 +331,7 @@ def _overlaps(doc: Document, config: Config) -> list[Problem]:
                         )
                     )
     for key in ("state_dir", "work_dir"):
-        for j, other in enumerate(inboxes):
+        for j, other in zip(index, inboxes):
             if _inside(getattr(config, key), other.path):
                 problems.append(doc.problem((key,), f"is inside inboxes[{j}] ({other.path})"))
     return problems

@@ -7,12 +7,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, ValidationError
+from pydantic import Field
 
 from .errors import DefinitionError, Problem
 from .manifest import Module, option_type_ok
 from .model import ArtifactName, Frozen, Name, ParamName, TypeName, Version, display_path
-from .yamlfile import Document, Loc, declared_name, load, pydantic_problems
+from .yamlfile import Document, Loc, declared_name, did_you_mean, load, validate
 
 
 class JobInput(Frozen):
@@ -137,11 +137,12 @@ def load_job(file: Path, modules: dict[str, Module], broken_modules: dict[str, s
     doc = load(file, display_path(file))
     if not isinstance(doc.data, dict):
         raise DefinitionError([doc.problem((), "a job must be a mapping of keys (is the file empty?)")])
-    try:
-        job = JobDefinition.model_validate(doc.data)
-    except ValidationError as exc:
-        raise DefinitionError(pydantic_problems(doc, exc)) from None
-    return _Wiring(doc, job, modules, broken_modules or {}).resolve()
+    job, problems = validate(JobDefinition, doc, doc.data)
+    if job is None:
+        raise DefinitionError(problems)
+    wiring = _Wiring(doc, job, modules, broken_modules or {})
+    wiring.problems += problems  # unknown keys: the wiring is still checked
+    return wiring.resolve()
 
 
 class _Wiring:
@@ -236,10 +237,11 @@ class _Wiring:
         module = self.modules.get(entry.module)
         if module is None:
             if entry.module in self.broken:
-                why = f"its manifest {self.broken[entry.module]} is invalid"
+                why = f" (its manifest {self.broken[entry.module]} is invalid)"
             else:
-                why = f"loaded: {', '.join(sorted(self.modules)) or 'none'}"
-            self.fail(loc + ("module",), f"module {entry.module!r} is not loaded ({why})")
+                known = sorted(self.modules) + sorted(self.broken)
+                why = did_you_mean(entry.module, known) or f" (loaded: {', '.join(sorted(self.modules)) or 'none'})"
+            self.fail(loc + ("module",), f"module {entry.module!r} is not loaded{why}")
             return None
         inputs = self._wire_inputs(loc, module, entry)
         outputs = self._wire_outputs(loc, step, module, entry, produced_here)
@@ -265,7 +267,8 @@ class _Wiring:
             where = loc + ("input_artifacts", i)
             decl = module.input(wired.param_name)
             if decl is None:
-                self.fail(where + ("param_name",), f"module {module.name!r} has no input --{wired.param_name}")
+                hint = did_you_mean(wired.param_name, [d.param_name for d in module.manifest.inputs], "--{}")
+                self.fail(where + ("param_name",), f"module {module.name!r} has no input --{wired.param_name}{hint}")
                 continue
             if wired.type != decl.type:
                 self.fail(
@@ -296,7 +299,8 @@ class _Wiring:
             where = loc + ("output_artifacts", i)
             decl = module.output(wired.param_name)
             if decl is None:
-                self.fail(where + ("param_name",), f"module {module.name!r} has no output --{wired.param_name}")
+                hint = did_you_mean(wired.param_name, [d.param_name for d in module.manifest.outputs], "--{}")
+                self.fail(where + ("param_name",), f"module {module.name!r} has no output --{wired.param_name}{hint}")
                 continue
             if wired.type != decl.type:
                 self.fail(

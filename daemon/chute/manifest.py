@@ -6,11 +6,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, model_validator
 
 from .errors import DefinitionError, Problem
 from .model import Frozen, Name, ParamName, TypeName, Version, display_path
-from .yamlfile import Document, declared_name, load, pydantic_problems
+from .yamlfile import Document, declared_name, load, validate
 
 MANIFEST = "manifest.yaml"
 OPTION_TYPES: dict[str, tuple[type, ...]] = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,)}
@@ -92,11 +92,15 @@ def load_module(folder: Path) -> Module:
     doc = load(file, display_path(file))
     if not isinstance(doc.data, dict):
         raise DefinitionError([doc.problem((), "a module manifest must be a mapping of keys (is the file empty?)")])
+    manifest, problems = validate(ModuleManifest, doc, doc.data)
+    if manifest is None:
+        raise DefinitionError(problems)
     try:
-        manifest = ModuleManifest.model_validate(doc.data)
-    except ValidationError as exc:
-        raise DefinitionError(pydantic_problems(doc, exc)) from None
-    entrypoint = _entrypoint(doc, folder, manifest.entrypoint)
+        entrypoint = _entrypoint(doc, folder, manifest.entrypoint)
+    except DefinitionError as exc:
+        raise DefinitionError(problems + exc.problems) from None
+    if problems:
+        raise DefinitionError(problems)
     return Module(manifest=manifest, folder=folder.resolve(), entrypoint=entrypoint, manifest_file=file.resolve())
 
 

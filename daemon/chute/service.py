@@ -17,6 +17,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from queue import SimpleQueue
 from types import FrameType
@@ -29,7 +30,7 @@ from .errors import ChuteError, DefinitionError
 from .executor import Executor, LocalExecutor
 from .intake import Intake
 from .leases import Identity
-from .ledger import Ledger
+from .ledger import Ledger, prune_before
 from .queue import RunQueue
 from .recovery import Adopted, Recovery, reconcile_ledger
 from .systemd import Notifier, module_environ, status_line
@@ -43,6 +44,8 @@ STOP_MARGIN = 10.0
 ERROR_BACKOFF_MIN, ERROR_BACKOFF_MAX = 0.1, 5.0
 # SIGTERM and SIGINT stop gracefully (a second one cancels the runs in flight); SIGHUP reloads.
 SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+# Seconds between prunes of the ledger's old finished runs (ledger.keep_days): at start, then about hourly.
+PRUNE_INTERVAL = 3600.0
 
 
 class Stop(enum.Enum):
@@ -68,6 +71,7 @@ class Service:
         self.loop_errors = 0
         self.next_watchdog = 0.0
         self.next_look: float | None = None  # when the executor wants to look at its workers again
+        self.next_prune = 0.0  # the first iteration prunes
         cfg = catalog.config
         # CHUTE_OWNER: on every process of ours (workers, launchers, modules), so a successor can sweep them all.
         self.environ = tuple((module_environ(os.environ) | {"CHUTE_OWNER": self.me.daemon_id}).items())
@@ -169,6 +173,7 @@ class Service:
             self._drain(now)
         self._status()
         self._watchdog(now)
+        self._prune(now)
         self.telemetry.tick(
             now, len(self.queue.pending), len(self.queue.running), self.queue.oldest(now), self.intake.states()
         )
@@ -329,6 +334,14 @@ class Service:
     def healthy(self) -> bool:
         # A loop that keeps failing is not making progress: let systemd's watchdog restart it.
         return self.intake.healthy() and self.executor.healthy() and self.loop_errors < 3
+
+    def _prune(self, now: float) -> None:
+        keep_days = self.catalog.config.ledger.keep_days
+        if now >= self.next_prune and keep_days is not None:
+            self.next_prune = now + PRUNE_INTERVAL
+            rows = self.ledger.prune(prune_before(keep_days, datetime.now(UTC)))
+            if rows:
+                log.info("ledger.pruned", rows=rows, keep_days=keep_days)
 
     def _watchdog(self, now: float) -> None:
         interval = self.notifier.watchdog_interval

@@ -21,16 +21,6 @@ from .systemd import module_environ
 from .worker import Modules
 
 
-def add_parser(add) -> None:
-    sp = add("submit", "run one job on one file now (the file is read in place, never moved)")
-    sp.add_argument("file", type=Path)
-    sp.add_argument("--job", required=True)
-    sp.add_argument("--outbox", type=Path, help="default: the outbox of the first inbox that runs this job")
-    sp.add_argument(
-        "--quarantine", type=Path, help="default: that inbox's quarantine, or a 'quarantine' folder beside the outbox"
-    )
-
-
 def _folders(cat, args) -> tuple[Path, Path]:
     inbox = next((i for i in cat.config.inboxes if i.job == args.job), None)
     outbox = args.outbox or (inbox.outbox if inbox else None)

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import copy
+import difflib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, get_args
 
 import yaml
+from pydantic import BaseModel, ValidationError
 
 from .errors import DefinitionError, Problem
 
@@ -129,13 +133,88 @@ def declared_name(path: Path, fallback: str) -> str:
     return name if isinstance(name, str) and name else fallback
 
 
-def pydantic_problems(doc: Document, exc: Any, prefix: Loc = ()) -> list[Problem]:
-    """One Problem per pydantic error, pointed at the line of the offending field."""
+M = TypeVar("M", bound=BaseModel)
+
+
+def validate(model: type[M], doc: Document, data: Any, prefix: Loc = ()) -> tuple[M | None, list[Problem]]:
+    """`data` as a `model`, and its problems; an unknown key does not stop the checks of the rest."""
+    try:
+        return model.model_validate(data), []
+    except ValidationError as exc:
+        problems = pydantic_problems(doc, exc, prefix, model)
+        errors = exc.errors(include_url=False)
+    if not all(err["type"] == "extra_forbidden" for err in errors):
+        return None, problems
+    try:
+        return model.model_validate(without(data, [error_loc(err) for err in errors])), problems
+    except ValidationError:
+        return None, problems
+
+
+def without(data: Any, locs: Iterable[Loc]) -> Any:
+    """A copy of `data` with the keys at `locs` taken out."""
+    data = copy.deepcopy(data)
+    for loc in locs:
+        parent = data
+        for part in loc[:-1]:
+            if isinstance(parent, dict):
+                parent = parent.get(part)
+            elif isinstance(parent, list) and isinstance(part, int) and part < len(parent):
+                parent = parent[part]
+            else:
+                parent = None
+        if isinstance(parent, dict):
+            parent.pop(loc[-1], None)
+    return data
+
+
+def did_you_mean(word: str, known: Iterable[str], form: str = "'{}'") -> str:
+    """` (did you mean 'settle'?)` when `word` looks like a typo of one of `known`, else ''."""
+    close = difflib.get_close_matches(word, list(known), n=1)
+    return f" (did you mean {form.format(close[0])}?)" if close else ""
+
+
+def error_loc(err: Any) -> Loc:
+    """Where a pydantic error is, without the union member or validator names pydantic adds."""
+    return tuple(p for p in err["loc"] if not _is_union_tag(p))
+
+
+def pydantic_problems(doc: Document, exc: Any, prefix: Loc = (), model: type[BaseModel] | None = None) -> list[Problem]:
+    """One Problem per pydantic error, pointed at the line of the offending field.
+
+    With the `model` validated, an unknown key names the known key it is likely a typo of.
+    """
     problems = []
     for err in exc.errors(include_url=False):
-        loc = prefix + tuple(p for p in err["loc"] if not _is_union_tag(p))
-        problems.append(doc.problem(loc, _message(err)))
+        loc = error_loc(err)
+        message = _message(err)
+        if err["type"] == "extra_forbidden" and loc:
+            known = _known_keys(model, loc[:-1]) if model is not None else []
+            message = f"unknown key {str(loc[-1])!r}{did_you_mean(str(loc[-1]), known)}"
+        problems.append(doc.problem(prefix + loc, message))
     return problems
+
+
+def _known_keys(model: type[BaseModel], loc: Loc) -> list[str]:
+    """The keys the model at `loc` inside `model` takes ([] when it is no model)."""
+    current: type[BaseModel] | None = model
+    for part in loc:
+        if isinstance(part, int) or current is None:
+            continue
+        field = current.model_fields.get(part)
+        current = _model_in(field.annotation) if field is not None else None
+    return list(current.model_fields) if current is not None else []
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    """The pydantic model inside an annotation such as `list[Inbox]` or `Executor | None`."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in get_args(annotation):
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None
 
 
 def _is_union_tag(part: Any) -> bool:

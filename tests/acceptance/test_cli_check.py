@@ -186,3 +186,57 @@ def test_unreadable_config_is_one_line(command: str, content: bytes, tmp_path: P
     assert problem.startswith("config.yaml: not UTF-8 text")
     # `check` ends with its summary; any other command has only the one line.
     assert rest == (["config.yaml: invalid, 1 problem"] if command == "check" else [])
+
+
+FIVE_MISTAKES = [
+    "config.yaml:8: defaults.setle: unknown key 'setle' (did you mean 'settle'?)",
+    "config.yaml:18: inboxes[1].outbox: ",  # ... var/inbox/results is inside inboxes[0] (...)
+    "jobs/thumbs.yaml:10: steps[0].entries[0].module: module 'tinyy' is not loaded (did you mean 'tiny'?)",
+    "jobs/tiny_job.yaml:13: steps[0].entries[0].input_artifacts[0].param_name: module 'tiny' has no input --inptu"
+    " (did you mean --input?)",
+    "modules/meter/manifest.yaml:3: entrypoint: '../tiny/main.py' is outside the module folder",
+]
+
+
+def test_check_reports_five_independent_mistakes_in_one_pass(base_tree: Path) -> None:
+    """A config key typo, a bad inbox, an unknown module, a wrong param_name, a bad entrypoint (issue 21)."""
+    config = base_tree / "config.yaml"
+    config.write_text(
+        config.read_text().replace("settle: 0.5", "setle: 0.5")
+        + "  - path: var/inbox2\n    job: tiny_job\n    outbox: var/inbox/results\n"
+        "    quarantine: var/quarantine2\n    on_success: delete\n"
+    )
+    job = base_tree / "jobs" / "tiny_job.yaml"
+    (base_tree / "jobs" / "thumbs.yaml").write_text(
+        job.read_text().replace("name: tiny_job", "name: thumbs").replace("module: tiny", "module: tinyy")
+    )
+    job.write_text(job.read_text().replace("param_name: input", "param_name: inptu"))
+    manifest = base_tree / "modules" / "meter" / "manifest.yaml"
+    manifest.write_text(manifest.read_text().replace("entrypoint: main.py", "entrypoint: ../tiny/main.py"))
+    proc = chute("check", "--config", "config.yaml", cwd=base_tree)
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr
+    *problems, summary = proc.stderr.splitlines()
+    missing = [m for m in FIVE_MISTAKES if not any(line.startswith(m) for line in problems)]
+    assert missing == [], proc.stderr
+    assert all(PROBLEM.match(line) for line in problems), proc.stderr
+    # The wrong param_name also leaves the declared --input unwired: its one consequence, said once.
+    assert len(problems) == 6, proc.stderr
+    assert summary == "config.yaml: invalid, 6 problems"
+
+
+def test_check_suggests_the_inbox_job_and_config_key_meant(base_tree: Path) -> None:
+    config = base_tree / "config.yaml"
+    config.write_text(config.read_text().replace("job: tiny_job", "job: tinyjob").replace("workers:", "worker:"))
+    proc = chute("check", "--config", "config.yaml", cwd=base_tree)
+    assert proc.returncode == 1
+    assert proc.stderr.splitlines()[:-1] == [
+        "config.yaml:6: worker: unknown key 'worker' (did you mean 'workers'?)",
+        "config.yaml:11: inboxes[0].job: job 'tinyjob' is not defined (did you mean 'tiny_job'?)",
+    ]
+
+
+def test_plan_suggests_the_job_meant(base_tree: Path) -> None:
+    proc = chute("plan", "tiny-job", "--config", "config.yaml", cwd=base_tree)
+    assert proc.returncode == 2
+    assert proc.stderr.splitlines() == ["chute: no job named 'tiny-job' (did you mean 'tiny_job'?)"]
