@@ -3,7 +3,7 @@
 Usage: .venv/bin/python bench/media.py [--clip FILE] [--seconds 30] [--repeat 3]
        [--long FILE | --long-minutes 10 | --no-long] [--keep DIR]
 
-Makes (with PyAV, no ffmpeg needed) the issue #13 clip: 1280x720 25 fps
+Makes (with PyAV, no ffmpeg needed) the test clip: 1280x720 25 fps
 ``testsrc2``, x264 ``preset fast crf 20`` with x264's default GOP (250
 frames, 10 s), a 997 Hz sine in 48 kHz stereo AAC; or takes ``--clip``.
 Then, ``--repeat`` times and alternating so that a busy machine slows both
@@ -298,7 +298,7 @@ def _submit(clip, folder):
 
 
 def make_test_clip(path, seconds, width, height, preset):
-    """testsrc2 in x264 (crf 20, default GOP) and a 997 Hz sine in AAC, as the issue's clip."""
+    """testsrc2 in x264 (crf 20, default GOP) and a 997 Hz sine in AAC: the test clip."""
     with av.open(str(path), "w") as container:
         video = container.add_stream("libx264", rate=25)
         video.width, video.height, video.pix_fmt = width, height, "yuv420p"
