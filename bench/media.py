@@ -3,27 +3,33 @@
 Usage: .venv/bin/python bench/media.py [--clip FILE] [--seconds 30] [--repeat 3]
        [--long FILE | --long-minutes 10 | --no-long] [--keep DIR]
 
-Makes (with PyAV, no ffmpeg needed) the issue #13 clip: 1280x720 25 fps
+Makes (with PyAV, no ffmpeg needed) the test clip: 1280x720 25 fps
 ``testsrc2``, x264 ``preset fast crf 20`` with x264's default GOP (250
 frames, 10 s), a 997 Hz sine in 48 kHz stereo AAC; or takes ``--clip``.
 Then, ``--repeat`` times and alternating so that a busy machine slows both
 sides alike, runs:
 
-- each module as chute runs it today (``python main.py --input ... --output
-  ...`` in its folder, a fresh interpreter), and again timed inside the
-  process after the imports a warm launcher will have done (av, numpy, PIL,
-  chute.modkit): the module's own time;
-- the whole ``media_ingest`` job through ``chute submit``;
-- where the ``ffmpeg`` command is installed, the same products with the CLI
-  (and the job as a script would run them: probe, sheet, WAV and proxy at
-  once, then loudness and waveform);
+- each module through chute, as a one-entry job: two ``chute run`` daemons
+  (one pool worker each, one with the warm launcher, one with ``launcher:
+  {mode: fresh}``), started once before the rounds as a daemon is, and a
+  file dropped into the module's inbox; the time is from the claim to the
+  ledger row (the ledger's ``queued_at`` to ``finished_at``): staging and
+  hashing the input, launching the module, the module, checking its output,
+  publishing the result, archiving the input and writing the ledger. The CPU
+  time is everything the daemon and its processes spent meanwhile;
+- the whole ``media_ingest`` job the same way, and through ``chute submit``
+  (which starts chute and its launcher, with the preloads, for the one file);
+- where the ``ffmpeg`` command is installed, the same products with the CLI,
+  from starting the command to its exit (its start-up included), and the
+  job as a script would run them: probe, sheet, WAV and proxy at once, then
+  loudness and waveform;
 - the contact sheet of a 1080p 10-minute file with a 10 s GOP (made once,
   and kept with ``--keep``: it takes minutes to encode), against the CLI
   decoding keyframes only.
 
 Prints the fastest of the repeats for each, with the CPU time (user + sys,
 all threads and children) of that run, and the ratio of wall times to the
-CLI's: the median over the rounds of each round's ratio (the two runs of a
+CLI's: the median over the rounds of each round's ratio (the runs of a
 round are next to each other, under the same load). On a shared machine the
 CPU times say what the wall times cannot.
 """
@@ -40,6 +46,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 import av
@@ -47,29 +54,17 @@ import av.filter
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.proctime import cpu, reaped, tree_cpu  # noqa: E402
+from tests.harness import Daemon, Setup, files, ledger_runs  # noqa: E402
 
 MODULES = ROOT / "modules"
 JOBS = ROOT / "jobs"
 LONG_ROW = "contact sheet, long 1080p file"
-# Run in the module's folder: the imports a warm launcher has already done,
-# then main.py as __main__, timed (wall and CPU of all threads); the times go
-# to stderr's last line.
-OWN_TIMER = """
-import os, resource, runpy, sys, time
-import av, numpy, PIL.Image, chute.modkit
-def cpu():
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-sys.argv = ["main.py", *sys.argv[1:]]
-sys.path.insert(0, os.getcwd())
-status, started, cpu_started = 0, time.perf_counter(), cpu()
-try:
-    runpy.run_path("main.py", run_name="__main__")
-except SystemExit as end:
-    status = end.code or 0
-print(f"\\nBENCH_OWN {time.perf_counter() - started:.4f} {cpu() - cpu_started:.4f} {status}",
-      file=sys.stderr)
-"""
+SUBMIT_ROW = "media_ingest (`chute submit`)"
+MODES = ("warm", "fresh")
+RUN_TIMEOUT = 900.0  # seconds one run may take before the bench gives up (the long file's, on a busy machine)
 
 
 @dataclass
@@ -77,7 +72,7 @@ class Row:
     """One product: every measurement of the repeats, as (wall, cpu) seconds."""
 
     name: str
-    own: list[tuple[float, float]] = field(default_factory=list)
+    warm: list[tuple[float, float]] = field(default_factory=list)
     fresh: list[tuple[float, float]] = field(default_factory=list)
     cli: list[tuple[float, float]] = field(default_factory=list)
 
@@ -142,71 +137,143 @@ def _measure(clip, long, folder, repeat, with_cli):
     """Every row, ``repeat`` times, each chute run next to its CLI run."""
     out = folder / "out"
     out.mkdir(exist_ok=True)
-    runs = _module_runs(clip, long, out)
+    wav = _wav(clip, out / "audio.wav")
+    runs = _module_rows(clip, wav, long)
     commands = cli_commands(clip, long, out) if with_cli else {}
-    rows = {name: Row(name) for name in ["media_ingest", *runs]}
-    for attempt in range(repeat):
-        print(f"round {attempt + 1} of {repeat}", flush=True)
-        for name, (module, source, output) in runs.items():
-            rows[name].own.append(_own(module, source, output))
-            rows[name].fresh.append(_fresh(module, source, output))
-            if name in commands:
-                rows[name].cli.append(_run(commands[name]))
-        rows["media_ingest"].fresh.append(_submit(clip, folder))
-        if with_cli:
-            rows["media_ingest"].cli.append(cli_job(clip, out / "job"))
+    rows = {name: Row(name) for name in [*runs, SUBMIT_ROW]}
+    with _Chutes(folder / "chute", runs) as chutes:
+        for attempt in range(repeat):
+            print(f"round {attempt + 1} of {repeat}", flush=True)
+            for name, (_, source) in runs.items():
+                rows[name].warm.append(chutes.run("warm", name, source, attempt))
+                rows[name].fresh.append(chutes.run("fresh", name, source, attempt))
+                if name in commands:
+                    rows[name].cli.append(_run(commands[name]))
+                elif name == "media_ingest" and with_cli:
+                    rows[name].cli.append(cli_job(clip, out / "job"))
+            rows[SUBMIT_ROW].warm.append(_submit(clip, folder))
+            if with_cli:
+                rows[SUBMIT_ROW].cli.append(cli_job(clip, out / "job"))
     return list(rows.values())
 
 
-def _module_runs(clip, long, out):
-    """Row name -> (module, input, output), in media_ingest's order."""
-    wav = out / "audio.wav"  # written by "audio WAV", read by the two after it
-    runs = {
-        "probe": ("probe", clip, out / "probe.json"),
-        "contact sheet": ("thumbnails", clip, out / "contact_sheet.jpg"),
-        "audio WAV": ("example_module", clip, wav),
-        "proxy": ("proxy", clip, out / "proxy.mp4"),
-        "loudness": ("loudness", wav, out / "loudness.json"),
-        "waveform": ("waveform", wav, out / "waveform.png"),
+def _module_rows(clip, wav, long):
+    """Row name -> (media_ingest's entry for the module, the input), in media_ingest's order."""
+    job = yaml.safe_load((JOBS / "media_ingest.yaml").read_text())
+    entries = {entry["module"]: entry for step in job["steps"] for entry in step["entries"]}
+    rows = {
+        "media_ingest": (None, clip),
+        "probe": (entries["probe"], clip),
+        "contact sheet": (entries["thumbnails"], clip),
+        "audio WAV": (entries["example_module"], clip),
+        "proxy": (entries["proxy"], clip),
+        "loudness": (entries["loudness"], wav),
+        "waveform": (entries["waveform"], wav),
     }
     if long is not None:
-        runs[LONG_ROW] = ("thumbnails", long, out / "long_sheet.jpg")
-    return runs
+        rows[LONG_ROW] = (entries["thumbnails"], long)
+    return rows
 
 
-def _fresh(name, source, output):
-    """(wall, cpu) of module ``name`` run as chute runs it today: a new interpreter."""
-    return _run(
-        [sys.executable, "main.py", *_arguments_of(name, source, output)],
-        cwd=MODULES / name,
-        env=_environ(name, output),
-    )
+def _wav(clip, wav):
+    """The sound of the clip, made once by the `example_module` module (loudness and waveform read it)."""
+    folder = MODULES / "example_module"
+    argv = [sys.executable, "main.py", "--input", str(clip), "--output", str(wav)]
+    env = {**os.environ, "TMPDIR": str(wav.parent), "CHUTE_MODULE": "example_module"}
+    _run(argv, cwd=folder, env=env)
+    return wav
 
 
-def _own(name, source, output):
-    """(wall, cpu) of module ``name`` itself, after the imports a warm launcher did."""
-    argv = [sys.executable, "-c", OWN_TIMER, *_arguments_of(name, source, output)]
-    done = subprocess.run(argv, cwd=MODULES / name, env=_environ(name, output), capture_output=True, text=True)
-    last = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else ""
-    if not last.startswith("BENCH_OWN") or last.split()[3] != "0":
-        raise SystemExit(f"{name} failed: {done.stderr.strip()[-500:]}")
-    return float(last.split()[1]), float(last.split()[2])
+def _slug(name):
+    return "".join(c if c.isalnum() else "_" for c in name)
 
 
-def _arguments_of(name, source, output):
-    argv = ["--input", str(source), "--output", str(output)]
-    for option, value in _defaults(name).items():
-        argv += [f"--{option}", str(value).lower() if isinstance(value, bool) else str(value)]
-    return argv
+def _one_entry_job(name, entry):
+    """A job that runs one of media_ingest's entries, its output public, on the job's input."""
+    entry = {**entry, "output_artifacts": [{**a, "public": True} for a in entry["output_artifacts"]]}
+    return {
+        "name": f"bench_{_slug(name)}",
+        "version": "1.0",
+        "description": f"bench: {name} alone",
+        "input_artifacts": [dict(entry["input_artifacts"][0])],
+        "steps": [{"name": "only", "entries": [entry]}],
+    }
 
 
-def _environ(name, output):
-    return {**os.environ, "TMPDIR": str(output.parent), "CHUTE_MODULE": name}
+class _Chutes:
+    """Two `chute run` daemons (warm launcher, fresh interpreters), one pool worker and one inbox per row each."""
+
+    def __init__(self, root, runs):
+        self.root, self.daemons, self.configs = root, {}, {}
+        jobs = root / "jobs"
+        jobs.mkdir(parents=True, exist_ok=True)
+        for name, (entry, _) in runs.items():
+            if entry is not None:
+                (jobs / f"bench_{_slug(name)}.yaml").write_text(yaml.safe_dump(_one_entry_job(name, entry)))
+        for mode in MODES:
+            shutil.rmtree(root / mode, ignore_errors=True)
+            setup = Setup(
+                root / mode,
+                modules_path=[str(MODULES)],
+                jobs_path=[str(jobs), str(JOBS)],
+                workers=1,
+                launcher={"mode": mode},
+                defaults={"settle": 0.2, "poll_interval": 1.0, "timeout": RUN_TIMEOUT},
+                shutdown_timeout=30,
+            )
+            for name in runs:
+                job = "media_ingest" if name == "media_ingest" else f"bench_{_slug(name)}"
+                setup.inbox(_slug(name), job=job, watch="events")
+            self.configs[mode] = setup.write()
+
+    def __enter__(self):
+        for mode, config in self.configs.items():
+            self.daemons[mode] = Daemon(config).start()
+        return self
+
+    def __exit__(self, *exc):
+        for daemon in self.daemons.values():
+            daemon.kill()
+
+    def run(self, mode, name, source, attempt):
+        """(wall, cpu) of one file through the row's inbox: from its claim to its ledger row."""
+        daemon, config, slug = self.daemons[mode], self.configs[mode], _slug(name)
+        inbox = self.root / mode / slug
+        inbox.mkdir(exist_ok=True)
+        dropped = f"{slug}-{attempt}{source.suffix}"
+        hidden = inbox / f".{dropped}.dropping"
+        shutil.copyfile(source, hidden)  # a copy: the run archives (moves) it and stages it read-only
+        spent = _chute_cpu(daemon.pid)
+        os.replace(hidden, inbox / dropped)
+        deadline = time.monotonic() + RUN_TIMEOUT
+        while (run := _finished(config, inbox, dropped)) is None:
+            if not daemon.alive() or time.monotonic() > deadline:
+                raise SystemExit(f"chute ({mode}) did not finish {dropped}:\n{daemon.text()[-3000:]}")
+            time.sleep(0.1)  # a light poll: this process must not take the cores the run is measured on
+        spent = _chute_cpu(daemon.pid) - spent
+        if run.state.value != "succeeded":
+            raise SystemExit(f"chute ({mode}) failed {dropped}: {run.error}")
+        return _stamp(run.finished_at) - _stamp(run.queued_at), spent
 
 
-def _defaults(name):
-    manifest = yaml.safe_load((MODULES / name / "manifest.yaml").read_text())
-    return {option["name"]: option["default"] for option in manifest.get("options", [])}
+def _finished(config, inbox, name):
+    """The ledger's row of the run of ``name`` once it is written (after the input is archived), else None."""
+    archived = name in files(Path(f"{inbox}-archive"))
+    if not archived and not files(Path(f"{inbox}-quarantine")):  # cheap, so it is looked at first
+        return None
+    for run in ledger_runs(config):
+        if run.input_name == name and run.finished_at is not None:
+            return run
+    return None
+
+
+def _stamp(text):
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def _chute_cpu(daemon):
+    """CPU seconds the daemon and every process under it have spent so far (reaped ones included)."""
+    return cpu(daemon) + reaped(daemon) + tree_cpu(daemon)
 
 
 def _submit(clip, folder):
@@ -231,7 +298,7 @@ def _submit(clip, folder):
 
 
 def make_test_clip(path, seconds, width, height, preset):
-    """testsrc2 in x264 (crf 20, default GOP) and a 997 Hz sine in AAC, as the issue's clip."""
+    """testsrc2 in x264 (crf 20, default GOP) and a 997 Hz sine in AAC: the test clip."""
     with av.open(str(path), "w") as container:
         video = container.add_stream("libx264", rate=25)
         video.width, video.height, video.pix_fmt = width, height, "yuv420p"
@@ -406,13 +473,24 @@ def _print(rows, clip, long, repeat):
         f"times: best of {repeat} (and that run's CPU time); ratios: median of the "
         f"{repeat} rounds' ratios\n"
     )
-    print("| product | module's own time | chute, fresh interpreter | ffmpeg CLI | own / CLI | fresh / CLI |")
+    print(
+        "chute: one file through a running `chute run` (one pool worker), from its claim to its ledger row:"
+        " staging and hashing the input, launching the module (forked from the warm launcher, or a fresh"
+        " interpreter), the module, checking its output, publishing, archiving the input, the ledger row;"
+        " CPU: the daemon and every process under it meanwhile. `chute submit`: the whole command, its start-up"
+        " and its warm launcher's included."
+    )
+    print(
+        "ffmpeg CLI: the command (or, for media_ingest, the script running them) from its start to its exit,"
+        " start-up included; CPU: the command's, its threads' and children's.\n"
+    )
+    print("| product | chute, warm launcher | chute, fresh interpreter | ffmpeg CLI | warm / CLI | fresh / CLI |")
     print("|---|---|---|---|---|---|")
     for row in rows:
-        own, fresh, cli = row.best("own"), row.best("fresh"), row.best("cli")
+        warm, fresh, cli = row.best("warm"), row.best("fresh"), row.best("cli")
         print(
-            f"| {row.name} | {_seconds(own)} | {_seconds(fresh)} | {_seconds(cli)} "
-            f"| {_ratio(row.ratio('own'))} | {_ratio(row.ratio('fresh'))} |"
+            f"| {row.name} | {_seconds(warm)} | {_seconds(fresh)} | {_seconds(cli)} "
+            f"| {_ratio(row.ratio('warm'))} | {_ratio(row.ratio('fresh'))} |"
         )
 
 

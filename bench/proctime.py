@@ -27,7 +27,7 @@ def reaped(pid: int) -> float:
 
 def children(pid: int) -> list[int]:
     """Live direct children of `pid` (from every thread's children file)."""
-    found = []
+    found: list[int] = []
     try:
         tasks = os.listdir(f"/proc/{pid}/task")
     except OSError:
