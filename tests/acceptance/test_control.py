@@ -189,3 +189,20 @@ def test_nothing_a_control_client_does_costs_the_daemon_its_descriptors_threads_
                 c.close()
         assert d.alive()
         assert d.stop() == 0
+
+
+def test_systemd_status_says_how_many_inboxes_are_paused(tmp_path):
+    setup = Setup(tmp_path)
+    setup.inbox("a")
+    setup.inbox("b")
+    config = setup.write()
+    receiver = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)  # a real NOTIFY_SOCKET, as systemd's
+    receiver.bind(str(tmp_path / "notify"))
+    receiver.settimeout(30)
+    with receiver, Daemon(config, env={"NOTIFY_SOCKET": str(tmp_path / "notify")}) as d:
+        assert chute(config, "pause").returncode == 0
+        seen: list[bytes] = []
+        wait_until(lambda: seen.append(receiver.recv(4096)) or b"; paused: 2 inboxes" in seen[-1], 30)
+        assert chute(config, "resume", "b").returncode == 0
+        wait_until(lambda: seen.append(receiver.recv(4096)) or seen[-1].endswith(b"failed; paused: 1 inbox"), 30)
+        assert d.stop() == 0
