@@ -147,7 +147,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def _extra_parsers() -> list[Callable]:
-    return [_submit_parser, _run_parser, _status_parser, _retry_parser]
+    return [_submit_parser, _run_parser, _status_parser, _retry_parser, _pause_parser]
 
 
 def _submit_parser(add) -> None:
@@ -238,6 +238,7 @@ def _run_json(run) -> dict:
 def cmd_status(args: argparse.Namespace) -> int:
     import json
 
+    from . import pauses
     from .ledger import Ledger
 
     # The config alone: a module or job that fails to load does not hide what the ledger says.
@@ -248,15 +249,23 @@ def cmd_status(args: argparse.Namespace) -> int:
         active, recent, counts = ledger.active(), ledger.recent(args.limit), ledger.counts()
     finally:
         ledger.close()
+    paused = sorted(pauses.load(config.state_dir) & {str(i.path) for i in config.inboxes})
     if args.json:
         print(
             json.dumps(
-                {"counts": counts, "active": [_run_json(r) for r in active], "recent": [_run_json(r) for r in recent]},
+                {
+                    "counts": counts,
+                    "paused": [strict(p) for p in paused],
+                    "active": [_run_json(r) for r in active],
+                    "recent": [_run_json(r) for r in recent],
+                },
                 indent=2,
             )
         )
         return RET_OK
     print("  ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "no runs yet")
+    for path in paused:
+        print(f"paused: {shown(path)}  (chute resume to claim again)")
     for title, rows in (("queued and running", active), ("recent", recent)):
         print(f"{title}:")
         for r in rows:
@@ -310,6 +319,58 @@ def cmd_retry(args: argparse.Namespace) -> int:
     finally:
         ledger.close()
     return RET_FAILED if failed else RET_OK
+
+
+def _pause_parser(add) -> None:
+    sp = add("pause", "stop claiming (from these inboxes, or all); the runs in flight finish")
+    sp.add_argument("inboxes", nargs="*", metavar="INBOX", help="an inbox's path, as configured or resolved")
+    sp.add_argument("--wait", action="store_true", help="return once nothing runs in the paused inboxes")
+    sp = add("resume", "claim again (from these inboxes, or all)")
+    sp.add_argument("inboxes", nargs="*", metavar="INBOX", help="an inbox's path, as configured or resolved")
+
+
+def _inbox_paths(file: Path, configured: list[str], names: list[str]) -> list[str] | None:
+    """The configured paths the command line names (None: all); ChuteError for one that is no inbox."""
+    import os
+
+    from .yamlfile import did_you_mean
+
+    if not names:
+        return None
+    found = []
+    for name in names:
+        # As configured (relative to the config file's folder) or as the shell sees it (relative to here).
+        tries = {os.path.realpath(name), os.path.realpath(file.parent / name)}
+        match = [p for p in configured if p in tries]
+        if not match:
+            raise ChuteError(f"no inbox {name!r} in {display_path(file)}{did_you_mean(name, configured)}")
+        found.append(match[0])
+    return found
+
+
+@command("pause")
+@command("resume")
+def cmd_pause(args: argparse.Namespace) -> int:
+    from . import control_client
+
+    file = config_mod.find(args.config)
+    config, _ = config_mod.load_config(file)
+    named = _inbox_paths(file, [str(i.path) for i in config.inboxes], args.inboxes)
+    message: dict = {"op": args.command, "by": "cli"} | ({} if named is None else {"inboxes": named})
+    reply = control_client.request(config.state_dir, message)
+    status = control_client.request(config.state_dir, {"op": "status"})
+    rows = [r for r in status["inboxes"] if named is None or r["path"] in named]
+    for r in rows:
+        state = "paused" if r["paused"] else "claiming"
+        busy = f"  ({r['running']} running, {r['queued']} queued)" if r["running"] or r["queued"] else ""
+        changed = "" if r["path"] in reply["changed"] else f"  (already {state})"
+        print(f"{state:<9} {shown(r['path'])}{busy}{changed}")
+    if args.command == "pause" and args.wait:
+        wait: dict = {"op": "wait"} | ({} if named is None else {"inboxes": named})
+        while not control_client.request(config.state_dir, wait).get("idle"):
+            pass  # the daemon held the request WAIT_MAX seconds: ask again
+        print("drained: nothing runs in the paused inboxes")
+    return RET_OK
 
 
 EXTRA_PARSERS = _extra_parsers()

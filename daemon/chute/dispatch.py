@@ -159,6 +159,17 @@ class Dispatcher:
         while self.queue.pending:
             self.queue.release(self.queue.pending.popleft())
 
+    def release_paused(self, paused: frozenset[str]) -> None:
+        """Runs claimed ahead from a paused inbox go back to it (a pause claims nothing more).
+
+        Not an adopted run that had got further (a kept result, a committed claim, a crash): it finishes.
+        """
+        for active in [a for a in self.queue.pending if str(a.inbox.path) in paused]:
+            if active.kept or active.crashes or active.claim.name.endswith(COMMIT_SUFFIX):
+                continue
+            self.queue.pending.remove(active)
+            self.queue.release(active)
+
     def cancel_running(self) -> None:
         for run_id in self.queue.running:
             self.executor.cancel(run_id)

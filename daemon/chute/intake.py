@@ -139,8 +139,13 @@ class Intake:
         for w in self.watchers.values():
             w.hint()
 
-    def look(self, now: float, capacity: int) -> tuple[list[Claimed], list[Change]]:
-        """Scan the inboxes that are due and claim up to `capacity` settled files, oldest change first."""
+    def look(
+        self, now: float, capacity: int, paused: frozenset[str] = frozenset()
+    ) -> tuple[list[Claimed], list[Change]]:
+        """Scan the inboxes that are due and claim up to `capacity` settled files, oldest change first.
+
+        A paused inbox is scanned (its files keep settling, so a resume claims at once) and claims nothing.
+        """
         settled: list[Settled] = []
         changes: list[Change] = []
         self._shortage, looked = None, False
@@ -148,7 +153,8 @@ class Intake:
             if not w.due(now):
                 continue
             try:
-                scan = w.scan(now, limit=max(capacity, 0))  # only as many settled files are stat'ed as can be taken
+                limit = 0 if str(w.inbox.path) in paused else max(capacity, 0)
+                scan = w.scan(now, limit=limit)  # only as many settled files are stat'ed as can be taken
             except OSError as exc:
                 if not short_of_resources(exc):
                     raise

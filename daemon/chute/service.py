@@ -25,6 +25,7 @@ from types import FrameType
 from . import logs, signals
 from .catalog import Catalog, load_catalog
 from .config import Config, Inbox
+from .control import Control
 from .dispatch import Dispatcher
 from .errors import ChuteError, DefinitionError
 from .executor import Executor, LocalExecutor
@@ -33,6 +34,7 @@ from .leases import Identity
 from .ledger import Ledger, prune_before
 from .queue import RunQueue
 from .recovery import Adopted, Recovery, reconcile_ledger
+from .statelock import StateLock
 from .systemd import Notifier, module_environ, status_line
 from .telemetry import Telemetry
 
@@ -60,6 +62,8 @@ class Service:
         self, catalog: Catalog, notifier: Notifier | None = None, executor: Executor | None = None, clock=time.monotonic
     ):
         self.catalog, self.clock = catalog, clock
+        # Before anything else (the socket, the ledger, the workers): one daemon per state_dir (SPEC §11).
+        self.state_lock = StateLock.acquire(catalog.config.state_dir)
         self.notifier = notifier or Notifier()
         self.me = Identity.mine()
         self.wake = threading.Event()
@@ -83,6 +87,7 @@ class Service:
         self.intake = Intake(self.me, self.wake, clock)
         self.recovery = Recovery(self.me, cfg.lease_timeout)
         self.runs = Dispatcher(catalog, self.me, self.environ, self.queue, self.executor, self.wake)
+        self.control = Control(cfg.state_dir, self.wake)  # pause and resume, through control.sock
 
     # --- start and stop ---
 
@@ -94,6 +99,7 @@ class Service:
             self._add_inbox(inbox)
         self.intake.start()
         self.telemetry.start()
+        self.control.start()
         self._adopt(self.recovery.heartbeat(self.clock(), self._leased(), self._watched(), force=True))
         self._reconcile()
         log.info(
@@ -136,6 +142,7 @@ class Service:
     def close(self) -> None:
         """Stop every part, each in its own try (huey's consumer): one that fails is logged and skips none."""
         parts: tuple[tuple[str, Callable[[], object]], ...] = (
+            ("control", self.control.close),
             ("leases", self._release),
             ("intake", self.intake.stop),
             ("executor", self.executor.close),
@@ -143,6 +150,7 @@ class Service:
             ("ledger", self.ledger.close),
             ("notifier", self.notifier.close),
             ("signals", self.restore.close),
+            ("state_dir lock", self.state_lock.release),
         )
         for part, stop in parts:
             try:
@@ -165,18 +173,24 @@ class Service:
         self.next_look = self.executor.supervise(now)  # a frozen worker's run fails as WorkerLost (a crash)
         if self.runs.collect(now):
             self.intake.hint()  # slots are free: claim what has settled meanwhile
+        pauses = self.control.take([str(p) for p in self.intake.watchers])
+        if pauses.resumed_now:
+            self.intake.hint()
         if self.state == Stop.RUNNING:
+            self.runs.release_paused(pauses.paused)
             self.runs.dispatch(now)  # runs claimed ahead start first; then the places they left are claimed
-            self._take_files(now)
+            self._take_files(now, pauses.paused)
             self.runs.dispatch(now)
         else:
             self._drain(now)
         self._status()
         self._watchdog(now)
         self._prune(now)
+        states = self.intake.states()
         self.telemetry.tick(
-            now, len(self.queue.pending), len(self.queue.running), self.queue.oldest(now), self.intake.states()
+            now, len(self.queue.pending), len(self.queue.running), self.queue.oldest(now), states, pauses.paused
         )
+        self.control.publish(self.state.value, self.queue.running.values(), self.queue.pending, states)
 
     def next_due(self) -> float:
         """When the loop has something to do, if nothing wakes it first."""
@@ -207,12 +221,12 @@ class Service:
 
     # --- claiming and running ---
 
-    def _take_files(self, now: float) -> None:
+    def _take_files(self, now: float, paused: frozenset[str] = frozenset()) -> None:
         # Runs claimed ahead wait for this daemon's workers: not while a peer shares an inbox (it may be idle).
         ahead = 0 if self.recovery.shared else self.executor.ahead()
         capacity = self.executor.free() + ahead - self.queue.waiting(now)
         was_short = self.intake.short_of
-        claimed, changes = self.intake.look(now, capacity)
+        claimed, changes = self.intake.look(now, capacity, paused)
         if self.intake.short_of is not None and was_short is None:
             self.telemetry.daemon_error(f"short of resources: {self.intake.short_of}")
         for change in changes:
@@ -328,6 +342,7 @@ class Service:
                 self.runs.counts["done"],
                 self.runs.counts["failed"],
                 waiting,
+                len(self.control.taken),
             )
         )
 

@@ -127,10 +127,12 @@ def module_environ(environ: Mapping[str, str]) -> dict[str, str]:
     return {k: v for k, v in environ.items() if k not in SERVICE_MANAGER_VARIABLES}
 
 
-def status_line(queued: int, running: int, done: int, failed: int, waiting: int = 0) -> str:
-    """The STATUS= text: "2 queued, 1 running, 40 done, 3 failed", and "(1 waiting: deferred)" when some are."""
+def status_line(queued: int, running: int, done: int, failed: int, waiting: int = 0, paused: int = 0) -> str:
+    """The STATUS= text: "2 queued, 1 running, 40 done, 3 failed", "(1 waiting: deferred)" when some are,
+    and "; paused: 2 inboxes" while some are paused."""
     deferred = f" ({waiting} waiting: deferred)" if waiting else ""
-    return f"{queued} queued{deferred}, {running} running, {done} done, {failed} failed"
+    line = f"{queued} queued{deferred}, {running} running, {done} done, {failed} failed"
+    return f"{line}; paused: {paused} inbox{'es' if paused != 1 else ''}" if paused else line
 
 
 def _socket_address(value: str) -> str | bytes | None:

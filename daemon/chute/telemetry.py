@@ -96,11 +96,12 @@ class Telemetry:
         running: int,
         oldest_s: float | None,
         inboxes: dict[str, tuple[bool, float | None]],
+        paused: frozenset[str] = frozenset(),
     ) -> None:
         """Every loop iteration: the gauges, and the textfile when it is due."""
         self.metrics.queue(queued, running, oldest_s)
         for path, (available, scanned_at) in inboxes.items():
-            self.metrics.inbox(path, available, scanned_at)
+            self.metrics.inbox(path, available, scanned_at, path in paused)
         for path in self.inboxes - inboxes.keys():
             self.metrics.forget_inbox(path)
         self.inboxes = set(inboxes)

@@ -1,0 +1,58 @@
+"""The CLI's side of the control socket: one request, one answer (control.py is the daemon's side)."""
+
+from __future__ import annotations
+
+import json
+import socket
+from pathlib import Path
+from typing import Any
+
+from .control import SOCKET, encode
+from .errors import ChuteError
+
+TIMEOUT = 60.0  # seconds for an answer: a held `wait` is answered within control.WAIT_MAX
+MAX_ANSWER = 1 << 24
+
+
+class NoDaemon(ChuteError):
+    """Nothing answers on the state_dir's control socket."""
+
+
+def request(state_dir: Path, message: dict[str, Any], timeout: float = TIMEOUT) -> dict[str, Any]:
+    """Send one request to the daemon on `state_dir`; its answer, or ChuteError with its error."""
+    path = state_dir / SOCKET
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    try:
+        try:
+            sock.connect(str(path))
+        except OSError as exc:
+            raise NoDaemon(f"no daemon is running on {state_dir} ({SOCKET}: {exc.strerror or exc})") from exc
+        try:
+            sock.sendall(encode(message))
+            answer = _read_line(sock)
+        except TimeoutError as exc:
+            raise ChuteError(f"the daemon on {state_dir} did not answer within {timeout:.0f} s") from exc
+        except OSError as exc:
+            raise ChuteError(f"the daemon on {state_dir} closed the control socket: {exc.strerror or exc}") from exc
+    finally:
+        sock.close()
+    if not answer:
+        raise ChuteError(f"the daemon on {state_dir} closed the control socket without answering (stopping?)")
+    try:
+        reply = json.loads(answer)
+    except ValueError as exc:
+        raise ChuteError(f"the daemon on {state_dir} answered something that is not JSON") from exc
+    if not reply.get("ok"):
+        raise ChuteError(str(reply.get("error") or "the daemon refused the request"))
+    return reply
+
+
+def _read_line(sock: socket.socket) -> bytes:
+    data = bytearray()
+    while b"\n" not in data and len(data) < MAX_ANSWER:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    return bytes(data).split(b"\n", 1)[0]
