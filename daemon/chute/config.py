@@ -111,7 +111,7 @@ NOTIFY_EVENTS: tuple[str, ...] = get_args(NotifyEvent)
 
 
 def _apprise_url(url: str) -> str:
-    from .notify import url_problem  # imported here: Apprise loads its plugins only when a config has targets
+    from .apprise_urls import url_problem  # imported here: Apprise loads its plugins only when a config has targets
 
     problem = url_problem(url)
     if problem:
