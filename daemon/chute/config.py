@@ -10,7 +10,7 @@ from typing import Annotated, Literal, get_args
 
 from pydantic import AfterValidator, ConfigDict, Field, model_validator
 
-from .errors import ChuteError, DefinitionError, Problem
+from .errors import ChuteError, DefinitionError
 from .model import Frozen
 from .yamlfile import Document
 
@@ -111,7 +111,7 @@ NOTIFY_EVENTS: tuple[str, ...] = get_args(NotifyEvent)
 
 
 def _apprise_url(url: str) -> str:
-    from .notify import url_problem  # imported here: Apprise loads its plugins only when a config has targets
+    from .apprise_urls import url_problem  # imported here: Apprise loads its plugins only when a config has targets
 
     problem = url_problem(url)
     if problem:
@@ -241,108 +241,3 @@ def load_config(file: Path) -> tuple[Config, Document]:
     if check.problems or check.config is None or check.doc is None:
         raise DefinitionError(check.problems)
     return check.config, check.doc
-
-
-def _anchor(config: Config, base: Path, folders: Path) -> Config:
-    """Relative paths are relative to the config file's folder.
-
-    `folders` is that folder too, except for the embedded default: there only
-    modules_path and jobs_path (the bundled ones) are, and every other folder
-    is under the current one.
-    """
-
-    def a(p: Path, base: Path = folders) -> Path:
-        # Resolved (symlinks followed): two names for one folder are one folder everywhere chute
-        # compares paths, and inotify watches the real folder (a watch on a link sees nothing).
-        return Path(os.path.realpath(base / p.expanduser()))
-
-    inboxes = [
-        i.model_copy(
-            update={
-                "path": a(i.path),
-                "outbox": a(i.outbox),
-                "quarantine": a(i.quarantine),
-                "archive": a(i.archive) if i.archive is not None else None,
-            }
-        )
-        for i in config.inboxes
-    ]
-    notify = [
-        t.model_copy(update={"inboxes": [a(p) for p in t.inboxes]}) if t.inboxes is not None else t
-        for t in config.notify
-    ]
-    metrics = config.metrics
-    if metrics is not None and metrics.textfile is not None:
-        metrics = metrics.model_copy(update={"textfile": a(metrics.textfile)})
-    security = config.executor.security
-    if security is not None:
-        security = security.model_copy(
-            update={
-                "ca_file": a(security.ca_file),
-                "cert": a(security.cert),
-                "key": a(security.key) if security.key is not None else None,
-            }
-        )
-    return config.model_copy(
-        update={
-            "executor": config.executor.model_copy(update={"security": security}),
-            "modules_path": [a(p, base) for p in config.modules_path],
-            "jobs_path": [a(p, base) for p in config.jobs_path],
-            "state_dir": a(config.state_dir),
-            "work_dir": a(config.work_dir),
-            "inboxes": inboxes,
-            "notify": notify,
-            "metrics": metrics,
-        }
-    )
-
-
-def _inside(child: Path, parent: Path) -> bool:
-    return child == parent or child.is_relative_to(parent)
-
-
-def _overlaps(doc: Document, config: Config, index: list[int]) -> list[Problem]:
-    """Folders that would feed results back into an inbox, or two inboxes on one path.
-
-    `index` is each inbox's place in the file (an invalid inbox is left out of `config`).
-    """
-    problems = []
-    inboxes = config.inboxes
-    for n, (i, inbox) in enumerate(zip(index, inboxes)):
-        if inbox.on_success == "archive" and inbox.archive is None:
-            problems.append(
-                doc.problem(("inboxes", i, "on_success"), "is 'archive', so 'archive' (a folder) is required")
-            )
-        for j, other in zip(index[:n], inboxes[:n]):
-            if inbox.path == other.path:
-                problems.append(doc.problem(("inboxes", i, "path"), f"inboxes[{j}] already watches {inbox.path}"))
-            elif _inside(inbox.path, other.path) or _inside(other.path, inbox.path):
-                problems.append(doc.problem(("inboxes", i, "path"), f"is nested with inboxes[{j}] ({other.path})"))
-        for key in ("outbox", "quarantine", "archive"):
-            folder = getattr(inbox, key)
-            if folder is None:
-                continue
-            for j, other in zip(index, inboxes):
-                if _inside(folder, other.path):
-                    problems.append(
-                        doc.problem(
-                            ("inboxes", i, key),
-                            f"{folder} is inside inboxes[{j}] ({other.path}): results would be fed back in",
-                        )
-                    )
-    for key in ("state_dir", "work_dir"):
-        for j, other in zip(index, inboxes):
-            if _inside(getattr(config, key), other.path):
-                problems.append(doc.problem((key,), f"is inside inboxes[{j}] ({other.path})"))
-    return problems
-
-
-def _notify_inboxes(doc: Document, config: Config) -> list[Problem]:
-    """A notify target's inbox that is no inbox of this config (a typo would silence it for good)."""
-    watched = {Path(os.path.realpath(inbox.path)) for inbox in config.inboxes}
-    return [
-        doc.problem(("notify", i, "inboxes", j), f"{folder} is not the path of an inbox in this config")
-        for i, target in enumerate(config.notify)
-        for j, folder in enumerate(target.inboxes or ())
-        if Path(os.path.realpath(folder)) not in watched
-    ]

@@ -1,14 +1,15 @@
-"""Checking a config file in one pass: a mistake in one key or one inbox does not hide the others (issue 21)."""
+"""A config file checked in one pass (one mistake does not hide the others, issue 21), its paths anchored."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
-from .config import EMBEDDED_DEFAULT, Config, Inbox, _anchor, _notify_inboxes, _overlaps
+from .config import EMBEDDED_DEFAULT, Config, Inbox, Security
 from .errors import DefinitionError, Problem
 from .model import display_path
 from .yamlfile import Document, error_loc, load, pydantic_problems, validate, without
@@ -78,3 +79,115 @@ def _settings(doc: Document, data: dict[str, Any]) -> tuple[Config | None, froze
     except ValidationError:
         return None, invalid, problems
     return config, invalid, problems
+
+
+def _anchor(config: Config, base: Path, folders: Path) -> Config:
+    """Relative paths are relative to the config file's folder.
+
+    `folders` is that folder too, except for the embedded default: there only
+    modules_path and jobs_path (the bundled ones) are, and every other folder
+    is under the current one.
+    """
+    notify = [
+        t.model_copy(update={"inboxes": [_real(p, folders) for p in t.inboxes]}) if t.inboxes is not None else t
+        for t in config.notify
+    ]
+    metrics = config.metrics
+    if metrics is not None and metrics.textfile is not None:
+        metrics = metrics.model_copy(update={"textfile": _real(metrics.textfile, folders)})
+    security = config.executor.security
+    return config.model_copy(
+        update={
+            "executor": config.executor.model_copy(
+                update={"security": None if security is None else _anchor_security(security, folders)}
+            ),
+            "modules_path": [_real(p, base) for p in config.modules_path],
+            "jobs_path": [_real(p, base) for p in config.jobs_path],
+            "state_dir": _real(config.state_dir, folders),
+            "work_dir": _real(config.work_dir, folders),
+            "inboxes": [_anchor_inbox(i, folders) for i in config.inboxes],
+            "notify": notify,
+            "metrics": metrics,
+        }
+    )
+
+
+def _real(path: Path, base: Path) -> Path:
+    """`path` (`~` expanded) made absolute against `base`, with symlinks resolved."""
+    # Resolved (symlinks followed): two names for one folder are one folder everywhere chute
+    # compares paths, and inotify watches the real folder (a watch on a link sees nothing).
+    return Path(os.path.realpath(base / path.expanduser()))
+
+
+def _anchor_inbox(inbox: Inbox, folders: Path) -> Inbox:
+    """An inbox with its folders anchored at `folders`."""
+    return inbox.model_copy(
+        update={
+            "path": _real(inbox.path, folders),
+            "outbox": _real(inbox.outbox, folders),
+            "quarantine": _real(inbox.quarantine, folders),
+            "archive": _real(inbox.archive, folders) if inbox.archive is not None else None,
+        }
+    )
+
+
+def _anchor_security(security: Security, folders: Path) -> Security:
+    """Dask's TLS files anchored at `folders`, like every other path."""
+    return security.model_copy(
+        update={
+            "ca_file": _real(security.ca_file, folders),
+            "cert": _real(security.cert, folders),
+            "key": _real(security.key, folders) if security.key is not None else None,
+        }
+    )
+
+
+def _inside(child: Path, parent: Path) -> bool:
+    return child == parent or child.is_relative_to(parent)
+
+
+def _overlaps(doc: Document, config: Config, index: list[int]) -> list[Problem]:
+    """Folders that would feed results back into an inbox, or two inboxes on one path.
+
+    `index` is each inbox's place in the file (an invalid inbox is left out of `config`).
+    """
+    problems = []
+    inboxes = config.inboxes
+    for n, (i, inbox) in enumerate(zip(index, inboxes)):
+        if inbox.on_success == "archive" and inbox.archive is None:
+            problems.append(
+                doc.problem(("inboxes", i, "on_success"), "is 'archive', so 'archive' (a folder) is required")
+            )
+        for j, other in zip(index[:n], inboxes[:n]):
+            if inbox.path == other.path:
+                problems.append(doc.problem(("inboxes", i, "path"), f"inboxes[{j}] already watches {inbox.path}"))
+            elif _inside(inbox.path, other.path) or _inside(other.path, inbox.path):
+                problems.append(doc.problem(("inboxes", i, "path"), f"is nested with inboxes[{j}] ({other.path})"))
+        for key in ("outbox", "quarantine", "archive"):
+            folder = getattr(inbox, key)
+            if folder is None:
+                continue
+            for j, other in zip(index, inboxes):
+                if _inside(folder, other.path):
+                    problems.append(
+                        doc.problem(
+                            ("inboxes", i, key),
+                            f"{folder} is inside inboxes[{j}] ({other.path}): results would be fed back in",
+                        )
+                    )
+    for key in ("state_dir", "work_dir"):
+        for j, other in zip(index, inboxes):
+            if _inside(getattr(config, key), other.path):
+                problems.append(doc.problem((key,), f"is inside inboxes[{j}] ({other.path})"))
+    return problems
+
+
+def _notify_inboxes(doc: Document, config: Config) -> list[Problem]:
+    """A notify target's inbox that is no inbox of this config (a typo would silence it for good)."""
+    watched = {Path(os.path.realpath(inbox.path)) for inbox in config.inboxes}
+    return [
+        doc.problem(("notify", i, "inboxes", j), f"{folder} is not the path of an inbox in this config")
+        for i, target in enumerate(config.notify)
+        for j, folder in enumerate(target.inboxes or ())
+        if Path(os.path.realpath(folder)) not in watched
+    ]

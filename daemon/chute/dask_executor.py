@@ -28,9 +28,9 @@ from distributed.utils import LoopRunner
 from . import claims, dask_client, dask_worker, entry, logs
 from .config import Config
 from .dask_client import reason as _reason
+from .dask_probes import Probes
 from .executor import ExecutorUnavailable, WorkerLost
-from .leases import STATE_DIR
-from .membership import ALLOWED, REFUSED, Membership, Run
+from .membership import Membership, Run
 from .run import RunSpec
 
 log = logs.get("chute.executor")
@@ -48,7 +48,7 @@ class DaskExecutor:
         self.plugin = dask_worker.ChutePlugin(str(cfg.work_dir), cfg.log.format, cfg.log.level)
         self.lock = threading.Lock()  # guards `client`, which the monitor thread replaces
         self.cluster = Membership()  # the workers, their verdicts, the runs on each: changed there only
-        self.paths: tuple[str, ...] | None = None  # what workers were last probed for (the monitor thread's)
+        self.probes = Probes(self.cluster, current)  # the monitor thread's
         self.topic = f"chute.events.{secrets.token_hex(4)}"  # this daemon's runs' events, relayed to its log
         self.wake, self.closing = threading.Event(), False
         self.retry_in = MONITOR_INTERVAL
@@ -221,16 +221,14 @@ class DaskExecutor:
         for address, wid in self.cluster.ids().items():
             if now.get(address, (None,))[0] != wid:
                 self._worker_left(client, address)
-        paths = self._shared_paths()
-        reprobe = paths != self.paths
-        self.paths = paths
+        reprobe = self.probes.refresh()
         known = self.cluster.ids()
         for address, (wid, nthreads) in now.items():
             if address not in known:
                 self.cluster.joined(address, wid, nthreads)
             refused = self.cluster.refused_since(address)
             if address not in known or reprobe or (refused is not None and time.monotonic() - refused > REPROBE):
-                self._probe(client, address)
+                self.probes.send(client, address)
             self.cluster.set_running(address, info[address].get("status", "running") == "running")
 
     def _stop_stale(self, client: Client) -> None:
@@ -242,59 +240,6 @@ class DaskExecutor:
             client.run(dask_worker.cancel_runs, sorted(checked & running), wait=False)
         if all(isinstance(runs, list) for runs in found.values()):  # one that did not answer may still run one
             self.cluster.stopped(checked - running)
-
-    # --- probes: does a worker see the shared folders? ---
-
-    def _shared_paths(self) -> tuple[str, ...]:
-        """What a worker must see as this daemon does: the inboxes' `.chute` folders (the share), the modules."""
-        cfg = self.current()
-        shares = [str(f) for f in (inbox.path / STATE_DIR for inbox in cfg.inboxes) if f.is_dir()]
-        if not shares:
-            return ()  # none yet (a first start, before the leases make them): nothing to prove, no run to give
-        return (*shares, *(str(f) for f in cfg.modules_path if f.is_dir()))
-
-    def _probe(self, client: Client, address: str) -> None:
-        """A small task pinned to the worker: does it see every inbox's `.chute` folder? No run goes there before."""
-        self.cluster.probing(address, time.monotonic())
-        if not self.paths:
-            return  # no inbox is there yet, here either: the worker waits for one
-        task = client.submit(
-            dask_worker.probe,
-            list(self.paths),
-            key=f"chute-probe-{secrets.token_hex(4)}",
-            workers=[address],
-            allow_other_workers=False,
-            pure=False,
-            priority=100,
-        )
-        self.cluster.probe_sent(address, task)
-        task.add_done_callback(partial(self._probed, address))
-
-    def _probed(self, address: str, task: DaskFuture) -> None:
-        worker = self.cluster.probe_counts(address, task)
-        if worker is None or task.status == "cancelled":
-            return  # it left, or a later probe (for other folders) counts
-        seen: dict = {}
-        try:
-            seen = task.result()
-            missing, reason = seen["missing"], None if seen["missing"] is None else "not found there"
-        except Exception as exc:  # chute is not installed there, or the worker died meanwhile
-            missing, reason = None, f"the probe failed: {_reason(exc)}"
-        finally:
-            task.release()
-        state = ALLOWED if reason is None else REFUSED
-        if not self.cluster.verdict(worker, state):
-            return
-        if state == ALLOWED:
-            log.info("executor.worker_joined", worker=address, host=seen.get("host"), nthreads=worker.nthreads)
-        else:
-            log.error(
-                "executor.worker_refused",
-                worker=address,
-                path=missing,
-                reason=reason,
-                hint="every worker must see the shared folders at the same paths as the daemon",
-            )
 
     def _worker_left(self, client: Client, address: str) -> None:
         """A worker left the cluster: runs that had started on it died with it (a crash); the others never ran."""
@@ -310,7 +255,7 @@ class DaskExecutor:
         with self.lock:
             client, self.client = self.client, None
         self.cluster.lost()
-        self.paths = None
+        self.probes.forget()
         if client is None:
             return
         running = self._drop_runs("the connection to the Dask scheduler was lost")

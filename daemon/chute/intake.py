@@ -70,6 +70,17 @@ class Change:
     reason: str | None = None
 
 
+def _make_folders(inbox: Inbox) -> None:
+    """Make the inbox's folders that are missing; one that cannot be made is logged (the inbox is unavailable)."""
+    # Created at start (SPEC §4); a delivery never creates them (an unmounted share must stay absent).
+    for folder in (inbox.path, inbox.outbox, inbox.quarantine, inbox.archive):
+        if folder is not None:
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                log.warning("inbox.unavailable", inbox=str(inbox.path), folder=str(folder), reason=exc.strerror)
+
+
 class Intake:
     def __init__(self, me: Identity, wake: threading.Event, clock=time.monotonic):
         self.me, self.wake, self.clock = me, wake, clock
@@ -97,6 +108,8 @@ class Intake:
         return not any(w.mode == "events" for w in self.watchers.values()) or self.observer.is_alive()
 
     def add(self, inbox: Inbox, config: Config) -> None:
+        """Watch `inbox`, its folders made first where they are missing."""
+        _make_folders(inbox)
         w = InboxWatcher(
             inbox, config.settle(inbox), config.defaults.poll_interval, self.wake, config.defaults.rescan_interval
         )

@@ -1,9 +1,8 @@
-"""Job definitions (SPEC §3): validation, artifact wiring, and the resolved plan a run follows."""
+"""Job definitions (SPEC §3): validation, and the artifact wiring that resolves one into its plan (plan.py)."""
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +11,7 @@ from pydantic import Field
 from .errors import DefinitionError, Problem
 from .manifest import Module, option_type_ok
 from .model import ArtifactName, Frozen, Name, ParamName, TypeName, Version, display_path
+from .plan import Artifact, Binding, EntryPlan, JobPlan, StepPlan
 from .yamlfile import Document, Loc, declared_name, did_you_mean, load, validate
 
 
@@ -53,83 +53,6 @@ class JobDefinition(Frozen):
     description: str | None = None
     input_artifacts: list[JobInput] = Field(min_length=1)
     steps: list[Step] = Field(min_length=1)
-
-
-# --- the resolved plan: plain, frozen, picklable values handed to the runner ---
-
-
-@dataclass(frozen=True)
-class Binding:
-    """One `--param path` pair of an entry: which artifact file the flag gets."""
-
-    param: str
-    artifact: str
-    type: str
-    public: bool = False
-
-
-@dataclass(frozen=True)
-class EntryPlan:
-    step: str
-    index: int
-    module: str
-    module_version: str | None
-    folder: str
-    entrypoint: str
-    inputs: tuple[Binding, ...]
-    outputs: tuple[Binding, ...]
-    options: tuple[tuple[str, str], ...]
-    timeout: float | None
-    retries: int
-    launcher: str = "warm"  # warm | fresh (the module's manifest)
-
-    @property
-    def label(self) -> str:
-        """A name for this entry that is unique in its job: `step1.0.example_module`."""
-        return f"{self.step}.{self.index}.{self.module}"
-
-    def argv(self, workspace: Path) -> list[str]:
-        """The command-line arguments after the entrypoint (SPEC §2)."""
-        args: list[str] = []
-        for b in self.inputs + self.outputs:
-            args += [f"--{b.param}", str(workspace / b.artifact)]
-        for flag, value in self.options:
-            args += [f"--{flag}", value]
-        return args
-
-
-@dataclass(frozen=True)
-class StepPlan:
-    name: str
-    entries: tuple[EntryPlan, ...]
-
-
-@dataclass(frozen=True)
-class Artifact:
-    name: str
-    type: str
-    step: str | None  # None: bound to the dropped file
-    module: str | None
-    public: bool
-
-
-@dataclass(frozen=True)
-class JobPlan:
-    name: str
-    version: str
-    sha256: str
-    source: str
-    input_type: str
-    input_names: tuple[str, ...]
-    steps: tuple[StepPlan, ...]
-    artifacts: tuple[Artifact, ...]
-
-    @property
-    def public(self) -> tuple[Artifact, ...]:
-        return tuple(a for a in self.artifacts if a.public)
-
-    def entries(self) -> list[EntryPlan]:
-        return [e for s in self.steps for e in s.entries]
 
 
 def load_job(file: Path, modules: dict[str, Module], broken_modules: dict[str, str] | None = None) -> JobPlan:

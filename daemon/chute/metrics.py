@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any
 from . import __version__, logs
 
 if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+
     from .config import MetricsConfig
 
 log = logs.get("chute.metrics")
@@ -56,11 +58,18 @@ class Metrics:
             self._define()
 
     def _define(self) -> None:
-        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
+        from prometheus_client import CollectorRegistry, Gauge, ProcessCollector
 
         r = self.registry = CollectorRegistry()
         ProcessCollector(registry=r)  # process_start_time_seconds, memory, CPU, open files
         Gauge("chute_build_info", "chute's version (always 1)", ["version"], registry=r).labels(__version__).set(1)
+        self._define_runs(r)
+        self._define_state(r)
+
+    def _define_runs(self, r: CollectorRegistry) -> None:
+        """Runs and entries: how they ended, how long they took, their retries; claims taken over."""
+        from prometheus_client import Counter, Histogram
+
         # `job_name`, not `job`: Prometheus gives every target a `job` label of its own.
         job, module = "job_name", "module"
         self._runs = Counter(
@@ -93,6 +102,11 @@ class Metrics:
             "chute_module_retries", "Attempts of entries after a failed one", [job, module], registry=r
         )
         self._takeovers = Counter("chute_takeovers", "Claims of a dead daemon taken over", ["inbox"], registry=r)
+
+    def _define_state(self, r: CollectorRegistry) -> None:
+        """Deliveries put off, the files queued and running, the inboxes' state."""
+        from prometheus_client import Counter, Gauge
+
         self._deferred = Counter(
             "chute_deferred_deliveries",
             "Runs put off because a folder they need was unavailable, by inbox and kind",

@@ -12,26 +12,27 @@ from __future__ import annotations
 import contextlib
 import enum
 import os
-import resource
 import signal
 import threading
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from queue import SimpleQueue
 from types import FrameType
 
 from . import logs, signals
 from .catalog import Catalog, load_catalog
-from .config import Config, Inbox
+from .config import Inbox
 from .control import Control
 from .dispatch import Dispatcher
 from .errors import ChuteError, DefinitionError
-from .executor import Executor, LocalExecutor
+from .executor import Executor
+from .executors import configured
 from .intake import Intake
 from .leases import Identity
-from .ledger import Ledger, prune_before
+from .ledger import Ledger
+from .limits import raise_fd_limit
+from .pruning import Pruner
 from .queue import RunQueue
 from .recovery import Adopted, Recovery, reconcile_ledger
 from .statelock import StateLock
@@ -46,8 +47,6 @@ STOP_MARGIN = 10.0
 ERROR_BACKOFF_MIN, ERROR_BACKOFF_MAX = 0.1, 5.0
 # SIGTERM and SIGINT stop gracefully (a second one cancels the runs in flight); SIGHUP reloads.
 SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
-# Seconds between prunes of the ledger's old finished runs (ledger.keep_days): at start, then about hourly.
-PRUNE_INTERVAL = 3600.0
 
 
 class Stop(enum.Enum):
@@ -75,15 +74,15 @@ class Service:
         self.loop_errors = 0
         self.next_watchdog = 0.0
         self.next_look: float | None = None  # when the executor wants to look at its workers again
-        self.next_prune = 0.0  # the first iteration prunes
         cfg = catalog.config
         # CHUTE_OWNER: on every process of ours (workers, launchers, modules), so a successor can sweep them all.
         self.environ = tuple((module_environ(os.environ) | {"CHUTE_OWNER": self.me.daemon_id}).items())
         self.ledger = Ledger(cfg.state_dir)
+        self.pruner = Pruner(self.ledger)
         self.telemetry = Telemetry(cfg)
         self.queue = RunQueue(self.ledger, clock, self.telemetry)
         # The executor first: its workers must be started before the observer thread exists.
-        self.executor = executor or _executor(catalog, self.me, lambda: self.catalog.config)
+        self.executor = executor or configured(catalog, self.me, lambda: self.catalog.config)
         self.intake = Intake(self.me, self.wake, clock)
         self.recovery = Recovery(self.me, cfg.lease_timeout)
         self.runs = Dispatcher(catalog, self.me, self.environ, self.queue, self.executor, self.wake)
@@ -96,7 +95,7 @@ class Service:
         cfg = self.catalog.config
         fd_limit = raise_fd_limit()  # after the pool's workers started: they and their modules keep the old one
         for inbox in cfg.inboxes:
-            self._add_inbox(inbox)
+            self.intake.add(inbox, self.catalog.config)
         self.intake.start()
         self.telemetry.start()
         self.control.start()
@@ -185,7 +184,7 @@ class Service:
             self._drain(now)
         self._status()
         self._watchdog(now)
-        self._prune(now)
+        self.pruner.tick(now, self.catalog.config.ledger.keep_days)
         states = self.intake.states()
         self.telemetry.tick(
             now, len(self.queue.pending), len(self.queue.running), self.queue.oldest(now), states, pauses.paused
@@ -281,7 +280,7 @@ class Service:
             if path in old and inbox != old[path]:
                 self.intake.remove(path)
             if path not in old or inbox != old[path]:
-                self._add_inbox(inbox)
+                self.intake.add(inbox, self.catalog.config)
         log.info(
             "daemon.reloaded",
             inboxes=[str(p) for p in now],
@@ -291,16 +290,6 @@ class Service:
             needs_restart=restart_needed or None,
         )
         self.notifier.ready()
-
-    def _add_inbox(self, inbox: Inbox) -> None:
-        # Created at start (SPEC §4); a delivery never creates them (an unmounted share must stay absent).
-        for folder in (inbox.path, inbox.outbox, inbox.quarantine, inbox.archive):
-            if folder is not None:
-                try:
-                    folder.mkdir(parents=True, exist_ok=True)
-                except OSError as exc:
-                    log.warning("inbox.unavailable", inbox=str(inbox.path), folder=str(folder), reason=exc.strerror)
-        self.intake.add(inbox, self.catalog.config)
 
     # --- stopping ---
 
@@ -350,14 +339,6 @@ class Service:
         # A loop that keeps failing is not making progress: let systemd's watchdog restart it.
         return self.intake.healthy() and self.executor.healthy() and self.loop_errors < 3
 
-    def _prune(self, now: float) -> None:
-        keep_days = self.catalog.config.ledger.keep_days
-        if now >= self.next_prune and keep_days is not None:
-            self.next_prune = now + PRUNE_INTERVAL
-            rows = self.ledger.prune(prune_before(keep_days, datetime.now(UTC)))
-            if rows:
-                log.info("ledger.pruned", rows=rows, keep_days=keep_days)
-
     def _watchdog(self, now: float) -> None:
         interval = self.notifier.watchdog_interval
         if interval is None or now < self.next_watchdog:
@@ -365,36 +346,6 @@ class Service:
         if self.healthy():
             self.notifier.watchdog()
             self.next_watchdog = now + interval
-
-
-def raise_fd_limit() -> int:
-    """Raise this process's soft limit of open descriptors to its hard limit; returns the limit in force.
-
-    The daemon uses no select(2), so a soft limit of 1024 only makes it fail sooner (issue #19;
-    systemd.exec(5), LimitNOFILE=, recommends exactly this). Processes started earlier keep theirs.
-    """
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard == resource.RLIM_INFINITY or soft == resource.RLIM_INFINITY or soft >= hard:
-        return soft
-    try:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    except (OSError, ValueError):
-        return soft
-    return hard
-
-
-def _executor(catalog: Catalog, me: Identity, current: Callable[[], Config]) -> Executor:
-    """The configured executor; `current()` is the config in force (a reload changes the folders Dask must see)."""
-    cfg = catalog.config
-    if cfg.executor.kind == "dask":
-        try:
-            from .dask_executor import DaskExecutor
-        except ImportError as exc:
-            raise ChuteError(
-                f"executor.kind 'dask' needs Dask ({exc.name} is missing): pip install 'chute[dask]'"
-            ) from None
-        return DaskExecutor(current)
-    return LocalExecutor(cfg, me)
 
 
 def run_daemon(catalog: Catalog) -> None:
