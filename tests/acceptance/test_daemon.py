@@ -309,6 +309,9 @@ def test_a_symlink_is_quarantined_as_a_link_and_its_target_never_read(tmp_path):
         d.wait_event("file.rejected", count=2)
         (inbox / "after.mov").write_bytes(b"after the links\n")
         wait_finished(config, 1)
+        # file.rejected is logged when a link is claimed, before its run quarantines it: under load the
+        # file dropped after them can finish first, so wait for the two quarantined runs themselves.
+        wait_finished(config, 2, state="failed")
         rejected = d.events("file.rejected")
         assert claimed_names(d) == ["after.mov"]
     assert sorted(ev["file"] for ev in rejected) == ["link.mov", "pipe.mov"]

@@ -13,7 +13,6 @@ import ctypes
 import os
 import signal
 import subprocess
-import time
 import uuid
 from pathlib import Path
 
@@ -137,10 +136,8 @@ def test_detach_run_refuse_stop(tmp_path, detached):
     # Relative paths: the daemon keeps the working directory it was started in.
     args = ("run", "--detach", "--pidfile", "chute.pid", "--log-file", "chute.log", "--config", "chute.yaml")
 
-    started = time.monotonic()
-    first = detached.chute(*args)
+    first = detached.chute(*args)  # returns while the daemon goes on (asserted below), not when it ends
     assert first.returncode == 0, first.stderr
-    assert time.monotonic() - started < 15
     pid = int(pidfile.read_text())
     assert first.stdout.splitlines() == [f"chute: running as pid {pid}, logging to chute.log"]
     assert state(pid) not in (None, "Z")

@@ -24,16 +24,27 @@ from tests.pipelines import HOSTILE_IDS, HOSTILE_NAMES, entry, proc_alive, read_
 pytestmark = pytest.mark.timeout(60)
 
 
+class CountingLauncher(Launcher):
+    """The real warm launcher, counting the modules it forked (so a [warm] test can prove it ran warm)."""
+
+    spawned = 0
+
+    def spawn(self, *args, **kwargs) -> int:
+        pid = super().spawn(*args, **kwargs)
+        self.spawned += 1
+        return pid
+
+
 @pytest.fixture(params=["fresh", "warm"], autouse=True)
 def launch(request, project):
     """Every test runs twice: modules as fresh interpreters, and forked from the warm launcher."""
     if request.param == "warm":
-        from chute.launcher import Launcher
-
-        project.launcher = Launcher(environ=project.environ())
+        project.launcher = CountingLauncher(environ=project.environ())
     yield request.param
     if project.launcher is not None:
+        spawned = project.launcher.spawned
         project.launcher.close()
+        assert spawned > 0, "this [warm] test started no module through the launcher: it only repeated [fresh]"
 
 
 TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
@@ -809,7 +820,7 @@ def test_daemon_run_archives_its_input_on_another_filesystem(project, clip, tmpf
     digest = sha256_of(user_file)
     spec = _daemon_spec(project, user_file, job="copy_job", on_success="archive", archive=str(archive))
 
-    result = execute(spec)
+    result = execute(spec, modules=project.launcher)
 
     assert result.status == "succeeded", result.error
     assert sha256_of(Path(result.result_dir) / "copy.mp4") == digest
@@ -829,7 +840,7 @@ def test_daemon_run_moves_a_failed_input_into_the_quarantine(project, clip, tmpf
     digest = sha256_of(user_file)
     spec = _daemon_spec(project, user_file, job="failing", quarantine=str(quarantine))
 
-    result = execute(spec)
+    result = execute(spec, modules=project.launcher)
 
     assert result.status == "failed"
     folder = Path(result.result_dir)
@@ -852,7 +863,7 @@ def test_daemon_run_that_cannot_quarantine_keeps_its_claim_and_delivers_later(pr
     digest = sha256_of(user_file)
     spec = _daemon_spec(project, user_file, job="failing", quarantine=str(quarantine))
 
-    first = execute(spec)
+    first = execute(spec, modules=project.launcher)
 
     assert first.status == "deferred" and "No space left on device" in first.error["reason"]
     assert list(quarantine.iterdir()) == []  # no half-built folder
@@ -860,7 +871,7 @@ def test_daemon_run_that_cannot_quarantine_keeps_its_claim_and_delivers_later(pr
     assert sha256_of(claim / "big.bin") == digest  # the input is still in its claim, whole
 
     subprocess.run(["mount", "-o", "remount,size=16m", str(mount)], check=True)
-    second = execute(spec)  # the daemon retries a deferred run
+    second = execute(spec, modules=project.launcher)  # the daemon retries a deferred run
 
     assert second.status == "failed"
     folder = Path(second.result_dir)
@@ -880,7 +891,7 @@ def test_a_rejected_symlink_goes_to_a_quarantine_on_another_filesystem_as_a_link
     link.symlink_to(target)
     spec = _daemon_spec(project, link, job="copy_job", quarantine=str(quarantine), poison="the file is a symbolic link")
 
-    result = execute(spec)
+    result = execute(spec, modules=project.launcher)
 
     assert result.status == "failed", result.error
     moved = Path(result.result_dir) / "link.mp4"
@@ -904,7 +915,7 @@ def test_a_result_built_before_a_crash_never_stays_hidden_when_the_run_again_fai
     stale.mkdir()
     (stale / "manifest.json").write_text("{}")
 
-    result = execute(spec)
+    result = execute(spec, modules=project.launcher)
 
     assert result.status == "failed"
     assert project.hidden(spec.outbox) == [] and project.hidden(spec.quarantine) == []
@@ -914,7 +925,9 @@ def test_a_result_built_before_a_crash_never_stays_hidden_when_the_run_again_fai
 
 def test_a_launcher_killed_mid_run_defers_the_run_and_the_next_gets_a_new_launcher(project, clip, launch):
     if launch != "warm":
-        pytest.skip("about the warm launcher (a fresh module's parent is this test process)")
+        pytest.skip(
+            "kills the warm launcher, which only the [warm] variant has: a [fresh] module's parent is the runner itself"
+        )
     project.module(
         "parricide",
         """

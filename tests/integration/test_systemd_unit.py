@@ -25,16 +25,18 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.conftest import require_package, require_tool
+
 SYSTEMD_DIR = Path(__file__).resolve().parents[2] / "systemd"
 UNIT = SYSTEMD_DIR / "chute.service"
 SHIPPED_CHUTE = "/opt/chute/bin/chute"
-SYSTEMD_ANALYZE = shutil.which("systemd-analyze")
+SYSTEMD_ANALYZE = shutil.which("systemd-analyze") or "systemd-analyze"
 
-pytestmark = pytest.mark.skipif(
-    SYSTEMD_ANALYZE is None,
-    reason="systemd-analyze not found: install the Debian package 'systemd' "
-    "(`make test` does, as root, via tests/install-system-packages.sh)",
-)
+
+@pytest.fixture(autouse=True)
+def systemd_analyze() -> None:
+    """Every test here reads the unit as systemd does, with systemd-analyze."""
+    require_tool("systemd-analyze", package="systemd")
 
 
 def unit_settings(text: str) -> dict[str, list[str]]:
@@ -204,11 +206,12 @@ def test_production_config_passes_chute_check(tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="creating files owned by chute needs root")
+@pytest.mark.skipif(
+    os.geteuid() != 0, reason="runs systemd-sysusers and systemd-tmpfiles for real, which create files only as root"
+)
 def test_sysusers_and_tmpfiles_create_the_folders(tmp_path):
     for tool in ("systemd-sysusers", "systemd-tmpfiles"):
-        if shutil.which(tool) is None:
-            pytest.skip(f"{tool} not found (Debian package 'systemd')")
+        require_tool(tool, package="systemd")
     root = tmp_path / "root"
     (root / "etc").mkdir(parents=True)
     tmpfiles = tmp_path / "chute.tmpfiles"
@@ -419,7 +422,13 @@ def seccomp_policy(settings: dict[str, list[str]]) -> dict:
     return {"allow": sorted(allow), "errno": errno_value, "mdwe": mdwe}
 
 
-needs_libseccomp = pytest.mark.skipif(LIBSECCOMP is None, reason="libseccomp not found (Debian package libseccomp2)")
+@pytest.fixture
+def libseccomp() -> None:
+    """The seccomp tests load the unit's filter with libseccomp, as systemd does."""
+    require_package(LIBSECCOMP is not None, "the library libseccomp", package="libseccomp2")
+
+
+needs_libseccomp = pytest.mark.usefixtures("libseccomp")
 
 
 @needs_libseccomp
