@@ -313,7 +313,7 @@ class Daemon:
             self.proc.wait(10)
             sweep(self.marker)
 
-    def finish(self, timeout: float = 60.0) -> list[str]:
+    def finish(self, timeout: float = 60.0, grace: float = 10.0) -> list[str]:
         """The harness's final stop: SIGTERM, then what the daemon left behind; returns the problems found.
 
         A problem is a process carrying the daemon's marker after a clean stop, a
@@ -334,7 +334,7 @@ class Daemon:
                 problems.append(f"{self.name}: did not stop within {timeout} s of SIGTERM; killed")
                 self.kill()
         if not self.killed:
-            problems += self.leftovers()
+            problems += self.leftovers(grace)
         sweep(self.marker)
         if hasattr(self, "log"):
             self.log.close()

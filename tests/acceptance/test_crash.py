@@ -125,7 +125,7 @@ def test_a_killed_daemon_does_not_charge_the_files_it_was_running(tmp_path):
     for attempt in range(4):
         with Daemon(config, name=f"killed-{attempt}") as d:
             d.wait_event("entry.started", file="long.bin")
-        # SIGKILL on leaving `with`, mid-run
+            d.kill()  # mid-run
     with Daemon(config, name="last", env={"CHUTE_TEST_SLEEP_MAX": "0.2"}) as d:
         wait_until(lambda: files(Path(inbox["archive"])) == ["long.bin"], 30)
         assert d.stop() == 0

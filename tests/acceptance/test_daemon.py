@@ -175,7 +175,7 @@ def test_a_writer_the_daemon_cannot_see_in_proc_is_not_claimed_while_open(tmp_pa
     user's rsync; inotify still sees their writes and the close (SPEC §5.2). Here the writer is hidden
     by running the daemon in a pid namespace of its own."""
     if not shutil.which("unshare") or subprocess.run([*UNSHARE, "true"], capture_output=True).returncode != 0:
-        pytest.skip("cannot create a pid namespace here (unshare needs CAP_SYS_ADMIN)")
+        pytest.skip("hides the writer in a pid namespace, which `unshare` cannot create here (needs CAP_SYS_ADMIN)")
     setup = Setup(tmp_path)
     setup.inbox()
     config = setup.write()

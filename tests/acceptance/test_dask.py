@@ -28,7 +28,9 @@ from tests.harness import (
     wait_until,
 )
 
-pytest.importorskip("distributed")
+pytest.importorskip(
+    "distributed", reason="the Dask executor needs dask.distributed, from the `dask` extra (`make venv` installs it)"
+)
 
 from tests.dask_cluster import Cluster, free_port, make_certificates  # noqa: E402
 

@@ -28,7 +28,10 @@ PR_SET_CHILD_SUBREAPER = 36
 def _prctl(option: int, value: int) -> None:
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.prctl(option, value, 0, 0, 0) != 0:
-        pytest.skip(f"prctl(PR_SET_CHILD_SUBREAPER) failed: {os.strerror(ctypes.get_errno())}")
+        pytest.skip(
+            "this test adopts the detached daemon to see it exit, and the kernel refused to make it a "
+            f"subreaper (prctl PR_SET_CHILD_SUBREAPER: {os.strerror(ctypes.get_errno())})"
+        )
 
 
 def state(pid: int) -> str | None:

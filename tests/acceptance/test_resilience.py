@@ -335,7 +335,8 @@ def test_rows_a_killed_daemon_left_running_are_reconciled_at_the_next_start(tmp_
     with Daemon(config, name="first") as d:
         drop(path, "slow.bin", b"sleep=30\nslow\n")
         d.wait_event("entry.started")
-    # Killed (SIGKILL on leaving `with`) mid-run; meanwhile another daemon took the file and delivered it.
+        d.kill()
+    # Killed mid-run; meanwhile another daemon took the file and delivered it.
     [claim] = claimed_inputs(path)
     (Path(inbox["outbox"]) / "slow").mkdir(parents=True)
     run_id = claim.parent.name

@@ -178,7 +178,7 @@ def local_chute() -> str:
     """This checkout's `chute` console script, next to the running interpreter."""
     chute = shutil.which("chute", path=str(Path(sys.executable).parent))
     if chute is None:
-        pytest.skip(f"no chute console script next to {sys.executable}: pip install -e .")
+        pytest.skip(f"the `chute` command is not installed next to {sys.executable}: `make venv` installs it")
     return chute
 
 
@@ -186,7 +186,7 @@ def local_config(tmp_path: Path, job: str = "example_job") -> Path:
     """systemd/config.yaml with the install's paths moved to this checkout and tmp_path."""
     checkout = SYSTEMD_DIR.parent
     if not (checkout / "jobs" / f"{job}.yaml").is_file():
-        pytest.skip(f"the bundled jobs/{job}.yaml is not in this checkout")
+        pytest.skip(f"the production config names the bundled job jobs/{job}.yaml, which this checkout lacks")
     text = (SYSTEMD_DIR / "config.yaml").read_text().replace("job: example_job", f"job: {job}")
     for installed, here in [
         ("/opt/chute/src", checkout),
