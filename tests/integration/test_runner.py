@@ -47,6 +47,15 @@ def launch(request, project):
         assert spawned > 0, "this [warm] test started no module through the launcher: it only repeated [fresh]"
 
 
+@pytest.fixture
+def no_module(launch, project) -> None:
+    """For a test in which no module runs: its [warm] variant would only repeat [fresh], so it skips."""
+    if launch == "warm":
+        project.launcher.close()
+        project.launcher = None
+        pytest.skip("no module runs in this test, so there is nothing to start warm: its [fresh] variant covers it")
+
+
 TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 
 COPY = """
@@ -400,7 +409,7 @@ def test_module_writing_to_its_input_never_touches_the_users_file(project, clip)
     ],
     ids=["text", "truncated", "empty"],
 )
-def test_input_of_the_wrong_type_is_quarantined_before_any_module_runs(project, clip, make_input):
+def test_input_of_the_wrong_type_is_quarantined_before_any_module_runs(project, clip, make_input, no_module):
     project.module("describe", 'note("ran")\n' + DESCRIBE)
     project.job("video_job", [("look", [entry("describe")])])
     make_input(clip)
@@ -881,7 +890,7 @@ def test_daemon_run_that_cannot_quarantine_keeps_its_claim_and_delivers_later(pr
     project.assert_clean()
 
 
-def test_a_rejected_symlink_goes_to_a_quarantine_on_another_filesystem_as_a_link(project, tmp_path, tmpfs):
+def test_a_rejected_symlink_goes_to_a_quarantine_on_another_filesystem_as_a_link(project, tmp_path, tmpfs, no_module):
     quarantine = tmpfs("1m") / "quarantine"
     project.module("copy", COPY, outputs={"output": "video"})
     project.job("copy_job", [("copy", [entry("copy", outputs={"output": "copy.mp4"})])])
