@@ -1,9 +1,12 @@
 """`chute run` as a real subprocess on real folders, for the daemon's acceptance tests.
 
 `Setup` writes a small module/job/config tree; `Daemon` starts `chute run` on it,
-reads its JSON log lines back as events, sends it signals, and on exit leaves no
-process behind. Test modules behave by the content of the dropped file, so one
-job serves many cases:
+reads its JSON log lines back as events and sends it signals. At the end of its
+`with` block, or of the test (tests/conftest.py), the harness stops it with SIGTERM
+and fails the test for what it left behind: a process carrying its marker, a
+`daemon.error`, a traceback or a line that is not JSON in its log (`Daemon(...,
+allow_errors=("daemon.error",))` where a test expects one). Test modules behave by
+the content of the dropped file, so one job serves many cases:
 
 - a first line ``sleep=2.5`` makes every entry sleep that long (``CHUTE_PROGRESS`` meanwhile);
 - a first line ``fail`` makes the first step's entry exit 3;
