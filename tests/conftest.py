@@ -2,12 +2,66 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+
+from tests import harness
+
+
+def pytest_configure(config) -> None:
+    """Signals this run inherited as ignored get their defaults back, for this process and every child.
+
+    `make test &` from a script starts us with SIGINT and SIGQUIT ignored, and an ignored signal
+    stays ignored across exec: the daemons, submits and modules the tests start would then shrug off
+    the SIGINT a test sends them. A user's own shell gives them the defaults; so do we.
+    """
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    for sig in (signal.SIGQUIT, signal.SIGTERM, signal.SIGHUP):
+        if signal.getsignal(sig) == signal.SIG_IGN:
+            signal.signal(sig, signal.SIG_DFL)
+
+
+@pytest.fixture(autouse=True)
+def daemons_finish_clean() -> Iterator[None]:
+    """Every `chute run` a test started is stopped, and fails the test if it left processes or errors behind."""
+    harness.STARTED.clear()
+    yield
+    problems = [problem for daemon in harness.STARTED for problem in daemon.finish()]
+    harness.STARTED.clear()
+    if problems:
+        pytest.fail("\n\n".join(problems), pytrace=False)
+
+
+def require_tool(tool: str, package: str) -> str:
+    """The path of a system command the test needs (looked for in sbin too); see `require_package`."""
+    path = shutil.which(tool) or next(
+        (p for p in (f"/usr/sbin/{tool}", f"/sbin/{tool}") if os.access(p, os.X_OK)), None
+    )
+    require_package(path is not None, f"the command {tool!r}", package)
+    assert path is not None
+    return path
+
+
+def require_package(found: bool, what: str, package: str) -> None:
+    """Fail where we are root and `what` (from Debian `package`) is missing; skip with a sentence elsewhere.
+
+    Root is where `make test` installs tests/system-packages.txt (tests/install-system-packages.sh):
+    a package missing there means that install failed, which must not pass as a green run.
+    """
+    if found:
+        return
+    sentence = f"this test needs {what} from the Debian package {package!r}, which is not installed"
+    if os.geteuid() == 0:
+        pytest.fail(f"{sentence}: `make system-packages` should have installed it", pytrace=False)
+    pytest.skip(f"{sentence}; `make system-packages` run as root installs it")
+
 
 # --- runner and submit tests (tests/integration/test_runner.py, test_submit.py) ---
 

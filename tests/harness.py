@@ -1,9 +1,12 @@
 """`chute run` as a real subprocess on real folders, for the daemon's acceptance tests.
 
 `Setup` writes a small module/job/config tree; `Daemon` starts `chute run` on it,
-reads its JSON log lines back as events, sends it signals, and on exit leaves no
-process behind. Test modules behave by the content of the dropped file, so one
-job serves many cases:
+reads its JSON log lines back as events and sends it signals. At the end of its
+`with` block, or of the test (tests/conftest.py), the harness stops it with SIGTERM
+and fails the test for what it left behind: a process carrying its marker, a
+`daemon.error`, a traceback or a line that is not JSON in its log (`Daemon(...,
+allow_errors=("daemon.error",))` where a test expects one). Test modules behave by
+the content of the dropped file, so one job serves many cases:
 
 - a first line ``sleep=2.5`` makes every entry sleep that long (``CHUTE_PROGRESS`` meanwhile);
 - a first line ``fail`` makes the first step's entry exit 3;
@@ -197,8 +200,12 @@ class Daemon:
         journal: bool = False,
         pid_env: tuple[str, ...] = (),
         wrap: tuple[str, ...] = (),
+        allow_errors: tuple[str, ...] = (),
     ):
         self.config = config
+        self.allow_errors = allow_errors
+        self.killed = False  # the test crashed it on purpose (`kill`)
+        self.problems: list[str] | None = None  # what `finish` found; None until it ran
         self.name = name or config.stem
         self.log_path = config.with_name(f"{self.name}.{uuid.uuid4().hex[:6]}.log")
         self.marker = f"CHUTE_TEST_DAEMON={uuid.uuid4().hex}"
@@ -223,8 +230,13 @@ class Daemon:
             argv = ["/bin/sh", "-c", "".join(f"export {v}=$$; " for v in self.pid_env) + 'exec "$0" "$@"', *argv]
         argv = [*self.wrap, *argv]
         self.proc = subprocess.Popen(
-            argv, stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=self.env
+            argv,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=self.env,
         )
+        STARTED.append(self)
         if wait:
             self.wait_event("daemon.started", timeout=30)
         return self
@@ -233,7 +245,7 @@ class Daemon:
         return self.start()
 
     def __exit__(self, *exc) -> None:
-        self.kill()
+        self.finish()
 
     @property
     def pid(self) -> int:
@@ -270,9 +282,18 @@ class Daemon:
 
         return wait_until(seen, timeout)
 
+    def daemon_pid(self) -> int:
+        """The pid of `chute run` itself: under `unshare --fork` (which ignores SIGTERM and waits), its child."""
+        if "--fork" not in self.wrap:
+            return self.pid
+        children = Path(f"/proc/{self.pid}/task/{self.pid}/children").read_text().split()
+        return int(children[0]) if children else self.pid
+
     def signal(self, sig: int) -> None:
+        """Send `sig` to the daemon (not to a wrapper such as `unshare`)."""
         assert self.proc is not None
-        self.proc.send_signal(sig)
+        if self.proc.poll() is None:
+            os.kill(self.daemon_pid(), sig)
 
     def stop(self, timeout: float = 30.0) -> int:
         """SIGTERM and wait for the exit code."""
@@ -281,17 +302,98 @@ class Daemon:
         return self.proc.wait(timeout)
 
     def kill(self) -> None:
-        """SIGKILL the daemon and every process it started (pool workers, modules)."""
+        """Crash the daemon on purpose: SIGKILL it, then every process it started, as systemd would.
+
+        systemd's KillMode=control-group kills what a dead service leaves in its cgroup;
+        here the daemon's environment marker stands for the cgroup.
+        """
         if self.proc is not None and self.proc.poll() is None:
+            self.killed = True
             try:
                 os.kill(self.proc.pid, signal.SIGCONT)
             except OSError:
                 pass
             self.proc.kill()
             self.proc.wait(10)
+            sweep(self.marker)
+
+    def finish(self, timeout: float = 60.0, grace: float = 10.0) -> list[str]:
+        """The harness's final stop: SIGTERM, then what the daemon left behind; returns the problems found.
+
+        A problem is a process carrying the daemon's marker after a clean stop, a
+        daemon that did not stop on SIGTERM, a `daemon.error` event, a traceback or a
+        line that is not JSON in its log, unless `allow_errors` names it (see
+        `log_problems`). Runs once; the conftest fixture fails the test with them.
+        """
+        if self.problems is not None:
+            return self.problems
+        problems: list[str] = []
+        if self.alive():
+            assert self.proc is not None
+            os.kill(self.daemon_pid(), signal.SIGCONT)  # a test may have frozen it
+            self.signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                problems.append(f"{self.name}: did not stop within {timeout} s of SIGTERM; killed")
+                self.kill()
+        if not self.killed:
+            problems += self.leftovers(grace)
         sweep(self.marker)
         if hasattr(self, "log"):
             self.log.close()
+            problems += log_problems(self.name, self.text(), self.allow_errors)
+        self.problems = problems
+        return problems
+
+    def leftovers(self, timeout: float = 10.0) -> list[str]:
+        """Processes still carrying the daemon's marker once it exited, after `timeout` s to go."""
+        try:
+            wait_until(lambda: not processes_with(self.marker), timeout)
+            return []
+        except AssertionError:
+            pass
+        alive = [f"{pid} {describe(pid)}" for pid in processes_with(self.marker)]
+        return [f"{self.name}: processes left behind after the daemon exited: {alive}"] if alive else []
+
+
+STARTED: list[Daemon] = []  # every daemon started in this test process; the conftest fixture finishes them
+
+ALLOWABLE = ("daemon.error", "traceback", "non-json")  # what `allow_errors` may name
+
+
+def log_problems(name: str, text: str, allow: tuple[str, ...] = ()) -> list[str]:
+    """What a daemon's log shows went wrong: `daemon.error` events, tracebacks, lines that are not JSON.
+
+    `allow` names the kinds a test expects (`ALLOWABLE`); each problem quotes the offending lines.
+    """
+    unknown = set(allow) - set(ALLOWABLE)
+    assert not unknown, f"allow_errors takes {ALLOWABLE}, not {sorted(unknown)}"
+    found: dict[str, list[str]] = {kind: [] for kind in ALLOWABLE}
+    for line in text.splitlines():
+        if "Traceback (most recent call last)" in line:
+            found["traceback"].append(line)
+        try:
+            ev = json.loads(strip_priority(line))
+        except ValueError:
+            ev = None
+        if not isinstance(ev, dict):
+            found["non-json"].append(line)
+        elif ev.get("event") == "daemon.error":
+            found["daemon.error"].append(line)
+    return [
+        f"{name}: {kind} in the daemon's log (expected? say allow_errors=({kind!r},)):\n" + "\n".join(lines[:20])
+        for kind, lines in found.items()
+        if lines and kind not in allow
+    ]
+
+
+def describe(pid: int) -> str:
+    """A process's command line, for a message."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        return "(gone)"
 
 
 def strip_priority(line: str) -> str:

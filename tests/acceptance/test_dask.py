@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import require_tool
 from tests.harness import (
     CHUTE,
     Daemon,
@@ -27,7 +28,9 @@ from tests.harness import (
     wait_until,
 )
 
-pytest.importorskip("distributed")
+pytest.importorskip(
+    "distributed", reason="the Dask executor needs dask.distributed, from the `dask` extra (`make venv` installs it)"
+)
 
 from tests.dask_cluster import Cluster, free_port, make_certificates  # noqa: E402
 
@@ -326,8 +329,7 @@ def test_sigterm_stops_the_run_on_its_worker_and_puts_the_input_back(tmp_path, c
 
 
 def test_a_tls_cluster_runs_files_and_refuses_a_daemon_without_certificates(tmp_path):
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl is needed to make the test certificates")
+    require_tool("openssl", package="openssl")  # makes the test certificates
     tls = make_certificates(tmp_path / "tls")
     cluster = Cluster(tmp_path, tls=tls)
     try:

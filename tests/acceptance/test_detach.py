@@ -13,7 +13,6 @@ import ctypes
 import os
 import signal
 import subprocess
-import time
 import uuid
 from pathlib import Path
 
@@ -29,7 +28,10 @@ PR_SET_CHILD_SUBREAPER = 36
 def _prctl(option: int, value: int) -> None:
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.prctl(option, value, 0, 0, 0) != 0:
-        pytest.skip(f"prctl(PR_SET_CHILD_SUBREAPER) failed: {os.strerror(ctypes.get_errno())}")
+        pytest.skip(
+            "this test adopts the detached daemon to see it exit, and the kernel refused to make it a "
+            f"subreaper (prctl PR_SET_CHILD_SUBREAPER: {os.strerror(ctypes.get_errno())})"
+        )
 
 
 def state(pid: int) -> str | None:
@@ -137,10 +139,8 @@ def test_detach_run_refuse_stop(tmp_path, detached):
     # Relative paths: the daemon keeps the working directory it was started in.
     args = ("run", "--detach", "--pidfile", "chute.pid", "--log-file", "chute.log", "--config", "chute.yaml")
 
-    started = time.monotonic()
-    first = detached.chute(*args)
+    first = detached.chute(*args)  # returns while the daemon goes on (asserted below), not when it ends
     assert first.returncode == 0, first.stderr
-    assert time.monotonic() - started < 15
     pid = int(pidfile.read_text())
     assert first.stdout.splitlines() == [f"chute: running as pid {pid}, logging to chute.log"]
     assert state(pid) not in (None, "Z")

@@ -219,13 +219,10 @@ def test_a_stop_with_a_stuck_worker_ends_and_the_next_start_finishes_the_file(tm
         while parent_of(worker) != d.pid:
             worker = parent_of(worker)
         os.kill(worker, signal.SIGSTOP)  # it will never answer the cancel: the daemon kills it (issue 19)
-        t0 = time.monotonic()
         d.signal(signal.SIGTERM)
-        assert d.proc.wait(60) == 0
-        took = time.monotonic() - t0
+        assert d.proc.wait(60) == 0  # it ends: the frozen worker is killed, not waited for
         assert d.events("executor.worker_frozen") and d.events("daemon.error") == []
         wait_until(lambda: processes_with(d.marker) == [], 10)
-    assert took < 30, took  # shutdown_timeout (0) + kill grace (5 s) + the stuck margin (10 s), not for ever
     with Daemon(config, name="after", env={"CHUTE_TEST_SLEEP_MAX": "0.2"}) as d:
         wait_until(lambda: files(Path(inbox["archive"])) == ["clip.bin"], 60)
         assert d.stop() == 0
@@ -310,7 +307,8 @@ def test_two_inboxes_on_one_folder_through_a_symlink_are_refused_by_check(tmp_pa
 
 
 def test_an_inbox_configured_through_a_symlink_gets_inotify_events(tmp_path):
-    setup = Setup(tmp_path, defaults={"settle": 0.3, "poll_interval": 60, "timeout": 60})
+    # A backstop scan an hour away: a file claimed within a minute was seen through inotify.
+    setup = Setup(tmp_path, defaults={"settle": 0.3, "poll_interval": 3600, "timeout": 60})
     real = tmp_path / "real-inbox"
     real.mkdir()
     (tmp_path / "linked").symlink_to(real)
@@ -319,10 +317,8 @@ def test_an_inbox_configured_through_a_symlink_gets_inotify_events(tmp_path):
     with Daemon(config) as d:
         [watching] = d.events("inbox.watching")
         assert watching["mode"] == "events" and watching["inbox"] == str(real)
-        t0 = time.monotonic()
         drop(real, "clip.bin", b"clip\n")
-        d.wait_event("file.claimed", timeout=10)
-        assert time.monotonic() - t0 < 10  # an event, not the 60 s backstop scan
+        d.wait_event("file.claimed", timeout=60)
         wait_until(lambda: files(Path(inbox["archive"])) == ["clip.bin"], 30)
         assert d.stop() == 0
 
@@ -339,7 +335,8 @@ def test_rows_a_killed_daemon_left_running_are_reconciled_at_the_next_start(tmp_
     with Daemon(config, name="first") as d:
         drop(path, "slow.bin", b"sleep=30\nslow\n")
         d.wait_event("entry.started")
-    # Killed (SIGKILL on leaving `with`) mid-run; meanwhile another daemon took the file and delivered it.
+        d.kill()
+    # Killed mid-run; meanwhile another daemon took the file and delivered it.
     [claim] = claimed_inputs(path)
     (Path(inbox["outbox"]) / "slow").mkdir(parents=True)
     run_id = claim.parent.name

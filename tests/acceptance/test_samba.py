@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -28,11 +27,10 @@ from pathlib import Path
 import pytest
 from chute.entry import sweep
 
+from tests.conftest import require_tool
 from tests.harness import Daemon, Setup, event_time, files, ledger_states, sha256, wait_until
 
 SETTLE = 0.3
-SMBD = shutil.which("smbd") or ("/usr/sbin/smbd" if os.path.exists("/usr/sbin/smbd") else None)
-SMBCLIENT = shutil.which("smbclient")
 
 SERVER_CONF = """\
 [global]
@@ -91,6 +89,7 @@ class Share:
     port: int
     client_conf: Path
     log: Path
+    smbclient: str
 
     def put(self, local: Path, remote: str, timeout: float = 60) -> subprocess.CompletedProcess:
         """`smbclient -c 'put local remote'` as a guest; the remote name goes in quoted."""
@@ -98,7 +97,7 @@ class Share:
 
     def put_command(self, local: Path, remote: str) -> list[str]:
         return [
-            SMBCLIENT,
+            self.smbclient,
             "//127.0.0.1/inbox",
             "-p",
             str(self.port),
@@ -111,10 +110,10 @@ class Share:
 
 @pytest.fixture
 def share(tmp_path: Path) -> Iterator[Share]:
-    if SMBD is None or SMBCLIENT is None:
-        pytest.skip("smbd and smbclient are needed (Debian: samba, smbclient; `make system-packages`)")
+    smbd = require_tool("smbd", package="samba")
+    smbclient = require_tool("smbclient", package="smbclient")
     if os.geteuid() != 0:
-        pytest.skip("smbd must be started as root")
+        pytest.skip("smbd, the Samba server these tests share the inbox with, only starts as root")
     state = tmp_path / "samba"
     for sub in ("private", "lock", "state", "pid", "cache", "ncalrpc"):
         (state / sub).mkdir(parents=True)
@@ -130,7 +129,7 @@ def share(tmp_path: Path) -> Iterator[Share]:
     out = open(state / "smbd.out", "wb")
     # A session of its own: on SIGTERM smbd signals its whole process group, which must not be pytest's.
     proc = subprocess.Popen(
-        [SMBD, "--foreground", "--no-process-group", f"--configfile={conf}", "--debug-stdout"],
+        [smbd, "--foreground", "--no-process-group", f"--configfile={conf}", "--debug-stdout"],
         stdout=out,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
@@ -145,7 +144,7 @@ def share(tmp_path: Path) -> Iterator[Share]:
             return accepts(port)
 
         wait_until(listening, timeout=30)
-        yield Share(inbox, port, client_conf, state / "smbd.out")
+        yield Share(inbox, port, client_conf, state / "smbd.out", smbclient)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGTERM)
@@ -249,6 +248,7 @@ def test_auto_polls_a_cifs_mount_of_the_share(tmp_path, share):
             "this kernel cannot mount cifs (not built in, and no modules to load), so a real cifs mount "
             "is impossible here; tests/unit/test_watcher.py covers how a cifs mount is read"
         )
+    require_tool("mount.cifs", package="cifs-utils")  # mount(8) hands cifs to it
     mount = tmp_path / "mnt"
     mount.mkdir()
     mounted = subprocess.run(
@@ -265,7 +265,10 @@ def test_auto_polls_a_cifs_mount_of_the_share(tmp_path, share):
         text=True,
     )
     if mounted.returncode != 0:
-        pytest.skip(f"cannot mount the share with cifs here: {mounted.stderr.strip() or mounted.returncode}")
+        pytest.skip(
+            "the kernel refused to mount the share with cifs here (a container may not load or use cifs): "
+            f"{mounted.stderr.strip() or mounted.returncode}"
+        )
     try:
         config, daemon = start_daemon(tmp_path, path=str(mount), watch="auto")
         with daemon as d:

@@ -15,7 +15,9 @@ import pytest
 
 from tests.harness import Setup, files, processes_with, wait_until
 
-pytest.importorskip("distributed")
+pytest.importorskip(
+    "distributed", reason="the Dask executor needs dask.distributed, from the `dask` extra (`make venv` installs it)"
+)
 
 from chute.catalog import load_catalog  # noqa: E402
 from chute.claims import new_run_id  # noqa: E402

@@ -24,16 +24,36 @@ from tests.pipelines import HOSTILE_IDS, HOSTILE_NAMES, entry, proc_alive, read_
 pytestmark = pytest.mark.timeout(60)
 
 
+class CountingLauncher(Launcher):
+    """The real warm launcher, counting the modules it forked (so a [warm] test can prove it ran warm)."""
+
+    spawned = 0
+
+    def spawn(self, *args, **kwargs) -> int:
+        pid = super().spawn(*args, **kwargs)
+        self.spawned += 1
+        return pid
+
+
 @pytest.fixture(params=["fresh", "warm"], autouse=True)
 def launch(request, project):
     """Every test runs twice: modules as fresh interpreters, and forked from the warm launcher."""
     if request.param == "warm":
-        from chute.launcher import Launcher
-
-        project.launcher = Launcher(environ=project.environ())
+        project.launcher = CountingLauncher(environ=project.environ())
     yield request.param
     if project.launcher is not None:
+        spawned = project.launcher.spawned
         project.launcher.close()
+        assert spawned > 0, "this [warm] test started no module through the launcher: it only repeated [fresh]"
+
+
+@pytest.fixture
+def no_module(launch, project) -> None:
+    """For a test in which no module runs: its [warm] variant would only repeat [fresh], so it skips."""
+    if launch == "warm":
+        project.launcher.close()
+        project.launcher = None
+        pytest.skip("no module runs in this test, so there is nothing to start warm: its [fresh] variant covers it")
 
 
 TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
@@ -389,7 +409,7 @@ def test_module_writing_to_its_input_never_touches_the_users_file(project, clip)
     ],
     ids=["text", "truncated", "empty"],
 )
-def test_input_of_the_wrong_type_is_quarantined_before_any_module_runs(project, clip, make_input):
+def test_input_of_the_wrong_type_is_quarantined_before_any_module_runs(project, clip, make_input, no_module):
     project.module("describe", 'note("ran")\n' + DESCRIBE)
     project.job("video_job", [("look", [entry("describe")])])
     make_input(clip)
@@ -809,7 +829,7 @@ def test_daemon_run_archives_its_input_on_another_filesystem(project, clip, tmpf
     digest = sha256_of(user_file)
     spec = _daemon_spec(project, user_file, job="copy_job", on_success="archive", archive=str(archive))
 
-    result = execute(spec)
+    result = execute(spec, modules=project.launcher)
 
     assert result.status == "succeeded", result.error
     assert sha256_of(Path(result.result_dir) / "copy.mp4") == digest
@@ -829,7 +849,7 @@ def test_daemon_run_moves_a_failed_input_into_the_quarantine(project, clip, tmpf
     digest = sha256_of(user_file)
     spec = _daemon_spec(project, user_file, job="failing", quarantine=str(quarantine))
 
-    result = execute(spec)
+    result = execute(spec, modules=project.launcher)
 
     assert result.status == "failed"
     folder = Path(result.result_dir)
@@ -852,7 +872,7 @@ def test_daemon_run_that_cannot_quarantine_keeps_its_claim_and_delivers_later(pr
     digest = sha256_of(user_file)
     spec = _daemon_spec(project, user_file, job="failing", quarantine=str(quarantine))
 
-    first = execute(spec)
+    first = execute(spec, modules=project.launcher)
 
     assert first.status == "deferred" and "No space left on device" in first.error["reason"]
     assert list(quarantine.iterdir()) == []  # no half-built folder
@@ -860,7 +880,7 @@ def test_daemon_run_that_cannot_quarantine_keeps_its_claim_and_delivers_later(pr
     assert sha256_of(claim / "big.bin") == digest  # the input is still in its claim, whole
 
     subprocess.run(["mount", "-o", "remount,size=16m", str(mount)], check=True)
-    second = execute(spec)  # the daemon retries a deferred run
+    second = execute(spec, modules=project.launcher)  # the daemon retries a deferred run
 
     assert second.status == "failed"
     folder = Path(second.result_dir)
@@ -870,7 +890,7 @@ def test_daemon_run_that_cannot_quarantine_keeps_its_claim_and_delivers_later(pr
     project.assert_clean()
 
 
-def test_a_rejected_symlink_goes_to_a_quarantine_on_another_filesystem_as_a_link(project, tmp_path, tmpfs):
+def test_a_rejected_symlink_goes_to_a_quarantine_on_another_filesystem_as_a_link(project, tmp_path, tmpfs, no_module):
     quarantine = tmpfs("1m") / "quarantine"
     project.module("copy", COPY, outputs={"output": "video"})
     project.job("copy_job", [("copy", [entry("copy", outputs={"output": "copy.mp4"})])])
@@ -880,7 +900,7 @@ def test_a_rejected_symlink_goes_to_a_quarantine_on_another_filesystem_as_a_link
     link.symlink_to(target)
     spec = _daemon_spec(project, link, job="copy_job", quarantine=str(quarantine), poison="the file is a symbolic link")
 
-    result = execute(spec)
+    result = execute(spec, modules=project.launcher)
 
     assert result.status == "failed", result.error
     moved = Path(result.result_dir) / "link.mp4"
@@ -904,7 +924,7 @@ def test_a_result_built_before_a_crash_never_stays_hidden_when_the_run_again_fai
     stale.mkdir()
     (stale / "manifest.json").write_text("{}")
 
-    result = execute(spec)
+    result = execute(spec, modules=project.launcher)
 
     assert result.status == "failed"
     assert project.hidden(spec.outbox) == [] and project.hidden(spec.quarantine) == []
@@ -914,13 +934,19 @@ def test_a_result_built_before_a_crash_never_stays_hidden_when_the_run_again_fai
 
 def test_a_launcher_killed_mid_run_defers_the_run_and_the_next_gets_a_new_launcher(project, clip, launch):
     if launch != "warm":
-        pytest.skip("about the warm launcher (a fresh module's parent is this test process)")
+        pytest.skip(
+            "kills the warm launcher, which only the [warm] variant has: a [fresh] module's parent is the runner itself"
+        )
     project.module(
         "parricide",
         """
         import signal
-        note("launcher.pid", os.getppid())
-        os.kill(os.getppid(), signal.SIGKILL)
+        parent = os.getppid()
+        # Only ever the launcher: started any other way, our parent would be the test process itself.
+        if b"chute.launcher" not in Path(f"/proc/{parent}/cmdline").read_bytes():
+            sys.exit(f"not forked by the warm launcher: parent {parent} is not chute.launcher")
+        note("launcher.pid", parent)
+        os.kill(parent, signal.SIGKILL)
         time.sleep(30)
     """,
     )

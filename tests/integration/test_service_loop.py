@@ -45,7 +45,13 @@ class Clock:
 
 
 class FakeExecutor:
-    """The executor surface, with runs that end when the test says so."""
+    """The executor surface, with runs that end when the test says so.
+
+    Why not the real LocalExecutor: its runs end when their module processes do, in real
+    time, while these tests move a number for a clock and decide each run's outcome and
+    moment (the loop's reaction to it is what they test). tests/acceptance drives the
+    real executor end to end through `chute run`.
+    """
 
     def __init__(self, slots: int = 2) -> None:
         self.slots = slots
@@ -227,6 +233,8 @@ def test_a_run_whose_worker_cannot_be_started_waits_and_starts_later(daemon):
     path = Path(inbox["path"])
     real_submit = executor.submit
 
+    # Injected: a real fork failing with EAGAIN needs the host's process limit reached (RLIMIT_NPROC
+    # counts every process of the user, the other tests' too), which no test can set up safely here.
     def no_worker(spec):
         raise BlockingIOError(11, "Resource temporarily unavailable")
 
@@ -249,6 +257,8 @@ def test_when_the_ledger_fails_mid_batch_the_files_not_queued_go_back_to_the_inb
         drop(path, name, name.encode())
     real_queued, calls = service.queue.ledger.queued, []
 
+    # Injected: a real ENOSPC from SQLite in the middle of one batch, and not before or after it,
+    # cannot be timed from outside (tests/acceptance/test_outages.py fills a real disk instead).
     def failing_second(*args):
         calls.append(args)
         if len(calls) == 2:

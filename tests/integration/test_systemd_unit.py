@@ -25,16 +25,18 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.conftest import require_package, require_tool
+
 SYSTEMD_DIR = Path(__file__).resolve().parents[2] / "systemd"
 UNIT = SYSTEMD_DIR / "chute.service"
 SHIPPED_CHUTE = "/opt/chute/bin/chute"
-SYSTEMD_ANALYZE = shutil.which("systemd-analyze")
+SYSTEMD_ANALYZE = shutil.which("systemd-analyze") or "systemd-analyze"
 
-pytestmark = pytest.mark.skipif(
-    SYSTEMD_ANALYZE is None,
-    reason="systemd-analyze not found: install the Debian package 'systemd' "
-    "(`make test` does, as root, via tests/install-system-packages.sh)",
-)
+
+@pytest.fixture(autouse=True)
+def systemd_analyze() -> None:
+    """Every test here reads the unit as systemd does, with systemd-analyze."""
+    require_tool("systemd-analyze", package="systemd")
 
 
 def unit_settings(text: str) -> dict[str, list[str]]:
@@ -176,7 +178,7 @@ def local_chute() -> str:
     """This checkout's `chute` console script, next to the running interpreter."""
     chute = shutil.which("chute", path=str(Path(sys.executable).parent))
     if chute is None:
-        pytest.skip(f"no chute console script next to {sys.executable}: pip install -e .")
+        pytest.skip(f"the `chute` command is not installed next to {sys.executable}: `make venv` installs it")
     return chute
 
 
@@ -184,7 +186,7 @@ def local_config(tmp_path: Path, job: str = "example_job") -> Path:
     """systemd/config.yaml with the install's paths moved to this checkout and tmp_path."""
     checkout = SYSTEMD_DIR.parent
     if not (checkout / "jobs" / f"{job}.yaml").is_file():
-        pytest.skip(f"the bundled jobs/{job}.yaml is not in this checkout")
+        pytest.skip(f"the production config names the bundled job jobs/{job}.yaml, which this checkout lacks")
     text = (SYSTEMD_DIR / "config.yaml").read_text().replace("job: example_job", f"job: {job}")
     for installed, here in [
         ("/opt/chute/src", checkout),
@@ -204,11 +206,12 @@ def test_production_config_passes_chute_check(tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="creating files owned by chute needs root")
+@pytest.mark.skipif(
+    os.geteuid() != 0, reason="runs systemd-sysusers and systemd-tmpfiles for real, which create files only as root"
+)
 def test_sysusers_and_tmpfiles_create_the_folders(tmp_path):
     for tool in ("systemd-sysusers", "systemd-tmpfiles"):
-        if shutil.which(tool) is None:
-            pytest.skip(f"{tool} not found (Debian package 'systemd')")
+        require_tool(tool, package="systemd")
     root = tmp_path / "root"
     (root / "etc").mkdir(parents=True)
     tmpfiles = tmp_path / "chute.tmpfiles"
@@ -419,7 +422,13 @@ def seccomp_policy(settings: dict[str, list[str]]) -> dict:
     return {"allow": sorted(allow), "errno": errno_value, "mdwe": mdwe}
 
 
-needs_libseccomp = pytest.mark.skipif(LIBSECCOMP is None, reason="libseccomp not found (Debian package libseccomp2)")
+@pytest.fixture
+def libseccomp() -> None:
+    """The seccomp tests load the unit's filter with libseccomp, as systemd does."""
+    require_package(LIBSECCOMP is not None, "the library libseccomp", package="libseccomp2")
+
+
+needs_libseccomp = pytest.mark.usefixtures("libseccomp")
 
 
 @needs_libseccomp

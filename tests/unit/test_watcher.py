@@ -20,6 +20,7 @@ from chute.namefilter import NameFilter
 from chute.watcher import EventHint, InboxWatcher
 from chute.writers import WALK_TTL, Writers
 
+from tests.conftest import require_tool
 from tests.harness import wait_until
 
 # --- NameFilter (SPEC §5.1) ---
@@ -141,9 +142,10 @@ def test_filesystem_type_without_mountinfo_is_unknown(tmp_path):
 
 
 def test_filesystem_type_of_a_real_folder_matches_findmnt(tmp_path):
-    found = subprocess.run(["findmnt", "-n", "-o", "FSTYPE", "-T", str(tmp_path)], capture_output=True, text=True)
+    findmnt = require_tool("findmnt", package="util-linux")
+    found = subprocess.run([findmnt, "-n", "-o", "FSTYPE", "-T", str(tmp_path)], capture_output=True, text=True)
     if found.returncode != 0:
-        pytest.skip(f"findmnt is not available here: {found.stderr.strip()}")
+        pytest.skip(f"findmnt, which this test compares with, could not name the folder's filesystem: {found.stderr}")
     assert filesystem_type(tmp_path) == found.stdout.strip()
 
 
