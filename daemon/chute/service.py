@@ -33,6 +33,7 @@ from .leases import Identity
 from .ledger import Ledger, prune_before
 from .queue import RunQueue
 from .recovery import Adopted, Recovery, reconcile_ledger
+from .run import owned
 from .systemd import Notifier, module_environ, status_line
 from .telemetry import Telemetry
 
@@ -73,8 +74,8 @@ class Service:
         self.next_look: float | None = None  # when the executor wants to look at its workers again
         self.next_prune = 0.0  # the first iteration prunes
         cfg = catalog.config
-        # CHUTE_OWNER: on every process of ours (workers, launchers, modules), so a successor can sweep them all.
-        self.environ = tuple((module_environ(os.environ) | {"CHUTE_OWNER": self.me.daemon_id}).items())
+        # On every process of ours (workers, launchers, modules), so a successor can sweep them all.
+        self.environ = tuple(owned(module_environ(os.environ), self.me.daemon_id).items())
         self.ledger = Ledger(cfg.state_dir)
         self.telemetry = Telemetry(cfg)
         self.queue = RunQueue(self.ledger, clock, self.telemetry)

@@ -13,12 +13,12 @@ from . import entry, logs, staging
 from .catalog import load_catalog
 from .claims import new_run_id
 from .errors import RET_FAILED, RET_OK, UsageError
+from .launcher.warm import Modules
 from .leases import Identity
 from .names import shown
 from .run import Launch, RunResult, RunSpec, RunStatus
 from .runner import execute
 from .systemd import module_environ
-from .worker import Modules
 
 
 def _folders(cat, args) -> tuple[Path, Path]:

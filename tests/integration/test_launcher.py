@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from chute.entry import stopped
+from chute.procs import stopped
 from chute.launcher import Exit, Launcher, LauncherUnavailable
 
 from tests.harness import wait_until
