@@ -238,10 +238,11 @@ def _run_json(run) -> dict:
 def cmd_status(args: argparse.Namespace) -> int:
     import json
 
+    from .config_check import load_config
     from .ledger import Ledger
 
     # The config alone: a module or job that fails to load does not hide what the ledger says.
-    config, _ = config_mod.load_config(config_mod.find(args.config))
+    config, _ = load_config(config_mod.find(args.config))
     _ledger_exists(config.state_dir)
     ledger = Ledger(config.state_dir, readonly=True)
     try:

@@ -10,7 +10,7 @@ from typing import Annotated, Literal, get_args
 
 from pydantic import AfterValidator, ConfigDict, Field, model_validator
 
-from .errors import ChuteError, DefinitionError, Problem
+from .errors import ChuteError, Problem
 from .model import Frozen
 from .yamlfile import Document
 
@@ -111,7 +111,7 @@ NOTIFY_EVENTS: tuple[str, ...] = get_args(NotifyEvent)
 
 
 def _apprise_url(url: str) -> str:
-    from .notify import url_problem  # imported here: Apprise loads its plugins only when a config has targets
+    from .notify_apprise import url_problem  # imported here: Apprise loads its plugins only when a config has targets
 
     problem = url_problem(url)
     if problem:
@@ -231,16 +231,6 @@ def find(explicit: Path | None) -> Path:
         if candidate.is_file():
             return candidate
     raise ChuteError("no config found: pass --config, or create ./config.yaml or /etc/chute/config.yaml")
-
-
-def load_config(file: Path) -> tuple[Config, Document]:
-    """Read, validate and anchor one config file; DefinitionError lists every problem."""
-    from .config_check import check_config  # it builds on this module's models
-
-    check = check_config(file)
-    if check.problems or check.config is None or check.doc is None:
-        raise DefinitionError(check.problems)
-    return check.config, check.doc
 
 
 def _anchor(config: Config, base: Path, folders: Path) -> Config:

@@ -78,3 +78,11 @@ def _settings(doc: Document, data: dict[str, Any]) -> tuple[Config | None, froze
     except ValidationError:
         return None, invalid, problems
     return config, invalid, problems
+
+
+def load_config(file: Path) -> tuple[Config, Document]:
+    """Read, validate and anchor one config file; DefinitionError lists every problem."""
+    check = check_config(file)
+    if check.problems or check.config is None or check.doc is None:
+        raise DefinitionError(check.problems)
+    return check.config, check.doc

@@ -12,23 +12,19 @@ with their secrets masked (Apprise's privacy form).
 
 from __future__ import annotations
 
-import logging
 import os
-import re
 import socket
 import threading
 import time
-import urllib.parse
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from . import logs
+from .config import NotifyTarget
 from .names import shown
-
-if TYPE_CHECKING:
-    from .config import NotifyTarget
+from .notify_apprise import CAPTURE, instantiate, mask, masked_url
 
 log = logs.get("chute.notify")
 
@@ -134,7 +130,7 @@ class _Target:
 
     def __init__(self, target: NotifyTarget, number: int):
         self.url = target.url
-        self._plugin = _instantiate(target.url)
+        self._plugin = instantiate(target.url)
         self.masked = masked_url(target.url, self._plugin)
         self.events = frozenset(target.events)
         self.inboxes = None if target.inboxes is None else frozenset(os.path.realpath(p) for p in target.inboxes)
@@ -253,102 +249,18 @@ class _Target:
         """Send once; None when it went out, else why not (secrets masked)."""
         if self._plugin is None:
             return "Apprise cannot use this URL"
-        _CAPTURE.records = []
+        CAPTURE.records = []
         try:
             sent = self._plugin.notify(
                 body=message.body(), title=message.title(), notify_type=_TYPES.get(message.event, "info")
             )
-            error = None if sent else "; ".join(_CAPTURE.records[-2:]) or "Apprise reports a failure"
+            error = None if sent else "; ".join(CAPTURE.records[-2:]) or "Apprise reports a failure"
         except Exception as exc:  # a plugin's bug is one failed attempt, not a dead thread
             error = f"{type(exc).__name__}: {exc}"
         finally:
-            _CAPTURE.records = None
+            CAPTURE.records = None
         return None if error is None else mask(error, self.url, self.masked)
 
 
 def _run_fields(message: Message) -> dict[str, Any]:
     return {k: message.fields[k] for k in ("run_id", "file") if k in message.fields}
-
-
-# --- Apprise: URLs, secrets, and its log records ---
-
-
-class _Capture(logging.Handler):
-    """Keeps Apprise's warnings of the current sending thread as the error of its attempt."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.WARNING)
-        self.local = threading.local()
-
-    @property
-    def records(self) -> list[str] | None:
-        return getattr(self.local, "records", None)
-
-    @records.setter
-    def records(self, value: list[str] | None) -> None:
-        self.local.records = value
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if self.records is not None:
-            self.records.append(record.getMessage())
-
-
-_CAPTURE = _Capture()
-
-
-def _quiet_apprise() -> None:
-    """Apprise's and urllib3's lines stay out of chute's log: they may hold a URL's secrets.
-
-    (urllib3 logs each request's path at debug, and a Discord or Slack webhook's
-    token is in its path.) Their warnings become the `error` of notify.failed.
-    """
-    for name in ("apprise", "urllib3"):
-        logger = logging.getLogger(name)
-        if _CAPTURE not in logger.handlers:
-            logger.addHandler(_CAPTURE)
-        logger.propagate = False
-        logger.setLevel(logging.WARNING)
-
-
-def _instantiate(url: str):
-    """Apprise's plugin for `url`, or None when Apprise cannot use it."""
-    _quiet_apprise()
-    import apprise
-
-    return apprise.Apprise.instantiate(url)
-
-
-def url_problem(url: str) -> str | None:
-    """Why Apprise cannot use `url` (never quoting it: it may hold a password), or None."""
-    scheme = url.partition("://")[0] if "://" in url else ""
-    if not re.fullmatch(r"[A-Za-z][A-Za-z0-9+.-]*", scheme):
-        return "must be an Apprise URL, SCHEME://..., e.g. json://host:8080/hook or mailto://user:pass@example.com"
-    if _instantiate(url) is None:
-        return f"Apprise cannot use this {scheme}:// URL (an unknown scheme, or a part missing or malformed)"
-    return None
-
-
-def masked_url(url: str, plugin: Any = None) -> str:
-    """`url` for a log line: its scheme and host as Apprise prints them with privacy on (a host that is
-    a token, as Telegram's, shortened), with any user, password, path and query starred. (Apprise's
-    privacy form shows HTTP headers and json:// paths, which may carry a bearer token.)"""
-    plugin = plugin or _instantiate(url)
-    if plugin is None:
-        return url.partition("://")[0] + "://****"
-    shown = urllib.parse.urlsplit(plugin.url(privacy=True))
-    user, _, host = shown.netloc.rpartition("@")
-    rest = "/****" if shown.path.strip("/") or shown.query else ""
-    return f"{shown.scheme}://{'****@' if user else ''}{host}{rest}"
-
-
-def mask(text: str, url: str, masked: str) -> str:
-    """`text` with every part of `url` that its masked form hides replaced by ****."""
-    shown = set(_tokens(masked))
-    for secret in sorted(set(_tokens(url)) - shown, key=len, reverse=True):
-        if len(secret) >= 4:
-            text = text.replace(secret, "****")
-    return text
-
-
-def _tokens(url: str) -> list[str]:
-    return [t for t in re.split(r"[/:@?&=#,+;%\s]+", url) if t]
