@@ -239,10 +239,11 @@ def cmd_status(args: argparse.Namespace) -> int:
     import json
 
     from . import pauses
+    from .config_check import load_config
     from .ledger import Ledger
 
     # The config alone: a module or job that fails to load does not hide what the ledger says.
-    config, _ = config_mod.load_config(config_mod.find(args.config))
+    config, _ = load_config(config_mod.find(args.config))
     _ledger_exists(config.state_dir)
     ledger = Ledger(config.state_dir, readonly=True)
     try:
@@ -352,9 +353,10 @@ def _inbox_paths(file: Path, configured: list[str], names: list[str]) -> list[st
 @command("resume")
 def cmd_pause(args: argparse.Namespace) -> int:
     from . import control_client
+    from .config_check import load_config
 
     file = config_mod.find(args.config)
-    config, _ = config_mod.load_config(file)
+    config, _ = load_config(file)
     named = _inbox_paths(file, [str(i.path) for i in config.inboxes], args.inboxes)
     message: dict = {"op": args.command, "by": "cli"} | ({} if named is None else {"inboxes": named})
     reply = control_client.request(config.state_dir, message)

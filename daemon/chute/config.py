@@ -10,9 +10,8 @@ from typing import Annotated, Literal, get_args
 
 from pydantic import AfterValidator, ConfigDict, Field, model_validator
 
-from .errors import ChuteError, DefinitionError
+from .errors import ChuteError
 from .model import Frozen
-from .yamlfile import Document
 
 SEARCH_ORDER = (Path("config.yaml"), Path("/etc/chute/config.yaml"))
 
@@ -231,13 +230,3 @@ def find(explicit: Path | None) -> Path:
         if candidate.is_file():
             return candidate
     raise ChuteError("no config found: pass --config, or create ./config.yaml or /etc/chute/config.yaml")
-
-
-def load_config(file: Path) -> tuple[Config, Document]:
-    """Read, validate and anchor one config file; DefinitionError lists every problem."""
-    from .config_check import check_config  # it builds on this module's models
-
-    check = check_config(file)
-    if check.problems or check.config is None or check.doc is None:
-        raise DefinitionError(check.problems)
-    return check.config, check.doc

@@ -191,3 +191,11 @@ def _notify_inboxes(doc: Document, config: Config) -> list[Problem]:
         for j, folder in enumerate(target.inboxes or ())
         if Path(os.path.realpath(folder)) not in watched
     ]
+
+
+def load_config(file: Path) -> tuple[Config, Document]:
+    """Read, validate and anchor one config file; DefinitionError lists every problem."""
+    check = check_config(file)
+    if check.problems or check.config is None or check.doc is None:
+        raise DefinitionError(check.problems)
+    return check.config, check.doc

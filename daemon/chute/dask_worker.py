@@ -31,12 +31,12 @@ import structlog
 from distributed import WorkerPlugin, get_worker
 
 from . import entry, logs, staging
-from .executor import WorkerLost
+from .errors import WorkerLost
+from .launcher.warm import Modules
 from .leases import Identity, alive_here, hostname
-from .run import RunResult, RunSpec
+from .run import OWNER, RunResult, RunSpec, owned
 from .runner import execute
 from .systemd import module_environ
-from .worker import Modules
 
 PLUGIN = "chute"
 _CLOSING = {"closing", "closing_gracefully", "closed", "failed"}
@@ -73,9 +73,9 @@ class WorkerState:
     def __init__(self) -> None:
         self.me = Identity.mine()
         self.owner = f"dask.{self.me.daemon_id}"
-        # CHUTE_OWNER: on this worker's launchers and everything forked from them (whose /proc environ is
-        # the launcher's), so a restarted worker finds what a dead one left (sweep_orphans).
-        self.environ = tuple((module_environ(os.environ) | {"CHUTE_OWNER": self.owner}).items())
+        # On this worker's launchers and everything forked from them (whose /proc environ is the
+        # launcher's), so a restarted worker finds what a dead one left (clean).
+        self.environ = tuple(owned(module_environ(os.environ), self.owner).items())
         self.lock = threading.Lock()
         self.cancels: dict[str, tuple[str, PipeCancel]] = {}  # Dask key (one per submission) -> run id, cancel
         self.early: set[str] = set()  # cancels that came before their run started
@@ -233,7 +233,7 @@ def clean(work_dir: Path) -> None:
     """Kill the module processes dead owners on this host left running, then remove their workspaces."""
     log = logs.get("chute.worker")
     for folder, record in _dead_owners(work_dir):
-        killed = sweep_under(folder) + entry.sweep(f"CHUTE_OWNER={folder.name}")
+        killed = sweep_under(folder) + entry.sweep(f"{OWNER}={folder.name}")
         if killed:
             log.warning("worker.orphans_killed", owner=folder.name, pid=record.get("pid"), killed=killed)
     for folder in staging.remove_dead_owners(work_dir):

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
+from . import procs
 from .errors import ChuteError
 
 PROGRESS_PREFIX = b"CHUTE_PROGRESS "
@@ -28,7 +29,6 @@ TAIL_LINES = 20  # lines of stderr kept for the failure report
 LINE_LIMIT = 64 * 1024
 TAIL_CHARS = 1024
 READ_SIZE = 64 * 1024
-_PR_SET_CHILD_SUBREAPER = 36
 _subreaper = False  # become_subreaper() succeeded in this process
 
 
@@ -163,7 +163,7 @@ class ModuleProcess:
             start_new_session=True,
             close_fds=True,
         )
-        self.pidfd = os.pidfd_open(self.popen.pid)
+        self.pidfd = procs.pidfd(self.popen.pid)
         return self.popen.pid
 
     def _stdout_line(self, line: bytes) -> None:
@@ -212,54 +212,23 @@ class ModuleProcess:
         return time.monotonic() - self.started
 
 
-def stopped(pid: int) -> bool:
-    """Whether process `pid` is stopped by a signal (state T in /proc/PID/stat: SIGSTOP, SIGTSTP)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-    except OSError:
-        return False
-    return stat.rpartition(b")")[2].split()[:1] == [b"T"]  # the name before ")" may hold spaces
-
-
 # --- processes that escaped a module's group ---
 
 
-def become_subreaper() -> bool:
-    """Make orphaned descendants of this process's modules its own children (prctl(2) PR_SET_CHILD_SUBREAPER).
+def become_subreaper() -> None:
+    """Make orphaned descendants of this process's modules its own children (procs.become_subreaper); OSError if not.
 
     Then a module's child that double-forked out of its group and session (and even
     cleared its environment) is still found: it is one of our children that we did not
     start. Only for a process that runs modules and nothing else (a pool worker).
     """
     global _subreaper
-    import ctypes
-
-    try:
-        _subreaper = ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
-    except (OSError, AttributeError):
-        _subreaper = False
-    return _subreaper
+    procs.become_subreaper()
+    _subreaper = True
 
 
 def is_subreaper() -> bool:
     return _subreaper
-
-
-def children() -> set[int]:
-    """This process's live children (from /proc/self/task/*/children)."""
-    found: set[int] = set()
-    try:
-        tasks = os.listdir("/proc/self/task")
-    except OSError:
-        return found
-    for tid in tasks:
-        try:
-            with open(f"/proc/self/task/{tid}/children") as f:
-                found.update(int(p) for p in f.read().split())
-        except OSError:
-            continue
-    return found
 
 
 def kill_orphans(known: set[int], marker: str | None = None) -> int:
@@ -268,8 +237,8 @@ def kill_orphans(known: set[int], marker: str | None = None) -> int:
     With `marker`, only those whose environment carries it (one entry's); without, all.
     """
     killed = 0
-    for pid in children() - known:
-        if marker is not None and not _carries(pid, marker.encode() + b"\0"):
+    for pid in procs.children() - known:
+        if marker is not None and not _carries(pid, marker):
             continue
         try:
             os.kill(pid, signal.SIGKILL)
@@ -280,13 +249,11 @@ def kill_orphans(known: set[int], marker: str | None = None) -> int:
     return killed
 
 
-def _carries(pid: int, needle: bytes) -> bool:
+def _carries(pid: int, marker: str) -> bool:
     try:
-        with open(f"/proc/{pid}/environ", "rb") as f:
-            env = f.read()
-    except OSError:
+        return procs.carries(procs.environ(pid), marker)
+    except OSError:  # gone meanwhile: nothing to kill
         return False
-    return env.startswith(needle) or b"\0" + needle in env
 
 
 def sweep(marker: str) -> int:
@@ -295,26 +262,16 @@ def sweep(marker: str) -> int:
     A walk of all of /proc: for a dead daemon's leftovers, and where this process is not
     the modules' subreaper. Returns how many were killed.
     """
-    needle = marker.encode() + b"\0"
-    return kill_where(lambda env: env.startswith(needle) or b"\0" + needle in env)
+    return kill_where(lambda env: procs.carries(env, marker))
 
 
 def kill_where(matches: Callable[[bytes], bool]) -> int:
     """SIGKILL every other process whose /proc environ `matches`; returns how many were killed."""
     killed = 0
-    me = os.getpid()
-    for name in os.listdir("/proc"):
-        if not name.isdigit() or int(name) == me:
-            continue
+    for pid in procs.carrying(matches):
         try:
-            with open(f"/proc/{name}/environ", "rb") as f:
-                env = f.read()
+            os.kill(pid, signal.SIGKILL)
+            killed += 1
         except OSError:
-            continue
-        if matches(env):
-            try:
-                os.kill(int(name), signal.SIGKILL)
-                killed += 1
-            except OSError:
-                pass
+            pass
     return killed

@@ -74,3 +74,7 @@ class AlreadyRunning(ChuteError):
     """The pidfile is held by a live daemon."""
 
     exit_code = RET_RUNNING
+
+
+class WorkerLost(ChuteError):
+    """The worker running a run died under it (killed, out of memory, a bug that took the process down)."""

@@ -1,24 +1,19 @@
 """Where runs execute: the one place the daemon touches concurrency.
 
-The surface every executor offers (the local pool here; a Dask cluster in
-dask_executor.py): `submit(spec)` returns a concurrent.futures.Future of the
-`RunResult`; `cancel(run_id)` asks a run to stop (its input is then released);
-`free()` says how many runs could start now (none while the workers' disk is
-below its reserve, unless `room=False`: a kept result's delivery needs none);
-`ahead()` how many more are worth claiming now, so that a slot that frees
-starts its next run at once; `where(run_id)` names the worker;
-`sweep(marker)` kills the processes a dead daemon or worker left (by the marker
-in their environment); `kill()` stops everything at once; `close()` ends it. The
-local pool's workers each run in a cgroup of their own where the host allows it
-(cgroups.py): a worker's death, a clean stop and the next start after a kill -9
-then leave no process behind, marker or not. A
-future that fails with `WorkerLost` means the run died with its worker (a crash,
-counted toward the file's max_crashes); `ExecutorUnavailable` means it never
-reached a worker (defer it, charge nothing).
+The surface every executor offers (the local pool here; a Dask cluster in dask_executor.py): `submit(spec)`
+returns a concurrent.futures.Future of the `RunResult`; `cancel(run_id)` asks a run to stop (its input is then
+released); `free()` says how many runs could start now (none while the workers' disk is below its reserve,
+unless `room=False`: a kept result's delivery needs none); `ahead()` how many more are worth claiming now, so
+that a slot that frees starts its next run at once; `where(run_id)` names the worker; `sweep(marker)` kills
+the processes a dead daemon or worker left (by the marker in their environment); `kill()` stops everything at
+once; `close()` ends it. The local pool's workers each run in a cgroup of their own where the host allows it
+(cgroups.py): a worker's death, a clean stop and the next start after a kill -9 then leave no process behind,
+marker or not. A future that fails with `WorkerLost` means the run died with its worker (a crash, counted
+toward the file's max_crashes); `ExecutorUnavailable` means it never reached a worker (defer it, charge
+nothing).
 
-`supervise(now)`, called by the daemon loop, kills a worker that is frozen (a
-module stopped it, issue 19): its run then fails with `WorkerLost` too. It returns
-when it wants to look again.
+`supervise(now)`, called by the daemon loop, kills a worker that is frozen (a module stopped it, issue 19):
+its run then fails with `WorkerLost` too. It returns when it wants to look again.
 """
 
 from __future__ import annotations
@@ -36,11 +31,11 @@ from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Protocol
 
-from . import cgroups, entry, keep, logs, staging
+from . import cgroups, entry, keep, logs, procs, staging
 from .config import Config
-from .errors import ChuteError
+from .errors import ChuteError, WorkerLost
 from .leases import Identity, hostname
-from .run import Launch, RunResult, RunSpec
+from .run import Launch, RunResult, RunSpec, owned
 from .systemd import module_environ
 
 log = logs.get("chute.executor")
@@ -56,10 +51,6 @@ STALE = 3.0
 SILENT = 30.0
 SILENT_START = 120.0  # for a worker not beating yet: its imports on a cold cache (launcher.START_TIMEOUT)
 LOOK_EVERY = 1.0  # seconds between looks at a silent worker's state
-
-
-class WorkerLost(ChuteError):
-    """The worker running a run died under it (killed, out of memory, a bug that took the process down)."""
 
 
 class ExecutorUnavailable(ChuteError):
@@ -110,13 +101,13 @@ class LocalExecutor:
     def __init__(self, config: Config, me: Identity):
         self.args = (config.log.format, config.log.level)
         self.work_dir, self.reserve = config.work_dir, config.work_reserve
-        # CHUTE_OWNER: the daemon's id on its workers too, so a successor can sweep whatever it left.
-        self.environ = os.environ | {"CHUTE_OWNER": me.daemon_id}
+        # The daemon's id on its workers too, so a successor can sweep whatever it left.
+        self.environ = owned(os.environ, me.daemon_id)
         # Each worker starts its warm launcher at once (its preloads take a while), for the modules'
         # environment as the service gives it (service.Service.environ).
         self.warm = (
             Launch(config.launcher.mode, tuple(config.launcher.preload)),
-            module_environ(os.environ) | {"CHUTE_OWNER": me.daemon_id},
+            owned(module_environ(os.environ), me.daemon_id),
         )
         for folder in staging.remove_dead_owners(config.work_dir):
             log.info("work.removed", workspace=str(folder))
@@ -157,7 +148,7 @@ class LocalExecutor:
             theirs.close()
         # Moved before it is sent anything: until then it has started no process that could stay outside.
         slot = _Slot(
-            proc, Connection(mine.detach()), pidfd=os.pidfd_open(proc.pid), cgroup=self.containment.adopt(proc.pid)
+            proc, Connection(mine.detach()), pidfd=procs.pidfd(proc.pid), cgroup=self.containment.adopt(proc.pid)
         )
         slot.conn.send(("warm", self.warm))
         return slot
@@ -234,7 +225,11 @@ class LocalExecutor:
         silent = now - slot.heard[1]
         if silent < STALE:
             return slot.heard[1] + STALE
-        if entry.stopped(slot.proc.pid):
+        try:
+            stopped = procs.stopped(slot.proc.pid)
+        except OSError:  # it died meanwhile: the collector thread sees that on its pidfd
+            stopped = False
+        if stopped:
             self._freeze(slot, "was stopped (SIGSTOP?)")
         elif silent >= (SILENT if beats else SILENT_START):
             self._freeze(slot, f"sent no heartbeat for {silent:.0f} s")
@@ -306,7 +301,7 @@ class LocalExecutor:
                     os.read(self.wake_r, 4096)
                 elif isinstance(ready, Connection):
                     self._receive(busy[ready])
-                else:
+                elif isinstance(ready, int):  # a pidfd: the worker exited
                     self._died(watched[ready])
 
     def _receive(self, slot: _Slot) -> None:

@@ -16,6 +16,7 @@ import socket
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import procs
 from .fileops import write_atomic
 
 STATE_DIR = ".chute"
@@ -27,12 +28,11 @@ def hostname() -> str:
 
 
 def start_time(pid: int) -> int | None:
-    """When a process started, in clock ticks since boot (/proc/PID/stat field 22): with the pid, names one process."""
+    """When a process started (procs.start_time): with the pid, names one process; None when it is gone."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
+        return procs.start_time(pid)
+    except OSError:  # gone, or /proc hides it: no start time to compare with
         return None
-    return int(stat.rpartition(")")[2].split()[19])
 
 
 def boot_id() -> str:
@@ -104,10 +104,9 @@ def drop_lease(inbox: Path, daemon_id: str) -> None:
 
 def _pid_is_chute(pid: int) -> bool:
     try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
+        return b"chute" in procs.cmdline(pid)
+    except OSError:  # gone (or hidden): not a live chute of ours
         return False
-    return b"chute" in cmdline
 
 
 def alive_here(record: dict) -> bool:

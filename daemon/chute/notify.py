@@ -19,14 +19,12 @@ import time
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from . import logs
 from .apprise_urls import CAPTURE, instantiate, mask, masked_url
+from .config import NotifyTarget
 from .names import shown
-
-if TYPE_CHECKING:
-    from .config import NotifyTarget
 
 log = logs.get("chute.notify")
 

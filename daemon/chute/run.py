@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,6 +20,12 @@ from .job import EntryPlan, JobPlan
 COMMIT_SUFFIX = ".commit"  # a claim being delivered: <run_id>.commit (claims.commit)
 LOG_LIMIT = 4 * 1024 * 1024  # bytes of an entry's log kept (its tail)
 KILL_GRACE = 5.0  # seconds between SIGTERM and SIGKILL of a module's process group
+OWNER = "CHUTE_OWNER"  # the environment's marker of whose process it is (a daemon's id, a Dask worker's owner)
+
+
+def owned(environ: Mapping[str, str], owner: str) -> dict[str, str]:
+    """`environ` marked as `owner`'s: set on all its processes, so a successor sweeps what a dead one left by it."""
+    return dict(environ) | {OWNER: owner}
 
 
 class RunStatus(str, enum.Enum):

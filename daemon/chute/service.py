@@ -35,6 +35,7 @@ from .limits import raise_fd_limit
 from .pruning import Pruner
 from .queue import RunQueue
 from .recovery import Adopted, Recovery, reconcile_ledger
+from .run import owned
 from .statelock import StateLock
 from .systemd import Notifier, module_environ, status_line
 from .telemetry import Telemetry
@@ -75,8 +76,8 @@ class Service:
         self.next_watchdog = 0.0
         self.next_look: float | None = None  # when the executor wants to look at its workers again
         cfg = catalog.config
-        # CHUTE_OWNER: on every process of ours (workers, launchers, modules), so a successor can sweep them all.
-        self.environ = tuple((module_environ(os.environ) | {"CHUTE_OWNER": self.me.daemon_id}).items())
+        # On every process of ours (workers, launchers, modules), so a successor can sweep them all.
+        self.environ = tuple(owned(module_environ(os.environ), self.me.daemon_id).items())
         self.ledger = Ledger(cfg.state_dir)
         self.pruner = Pruner(self.ledger)
         self.telemetry = Telemetry(cfg)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -10,15 +11,15 @@ from pathlib import Path
 
 from . import config as config_mod
 from . import entry, logs, staging
-from .catalog import load_catalog
+from .catalog import Catalog, load_catalog
 from .claims import new_run_id
 from .errors import RET_FAILED, RET_OK, UsageError
+from .launcher.warm import Modules
 from .leases import Identity
 from .names import shown
 from .run import Launch, RunResult, RunSpec, RunStatus
 from .runner import execute
 from .systemd import module_environ
-from .worker import Modules
 
 
 def _folders(cat, args) -> tuple[Path, Path]:
@@ -52,11 +53,35 @@ def run(args) -> int:
     cfg = cat.config
     for folder in (outbox, quarantine):  # given on the command line: made now, never by the delivery
         folder.mkdir(parents=True, exist_ok=True)
+    spec = _spec(cat, args.job, file, outbox, quarantine)
+    # SIGTERM too stops every module process and removes the workspace, like Ctrl-C.
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    interactive = sys.stdout.isatty() and cfg.log.format != "json"
+    # Log lines go to stderr, so stdout holds just the result (`dir=$(chute submit ...)` works).
+    logs.configure(cfg.log.format, "warning" if interactive else cfg.log.level, stream=sys.stderr)
+    # This process runs nothing else: whatever a module leaves is ours to end. Without it (OSError),
+    # what a module leaves is found by its run's marker only (the step engine's sweep).
+    with contextlib.suppress(OSError):
+        entry.become_subreaper()
+    modules = _launcher(spec)
+    try:
+        result = _with_progress(spec, modules) if interactive else execute(spec, modules=modules)
+    finally:
+        if modules is not None:
+            modules.close()
+        entry.kill_orphans(set())
+        shutil.rmtree(cfg.work_dir / spec.owner, ignore_errors=True)
+    return _report(result)
+
+
+def _spec(cat: Catalog, job: str, file: Path, outbox: Path, quarantine: Path) -> RunSpec:
+    """The run of `file` by `job`, in a workspace owner folder of this process's own."""
+    cfg = cat.config
     me = Identity.mine()
     owner = staging.owner_dir(cfg.work_dir, me, f"submit-{me.daemon_id}").name
-    spec = RunSpec(
+    return RunSpec(
         run_id=new_run_id(),
-        job=cat.jobs[args.job],
+        job=cat.jobs[job],
         input_path=file.resolve(),
         input_name=file.name,
         outbox=outbox,
@@ -70,21 +95,6 @@ def run(args) -> int:
         launch=Launch(cfg.launcher.mode, tuple(cfg.launcher.preload)),
         work_reserve=cfg.work_reserve,
     )
-    # SIGTERM too stops every module process and removes the workspace, like Ctrl-C.
-    signal.signal(signal.SIGTERM, _raise_interrupt)
-    interactive = sys.stdout.isatty() and cfg.log.format != "json"
-    # Log lines go to stderr, so stdout holds just the result (`dir=$(chute submit ...)` works).
-    logs.configure(cfg.log.format, "warning" if interactive else cfg.log.level, stream=sys.stderr)
-    entry.become_subreaper()  # this process runs nothing else: whatever a module leaves is ours to end
-    modules = _launcher(spec)
-    try:
-        result = _with_progress(spec, modules) if interactive else execute(spec, modules=modules)
-    finally:
-        if modules is not None:
-            modules.close()
-        entry.kill_orphans(set())
-        shutil.rmtree(cfg.work_dir / owner, ignore_errors=True)
-    return _report(result)
 
 
 def _launcher(spec: RunSpec) -> Modules | None:

@@ -10,27 +10,23 @@ seconds, by which the daemon knows it is not frozen (executor.LocalExecutor.supe
 
 from __future__ import annotations
 
-import ctypes
 import os
 import signal
 import sys
 import threading
-import time
 from dataclasses import replace
 from multiprocessing.connection import Connection
 
-from . import entry, logs
+from . import entry, logs, procs
+from .launcher.warm import Modules
 from .leases import hostname
-from .run import Launch, RunSpec
+from .run import RunSpec
 from .runner import execute
 
-_PR_SET_PDEATHSIG = 1
-RETRY_AFTER = 600.0  # seconds before a launcher that could not start is tried again
 # From a thread of its own, not the step engine's loop: staging a large input and publishing its
 # results take minutes outside that loop, and a worker stopped by a module (SIGSTOP) stops this thread too.
 BEAT_EVERY = 1.0
 log = logs.get("chute.worker")
-WHERE = f"{hostname()}/worker-{os.getpid()}"  # as LocalExecutor.where names this worker
 
 
 class ConnCancel:
@@ -54,111 +50,12 @@ class ConnCancel:
         return self.set
 
 
-class Modules:
-    """This process's warm launcher, started when a run first asks for one and kept between runs.
-
-    A launcher that cannot start is not asked again for RETRY_AFTER seconds: meanwhile
-    every module is a fresh interpreter (one `launcher.unavailable` line, not one per module).
-    """
-
-    def __init__(self, via=None):
-        self.launch: Launch | None = None
-        self.launcher = None
-        self.broken_until = 0.0
-        self.started_pid: int | None = None
-        # Where spawn runs: a launcher is tied to the thread that starts it (PR_SET_PDEATHSIG), so a
-        # caller whose threads come and go (a Dask worker) hands a long-lived one (an executor of 1 thread).
-        self.via = via
-
-    def for_run(self, spec: RunSpec) -> Modules | None:
-        return self._use(spec.launch, spec.python, dict(spec.environ))
-
-    def _use(self, launch: Launch, python: str, environ: dict[str, str]) -> Modules | None:
-        if launch.mode != "warm" or time.monotonic() < self.broken_until:
-            return None
-        if self.launcher is None or launch != self.launch:
-            self.close()
-            from .launcher import Launcher
-
-            self.launcher = Launcher(python, launch.preload, environ)
-            self.launch = launch
-        return self
-
-    def spawn(self, argv, cwd, env, stdout, stderr) -> int:
-        if self.via is not None:
-            return self.via.submit(self._spawn, argv, cwd, env, stdout, stderr).result()
-        return self._spawn(argv, cwd, env, stdout, stderr)
-
-    def _spawn(self, argv, cwd, env, stdout, stderr) -> int:
-        from .launcher import LauncherUnavailable
-
-        try:
-            pid = self.launcher.spawn(argv, cwd, env, stdout, stderr)
-        except LauncherUnavailable as exc:
-            if not self.launcher.running:  # it cannot start: stop asking for a while
-                self.broken_until = time.monotonic() + RETRY_AFTER
-                log.warning("launcher.unavailable", reason=str(exc), retry_in_s=RETRY_AFTER)
-            raise
-        if self.launcher.pid != self.started_pid:
-            self.started_pid = self.launcher.pid
-            log.info("launcher.started", pid=self.started_pid, skipped=self.launcher.skipped or None)
-        return pid
-
-    def fileno(self) -> int:
-        return self.launcher.fileno()
-
-    def supervise(self, now: float) -> float | None:
-        """Kill and replace a launcher that is stopped or does not answer (launcher.Launcher.supervise)."""
-        pid = self.launcher.pid
-        due = self.launcher.supervise(now)
-        if pid is not None and self.launcher.pid is None:
-            log.warning("launcher.frozen", pid=pid)  # its modules are reported lost next (launcher.died)
-        return due
-
-    def collect(self) -> list:
-        exits = self.launcher.collect()
-        lost = [e for e in exits if e.returncode is None]
-        if lost:
-            log.warning("launcher.died", reason=lost[0].reason, modules=len(lost))
-        return exits
-
-    @property
-    def running(self) -> bool:
-        return self.launcher is not None and self.launcher.running
-
-    @property
-    def pid(self) -> int | None:
-        return None if self.launcher is None else self.launcher.pid
-
-    def warm_up(self, launch: Launch, environ: dict[str, str]) -> None:
-        """Start the launcher before the first run asks for it (a module's env adds PYTHONUNBUFFERED=1)."""
-        from .launcher import LauncherUnavailable
-
-        if self._use(launch, sys.executable, environ) is None:
-            return
-        try:
-            self.launcher.prepare(environ | {"PYTHONUNBUFFERED": "1"})
-        except LauncherUnavailable as exc:
-            log.warning("launcher.unavailable", reason=str(exc), retry_in_s=None)
-            return
-        self.started_pid = self.launcher.pid
-        log.info("launcher.started", pid=self.started_pid, skipped=self.launcher.skipped or None)
-
-    def pids(self) -> set[int]:
-        return {self.pid} if self.pid else set()
-
-    def close(self) -> None:
-        if self.launcher is not None:
-            self.launcher.close()
-            self.launcher = None
-
-
 def _die_with(daemon_pid: int) -> None:
     """SIGKILL this process when the daemon dies; exit now if it already has (the race before prctl)."""
     try:
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    except (OSError, AttributeError):
-        pass
+        procs.die_with_parent(signal.SIGKILL)
+    except OSError as exc:  # the daemon's stop and the end of its socket still end this worker
+        log.warning("worker.no_pdeathsig", reason=exc.strerror)
     if os.getppid() != daemon_pid:
         sys.exit(0)
 
@@ -208,9 +105,14 @@ def serve(conn: Connection) -> None:
         modules.close()
 
 
+def where() -> str:
+    """This worker, named as LocalExecutor.where names it (in the process that calls it: its pid)."""
+    return f"{hostname()}/worker-{os.getpid()}"
+
+
 def _execute(spec: RunSpec, cancel: ConnCancel, modules: Modules):
     try:
-        return replace(execute(spec, cancel, modules=modules.for_run(spec)), worker=WHERE)
+        return replace(execute(spec, cancel, modules=modules.for_run(spec)), worker=where())
     except Exception as exc:  # a bug: the daemon logs it and keeps the claim
         log.exception("run.error", **spec.context(), reason=f"{type(exc).__name__}: {exc}")
         return exc
@@ -221,10 +123,13 @@ def _execute(spec: RunSpec, cancel: ConnCancel, modules: Modules):
 
 def main(argv: list[str]) -> int:
     fd, daemon_pid, log_format, log_level = int(argv[0]), int(argv[1]), argv[2], argv[3]
+    logs.configure(log_format, log_level)
     _die_with(daemon_pid)
     os.setpgid(0, 0)  # a terminal's Ctrl-C reaches the daemon only; the daemon decides what stops
-    entry.become_subreaper()
-    logs.configure(log_format, log_level)
+    try:
+        entry.become_subreaper()
+    except OSError as exc:  # then an escaped module process is found by its marker only
+        log.warning("worker.no_subreaper", reason=exc.strerror)
     serve(Connection(fd))
     return 0
 

@@ -6,6 +6,8 @@ import os
 import stat
 from collections.abc import Collection
 
+from . import procs
+
 # A /proc walk for open writers is reused this long (Writers): a file still being written was
 # written within its settle time, which inotify or its mtime shows; this only bounds the lag of
 # a writer that opened a settled file and has not written yet.
@@ -45,9 +47,7 @@ class Writers:
 def _open_files() -> dict[tuple[int, int], list[tuple[str, str]]]:
     """(device, inode) of every regular file open on this host -> [(pid, fd)], from /proc."""
     found: dict[tuple[int, int], list[tuple[str, str]]] = {}
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
+    for pid in procs.pids():
         fd_dir = f"/proc/{pid}/fd"
         try:
             fds = os.listdir(fd_dir)
@@ -59,7 +59,7 @@ def _open_files() -> dict[tuple[int, int], list[tuple[str, str]]]:
             except OSError:
                 continue
             if stat.S_ISREG(st.st_mode):
-                found.setdefault((st.st_dev, st.st_ino), []).append((pid, fd))
+                found.setdefault((st.st_dev, st.st_ino), []).append((str(pid), fd))
     return found
 
 

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from chute.entry import stopped
 from chute.launcher import Exit, Launcher, LauncherUnavailable
+from chute.procs import stopped
 
 from tests.harness import wait_until
 from tests.pipelines import proc_alive

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from chute.config import load_config
+from chute.config_check import load_config
 
 
 def test_tls_files_are_relative_to_the_config_file(tmp_path: Path) -> None:
