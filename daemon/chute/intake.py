@@ -16,7 +16,7 @@ from pathlib import Path
 
 from watchdog.observers import Observer
 
-from . import claims, logs
+from . import claims, logs, ordering
 from .config import Config, Inbox
 from .errors import resources_fields, short_of_resources
 from .leases import STATE_DIR, Identity
@@ -80,6 +80,8 @@ class Intake:
         # While the daemon is short of descriptors or memory: the reason (one daemon.resources per spell).
         self.short_of: str | None = None
         self._shortage: tuple[OSError, dict] | None = None  # the first one met during this look
+        self.served: dict[Path, int] = {}  # when each inbox last had a file claimed (a count of claims)
+        self.claims = 0
 
     def start(self) -> None:
         self.observer.start()
@@ -142,7 +144,9 @@ class Intake:
     def look(
         self, now: float, capacity: int, paused: frozenset[str] = frozenset()
     ) -> tuple[list[Claimed], list[Change]]:
-        """Scan the inboxes that are due and claim up to `capacity` settled files, oldest change first.
+        """Scan the inboxes that are due and claim up to `capacity` settled files, in order (SPEC §11).
+
+        Higher priorities first; equal ones take turns; each inbox's files in its `order`.
 
         A paused inbox is scanned (its files keep settling, so a resume claims at once) and claims nothing.
         """
@@ -202,7 +206,7 @@ class Intake:
             self._short(exc, where="open-writer check")
             return []
         made: list[Claimed] = []
-        for _, w, name, st in sorted(settled, key=lambda x: x[0]):
+        for _, w, name, st in self._ordered(settled):
             if len(made) >= capacity:
                 break  # the rest stays settled: claimed when a run finishes and the loop looks again
             if st is not None and (st.st_dev, st.st_ino) in busy:
@@ -212,7 +216,22 @@ class Intake:
             got = self._claim(w, name, st is None)
             if got is not None:
                 made.append(got)
+                self.claims += 1
+                self.served[w.inbox.path] = self.claims
         return made
+
+    def _ordered(self, settled: list[Settled]) -> list[Settled]:
+        """Symlinks first (quarantined at once); then by priority, inboxes taking turns, each in its order."""
+        groups: dict[Path, list[Settled]] = {}
+        for item in settled:
+            groups.setdefault(item[1].inbox.path, []).append(item)
+        for items in groups.values():
+            w = items[0][1]
+            rank = {n: i for i, n in enumerate(w.files.ranked(n for _, _, n, st in items if st is not None))}
+            items.sort(key=lambda x: -1 if x[3] is None else rank[x[2]])
+        return ordering.interleave(
+            ((path, items[0][1].inbox.priority, items) for path, items in groups.items()), self.served
+        )
 
     def _claim(self, w: InboxWatcher, name: str, symlink: bool) -> Claimed | None:
         inbox = w.inbox
