@@ -126,7 +126,7 @@ class Inbox(Frozen):
 
     def windows(self) -> tuple[Window, ...] | None:
         """The schedule, parsed (None: always open)."""
-        return None if self.schedule is None else parse_all(self.schedule)
+        return None if self.schedule is None else parse_all(tuple(self.schedule))
 
 
 NotifyEvent = Literal["run.published", "run.quarantined", "inbox.unavailable", "daemon.error"]

@@ -6,12 +6,13 @@ window whose end is not after its start runs past midnight, and that part belong
 before ("Fri 20:00-06:00" covers Saturday 00:00-06:00). Times are local wall-clock times in
 `zone`: everything is computed with aware datetimes, so a window keeps its wall-clock times
 across DST changes. A start in the hour skipped by spring-forward starts at the first instant
-after the gap; in the hour repeated by fall-back, the first of the two is meant, and an instant
-is in a window or not by its wall-clock time, so nothing is run twice or lost.
+after the gap; a time in the hour repeated by fall-back is its first occurrence, so a window opens
+and closes once and nothing is claimed twice or skipped.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from dataclasses import dataclass
@@ -57,7 +58,9 @@ def parse(text: str) -> Window:
     return Window(days, start, length)
 
 
-def parse_all(texts: list[str]) -> tuple[Window, ...]:
+@functools.cache
+def parse_all(texts: tuple[str, ...]) -> tuple[Window, ...]:
+    """Every window of a schedule (cached: the loop asks for an inbox's windows at every look)."""
     return tuple(parse(t) for t in texts)
 
 
