@@ -120,3 +120,22 @@ def test_an_inbox_outside_its_schedule_claims_nothing_while_one_inside_claims(tm
         assert d.stop() == 0
     assert {r.input_name for r in ledger_runs(config)} == {"o0.bin", "o1.bin", "o2.bin"}
     assert files(Path(closed["path"])) == ["c0.bin", "c1.bin", "c2.bin"]  # waiting in the inbox, untouched
+
+
+def test_chute_check_names_each_bad_schedule_window_order_and_priority_at_its_line(tmp_path):
+    setup = Setup(tmp_path)
+    setup.inbox("a", order="biggest", schedule=["Mon-Fri 20:00-06:00", "Mon-Fry 20:00-06:00", "25:00-01:00"])
+    setup.inbox("b", schedule=[])
+    config = setup.write()
+    lines = config.read_text().splitlines()
+
+    def line_of(text: str) -> int:
+        return next(i for i, line in enumerate(lines, 1) if text in line)
+
+    check = subprocess.run([str(CHUTE), "check", "--config", str(config)], capture_output=True, text=True, timeout=60)
+    assert check.returncode == 1, check
+    out = check.stdout + check.stderr
+    assert f"chute.yaml:{line_of('biggest')}: inboxes[0].order: Input should be 'oldest'" in out
+    assert f"chute.yaml:{line_of('Mon-Fry')}: inboxes[0].schedule[1]: 'Fry' is not a day" in out
+    assert f"chute.yaml:{line_of('25:00-01:00')}: inboxes[0].schedule[2]: '25:00' is not a time" in out
+    assert f"chute.yaml:{line_of('schedule: []')}: inboxes[1].schedule: is empty" in out
