@@ -251,12 +251,14 @@ def cmd_status(args: argparse.Namespace) -> int:
     finally:
         ledger.close()
     paused = sorted(pauses.load(config.state_dir) & {str(i.path) for i in config.inboxes})
+    schedules = _schedules(config)
     if args.json:
         print(
             json.dumps(
                 {
                     "counts": counts,
                     "paused": [strict(p) for p in paused],
+                    "schedules": [strict(s) for s in schedules],
                     "active": [_run_json(r) for r in active],
                     "recent": [_run_json(r) for r in recent],
                 },
@@ -267,6 +269,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     print("  ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "no runs yet")
     for path in paused:
         print(f"paused: {shown(path)}  (chute resume to claim again)")
+    for row in schedules:
+        print(f"{'inside' if row['in_schedule'] else 'outside'} its schedule{_until(row)}: {shown(row['inbox'])}")
     for title, rows in (("queued and running", active), ("recent", recent)):
         print(f"{title}:")
         for r in rows:
@@ -276,6 +280,38 @@ def cmd_status(args: argparse.Namespace) -> int:
             name, extra = shown(r.input_name), shown(where + extra)
             print(f"  {r.run_id}  {r.state.value:<9} {r.job:<14} {name}  {when}  {extra}")
     return RET_OK
+
+
+def _schedules(config: config_mod.Config) -> list[dict]:
+    """Each scheduled inbox: whether it is inside its windows now, and when they next close or open (local time)."""
+    from datetime import UTC, datetime
+
+    from . import schedule
+
+    zone, now, rows = schedule.local_zone(), datetime.now(UTC), []
+    for inbox in config.inboxes:
+        windows = inbox.windows()
+        if windows is None:
+            continue
+        inside, change = schedule.is_open(windows, now, zone), schedule.next_change(windows, now, zone)
+        at = None if change is None else change.astimezone(zone)
+        rows.append(
+            {
+                "inbox": str(inbox.path),
+                "in_schedule": inside,
+                "closes": at.isoformat(timespec="minutes") if at and inside else None,
+                "opens": at.isoformat(timespec="minutes") if at and not inside else None,
+            }
+        )
+    return rows
+
+
+def _until(row: dict) -> str:
+    """ " until Mon 20:00" (the next opening or closing, as a wall-clock day and time), or nothing."""
+    from datetime import datetime
+
+    at = row["closes"] or row["opens"]
+    return "" if at is None else f" until {datetime.fromisoformat(at).strftime('%a %H:%M')}"
 
 
 @command("retry")

@@ -12,6 +12,8 @@ from pydantic import AfterValidator, ConfigDict, Field, model_validator
 
 from .errors import ChuteError
 from .model import Frozen
+from .ordering import Order
+from .schedule import Window, parse, parse_all
 
 SEARCH_ORDER = (Path("config.yaml"), Path("/etc/chute/config.yaml"))
 
@@ -92,6 +94,17 @@ class LedgerConfig(Frozen):
     )
 
 
+def _window(text: str) -> str:
+    parse(text)  # ValueError: what is wrong with it
+    return text
+
+
+def _schedule(windows: list[str] | None) -> list[str] | None:
+    if windows is not None and not windows:
+        raise ValueError("is empty: leave it out (always open) or list windows such as 'Mon-Fri 20:00-06:00'")
+    return windows
+
+
 class Inbox(Frozen):
     path: FolderPath
     job: str
@@ -103,6 +116,16 @@ class Inbox(Frozen):
     exclude: list[str] = Field(default_factory=list)
     watch: Literal["auto", "events", "poll"] = "auto"
     settle: float | None = Field(default=None, ge=0)
+    priority: int = Field(default=0, description="With backlogs in several inboxes, the higher is claimed first")
+    order: Order = Field(default="oldest", description="Which of this inbox's settled files is claimed first")
+    schedule: Annotated[list[Annotated[str, AfterValidator(_window)]] | None, AfterValidator(_schedule)] = Field(
+        default=None,
+        description="Local-time windows to claim in, such as 'Mon-Fri 20:00-06:00' or 'Sat-Sun' (default: always)",
+    )
+
+    def windows(self) -> tuple[Window, ...] | None:
+        """The schedule, parsed (None: always open)."""
+        return None if self.schedule is None else parse_all(tuple(self.schedule))
 
 
 NotifyEvent = Literal["run.published", "run.quarantined", "inbox.unavailable", "daemon.error"]

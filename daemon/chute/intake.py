@@ -12,11 +12,12 @@ import os
 import threading
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 from watchdog.observers import Observer
 
-from . import claims, logs
+from . import claims, logs, ordering, schedule
 from .config import Config, Inbox
 from .errors import resources_fields, short_of_resources
 from .leases import STATE_DIR, Identity
@@ -50,6 +51,7 @@ def _no_move_pairing() -> None:
 
 _no_move_pairing()
 OBSERVER_JOIN = 5.0  # seconds the inotify observer thread gets to stop
+SCHEDULE_RECHECK = 300.0  # seconds between looks at the schedules without a window opening or closing
 
 
 @dataclass(frozen=True)
@@ -91,6 +93,11 @@ class Intake:
         # While the daemon is short of descriptors or memory: the reason (one daemon.resources per spell).
         self.short_of: str | None = None
         self._shortage: tuple[OSError, dict] | None = None  # the first one met during this look
+        self.zone = schedule.local_zone()
+        self.outside: frozenset[str] = frozenset()  # scheduled inboxes outside their windows
+        self.schedule_due = float("inf")  # when the next window of any inbox opens or closes (monotonic)
+        self.served: dict[Path, int] = {}  # when each inbox last had a file claimed (a count of claims)
+        self.claims = 0
 
     def start(self) -> None:
         self.observer.start()
@@ -114,12 +121,14 @@ class Intake:
             inbox, config.settle(inbox), config.defaults.poll_interval, self.wake, config.defaults.rescan_interval
         )
         self.watchers[inbox.path] = w
+        self.schedule_due = 0.0  # its schedule is looked at in the next iteration
         if self.observer.is_alive():  # else start() schedules it
             self._schedule(w)
         log.info("inbox.watching", inbox=str(inbox.path), job=inbox.job, mode=w.mode, settle=w.settle)
 
     def remove(self, path: Path) -> None:
         w = self.watchers.pop(path)
+        self.schedule_due = 0.0
         self._unschedule(w)
         log.info("inbox.removed", inbox=str(path))
 
@@ -145,7 +154,38 @@ class Intake:
         return {str(p): (w.available is not False, self.scanned.get(p)) for p, w in self.watchers.items()}
 
     def next_due(self) -> float:
-        return min((w.next_scan for w in self.watchers.values()), default=float("inf"))
+        return min([*(w.next_scan for w in self.watchers.values()), self.schedule_due])
+
+    def scheduled(self, now: float, wall: datetime) -> frozenset[str]:
+        """The inboxes outside their schedule windows at `wall` (an aware time), logging each that opened or closed.
+
+        Worked out again only when a window opens or closes (the loop is woken then: `schedule_due`),
+        an inbox is added or removed, or SCHEDULE_RECHECK has passed (the wall clock may have been set).
+        """
+        if now < self.schedule_due:
+            return self.outside
+        outside, due = set(), float("inf")
+        for path, w in self.watchers.items():
+            windows = w.inbox.windows()
+            if windows is None:
+                continue
+            change = schedule.next_change(windows, wall, self.zone)
+            if change is not None:
+                due = min(due, now + max((change - wall).total_seconds(), 0.0), now + SCHEDULE_RECHECK)
+            if not schedule.is_open(windows, wall, self.zone):
+                outside.add(str(path))
+        for name in sorted(outside - self.outside):
+            opens = schedule.next_open(self.watchers[Path(name)].inbox.windows() or (), wall, self.zone)
+            log.info("inbox.schedule_closed", inbox=name, opens=self._local(opens))
+        for name in sorted(self.outside - outside):
+            if Path(name) in self.watchers:
+                log.info("inbox.schedule_opened", inbox=name)
+                self.watchers[Path(name)].hint()  # its settled files are offered at once
+        self.outside, self.schedule_due = frozenset(outside), due
+        return self.outside
+
+    def _local(self, when: datetime | None) -> str | None:
+        return None if when is None else when.astimezone(self.zone).isoformat(timespec="minutes")
 
     def hint(self) -> None:
         """Look at every inbox at the next iteration (a run finished: a slot is free)."""
@@ -155,7 +195,9 @@ class Intake:
     def look(
         self, now: float, capacity: int, paused: frozenset[str] = frozenset()
     ) -> tuple[list[Claimed], list[Change]]:
-        """Scan the inboxes that are due and claim up to `capacity` settled files, oldest change first.
+        """Scan the inboxes that are due and claim up to `capacity` settled files, in order (SPEC §11).
+
+        Higher priorities first; equal ones take turns; each inbox's files in its `order`.
 
         A paused inbox is scanned (its files keep settling, so a resume claims at once) and claims nothing.
         """
@@ -215,7 +257,7 @@ class Intake:
             self._short(exc, where="open-writer check")
             return []
         made: list[Claimed] = []
-        for _, w, name, st in sorted(settled, key=lambda x: x[0]):
+        for _, w, name, st in self._ordered(settled):
             if len(made) >= capacity:
                 break  # the rest stays settled: claimed when a run finishes and the loop looks again
             if st is not None and (st.st_dev, st.st_ino) in busy:
@@ -225,7 +267,22 @@ class Intake:
             got = self._claim(w, name, st is None)
             if got is not None:
                 made.append(got)
+                self.claims += 1
+                self.served[w.inbox.path] = self.claims
         return made
+
+    def _ordered(self, settled: list[Settled]) -> list[Settled]:
+        """Symlinks first (quarantined at once); then by priority, inboxes taking turns, each in its order."""
+        groups: dict[Path, list[Settled]] = {}
+        for item in settled:
+            groups.setdefault(item[1].inbox.path, []).append(item)
+        for items in groups.values():
+            w = items[0][1]
+            rank = {n: i for i, n in enumerate(w.files.ranked(n for _, _, n, st in items if st is not None))}
+            items.sort(key=lambda x: -1 if x[3] is None else rank[x[2]])
+        return ordering.interleave(
+            ((path, items[0][1].inbox.priority, items) for path, items in groups.items()), self.served
+        )
 
     def _claim(self, w: InboxWatcher, name: str, symlink: bool) -> Claimed | None:
         inbox = w.inbox

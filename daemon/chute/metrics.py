@@ -135,6 +135,12 @@ class Metrics:
         self._paused = Gauge(
             "chute_inbox_paused", "1 while the inbox is paused (chute pause): it claims nothing", ["inbox"], registry=r
         )
+        self._in_schedule = Gauge(
+            "chute_inbox_in_schedule",
+            "1 while the inbox is inside its schedule windows (or has none); 0: it claims nothing",
+            ["inbox"],
+            registry=r,
+        )
 
     def start(self) -> None:
         """listen: serve /metrics (a failure to listen is logged, and the daemon goes on without)."""
@@ -201,16 +207,19 @@ class Metrics:
         self._oldest.set(oldest_queued_age_s or 0.0)
 
     @_never_raises
-    def inbox(self, inbox: str, available: bool, scanned_at: float | None, paused: bool = False) -> None:
+    def inbox(
+        self, inbox: str, available: bool, scanned_at: float | None, paused: bool = False, in_schedule: bool = True
+    ) -> None:
         self._available.labels(inbox).set(1 if available else 0)
         self._paused.labels(inbox).set(1 if paused else 0)
+        self._in_schedule.labels(inbox).set(1 if in_schedule else 0)
         if scanned_at is not None:
             self._scanned.labels(inbox).set(scanned_at)
 
     @_never_raises
     def forget_inbox(self, inbox: str) -> None:
         """An inbox a reload removed: its gauges go (an unavailable one would alert for ever)."""
-        for gauge in (self._available, self._scanned, self._paused):
+        for gauge in (self._available, self._scanned, self._paused, self._in_schedule):
             try:
                 gauge.remove(inbox)
             except KeyError:

@@ -16,6 +16,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from queue import SimpleQueue
 from types import FrameType
@@ -176,10 +177,12 @@ class Service:
         pauses = self.control.take([str(p) for p in self.intake.watchers])
         if pauses.resumed_now:
             self.intake.hint()
+        # Outside its schedule (SPEC §11) an inbox claims nothing, as if paused; runs in flight finish.
+        outside = self.intake.scheduled(now, datetime.now(UTC))
         if self.state == Stop.RUNNING:
-            self.runs.release_paused(pauses.paused)
+            self.runs.release_paused(pauses.paused | outside)
             self.runs.dispatch(now)  # runs claimed ahead start first; then the places they left are claimed
-            self._take_files(now, pauses.paused)
+            self._take_files(now, pauses.paused | outside)
             self.runs.dispatch(now)
         else:
             self._drain(now)
@@ -188,7 +191,13 @@ class Service:
         self.pruner.tick(now, self.catalog.config.ledger.keep_days)
         states = self.intake.states()
         self.telemetry.tick(
-            now, len(self.queue.pending), len(self.queue.running), self.queue.oldest(now), states, pauses.paused
+            now,
+            len(self.queue.pending),
+            len(self.queue.running),
+            self.queue.oldest(now),
+            states,
+            pauses.paused,
+            outside,
         )
         self.control.publish(self.state.value, self.queue.running.values(), self.queue.pending, states)
 
@@ -333,6 +342,7 @@ class Service:
                 self.runs.counts["failed"],
                 waiting,
                 len(self.control.taken),
+                len(self.intake.outside),
             )
         )
 

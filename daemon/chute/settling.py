@@ -14,6 +14,8 @@ import stat
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from .ordering import File, key
+
 IGNORED = 0  # the kind of a name the inbox does not take: judged by name alone, never stat'ed
 REGULAR = stat.S_IFREG
 WAIT_MIN = 0.5  # seconds at least before a file held by a writer is looked at again
@@ -34,8 +36,9 @@ class Candidate:
 class Table:
     """Every name judged at the last look, in the order each last changed; used by the service's thread only."""
 
-    def __init__(self, settle: float):
+    def __init__(self, settle: float, order: str = "oldest"):
         self.settle = settle
+        self.key = key(order)
         self.seen: dict[str, Candidate] = {}
         self.ready: dict[str, None] = {}  # the settled files not claimed yet, in the order they settled
         self.timers: list[tuple[float, str]] = []  # (when, name): counts only while `when` is its look_at
@@ -108,9 +111,17 @@ class Table:
         return self.timers[0][0] if self.timers else float("inf")
 
     def offer(self, looked: Iterable[str], limit: int | None) -> list[tuple[str, os.stat_result]]:
-        """The settled files among `looked`, oldest change first, at most `limit`."""
-        names = sorted((n for n in looked if n in self.ready), key=lambda n: self.seen[n].changed_at)
+        """The settled files among `looked`, in the inbox's order, at most `limit`."""
+        names = self.ranked(n for n in looked if n in self.ready)
         return [(n, st) for n in names[:limit] if (st := self.seen[n].settled) is not None]
+
+    def ranked(self, names: Iterable[str]) -> list[str]:
+        """`names` (known regular files) in the inbox's order (SPEC §11 `order`)."""
+        return sorted(names, key=lambda n: self.key(self._file(n)))
+
+    def _file(self, name: str) -> File:
+        c = self.seen[name]
+        return File(name, c.size, c.mtime_ns, c.changed_at)
 
     def _restart(self, name: str, c: Candidate, when: float) -> None:
         c.changed_at = when

@@ -127,12 +127,18 @@ def module_environ(environ: Mapping[str, str]) -> dict[str, str]:
     return {k: v for k, v in environ.items() if k not in SERVICE_MANAGER_VARIABLES}
 
 
-def status_line(queued: int, running: int, done: int, failed: int, waiting: int = 0, paused: int = 0) -> str:
+def status_line(
+    queued: int, running: int, done: int, failed: int, waiting: int = 0, paused: int = 0, outside: int = 0
+) -> str:
     """The STATUS= text: "2 queued, 1 running, 40 done, 3 failed", "(1 waiting: deferred)" when some are,
-    and "; paused: 2 inboxes" while some are paused."""
+    "; paused: 2 inboxes" while some are paused and "; 1 inbox outside its schedule" while some are."""
     deferred = f" ({waiting} waiting: deferred)" if waiting else ""
     line = f"{queued} queued{deferred}, {running} running, {done} done, {failed} failed"
-    return f"{line}; paused: {paused} inbox{'es' if paused != 1 else ''}" if paused else line
+    if paused:
+        line += f"; paused: {paused} inbox{'es' if paused != 1 else ''}"
+    if outside:
+        line += f"; {outside} inbox{'es' if outside != 1 else ''} outside {'its' if outside == 1 else 'their'} schedule"
+    return line
 
 
 def _socket_address(value: str) -> str | bytes | None:

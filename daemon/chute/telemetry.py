@@ -97,11 +97,12 @@ class Telemetry:
         oldest_s: float | None,
         inboxes: dict[str, tuple[bool, float | None]],
         paused: frozenset[str] = frozenset(),
+        outside: frozenset[str] = frozenset(),
     ) -> None:
         """Every loop iteration: the gauges, and the textfile when it is due."""
         self.metrics.queue(queued, running, oldest_s)
         for path, (available, scanned_at) in inboxes.items():
-            self.metrics.inbox(path, available, scanned_at, path in paused)
+            self.metrics.inbox(path, available, scanned_at, path in paused, path not in outside)
         for path in self.inboxes - inboxes.keys():
             self.metrics.forget_inbox(path)
         self.inboxes = set(inboxes)

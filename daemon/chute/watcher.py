@@ -44,7 +44,7 @@ class Scan:
 
     `ignored` holds each ignored name once per appearance: the watcher remembers what it
     reported and forgets a name when it disappears, so a caller logs every entry without
-    keeping a set of its own. `settled` is oldest first; a settled file the caller does not
+    keeping a set of its own. `settled` is in the inbox's order; a settled file the caller does not
     claim (no capacity) is offered again at the next look that re-checks it.
     """
 
@@ -114,7 +114,7 @@ class InboxWatcher:
         self.rescan_interval = rescan_interval
         self.mode = watch_mode(inbox)
         self.filter = NameFilter(inbox.include, inbox.exclude)
-        self.files = Table(settle)  # every name judged at the last look
+        self.files = Table(settle, inbox.order)  # every name judged at the last look
         self.inotified = Inotified()
         self.folder_id: tuple[int, int] | None = None  # the inbox's (device, inode) at the last listing
         self.next_scan = 0.0
@@ -180,7 +180,7 @@ class InboxWatcher:
         """Look at the inbox: list it when a listing is due, else stat only the names that need it.
 
         Args:
-            limit: offer at most this many settled files, the oldest (None: all of them).
+            limit: offer at most this many settled files, the first in the inbox's order (None: all).
         """
         self.hinted.clear()
         events, relist, recheck = self.inotified.take(now, now >= self.next_listing)
@@ -209,7 +209,8 @@ class InboxWatcher:
             for name in dict.fromkeys([*events, *due]):
                 self._look(name, now, result, looked)
         recheck = recheck or now >= self.next_recheck
-        if recheck:
+        # Settled files not looked at now may come before those that were, in the inbox's order.
+        if recheck or (limit != 0 and len(self.files.ready) > len(looked)):
             self._recheck(now, result, looked, limit)
         result.settled = self.files.offer(looked, limit)
         self._plan(now, relist, recheck or relist, first)
@@ -255,12 +256,14 @@ class InboxWatcher:
             self._look(name, now, result, looked)
 
     def _recheck(self, now: float, result: Scan, looked: set[str], limit: int | None) -> None:
-        """Stat again the settled files not claimed yet, oldest first, until `limit` are still settled."""
-        for name in list(self.files.ready):
-            if limit is not None and len(looked) >= limit:
+        """Stat again the settled files not claimed yet, in the inbox's order, until `limit` are still settled."""
+        still = 0
+        for name in self.files.ranked(self.files.ready):
+            if limit is not None and still >= limit:
                 break
             if name not in looked:
                 self._look(name, now, result, looked)
+            still += name in self.files.ready
 
     def _look(self, name: str, now: float, result: Scan, looked: set[str]) -> None:
         """Judge one name: by name first (never a stat for an ignored one), then by what lstat says it is."""

@@ -196,3 +196,10 @@ def test_status_line():
     assert status_line(2, 1, 40, 3) == "2 queued, 1 running, 40 done, 3 failed"
     assert status_line(0, 0, 0, 0) == "0 queued, 0 running, 0 done, 0 failed"
     assert status_line(3, 0, 7, 0, waiting=2) == "3 queued (2 waiting: deferred), 0 running, 7 done, 0 failed"
+
+
+def test_status_line_says_how_many_inboxes_are_outside_their_schedule():
+    assert status_line(0, 0, 5, 0, outside=1) == "0 queued, 0 running, 5 done, 0 failed; 1 inbox outside its schedule"
+    assert status_line(1, 1, 5, 0, paused=1, outside=2) == (
+        "1 queued, 1 running, 5 done, 0 failed; paused: 1 inbox; 2 inboxes outside their schedule"
+    )
