@@ -16,9 +16,11 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from structlog.stdlib import BoundLogger
+
 from . import claims, keep, logs, publish
 from .errors import ClaimLost
-from .run import Fault, Outcome, RunResult, RunSpec, RunStatus, failure, os_reason, utcnow
+from .run import Fault, Outcome, OutcomeStatus, RunResult, RunSpec, RunStatus, Verdict, failure, os_reason, utcnow
 
 
 class ClaimFence:
@@ -27,8 +29,9 @@ class ClaimFence:
     moves_input = True
 
     def __init__(self, spec: RunSpec):
-        assert spec.claim is not None
+        assert spec.claim is not None and spec.committed is not None  # fence_of: only a claimed run has one
         self.spec = spec
+        self.committed = spec.committed
         self.dir = spec.committed if spec.committed.is_dir() else spec.claim
 
     @property
@@ -37,7 +40,7 @@ class ClaimFence:
 
     @property
     def is_committed(self) -> bool:
-        return self.dir == self.spec.committed
+        return self.dir == self.committed
 
     def commit(self) -> None:
         self.dir = claims.commit(self.dir)  # ClaimLost: another daemon took it over
@@ -128,7 +131,7 @@ def deliver(
     log = logs.get("chute.delivery").bind(**spec.context())
     try:
         fence.commit()
-        if outcome.status == "succeeded":
+        if outcome.status is OutcomeStatus.SUCCEEDED:
             if kept is not None:
                 build = publish.build_copy(kept.content, spec.outbox, spec.run_id)
             else:
@@ -157,14 +160,14 @@ def deliver(
         return deferred(spec, reason, Fault.OUTAGE, base, kept=kept is not None)
 
 
-def _keep(spec: RunSpec, outcome: Outcome, ws: Path, input_info: dict[str, Any], log) -> keep.Kept | None:
+def _keep(spec: RunSpec, outcome: Outcome, ws: Path, input_info: dict[str, Any], log: BoundLogger) -> keep.Kept | None:
     """Keep the built result for the next attempt; None (it will run again) when work_dir cannot take it."""
     try:
         path = keep.keep(spec, outcome, ws, input_info)
     except OSError as exc:
         log.warning("run.keep_failed", reason=os_reason(exc))
         return None
-    log.info("run.kept", kept=str(path), status=outcome.status)
+    log.info("run.kept", kept=str(path), status=outcome.status.value)
     return keep.Kept(path, outcome.status, outcome.error, input_info.get("size"), input_info.get("sha256"))
 
 
@@ -190,7 +193,7 @@ def _quarantine(
 def quarantine_without_run(spec: RunSpec, reason: str, fence: Fence) -> RunResult:
     """Quarantine a file no module ran on (a symlink, a poison file, an unreadable file), with report.json."""
     stamp = utcnow()
-    outcome = Outcome(status="failed", started_at=stamp, finished_at=stamp, error=failure(reason))
+    outcome = Outcome(started_at=stamp, finished_at=stamp, verdict=Verdict.failed(failure(reason)))
     try:
         st = os.lstat(fence.input)
     except OSError as exc:

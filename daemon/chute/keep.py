@@ -25,7 +25,7 @@ from typing import Any
 
 from . import claims, logs, publish
 from .fileops import fsync_dir, sync_tree
-from .run import COMMIT_SUFFIX, Outcome, RunSpec, utcnow
+from .run import COMMIT_SUFFIX, Outcome, OutcomeStatus, RunSpec, utcnow
 
 RESULTS = "results"  # work_dir/results/<run_id>/
 RECORD = "kept.json"
@@ -41,7 +41,7 @@ class Kept:
     """A complete kept result: its folder (the result folder's content) and what the run came to."""
 
     path: Path
-    status: str  # succeeded | failed
+    status: OutcomeStatus  # succeeded | failed
     error: dict[str, Any] | None
     input_size: int | None
     input_sha256: str | None
@@ -62,7 +62,7 @@ def keep(spec: RunSpec, outcome: Outcome, ws: Path, input_info: dict[str, Any]) 
     content = staged / CONTENT
     try:
         content.mkdir(parents=True)
-        if outcome.status == "succeeded":
+        if outcome.status is OutcomeStatus.SUCCEEDED:
             publish.fill_result(content, spec, outcome, ws, input_info)  # hard links: same filesystem
         else:
             publish.fill_report(content, spec, outcome, ws / ".logs", input_info)
@@ -75,7 +75,7 @@ def keep(spec: RunSpec, outcome: Outcome, ws: Path, input_info: dict[str, Any]) 
             "input_size": input_info.get("size"),
             "input_sha256": input_info.get("sha256"),
             "job_sha256": spec.job.sha256,
-            "status": outcome.status,
+            "status": outcome.status.value,
             "error": outcome.error,
             "owner": spec.owner,
             "kept_at": utcnow(),
@@ -108,7 +108,9 @@ def find(spec: RunSpec, input_size: int) -> Kept | None:
     if why is not None:
         _drop(path, spec, why)
         return None
-    return Kept(path, record["status"], record.get("error"), record.get("input_size"), record.get("input_sha256"))
+    return Kept(
+        path, OutcomeStatus(record["status"]), record.get("error"), record.get("input_size"), record.get("input_sha256")
+    )
 
 
 def _stale(record: dict, spec: RunSpec, input_size: int) -> str | None:

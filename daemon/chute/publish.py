@@ -18,7 +18,7 @@ from typing import Any
 
 from . import names
 from .fileops import copy_file, free_name, fsync_dir, link_or_copy, move_file, place, remove_copies, sync_tree
-from .run import Outcome, RunSpec
+from .run import Outcome, OutcomeStatus, RunSpec
 
 SCHEMA = "chute.manifest/1"
 BUILD_PREFIX = ".chute-build-"
@@ -60,7 +60,7 @@ def manifest(
     return {
         "schema": SCHEMA,
         "run_id": spec.run_id,
-        "status": "succeeded" if outcome.status == "succeeded" else "failed",
+        "status": "succeeded" if outcome.status is OutcomeStatus.SUCCEEDED else "failed",
         "job": {"name": spec.job.name, "version": spec.job.version, "sha256": spec.job.sha256},
         "input": input_info,
         "host": spec.host,

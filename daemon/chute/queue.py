@@ -10,20 +10,13 @@ from pathlib import Path
 from . import claims, logs
 from .config import Inbox
 from .ledger import Ledger, State
-from .run import Fault, RunResult, RunSpec, RunStatus, failure, utcnow
+from .run import LEDGER_STATE, Fault, RunResult, RunSpec, failure, utcnow
 
 log = logs.get("chute.queue")
 
 # A deferred run waits DEFER_MIN seconds, then twice as long each time, up to DEFER_MAX:
 # an outage of minutes is retried within a minute of its end, and a long one costs little.
 DEFER_MIN, DEFER_MAX = 2.0, 60.0
-# How a run's end is written in the ledger.
-LEDGER_STATE = {
-    RunStatus.SUCCEEDED: State.SUCCEEDED,
-    RunStatus.FAILED: State.FAILED,
-    RunStatus.RELEASED: State.RELEASED,
-    RunStatus.LOST: State.DISCARDED,
-}
 
 
 @dataclass

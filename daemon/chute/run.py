@@ -2,7 +2,7 @@
 
 Plain, frozen, picklable values: a local pool worker and a Dask worker receive the
 same `RunSpec` and return the same `RunResult`. Status words live here, once,
-with their mapping to the ledger's states.
+with their mapping to the ledger's states (and so to `chute status` and the metrics).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .job import EntryPlan, JobPlan
+from .ledger import State
 
 COMMIT_SUFFIX = ".commit"  # a claim being delivered: <run_id>.commit (claims.commit)
 LOG_LIMIT = 4 * 1024 * 1024  # bytes of an entry's log kept (its tail)
@@ -46,7 +47,29 @@ class Fault(str, enum.Enum):
     CRASH = "crash"  # its worker died under it (counted toward max_crashes)
 
 
+# How a run's end is written in the ledger, shown by `chute status` and counted (chute_runs_total{status}).
+# A deferred run waits again: the ledger has it queued (Ledger.requeued).
+LEDGER_STATE: dict[RunStatus, State] = {
+    RunStatus.SUCCEEDED: State.SUCCEEDED,
+    RunStatus.FAILED: State.FAILED,
+    RunStatus.RELEASED: State.RELEASED,
+    RunStatus.LOST: State.DISCARDED,
+    RunStatus.DEFERRED: State.QUEUED,
+}
+
+
+class OutcomeStatus(str, enum.Enum):
+    """What the steps of a run came to, before delivery."""
+
+    SUCCEEDED = "succeeded"  # to publish
+    FAILED = "failed"  # to quarantine
+    CANCELLED = "cancelled"  # stopped by a daemon stop (the run is released)
+    DEFERRED = "deferred"  # not the file's fault: see the verdict's fault
+
+
 class EntryStatus(str, enum.Enum):
+    """How one entry of a step went: the manifest's `steps[].entries[].status`, and the metrics' label."""
+
     PENDING = "pending"
     RUNNING = "running"
     SUCCEEDED = "succeeded"
@@ -96,6 +119,7 @@ class RunSpec:
 
     @property
     def owner_dir(self) -> Path:
+        """This owner's own folder of work_dir: its workspaces."""
         return self.work_dir / self.owner
 
     def new_workspace(self) -> Path:
@@ -121,6 +145,7 @@ class EntryRecord:
     log: Path | None = None
 
     def as_manifest(self) -> dict[str, Any]:
+        """The entry's object in the manifest (SPEC §6)."""
         return {
             "module": self.plan.module,
             "module_version": self.plan.module_version,
@@ -131,16 +156,44 @@ class EntryRecord:
         }
 
 
+@dataclass(frozen=True)
+class Verdict:
+    """What a step (and so the run's steps) came to: a status, the report's `error` object, and whose fault."""
+
+    status: OutcomeStatus = OutcomeStatus.SUCCEEDED
+    error: dict[str, Any] | None = None
+    fault: Fault | None = None  # set when status is deferred
+
+    @classmethod
+    def failed(cls, error: dict[str, Any], fault: Fault | None = None) -> Verdict:
+        """The file's failure (quarantined), or with a `fault` the machine's (deferred)."""
+        return cls(OutcomeStatus.DEFERRED if fault else OutcomeStatus.FAILED, error, fault)
+
+    @classmethod
+    def cancelled(cls, error: dict[str, Any]) -> Verdict:
+        return cls(OutcomeStatus.CANCELLED, error)
+
+
 @dataclass
 class Outcome:
     """What the steps did: the input to publish or quarantine."""
 
-    status: str  # succeeded | failed | cancelled | deferred
     started_at: str
     finished_at: str = ""
     steps: list[tuple[str, list[EntryRecord]]] = field(default_factory=list)
-    error: dict[str, Any] | None = None
-    fault: Fault | None = None  # set when status is deferred
+    verdict: Verdict = Verdict()
+
+    @property
+    def status(self) -> OutcomeStatus:
+        return self.verdict.status
+
+    @property
+    def error(self) -> dict[str, Any] | None:
+        return self.verdict.error
+
+    @property
+    def fault(self) -> Fault | None:
+        return self.verdict.fault
 
 
 @dataclass(frozen=True)
@@ -148,13 +201,15 @@ class EntryStat:
     """An entry's figures, for metrics: module, how it ended, how long, how many attempts."""
 
     module: str
-    status: str
+    status: EntryStatus
     duration_s: float
     attempts: int
 
 
 @dataclass(frozen=True)
 class RunResult:
+    """What a run came to, delivered or not: what the daemon records, counts and notifies."""
+
     run_id: str
     status: RunStatus
     result_dir: Path | None = None
@@ -170,10 +225,13 @@ class RunResult:
 
     @property
     def reason(self) -> str:
-        return (self.error or {}).get("reason") or self.status.value
+        """Why it ended as it did, in one line: the error's reason, or the status."""
+        reason = (self.error or {}).get("reason")
+        return str(reason) if reason else self.status.value
 
 
 def utcnow() -> str:
+    """Now, as the manifest's timestamps write it: `2025-01-31T12:00:00.000Z`."""
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 

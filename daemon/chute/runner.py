@@ -9,12 +9,26 @@ from __future__ import annotations
 import shutil
 import time
 from pathlib import Path
+from typing import Any
 
 from . import claims, keep, logs, staging
+from .attempt import Modules
 from .delivery import ClaimFence, Fence, deferred, deliver, fence_of, finish, lost, quarantine_without_run
-from .pipeline import Cancel, Emit, Modules, run_steps
+from .pipeline import Cancel, Emit, run_steps
 from .publish import describe_input
-from .run import EntryStat, Fault, Outcome, RunResult, RunSpec, RunStatus, failure, os_reason, utcnow
+from .run import (
+    EntryStat,
+    Fault,
+    Outcome,
+    OutcomeStatus,
+    RunResult,
+    RunSpec,
+    RunStatus,
+    Verdict,
+    failure,
+    os_reason,
+    utcnow,
+)
 
 
 def execute(
@@ -50,9 +64,11 @@ def _resume(spec: RunSpec, fence: ClaimFence) -> RunResult | None:
 
 def _deliver_kept(spec: RunSpec, fence: ClaimFence, kept: keep.Kept) -> RunResult:
     """An earlier attempt built the result and could not deliver it: deliver it now, running no module."""
-    logs.get("chute.runner").info("run.resumed_delivery", **spec.context(), kept=str(kept.path), status=kept.status)
+    logs.get("chute.runner").info(
+        "run.resumed_delivery", **spec.context(), kept=str(kept.path), status=kept.status.value
+    )
     stamp = utcnow()
-    outcome = Outcome(status=kept.status, started_at=stamp, finished_at=stamp, error=kept.error)
+    outcome = Outcome(started_at=stamp, finished_at=stamp, verdict=Verdict(kept.status, kept.error))
     base = {"input_size": kept.input_size, "input_sha256": kept.input_sha256}
     return deliver(spec, outcome, None, {}, fence, base, kept=kept)
 
@@ -73,9 +89,9 @@ def _run(spec: RunSpec, fence: Fence, cancel: Cancel | None, emit: Emit | None, 
                 if fence.lost():  # taken over while it ran (this daemon was frozen, or thought dead)
                     return lost(spec, base)
                 claims.restore_mode(fence.dir, fence.input)
-            if outcome.status == "cancelled":
+            if outcome.status is OutcomeStatus.CANCELLED:
                 return RunResult(spec.run_id, RunStatus.RELEASED, error=outcome.error, **base)
-            if outcome.status == "deferred" and not _crashed_too_often(spec, fence, outcome):
+            if outcome.status is OutcomeStatus.DEFERRED and not _crashed_too_often(spec, fence, outcome):
                 return RunResult(spec.run_id, RunStatus.DEFERRED, error=outcome.error, fault=outcome.fault, **base)
         except OSError as exc:  # the claim's share went away meanwhile
             if isinstance(fence, ClaimFence) and fence.lost():
@@ -87,7 +103,7 @@ def _run(spec: RunSpec, fence: Fence, cancel: Cancel | None, emit: Emit | None, 
             shutil.rmtree(ws, ignore_errors=True)
 
 
-def _prepare(spec: RunSpec, fence: Fence) -> tuple[Path, dict] | RunResult:
+def _prepare(spec: RunSpec, fence: Fence) -> tuple[Path, dict[str, Any]] | RunResult:
     """The workspace and the input's description, or why the run cannot start (and whose fault that is)."""
     try:
         claim_dir = fence.dir if isinstance(fence, ClaimFence) else None
@@ -118,13 +134,13 @@ def _crashed_too_often(spec: RunSpec, fence: Fence, outcome: Outcome) -> bool:
         return False
     error = dict(outcome.error or failure("killed"))
     error["reason"] = f"{error['reason']}; in {count} runs of this file"
-    outcome.status, outcome.error = "failed", error
+    outcome.verdict = Verdict.failed(error)
     return True
 
 
 def _stats(outcome: Outcome) -> tuple[EntryStat, ...]:
     return tuple(
-        EntryStat(r.plan.module, r.status.value, round(r.duration_s, 3), r.attempts)
+        EntryStat(r.plan.module, r.status, round(r.duration_s, 3), r.attempts)
         for _, records in outcome.steps
         for r in records
         if r.attempts

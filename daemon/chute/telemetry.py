@@ -13,15 +13,7 @@ from .ledger import State
 from .metrics import Metrics
 from .notify import Notifications
 from .queue import Active
-from .run import RunResult, RunStatus
-
-# How a run's end is counted (chute_runs_total{status}).
-_STATUS = {
-    RunStatus.SUCCEEDED: "succeeded",
-    RunStatus.FAILED: "failed",
-    RunStatus.RELEASED: "released",
-    RunStatus.LOST: "discarded",
-}
+from .run import LEDGER_STATE, RunResult, RunStatus
 
 
 class Telemetry:
@@ -55,9 +47,10 @@ class Telemetry:
 
     def run_ended(self, active: Active, result: RunResult, waited_s: float) -> None:
         spec = active.spec
-        self.metrics.run_finished(spec.job.name, _STATUS[result.status], waited_s)
+        # Counted (chute_runs_total{status}) as the ledger writes it: run.py holds the one mapping.
+        self.metrics.run_finished(spec.job.name, LEDGER_STATE[result.status].value, waited_s)
         for e in result.entries:
-            self.metrics.entry_finished(spec.job.name, e.module, e.status, e.duration_s, e.attempts)
+            self.metrics.entry_finished(spec.job.name, e.module, e.status.value, e.duration_s, e.attempts)
         if result.status not in (RunStatus.SUCCEEDED, RunStatus.FAILED):
             return
         fields = dict(
