@@ -104,6 +104,8 @@ class Inbox(Frozen):
     exclude: list[str] = Field(default_factory=list)
     watch: Literal["auto", "events", "poll"] = "auto"
     settle: float | None = Field(default=None, ge=0)
+    # Off by default: a missing root is an unmounted share, never a folder to make on the mount point (issue 21).
+    create: bool = Field(default=False, description="Create the inbox at start if missing (else: an outage)")
 
 
 NotifyEvent = Literal["run.published", "run.quarantined", "inbox.unavailable", "daemon.error"]

@@ -68,7 +68,8 @@ def run_steps(
         why = content.check(first, spec.job.input_type)
         if why:
             outcome.status = "failed"
-            outcome.error = failure(f"the input is not a {spec.job.input_type}: it {why}")
+            reason = f"{spec.input_name} is not a {spec.job.input_type}: it {why}"
+            outcome.error = failure(reason) | {"check": "input"}  # chute's own check refused it, before any module
             return outcome
         for step in spec.job.steps:
             records = [EntryRecord(e) for e in step.entries]
