@@ -102,6 +102,18 @@ def cmd_schema(args: argparse.Namespace) -> int:
     return RET_OK
 
 
+@command("init")
+def cmd_init(args: argparse.Namespace) -> int:
+    from .starter import init
+
+    made = init(args.dir)
+    print(f"wrote {shown(display_path(made[0]))}")
+    print(f"made  {', '.join(shown(display_path(p)) for p in made[1:])}")
+    config = shown(display_path(made[0]))
+    print(f"next: chute check --config {config}, then chute run --config {config}")
+    return RET_OK
+
+
 @command("modules")
 def cmd_modules(args: argparse.Namespace) -> int:
     cat = _catalog(args)
@@ -145,6 +157,7 @@ def parser() -> argparse.ArgumentParser:
     add("modules", "list the loaded modules")
     add("jobs", "list the defined jobs")
     sub.add_parser("schema", help="print the JSON Schema of the config file (for editors: see config.example.yaml)")
+    sub.add_parser("init", help="write a starter config.yaml and its folders in DIR").add_argument("dir", type=Path)
     for extra in EXTRA_PARSERS:
         extra(add)
     return p

@@ -158,3 +158,28 @@ def test_a_quarantine_after_a_module_ran_has_each_modules_log(tmp_path):
     assert (error["step"], error["module"]) == ("first", "copy")
     logs = sorted((folder / "logs").iterdir())
     assert logs and "this input asks to fail" in logs[0].read_text()
+
+
+def test_chute_init_writes_a_starter_that_checks_and_reaches_its_own_and_the_bundled_jobs(tmp_path):
+    folder = tmp_path / "site"
+    made = chute("init", str(folder), cwd=tmp_path)
+    assert made.returncode == 0, made
+    assert made.stdout.splitlines()[0] == "wrote site/config.yaml"
+    config = folder / "config.yaml"
+    assert config.read_text().startswith("# yaml-language-server: $schema=chute.schema.json\n")
+    assert json.loads((folder / "chute.schema.json").read_text())["properties"]["inboxes"]
+    for name in ("modules", "jobs", "var/state", "var/work", "var/inbox/example", "var/quarantine/example"):
+        assert (folder / name).is_dir(), name
+    (folder / "jobs" / "mine.yaml").write_text(
+        (REPO / "jobs" / "example_job.yaml").read_text().replace("name: example_job", "name: mine")
+    )
+    check = chute("check", "--config", str(config), cwd=tmp_path)
+    assert check.returncode == 0, check
+    assert "jobs     4: example_job, media_ingest, mine, proxy" in check.stdout
+    assert "warning" not in check.stdout
+
+    before = config.read_bytes()
+    again = chute("init", str(folder), cwd=tmp_path)
+    assert (again.returncode, again.stdout) == (1, "")
+    assert again.stderr == f"chute: {config} already exists: chute init never overwrites a config\n"
+    assert config.read_bytes() == before
