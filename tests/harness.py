@@ -175,6 +175,8 @@ class Setup:
             "on_success": "archive",
         }
         entry.update(extra)
+        # There before the daemon starts, as an operator's inbox is (a missing one is an outage: create: false).
+        Path(entry["path"]).mkdir(parents=True, exist_ok=True)
         self.config["inboxes"].append(entry)
         return entry
 

@@ -58,6 +58,10 @@ def cmd_check(args: argparse.Namespace) -> int:
     print(f"inboxes  {len(cfg.inboxes)}")
     for inbox in cfg.inboxes:
         print(f"  {shown(inbox.path)} -> {inbox.job} -> {shown(inbox.outbox)}")
+    for n, inbox in enumerate(cfg.inboxes):
+        if not inbox.create and not inbox.path.is_dir():
+            where = f"inboxes[{n}].path {shown(inbox.path)}"
+            print(f"warning: {where} does not exist: the daemon waits for it (create: true makes it at start)")
     print("ok")
     return RET_OK
 
@@ -95,6 +99,18 @@ def cmd_schema(args: argparse.Namespace) -> int:
     from .schema import config_schema
 
     print(json.dumps(config_schema(), indent=2))
+    return RET_OK
+
+
+@command("init")
+def cmd_init(args: argparse.Namespace) -> int:
+    from .starter import init
+
+    made = init(args.dir)
+    print(f"wrote {shown(display_path(made[0]))}")
+    print(f"made  {', '.join(shown(display_path(p)) for p in made[1:])}")
+    config = shown(display_path(made[0]))
+    print(f"next: chute check --config {config}, then chute run --config {config}")
     return RET_OK
 
 
@@ -141,6 +157,7 @@ def parser() -> argparse.ArgumentParser:
     add("modules", "list the loaded modules")
     add("jobs", "list the defined jobs")
     sub.add_parser("schema", help="print the JSON Schema of the config file (for editors: see config.example.yaml)")
+    sub.add_parser("init", help="write a starter config.yaml and its folders in DIR").add_argument("dir", type=Path)
     for extra in EXTRA_PARSERS:
         extra(add)
     return p
@@ -234,6 +251,14 @@ def _run_json(run) -> dict:
     return strict(row)
 
 
+def _why(run) -> str:
+    """What `status` says after a run: a failure's reason on one line, else where its result went."""
+    reason = (run.error or {}).get("reason") or ""
+    if run.state.value in ("failed", "retried") and reason:
+        return " ".join(reason.split())
+    return run.result or reason
+
+
 @command("status")
 def cmd_status(args: argparse.Namespace) -> int:
     import json
@@ -275,7 +300,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"{title}:")
         for r in rows:
             when = r.finished_at or r.started_at or r.queued_at
-            extra = r.result or ((r.error or {}).get("reason") or "")
+            extra = _why(r)
             where = f"on {r.worker}  " if r.worker and r.state.value == "running" else ""
             name, extra = shown(r.input_name), shown(where + extra)
             print(f"  {r.run_id}  {r.state.value:<9} {r.job:<14} {name}  {when}  {extra}")
@@ -318,6 +343,7 @@ def _until(row: dict) -> str:
 def cmd_retry(args: argparse.Namespace) -> int:
     from .fileops import place
     from .ledger import Ledger, Run, State
+    from .run import utcnow
 
     if not args.run_ids and not args.all:
         raise UsageError("name the RUN_IDs to retry, or pass --all")
@@ -332,6 +358,10 @@ def cmd_retry(args: argparse.Namespace) -> int:
         ids = args.run_ids or [r.run_id for r in runs if r is not None]
         failed = 0
         for run_id, run in zip(ids, runs):
+            if run is not None and run.state == State.RETRIED:
+                print(f"{shown(run_id)}: already retried {_retried_as(ledger, run)}", file=sys.stderr)
+                failed += 1
+                continue
             if run is None or run.state != State.FAILED or not run.result:
                 print(f"{shown(run_id)}: not a quarantined run", file=sys.stderr)
                 failed += 1
@@ -351,11 +381,20 @@ def cmd_retry(args: argparse.Namespace) -> int:
                 )
                 failed += 1
                 continue
-            ledger.set_state(run.run_id, State.RETRIED)
+            ledger.retried(run.run_id, back.name, utcnow())
             print(f"{run_id}: {shown(back)}")
     finally:
         ledger.close()
     return RET_FAILED if failed else RET_OK
+
+
+def _retried_as(ledger, run) -> str:
+    """`as <run id>` of the run that took the retried input, or when it went back if none has yet."""
+    retry = (run.error or {}).get("retried") or {}
+    again = ledger.retry_of(run, retry["name"], retry["at"]) if retry else None
+    if again is not None:
+        return f"as {again}"
+    return f"at {retry['at']} (not claimed again yet)" if retry else "(by an older chute)"
 
 
 def _pause_parser(add) -> None:

@@ -116,6 +116,8 @@ class Inbox(Frozen):
     exclude: list[str] = Field(default_factory=list)
     watch: Literal["auto", "events", "poll"] = "auto"
     settle: float | None = Field(default=None, ge=0)
+    # Off by default: a missing root is an unmounted share, never a folder to make on the mount point (issue 21).
+    create: bool = Field(default=False, description="Create the inbox at start if missing (else: an outage)")
     priority: int = Field(default=0, description="With backlogs in several inboxes, the higher is claimed first")
     order: Order = Field(default="oldest", description="Which of this inbox's settled files is claimed first")
     schedule: Annotated[list[Annotated[str, AfterValidator(_window)]] | None, AfterValidator(_schedule)] = Field(

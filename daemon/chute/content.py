@@ -16,7 +16,12 @@ def _media(path: Path, kind: str) -> str | None:
         with av.open(str(path)) as container:
             if not any(s.type == kind for s in container.streams):
                 return f"has no {kind} stream"
-    except (av.FFmpegError, OSError, ValueError) as exc:
+    except av.FFmpegError as exc:
+        # Its str() ends with the path it opened: a workspace's copy, gone by the time anyone reads this.
+        return f"is not a media file PyAV can read ({exc.strerror})"
+    except OSError as exc:
+        return f"does not open as media ({exc.strerror or exc.__class__.__name__})"
+    except ValueError as exc:
         return f"does not open as media ({exc.__class__.__name__}: {exc})"
     return None
 

@@ -75,7 +75,8 @@ class Change:
 def _make_folders(inbox: Inbox) -> None:
     """Make the inbox's folders that are missing; one that cannot be made is logged (the inbox is unavailable)."""
     # Created at start (SPEC §4); a delivery never creates them (an unmounted share must stay absent).
-    for folder in (inbox.path, inbox.outbox, inbox.quarantine, inbox.archive):
+    # The inbox only with `create: true`: else a missing one is watched until it appears (SPEC §11).
+    for folder in (inbox.path if inbox.create else None, inbox.outbox, inbox.quarantine, inbox.archive):
         if folder is not None:
             try:
                 folder.mkdir(parents=True, exist_ok=True)

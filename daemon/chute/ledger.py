@@ -134,6 +134,9 @@ _PRUNE = (
     " AND state NOT IN ('queued', 'running') LIMIT ?)"
 )
 _SET_STATE = "UPDATE runs SET state = ? WHERE run_id = ?"
+_RETRIED = "UPDATE runs SET state = 'retried', error = ? WHERE run_id = ?"
+# The run that claimed a retried input: the same name, queued in its inbox after the retry (read rarely: a scan).
+_RETRY_OF = "SELECT run_id FROM runs WHERE inbox = ? AND input_name = ? AND queued_at >= ? ORDER BY queued_at LIMIT 1"
 
 
 def prune_before(keep_days: int, now: datetime) -> str:
@@ -250,6 +253,17 @@ class Ledger:
 
     def set_state(self, run_id: str, state: State) -> None:
         self._write(_SET_STATE, (state.value, run_id))
+
+    def retried(self, run_id: str, name: str, now: str) -> None:
+        """`chute retry` put the input back as `name`: kept in its error, so a second retry says what became of it."""
+        run = self.get(run_id)
+        error = dict((run.error if run else None) or {}) | {"retried": {"at": now, "name": name}}
+        self._write(_RETRIED, (json.dumps(error), run_id))
+
+    def retry_of(self, run: Run, name: str, since: str) -> str | None:
+        """The id of the run that claimed `run`'s input after `chute retry` put it back as `name`."""
+        row = self.db.execute(_RETRY_OF, (_text(run.inbox), _text(name), since)).fetchone()
+        return row[0] if row else None
 
     def get(self, run_id: str) -> Run | None:
         row = self.db.execute(_GET, (run_id,)).fetchone()

@@ -57,7 +57,9 @@ def run_steps(
         before = os.stat(first)
         why = content.check(first, spec.job.input_type)
         if why:
-            outcome.verdict = Verdict.failed(failure(f"the input is not a {spec.job.input_type}: it {why}"))
+            reason = f"{spec.input_name} is not a {spec.job.input_type}: it {why}"
+            # chute's own check refused it, before any module ran
+            outcome.verdict = Verdict.failed(failure(reason) | {"check": "input"})
             return outcome
         for step in spec.job.steps:
             records = [EntryRecord(e) for e in step.entries]

@@ -105,5 +105,11 @@ def test_installed_from_the_wheel_chute_checks_and_runs_the_embedded_default(ven
         folder = Path(done.stdout.strip().removeprefix("published "))
         assert folder.parent == tmp_path / job and (folder / result).stat().st_size > 0
         assert json.loads((folder / "manifest.json").read_text())["status"] == "succeeded"
+    # `chute init`: a config of the user's own that reaches the bundled modules and jobs in site-packages.
+    _ok(_run([chute, "init", tmp_path / "site"], cwd=tmp_path))
+    own = _ok(_run([chute, "check", "--config", tmp_path / "site" / "config.yaml"], cwd=tmp_path / "site"))
+    assert "modules  7: example_module, loudness, probe, proxy, scenes, thumbnails, waveform" in own.stdout
+    assert "jobs     3: example_job, media_ingest, proxy" in own.stdout and own.stdout.endswith("ok\n")
+    assert str(site.parent / "modules") in (tmp_path / "site" / "config.yaml").read_text()
     schema = json.loads(_ok(_run([chute, "schema"], cwd=tmp_path)).stdout)
     assert "notify" in schema["properties"] and "metrics" in schema["properties"]

@@ -418,7 +418,9 @@ def test_input_of_the_wrong_type_is_quarantined_before_any_module_runs(project, 
     result = project.execute("video_job", clip)
 
     report = assert_quarantined(project, result, clip, digest)
-    assert report["error"]["reason"].startswith("the input is not a video: ")
+    assert report["error"]["reason"].startswith(f"{clip.name} is not a video: ")
+    assert report["error"]["check"] == "input" and report["error"]["module"] is None
+    assert str(project.root) not in report["error"]["reason"]  # never the workspace's copy
     assert report["steps"] == []
     assert not (project.sync / "ran").exists()
 

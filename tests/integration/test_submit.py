@@ -87,7 +87,7 @@ def test_input_of_the_wrong_type_fails_before_any_module_runs(project, clip):
     proc = project.submit(notes, "copy_job")
 
     assert proc.returncode == 1
-    assert lines(proc.stderr)[0].startswith("failed: the input is not a video: ")
+    assert lines(proc.stderr)[0].startswith("failed: notes.mp4 is not a video: ")
     assert read_json(project.quarantine / "notes" / "report.json")["steps"] == []
     assert not (project.sync / "ran").exists()
     project.assert_clean()
