@@ -65,7 +65,8 @@ def measure(root: Path, mode: str, args) -> dict[str, float]:
     cfg = config(root, mode, args.inboxes, args.ignored)
     d = Daemon(cfg)
     started = time.monotonic()
-    with d.start(wait=False):
+    d.start(wait=False)
+    try:
         d.wait_event("daemon.started", timeout=300)
         ready = time.monotonic() - started
         time.sleep(2 * POLL_INTERVAL)
@@ -75,6 +76,8 @@ def measure(root: Path, mode: str, args) -> dict[str, float]:
         count = threads(d.pid)
         assert d.events("file.claimed") == [], "a file was claimed: the bench measures an idle daemon"
         d.stop(60)
+    finally:
+        d.kill()
     return {"ready": ready, "cpu": used * 60 / args.seconds, "threads": count}
 
 
