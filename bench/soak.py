@@ -253,7 +253,7 @@ def soak_frozen_parent(root: Path, count_files: int, bound: float) -> dict[str, 
     (setup.defs / "jobs" / "freezing.yaml").write_text(yaml.safe_dump(job, sort_keys=False))
     good, bad = setup.inbox("good"), setup.inbox("bad", job="freezing")
     for box in (good, bad):
-        Path(box["path"]).mkdir()
+        Path(box["path"]).mkdir(exist_ok=True)
     names = [f"f{i:03d}.bin" for i in range(count_files)]
     frozen = {n for i, n in enumerate(names) if i % FROZEN_SHARE == 0}
     with Daemon(setup.write(), name="frozen-parent") as d:

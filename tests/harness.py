@@ -174,9 +174,10 @@ class Setup:
             "archive": str(self.root / f"{name}-archive"),
             "on_success": "archive",
         }
+        # The daemon makes it at start, as it did before `create` existed; a test of a missing
+        # inbox (an outage, `create: false`, the default) says so.
+        entry["create"] = True
         entry.update(extra)
-        # There before the daemon starts, as an operator's inbox is (a missing one is an outage: create: false).
-        Path(entry["path"]).mkdir(parents=True, exist_ok=True)
         self.config["inboxes"].append(entry)
         return entry
 

@@ -2,12 +2,11 @@
 
 Returns values (claims made, inboxes that came and went) and never calls back
 into the service. The truth is each inbox's periodic scan; inotify events
-(watchdog's observer thread) only make the next look come sooner.
+(one reader thread for all inboxes, inotify.py) only make the next look come sooner.
 """
 
 from __future__ import annotations
 
-import importlib
 import os
 import threading
 import time
@@ -15,11 +14,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from watchdog.observers import Observer
-
 from . import claims, logs, ordering, schedule
 from .config import Config, Inbox
 from .errors import resources_fields, short_of_resources
+from .inotify import Observer
 from .leases import STATE_DIR, Identity
 from .watcher import EventHint, InboxWatcher
 from .writers import Writers
@@ -27,29 +25,6 @@ from .writers import Writers
 log = logs.get("chute.intake")
 # A file found settled, or a symlink (no stat: it is not followed), with when it last changed.
 Settled = tuple[float, InboxWatcher, str, os.stat_result | None]
-
-
-def _no_move_pairing() -> None:
-    """Let inotify events through at once, instead of behind a move's 0.5 s pairing delay.
-
-    watchdog holds an IN_MOVED_FROM for 0.5 s to pair it with its IN_MOVED_TO, and every
-    event queued behind it waits too (gorakhargosh/watchdog#649). Each claim moves a file
-    out of the watched inbox, so a file dropped just after a claim would be seen half a
-    second late. chute needs no pairs: a move is a look at both names (EventHint).
-    """
-    for module, name in (
-        ("watchdog.observers.inotify_move_event_grouper", "InotifyMoveEventGrouper"),  # watchdog 6 and later
-        ("watchdog.observers.inotify_buffer", "InotifyBuffer"),  # watchdog before 6
-    ):
-        try:
-            grouper = getattr(importlib.import_module(module), name)
-        except (ImportError, AttributeError):
-            continue
-        grouper.delay = 0.0
-        return
-
-
-_no_move_pairing()
 OBSERVER_JOIN = 5.0  # seconds the inotify observer thread gets to stop
 SCHEDULE_RECHECK = 300.0  # seconds between looks at the schedules without a window opening or closing
 
@@ -102,8 +77,7 @@ class Intake:
 
     def start(self) -> None:
         self.observer.start()
-        # Scheduled only now: watchdog starts a watch scheduled earlier inside observer.start(), which
-        # raises for an inbox that is not there (a share not mounted yet) and would stop the daemon.
+        # Scheduled only now, when the inotify descriptor exists (an inbox not there yet is no error).
         for w in self.watchers.values():
             self._schedule(w)
 
@@ -138,7 +112,7 @@ class Intake:
             return
         self._unschedule(w)
         try:
-            w.watch = self.observer.schedule(EventHint(w, self.clock), str(w.inbox.path), recursive=False)
+            w.watch = self.observer.schedule(EventHint(w, self.clock), str(w.inbox.path))
         except OSError:
             w.watch = None  # not there now: the scans carry on, and it is scheduled when it comes back
 
@@ -146,8 +120,8 @@ class Intake:
         if w.watch is not None:
             try:
                 self.observer.unschedule(w.watch)
-            except (KeyError, ValueError):
-                pass
+            except OSError:
+                pass  # the kernel dropped it already (the folder went)
             w.watch = None
 
     def states(self) -> dict[str, tuple[bool, float | None]]:

@@ -15,21 +15,14 @@ from __future__ import annotations
 import os
 import stat
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from watchdog.events import (
-    EVENT_TYPE_CLOSED,
-    EVENT_TYPE_DELETED,
-    EVENT_TYPE_MODIFIED,
-    EVENT_TYPE_MOVED,
-    FileSystemEvent,
-    FileSystemEventHandler,
-)
-from watchdog.observers.api import ObservedWatch
+from watchdog.observers.inotify_c import InotifyConstants, InotifyEvent, WatchDescriptor
 
 from .config import Inbox
 from .errors import short_of_resources
+from .inotify import Watch
 from .mounts import watch_mode
 from .namefilter import NameFilter
 from .settling import IGNORED, WAIT_MIN, Candidate, Table
@@ -93,7 +86,7 @@ class InboxWatcher:
     """The state of one inbox between looks: the names it holds, what is settling, and when to look next.
 
     The service's thread calls `scan`, `wait_longer` and `forget`, and alone uses the table of
-    names (`files`); watchdog's observer thread calls `wrote`, `closed`, `touched`, `hint` and
+    names (`files`); the inotify reader thread calls `wrote`, `closed`, `touched`, `hint` and
     `rescan`, which only record what happened (in `inotified`, under its lock) and wake the
     service: `scan` applies it.
     """
@@ -122,7 +115,7 @@ class InboxWatcher:
         self.next_recheck = float("inf")
         self.hinted = threading.Event()
         self.available: bool | None = None
-        self.watch: ObservedWatch | None = None  # the watchdog watch, when events are used
+        self.watch: Watch | None = None  # the inotify watch, when events are used
 
     @property
     def seen(self) -> Mapping[str, Candidate]:
@@ -319,28 +312,32 @@ class InboxWatcher:
         self.inotified.forget(name)
 
 
-class EventHint(FileSystemEventHandler):
-    """Feeds inotify events of one inbox to its watcher, from watchdog's observer thread."""
+class EventHint:
+    """Feeds inotify events of one inbox to its watcher, from the inotify reader thread (inotify.Observer)."""
 
-    def __init__(self, watcher: InboxWatcher, clock):
+    def __init__(self, watcher: InboxWatcher, clock: Callable[[], float]):
         self.watcher, self.clock = watcher, clock
-        self.folder = watcher.path
 
-    def on_any_event(self, event: FileSystemEvent) -> None:
-        for path in (event.src_path, getattr(event, "dest_path", "")):
-            if not path:
-                continue
-            parent, name = os.path.split(os.fsdecode(path))
-            if parent != self.folder:
-                if os.fsdecode(path) == self.folder and event.event_type in (EVENT_TYPE_DELETED, EVENT_TYPE_MOVED):
-                    self.watcher.rescan()  # the inbox itself went: the next listing finds out
-                continue
-            now = self.clock()
-            if event.is_directory:
-                self.watcher.touched(name, now)
-            elif event.event_type == EVENT_TYPE_MODIFIED:
-                self.watcher.wrote(name, now)
-            elif event.event_type in (EVENT_TYPE_CLOSED, EVENT_TYPE_MOVED, EVENT_TYPE_DELETED):
-                self.watcher.closed(name, now)
-            else:
-                self.watcher.touched(name, now)
+    def on_event(self, event: InotifyEvent) -> None:
+        if event.is_delete_self or event.is_move_self or event.mask & InotifyConstants.IN_UNMOUNT:
+            self.watcher.rescan()  # the inbox itself went: the next listing finds out
+            return
+        if not event.name:
+            return  # the folder's own attributes changed: nothing about the files in it
+        name, now = os.fsdecode(event.name), self.clock()
+        if event.is_directory:
+            self.watcher.touched(name, now)
+        elif event.is_modify:
+            self.watcher.wrote(name, now)
+        elif event.is_close_write or event.is_move or event.is_delete:
+            self.watcher.closed(name, now)
+        else:
+            self.watcher.touched(name, now)
+
+    def on_watch_deleted(self, wd: WatchDescriptor) -> None:
+        """The kernel dropped the watch (the folder was deleted or unmounted): the next look finds out."""
+        self.watcher.rescan()
+
+    def on_queue_overflow(self) -> None:
+        """Events were lost (IN_Q_OVERFLOW): list the inbox at the next look."""
+        self.watcher.rescan()

@@ -122,7 +122,7 @@ def escape(tmp_path):
     )
     (setup.defs / "jobs" / "escape.yaml").write_text(yaml.safe_dump(ESCAPE_JOB, sort_keys=False))
     inbox = setup.inbox(job="escape")
-    Path(inbox["path"]).mkdir()
+    Path(inbox["path"]).mkdir(exist_ok=True)
     folder = tmp_path / "escapee"
     folder.mkdir()
     escapee = Escapee(folder)

@@ -54,7 +54,7 @@ def freezer_setup(tmp_path: Path, **config) -> tuple[Setup, dict]:
     setup = Setup(tmp_path, **config)
     (setup.defs / "modules" / "copy" / "main.py").write_text(FREEZER + COPY_MODULE)
     inbox = setup.inbox()
-    Path(inbox["path"]).mkdir()
+    Path(inbox["path"]).mkdir(exist_ok=True)
     return setup, inbox
 
 

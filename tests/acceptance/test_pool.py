@@ -13,7 +13,7 @@ from tests.harness import Daemon, Setup, assert_processed_once, drop, files, wai
 def start(tmp_path: Path) -> tuple[dict, Daemon]:
     setup = Setup(tmp_path)
     inbox = setup.inbox()
-    Path(inbox["path"]).mkdir()
+    Path(inbox["path"]).mkdir(exist_ok=True)
     return inbox, Daemon(setup.write())
 
 

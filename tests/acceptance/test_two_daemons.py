@@ -20,7 +20,7 @@ LEASE_TIMEOUT = 3.0  # tests/harness.py's Setup default
 def two_daemons(tmp_path: Path) -> tuple[Setup, dict, Daemon, Daemon]:
     setup = Setup(tmp_path)
     inbox = setup.inbox()
-    Path(inbox["path"]).mkdir()
+    Path(inbox["path"]).mkdir(exist_ok=True)
     a = Daemon(setup.write("a"))
     b = Daemon(setup.write("b"))
     return setup, inbox, a, b
@@ -100,7 +100,7 @@ def test_a_daemon_draining_on_sigterm_keeps_its_lease_and_its_runs(tmp_path):
     setup = Setup(tmp_path, shutdown_timeout=LEASE_TIMEOUT * 3)
     inbox = setup.inbox()
     path = Path(inbox["path"])
-    path.mkdir()
+    path.mkdir(exist_ok=True)
     a, b = Daemon(setup.write("a")), Daemon(setup.write("b"))
     inputs = {f"drain-{i}.bin": f"sleep=2.5\ndrain {i}\n".encode() for i in range(2)}
     with a:

@@ -112,7 +112,7 @@ def configured(tmp_path: Path) -> tuple[Setup, dict, Path]:
         lease_timeout=120,
     )
     inbox = setup.inbox(watch="poll")
-    Path(inbox["path"]).mkdir()
+    Path(inbox["path"]).mkdir(exist_ok=True)
     return setup, inbox, setup.write()
 
 
@@ -333,7 +333,7 @@ def test_reload_adds_an_inbox_and_keeps_the_run_in_flight(daemon):
     settle(service, clock)
     [run_id] = executor.runs
     second = setup.inbox("second", watch="poll")
-    Path(second["path"]).mkdir()
+    Path(second["path"]).mkdir(exist_ok=True)
     setup.write()
     service._on_signal(signal.SIGHUP, None)
     service.loop(clock.advance(0.01))

@@ -396,14 +396,14 @@ def test_in_events_mode_a_replaced_folder_is_reported_unavailable_once(tmp_path)
 @pytest.fixture
 def observed(tmp_path):
     """A watcher of tmp_path/inbox fed by a real inotify observer; its backstop listing an hour away."""
-    from watchdog.observers import Observer
+    from chute.inotify import Observer
 
     folder = tmp_path / "inbox"
     folder.mkdir()
     w = InboxWatcher(inbox(str(folder), "events"), settle=0.0, poll_interval=3600.0, rescan_interval=3600.0)
     observer = Observer()
-    w.watch = observer.schedule(EventHint(w, time.monotonic), str(folder), recursive=False)
     observer.start()
+    w.watch = observer.schedule(EventHint(w, time.monotonic), str(folder))
     assert w.scan(time.monotonic()).available
     yield w
     observer.stop()
