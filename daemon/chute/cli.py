@@ -13,7 +13,7 @@ from . import __version__
 from . import config as config_mod
 from .errors import RET_FAILED, RET_INTERRUPTED, RET_OK, ChuteError, DefinitionError, UsageError
 from .model import display_path
-from .names import fields, shown, strict
+from .names import shown
 
 # The catalog (every module and job) and `chute submit`'s runner are imported by the commands that use
 # them: `chute status` reads only the config and the ledger, and answers in a fraction of a second (issue 21).
@@ -242,108 +242,22 @@ def _ledger_exists(state_dir: Path) -> None:
         raise ChuteError(f"no ledger in {state_dir}: the daemon has not run with this config yet")
 
 
-def _run_json(run) -> dict:
-    """A ledger row for `status --json`: strict UTF-8, with `<key>_b64` for a name or path that is not UTF-8."""
-    row = run.as_dict()
-    for key in ("inbox", "input_name", "claim", "result"):
-        if row[key] is not None:
-            row.update(fields(key, row[key]))
-    return strict(row)
-
-
-def _why(run) -> str:
-    """What `status` says after a run: a failure's reason on one line, else where its result went."""
-    reason = (run.error or {}).get("reason") or ""
-    if run.state.value in ("failed", "retried") and reason:
-        return " ".join(reason.split())
-    return run.result or reason
-
-
 @command("status")
 def cmd_status(args: argparse.Namespace) -> int:
-    import json
-
-    from . import pauses
+    from . import status
     from .config_check import load_config
-    from .ledger import Ledger
 
     # The config alone: a module or job that fails to load does not hide what the ledger says.
     config, _ = load_config(config_mod.find(args.config))
     _ledger_exists(config.state_dir)
-    ledger = Ledger(config.state_dir, readonly=True)
-    try:
-        active, recent, counts = ledger.active(), ledger.recent(args.limit), ledger.counts()
-    finally:
-        ledger.close()
-    paused = sorted(pauses.load(config.state_dir) & {str(i.path) for i in config.inboxes})
-    schedules = _schedules(config)
-    if args.json:
-        print(
-            json.dumps(
-                {
-                    "counts": counts,
-                    "paused": [strict(p) for p in paused],
-                    "schedules": [strict(s) for s in schedules],
-                    "active": [_run_json(r) for r in active],
-                    "recent": [_run_json(r) for r in recent],
-                },
-                indent=2,
-            )
-        )
-        return RET_OK
-    print("  ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "no runs yet")
-    for path in paused:
-        print(f"paused: {shown(path)}  (chute resume to claim again)")
-    for row in schedules:
-        print(f"{'inside' if row['in_schedule'] else 'outside'} its schedule{_until(row)}: {shown(row['inbox'])}")
-    for title, rows in (("queued and running", active), ("recent", recent)):
-        print(f"{title}:")
-        for r in rows:
-            when = r.finished_at or r.started_at or r.queued_at
-            extra = _why(r)
-            where = f"on {r.worker}  " if r.worker and r.state.value == "running" else ""
-            name, extra = shown(r.input_name), shown(where + extra)
-            print(f"  {r.run_id}  {r.state.value:<9} {r.job:<14} {name}  {when}  {extra}")
+    status.show(config, args.limit, args.json)
     return RET_OK
-
-
-def _schedules(config: config_mod.Config) -> list[dict]:
-    """Each scheduled inbox: whether it is inside its windows now, and when they next close or open (local time)."""
-    from datetime import UTC, datetime
-
-    from . import schedule
-
-    zone, now, rows = schedule.local_zone(), datetime.now(UTC), []
-    for inbox in config.inboxes:
-        windows = inbox.windows()
-        if windows is None:
-            continue
-        inside, change = schedule.is_open(windows, now, zone), schedule.next_change(windows, now, zone)
-        at = None if change is None else change.astimezone(zone)
-        rows.append(
-            {
-                "inbox": str(inbox.path),
-                "in_schedule": inside,
-                "closes": at.isoformat(timespec="minutes") if at and inside else None,
-                "opens": at.isoformat(timespec="minutes") if at and not inside else None,
-            }
-        )
-    return rows
-
-
-def _until(row: dict) -> str:
-    """ " until Mon 20:00" (the next opening or closing, as a wall-clock day and time), or nothing."""
-    from datetime import datetime
-
-    at = row["closes"] or row["opens"]
-    return "" if at is None else f" until {datetime.fromisoformat(at).strftime('%a %H:%M')}"
 
 
 @command("retry")
 def cmd_retry(args: argparse.Namespace) -> int:
-    from .fileops import place
-    from .ledger import Ledger, Run, State
-    from .run import utcnow
+    from .ledger import Ledger
+    from .retry import retry
 
     if not args.run_ids and not args.all:
         raise UsageError("name the RUN_IDs to retry, or pass --all")
@@ -354,47 +268,10 @@ def cmd_retry(args: argparse.Namespace) -> int:
     _ledger_exists(cat.config.state_dir)
     ledger = Ledger(cat.config.state_dir)
     try:
-        runs: list[Run | None] = list(ledger.failed()) if args.all else [ledger.get(r) for r in args.run_ids]
-        ids = args.run_ids or [r.run_id for r in runs if r is not None]
-        failed = 0
-        for run_id, run in zip(ids, runs):
-            if run is not None and run.state == State.RETRIED:
-                print(f"{shown(run_id)}: already retried {_retried_as(ledger, run)}", file=sys.stderr)
-                failed += 1
-                continue
-            if run is None or run.state != State.FAILED or not run.result:
-                print(f"{shown(run_id)}: not a quarantined run", file=sys.stderr)
-                failed += 1
-                continue
-            source = Path(run.result) / run.input_name
-            if not source.is_file() or source.is_symlink():
-                if not args.all:
-                    print(f"{run_id}: {shown(source)} is no longer in the quarantine", file=sys.stderr)
-                    failed += 1
-                continue
-            try:
-                back = place(source, Path(run.inbox), run.input_name, move=True)
-            except OSError as exc:  # the inbox is gone (an unmounted share), or not writable
-                print(
-                    f"{run_id}: cannot move {shown(source)} back to {shown(run.inbox)}: {shown(exc.strerror or exc)}",
-                    file=sys.stderr,
-                )
-                failed += 1
-                continue
-            ledger.retried(run.run_id, back.name, utcnow())
-            print(f"{run_id}: {shown(back)}")
+        failed = retry(ledger, args.run_ids)
     finally:
         ledger.close()
     return RET_FAILED if failed else RET_OK
-
-
-def _retried_as(ledger, run) -> str:
-    """`as <run id>` of the run that took the retried input, or when it went back if none has yet."""
-    retry = (run.error or {}).get("retried") or {}
-    again = ledger.retry_of(run, retry["name"], retry["at"]) if retry else None
-    if again is not None:
-        return f"as {again}"
-    return f"at {retry['at']} (not claimed again yet)" if retry else "(by an older chute)"
 
 
 def _pause_parser(add) -> None:
@@ -405,25 +282,6 @@ def _pause_parser(add) -> None:
     sp.add_argument("inboxes", nargs="*", metavar="INBOX", help="an inbox's path, as configured or resolved")
 
 
-def _inbox_paths(file: Path, configured: list[str], names: list[str]) -> list[str] | None:
-    """The configured paths the command line names (None: all); ChuteError for one that is no inbox."""
-    import os
-
-    from .yamlfile import did_you_mean
-
-    if not names:
-        return None
-    found = []
-    for name in names:
-        # As configured (relative to the config file's folder) or as the shell sees it (relative to here).
-        tries = {os.path.realpath(name), os.path.realpath(file.parent / name)}
-        match = [p for p in configured if p in tries]
-        if not match:
-            raise ChuteError(f"no inbox {name!r} in {display_path(file)}{did_you_mean(name, configured)}")
-        found.append(match[0])
-    return found
-
-
 @command("pause")
 @command("resume")
 def cmd_pause(args: argparse.Namespace) -> int:
@@ -432,7 +290,7 @@ def cmd_pause(args: argparse.Namespace) -> int:
 
     file = config_mod.find(args.config)
     config, _ = load_config(file)
-    named = _inbox_paths(file, [str(i.path) for i in config.inboxes], args.inboxes)
+    named = control_client.inbox_paths(file, [str(i.path) for i in config.inboxes], args.inboxes)
     message: dict = {"op": args.command, "by": "cli"} | ({} if named is None else {"inboxes": named})
     reply = control_client.request(config.state_dir, message)
     status = control_client.request(config.state_dir, {"op": "status"})

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 from pathlib import Path
 from typing import Any
 
 from .control import SOCKET, encode
 from .errors import ChuteError
+from .model import display_path
+from .yamlfile import did_you_mean
 
 TIMEOUT = 60.0  # seconds for an answer: a held `wait` is answered within control.WAIT_MAX
 MAX_ANSWER = 1 << 24
@@ -56,3 +59,18 @@ def _read_line(sock: socket.socket) -> bytes:
             break
         data += chunk
     return bytes(data).split(b"\n", 1)[0]
+
+
+def inbox_paths(file: Path, configured: list[str], names: list[str]) -> list[str] | None:
+    """The configured paths the command line names (None: all); ChuteError for one that is no inbox."""
+    if not names:
+        return None
+    found = []
+    for name in names:
+        # As configured (relative to the config file's folder) or as the shell sees it (relative to here).
+        tries = {os.path.realpath(name), os.path.realpath(file.parent / name)}
+        match = [p for p in configured if p in tries]
+        if not match:
+            raise ChuteError(f"no inbox {name!r} in {display_path(file)}{did_you_mean(name, configured)}")
+        found.append(match[0])
+    return found

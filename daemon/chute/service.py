@@ -1,10 +1,9 @@
 """The daemon loop: inboxes in, runs out to the executor, results recorded (SPEC §5, §8).
 
-Signal handlers only queue the signal; `loop(now)` does one iteration and calls
-the handle_<signal> method of each one queued; `serve()` sleeps until the next
-thing is due (a scan, a heartbeat, a deferred run, a stop deadline) or something
-wakes it (a signal, an inotify hint, a finished run). The watching and claiming live in intake.py, the leases and
-take-overs in recovery.py, the runs between queue and executor in dispatch.py.
+Signal handlers only queue the signal; `loop(now)` does one iteration and calls the handle_<signal> method
+of each one queued; `serve()` sleeps until the next thing is due (a scan, a heartbeat, a deferred run, a stop
+deadline) or something wakes it (a signal, an inotify hint, a finished run). The watching and claiming live
+in intake.py, the leases and take-overs in recovery.py, the runs between queue and executor in dispatch.py.
 """
 
 from __future__ import annotations
@@ -21,7 +20,7 @@ from pathlib import Path
 from queue import SimpleQueue
 from types import FrameType
 
-from . import logs, signals
+from . import logs, reloading, signals
 from .catalog import Catalog, load_catalog
 from .config import Inbox
 from .control import Control
@@ -264,9 +263,8 @@ class Service:
         held = {a.run_id for a in [*self.queue.pending, *self.queue.running.values()]}
         reconcile_ledger(self.ledger, held, {i.path: i for i in self.catalog.config.inboxes})
 
-    # --- reload ---
-
     def reload(self) -> None:
+        """SIGHUP: the config file again; inboxes added, changed or removed, the rest at the next restart."""
         self.notifier.reloading()
         try:
             new = load_catalog(self.catalog.config_file)
@@ -275,29 +273,20 @@ class Service:
             log.error("daemon.reload_failed", problems=problems)
             self.notifier.ready()
             return
-        old = {i.path: i for i in self.catalog.config.inboxes}
-        now = {i.path: i for i in new.config.inboxes}
-        restart_needed = [
-            k
-            for k in ("state_dir", "work_dir", "workers", "executor", "work_reserve_mb", "lease_timeout")
-            if getattr(new.config, k) != getattr(self.catalog.config, k)
-        ]
+        change = reloading.compare(self.catalog.config, new.config)
         self.catalog = self.runs.catalog = new
         self.telemetry.reconfigure(new.config)
-        for path in set(old) - set(now):
+        for path in change.stop:
             self.intake.remove(path)  # its lease stays while runs of ours hold claims in it (_leased)
-        for path, inbox in now.items():
-            if path in old and inbox != old[path]:
-                self.intake.remove(path)
-            if path not in old or inbox != old[path]:
-                self.intake.add(inbox, self.catalog.config)
+        for inbox in change.start:
+            self.intake.add(inbox, new.config)
         log.info(
             "daemon.reloaded",
-            inboxes=[str(p) for p in now],
+            inboxes=[str(i.path) for i in new.config.inboxes],
             jobs=sorted(new.jobs),
-            added=[str(p) for p in set(now) - set(old)],
-            removed=[str(p) for p in set(old) - set(now)],
-            needs_restart=restart_needed or None,
+            added=[str(p) for p in change.added],
+            removed=[str(p) for p in change.removed],
+            needs_restart=change.needs_restart or None,
         )
         self.notifier.ready()
 
@@ -333,17 +322,11 @@ class Service:
     # --- systemd ---
 
     def _status(self) -> None:
-        waiting = len(self.queue.pending) - self.queue.waiting(self.clock())  # deferred, backing off
+        q, counts = self.queue, self.runs.counts
+        waiting = len(q.pending) - q.waiting(self.clock())  # deferred, backing off
+        paused, outside = len(self.control.taken), len(self.intake.outside)
         self.notifier.status(
-            status_line(
-                len(self.queue.pending),
-                len(self.queue.running),
-                self.runs.counts["done"],
-                self.runs.counts["failed"],
-                waiting,
-                len(self.control.taken),
-                len(self.intake.outside),
-            )
+            status_line(len(q.pending), len(q.running), counts["done"], counts["failed"], waiting, paused, outside)
         )
 
     def healthy(self) -> bool:

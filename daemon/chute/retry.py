@@ -1,0 +1,59 @@
+"""`chute retry`: quarantined inputs back into their inbox, each once (docs/contract.md §5, §7)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from .fileops import place
+from .ledger import Ledger, Run, State
+from .names import shown
+from .run import utcnow
+
+
+def retry(ledger: Ledger, run_ids: list[str]) -> int:
+    """Move the named runs' inputs (or every failed run's, with no names) back; returns how many could not go."""
+    runs: list[Run | None] = [ledger.get(r) for r in run_ids] if run_ids else list(ledger.failed())
+    ids = run_ids or [r.run_id for r in runs if r is not None]
+    failed = 0
+    for run_id, run in zip(ids, runs):
+        problem = _refused(ledger, run_id, run, named=bool(run_ids))
+        if problem is not None:
+            failed += problem != ""
+            if problem:
+                print(problem, file=sys.stderr)
+            continue
+        assert run is not None and run.result is not None
+        source = Path(run.result) / run.input_name
+        try:
+            back = place(source, Path(run.inbox), run.input_name, move=True)
+        except OSError as exc:  # the inbox is gone (an unmounted share), or not writable
+            why = shown(exc.strerror or exc)
+            print(f"{run_id}: cannot move {shown(source)} back to {shown(run.inbox)}: {why}", file=sys.stderr)
+            failed += 1
+            continue
+        ledger.retried(run.run_id, back.name, utcnow())
+        print(f"{run_id}: {shown(back)}")
+    return failed
+
+
+def _refused(ledger: Ledger, run_id: str, run: Run | None, named: bool) -> str | None:
+    """Why `run` cannot go back (a line), "" to pass over it quietly, or None when it can."""
+    if run is not None and run.state == State.RETRIED:
+        return f"{shown(run_id)}: already retried {_retried_as(ledger, run)}"
+    if run is None or run.state != State.FAILED or not run.result:
+        return f"{shown(run_id)}: not a quarantined run"
+    source = Path(run.result) / run.input_name
+    if not source.is_file() or source.is_symlink():
+        # --all passes over what was taken out of the quarantine by hand.
+        return f"{run_id}: {shown(source)} is no longer in the quarantine" if named else ""
+    return None
+
+
+def _retried_as(ledger: Ledger, run: Run) -> str:
+    """`as <run id>` of the run that took the retried input, or when it went back if none has yet."""
+    retry = (run.error or {}).get("retried") or {}
+    again = ledger.retry_of(run, retry["name"], retry["at"]) if retry else None
+    if again is not None:
+        return f"as {again}"
+    return f"at {retry['at']} (not claimed again yet)" if retry else "(by an older chute)"
