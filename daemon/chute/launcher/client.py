@@ -21,7 +21,7 @@ from typing import Any
 
 from .. import procs
 from ..errors import ChuteError
-from .protocol import MESSAGE_LIMIT, PING, is_startup_variable, kill_group, startup_variables
+from .protocol import MESSAGE_LIMIT, PING, describe, is_startup_variable, kill_group, startup_variables, wait_or_kill
 
 DEFAULT_PRELOAD = ("chute.modkit", "av", "numpy", "PIL.Image")
 
@@ -33,6 +33,7 @@ CLOSE_TIMEOUT = 10.0  # seconds for it to kill its modules and exit once its soc
 # way its modules come back lost, so a frozen launcher cannot hold a run past its timeouts.
 PING_EVERY = 1.0
 ANSWER_TIMEOUT = 10.0
+STOPPED = "the module launcher was stopped (SIGSTOP?) and was killed"
 
 
 class LauncherUnavailable(ChuteError):
@@ -145,7 +146,7 @@ class Launcher:
             return None
         if self._ping_sent is not None:
             if _stopped(self._proc):
-                self._kill("the module launcher was stopped (SIGSTOP?) and was killed")
+                self._kill(STOPPED)
                 return None
             if now - self._ping_sent >= ANSWER_TIMEOUT:
                 self._kill(f"the module launcher did not answer for {ANSWER_TIMEOUT:g} s and was killed")
@@ -164,7 +165,7 @@ class Launcher:
         """End the launcher (it kills every module group it started) and reap it. Idempotent."""
         if self._proc is not None:
             self._close_socket()  # its EOF: the launcher kills its modules' groups, reaps them, exits
-            _wait_or_kill(self._proc, CLOSE_TIMEOUT)
+            wait_or_kill(self._proc, CLOSE_TIMEOUT)
             for pid in self._modules:
                 kill_group(pid)  # in case it was killed before it could
             self._proc = None
@@ -188,7 +189,7 @@ class Launcher:
 
     def _ensure_started(self, startup: dict[str, str]) -> None:
         if self._proc is not None and self._proc.poll() is None and _stopped(self._proc):
-            self._kill("the module launcher was stopped (SIGSTOP?) and was killed")  # it would never answer
+            self._kill(STOPPED)  # it would never answer
         if self._proc is not None and self._proc.poll() is not None:
             self._drain()  # what it reported before it died, then its EOF
             if self._proc is not None:
@@ -259,7 +260,13 @@ class Launcher:
         poll = select.poll()
         poll.register(self._connected(), select.POLLIN)
         while True:
-            if not poll.poll(max(0.0, deadline - time.monotonic()) * 1000):
+            # In slices: a module just forked may SIGSTOP the launcher before it answers (issue 19).
+            if not poll.poll(min(PING_EVERY, max(0.0, deadline - time.monotonic())) * 1000):
+                if self._proc is not None and _stopped(self._proc):
+                    self._kill(STOPPED)
+                    raise LauncherUnavailable(STOPPED)
+                if time.monotonic() < deadline:
+                    continue
                 self._kill()
                 raise LauncherUnavailable(f"the module launcher did not answer within {timeout:g} s")
             message = self._receive()
@@ -304,8 +311,8 @@ class Launcher:
         self._ping_sent = None
         self._close_socket()
         if proc is not None:
-            returncode = _wait_or_kill(proc, CLOSE_TIMEOUT)
-            reason = reason or f"the module launcher died ({_describe(returncode)})"
+            returncode = wait_or_kill(proc, CLOSE_TIMEOUT)
+            reason = reason or f"the module launcher died ({describe(returncode)})"
         reason = reason or "the module launcher died"
         for pid in sorted(self._modules):
             kill_group(pid)  # PR_SET_PDEATHSIG killed the module; this gets what it started in its group
@@ -327,22 +334,8 @@ class Launcher:
             self._sock = None
 
 
-def _wait_or_kill(proc: subprocess.Popen, timeout: float) -> int:
-    try:
-        return proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        return proc.wait()
-
-
 def _stopped(proc: subprocess.Popen) -> bool:
     try:
         return procs.stopped(proc.pid)
     except OSError:  # it died meanwhile, unreaped: not stopped (its death is seen as such next)
         return False
-
-
-def _describe(returncode: int) -> str:
-    if returncode < 0:
-        return f"killed by signal {-returncode}"
-    return f"exit status {returncode}"

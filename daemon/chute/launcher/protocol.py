@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 from collections.abc import Mapping
 
 MESSAGE_LIMIT = 1 << 18  # bytes of one request (argv, cwd, environment); larger ones run fresh
@@ -31,3 +32,19 @@ def kill_group(pgid: int) -> None:
         os.killpg(pgid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         pass
+
+
+def wait_or_kill(proc: subprocess.Popen, timeout: float) -> int:
+    """The launcher's exit status, once it has exited within `timeout` or been killed."""
+    try:
+        return proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.wait()
+
+
+def describe(returncode: int) -> str:
+    """How a launcher ended, as a reason: "killed by signal 9", "exit status 1"."""
+    if returncode < 0:
+        return f"killed by signal {-returncode}"
+    return f"exit status {returncode}"
