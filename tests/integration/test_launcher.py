@@ -189,6 +189,18 @@ def folder(tmp_path: Path) -> Path:
     return module
 
 
+@pytest.fixture(autouse=True)
+def _unmeasured(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The launchers and interpreters of these tests run without coverage, even under `make test`.
+
+    These tests compare a warm module's process with a fresh interpreter's, down to its exit path; a
+    coverage collector started in them (COVERAGE_PROCESS_CONFIG) registers an atexit handler before
+    the launcher's, which must be the first (launcher._register_exit), and so changes what is compared.
+    The launcher is still measured through the runner's and the daemon's warm tests.
+    """
+    monkeypatch.delenv("COVERAGE_PROCESS_CONFIG", raising=False)
+
+
 @pytest.fixture
 def launcher():
     """A Launcher with chute's default preloads; closed after the test, and checked gone."""
