@@ -189,14 +189,14 @@ def folder(tmp_path: Path) -> Path:
     return module
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture
 def _unmeasured(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The launchers and interpreters of these tests run without coverage, even under `make test`.
+    """The test's launcher and fresh interpreter run without coverage, even under `make test`.
 
-    These tests compare a warm module's process with a fresh interpreter's, down to its exit path; a
-    coverage collector started in them (COVERAGE_PROCESS_CONFIG) registers an atexit handler before
-    the launcher's, which must be the first (launcher._register_exit), and so changes what is compared.
-    The launcher is still measured through the runner's and the daemon's warm tests.
+    A coverage collector started in a launcher (COVERAGE_PROCESS_CONFIG) registers an atexit handler
+    before the launcher's, which must be the first (launcher._register_exit): the module then leaves
+    by the interpreter's own exit path, not the launcher's, and an exit compared with a fresh
+    interpreter's differs. The launcher is still measured through every other warm test.
     """
     monkeypatch.delenv("COVERAGE_PROCESS_CONFIG", raising=False)
 
@@ -343,6 +343,7 @@ def test_a_module_sees_what_a_fresh_interpreter_gives_it(launcher, folder, chang
     ],
 )
 @pytest.mark.parametrize("unbuffered", ["1", None], ids=["unbuffered", "buffered"])
+@pytest.mark.usefixtures("_unmeasured")
 def test_a_module_ends_as_it_would_in_a_fresh_interpreter(launcher, folder, ending, returncode, unbuffered):
     env = module_env(folder, PYTHONUNBUFFERED=unbuffered)
     unclosed = folder.parent / "out" / "unclosed.txt"
