@@ -35,8 +35,14 @@ lint: venv
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
+# pytest under coverage, subprocesses included ([tool.coverage.*] in pyproject.toml), then the
+# total: the report prints even when a test failed, and the exit status is pytest's failure if it
+# failed, else the report's (below fail_under).
 test: venv system-packages lint
-	$(BIN)/python -m pytest
+	rm -rf var/coverage
+	$(BIN)/coverage run -m pytest; status=$$?; \
+	$(BIN)/coverage combine --quiet && $(BIN)/coverage report; report=$$?; \
+	if [ $$status -ne 0 ]; then exit $$status; fi; exit $$report
 
 clean:
 	rm -rf $(VENV) var

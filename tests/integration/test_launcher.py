@@ -191,6 +191,18 @@ def folder(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
+def _unmeasured(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The test's launcher and fresh interpreter run without coverage, even under `make test`.
+
+    A coverage collector started in a launcher (COVERAGE_PROCESS_CONFIG) registers an atexit handler
+    before the launcher's, which must be the first (launcher._register_exit): the module then leaves
+    by the interpreter's own exit path, not the launcher's, and an exit compared with a fresh
+    interpreter's differs. The launcher is still measured through every other warm test.
+    """
+    monkeypatch.delenv("COVERAGE_PROCESS_CONFIG", raising=False)
+
+
+@pytest.fixture
 def launcher():
     """A Launcher with chute's default preloads; closed after the test, and checked gone."""
     with Launcher(environ={**os.environ, "CHUTE_TEST_LAUNCHER_ONLY": "1"}) as client:
@@ -332,6 +344,7 @@ def test_a_module_sees_what_a_fresh_interpreter_gives_it(launcher, folder, chang
     ],
 )
 @pytest.mark.parametrize("unbuffered", ["1", None], ids=["unbuffered", "buffered"])
+@pytest.mark.usefixtures("_unmeasured")
 def test_a_module_ends_as_it_would_in_a_fresh_interpreter(launcher, folder, ending, returncode, unbuffered):
     env = module_env(folder, PYTHONUNBUFFERED=unbuffered)
     unclosed = folder.parent / "out" / "unclosed.txt"
