@@ -150,7 +150,7 @@ def test_an_input_of_the_wrong_type_runs_nothing(steps: Project, tmp_path: Path)
     job = _job(steps, "wants_json", ("a", [_on_clip("reads_json")]), input_type="json")
     outcome = _run(steps, job, tmp_path)
     assert outcome.status == "failed" and outcome.steps == []
-    assert outcome.error is not None and outcome.error["reason"].startswith("the input is not a json")
+    assert outcome.error is not None and outcome.error["reason"].startswith("clip.txt is not a json")
     assert not (steps.sync / "ran").exists()
 
 
