@@ -1,7 +1,7 @@
 """Claims on the shared filesystem: `<inbox>/.chute/claimed/<daemon>/<run_id>/<name>`.
 
 A claim is a folder holding the input. Every change of owner or state is one
-rename, so of several daemons racing for it exactly one wins (SPEC §5). Markers
+rename, so of several daemons racing for it exactly one wins (contract §5). Markers
 (files whose names start with a dot) record how far a run got, for recovery.
 """
 

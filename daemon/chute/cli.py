@@ -1,4 +1,4 @@
-"""The `chute` command line (SPEC §7): each bad input is one line and an exit code."""
+"""The `chute` command line (contract §7): each bad input is one line and an exit code."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The daemon's configuration (SPEC §4): one YAML file, validated into frozen models."""
+"""The daemon's configuration (contract §4): one YAML file, validated into frozen models."""
 
 from __future__ import annotations
 

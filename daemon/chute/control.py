@@ -1,4 +1,4 @@
-"""The control socket `<state_dir>/control.sock` (SPEC §11): pause, resume and a status snapshot.
+"""The control socket `<state_dir>/control.sock` (contract §11): pause, resume and a status snapshot.
 
 One JSON object per line each way, one request per connection:
 `{"op": "pause", "inboxes": [PATH, ...]}` -> `{"ok": true, ...}` or `{"ok": false, "error": "..."}`.

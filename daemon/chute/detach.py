@@ -1,6 +1,6 @@
 """`chute run --detach`: the daemon in the background, for hosts without systemd.
 
-Under systemd chute runs in the foreground and never forks (SPEC §8). Here
+Under systemd chute runs in the foreground and never forks (contract §8). Here
 python-daemon (PEP 3143) does the classic steps: a double fork and a new
 session, stdin from /dev/null, stdout and stderr appended to the log file, and
 a pidfile created while the daemon runs and removed when it stops cleanly.
@@ -23,7 +23,7 @@ import daemon.pidfile
 import lockfile
 
 # python-daemon's package; chute's own code is found under daemon/chute/, and
-# the repository's daemon/ folder is never a package (SPEC §1).
+# the repository's daemon/ folder is never a package (contract §1).
 import daemon
 
 from . import logs

@@ -80,7 +80,7 @@ class Dispatcher:
                 log.info("file.claimed", **spec.context())
 
     def adopted(self, a: Adopted, now: float) -> None:
-        """Finish or run again a claim whose daemon died (SPEC §5: a crash loses nothing)."""
+        """Finish or run again a claim whose daemon died (contract §5: a crash loses nothing)."""
         self.executor.sweep(f"CHUTE_RUN_ID={a.run_id}")  # module processes the dead daemon left running
         if a.owner_gone and a.owner not in self.swept:
             # Everything it started carries its id: launchers, and what warm modules forked (whose

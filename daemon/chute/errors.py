@@ -6,7 +6,7 @@ import errno
 import resource
 from dataclasses import dataclass
 
-# Exit codes of the `chute` command (SPEC §7).
+# Exit codes of the `chute` command (contract §7).
 RET_OK = 0
 RET_FAILED = 1  # invalid definitions, a failed run, an unknown run id
 RET_USAGE = 2  # bad command line (argparse uses 2 as well)

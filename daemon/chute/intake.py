@@ -49,8 +49,8 @@ class Change:
 
 def _make_folders(inbox: Inbox) -> None:
     """Make the inbox's folders that are missing; one that cannot be made is logged (the inbox is unavailable)."""
-    # Created at start (SPEC §4); a delivery never creates them (an unmounted share must stay absent).
-    # The inbox only with `create: true`: else a missing one is watched until it appears (SPEC §11).
+    # Created at start (contract §4); a delivery never creates them (an unmounted share must stay absent).
+    # The inbox only with `create: true`: else a missing one is watched until it appears (contract §11).
     for folder in (inbox.path if inbox.create else None, inbox.outbox, inbox.quarantine, inbox.archive):
         if folder is not None:
             try:
@@ -170,7 +170,7 @@ class Intake:
     def look(
         self, now: float, capacity: int, paused: frozenset[str] = frozenset()
     ) -> tuple[list[Claimed], list[Change]]:
-        """Scan the inboxes that are due and claim up to `capacity` settled files, in order (SPEC §11).
+        """Scan the inboxes that are due and claim up to `capacity` settled files, in order (contract §11).
 
         Higher priorities first; equal ones take turns; each inbox's files in its `order`.
 

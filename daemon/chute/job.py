@@ -1,4 +1,4 @@
-"""Job definitions (SPEC §3): validation, and the artifact wiring that resolves one into its plan (plan.py)."""
+"""Job definitions (contract §3): validation, and the artifact wiring that resolves one into its plan (plan.py)."""
 
 from __future__ import annotations
 
@@ -294,7 +294,7 @@ def discover(
                 plan = load_job(file, modules, broken_modules)
             except DefinitionError as exc:
                 problems.extend(exc.problems)
-                broken.add(declared_name(file, file.stem))  # jobs/<name>.yaml when it cannot say (SPEC §1)
+                broken.add(declared_name(file, file.stem))  # jobs/<name>.yaml when it cannot say (contract §1)
                 continue
             if plan.name in jobs:
                 doc = load(file, display_path(file))

@@ -1,4 +1,4 @@
-"""Who holds claims: daemon identities and the leases they rewrite while alive (SPEC §5).
+"""Who holds claims: daemon identities and the leases they rewrite while alive (contract §5).
 
 A lease is `<inbox>/.chute/leases/<daemon>.json`. Another daemon takes over a
 claim only when its owner is known dead on this host, or when its lease has not

@@ -1,4 +1,4 @@
-"""Structured logs: one event per line, JSON for machines, readable lines on a TTY (SPEC §9)."""
+"""Structured logs: one event per line, JSON for machines, readable lines on a TTY (contract §9)."""
 
 from __future__ import annotations
 

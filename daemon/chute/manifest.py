@@ -1,4 +1,4 @@
-"""Module manifests (SPEC §2): loading, validating, and discovering module folders."""
+"""Module manifests (contract §2): loading, validating, and discovering module folders."""
 
 from __future__ import annotations
 
@@ -51,7 +51,7 @@ class ModuleManifest(Frozen):
     timeout: float | None = Field(default=None, gt=0)
     retries: int = Field(default=0, ge=0, le=10)
     options: list[OptionDecl] = Field(default_factory=list)
-    launcher: Literal["warm", "fresh"] = "warm"  # fresh: always a new interpreter (SPEC §2)
+    launcher: Literal["warm", "fresh"] = "warm"  # fresh: always a new interpreter (contract §2)
 
     @model_validator(mode="after")
     def _flags_unique(self) -> ModuleManifest:

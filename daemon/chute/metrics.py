@@ -1,4 +1,4 @@
-"""Prometheus metrics (SPEC §10): served over HTTP, or written as a textfile for node_exporter.
+"""Prometheus metrics (contract §10): served over HTTP, or written as a textfile for node_exporter.
 
 The service calls the recording methods from its loop; each is a few dict
 look-ups and never raises. With no `metrics:` in the config every method is a

@@ -4,7 +4,7 @@ A module is a script that chute runs as::
 
     python main.py --input /abs/in.mp4 --output /abs/out.json --width 320
 
-with the module's folder as working directory (see SPEC §2). This file gives
+with the module's folder as working directory (see contract §2). This file gives
 such a script the few things every module needs, so that all of them behave
 the same way for an operator:
 
@@ -298,7 +298,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _parse_bool(text: str) -> bool:
-    # chute passes bool options as the strings "true" / "false" (SPEC §2).
+    # chute passes bool options as the strings "true" / "false" (contract §2).
     lowered = text.strip().lower()
     if lowered in ("true", "1", "yes"):
         return True

@@ -1,4 +1,4 @@
-"""Which filesystem an inbox is on, and so how it is watched: inotify events, or polling (SPEC §5.2)."""
+"""Which filesystem an inbox is on, and so how it is watched: inotify events, or polling (contract §5.2)."""
 
 from __future__ import annotations
 

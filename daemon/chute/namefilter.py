@@ -1,4 +1,4 @@
-"""Whether an inbox takes a name, decided from the name alone (SPEC §5.1)."""
+"""Whether an inbox takes a name, decided from the name alone (contract §5.1)."""
 
 from __future__ import annotations
 

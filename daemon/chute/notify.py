@@ -1,4 +1,4 @@
-"""Notifications through Apprise (SPEC §10), sent from background threads that never delay a file.
+"""Notifications through Apprise (contract §10), sent from background threads that never delay a file.
 
 The service calls `Notifications.send` from its loop; each target has its own
 bounded queue and thread, so a slow or dead endpoint delays only its own

@@ -1,4 +1,4 @@
-"""The paused inboxes, kept in `<state_dir>/paused.json` so that a pause survives a restart (SPEC §11)."""
+"""The paused inboxes, kept in `<state_dir>/paused.json` so that a pause survives a restart (contract §11)."""
 
 from __future__ import annotations
 

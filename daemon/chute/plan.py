@@ -1,4 +1,4 @@
-"""A job's resolved plan (SPEC §3): plain, frozen, picklable values handed to the runner."""
+"""A job's resolved plan (contract §3): plain, frozen, picklable values handed to the runner."""
 
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ class EntryPlan:
         return f"{self.step}.{self.index}.{self.module}"
 
     def argv(self, workspace: Path) -> list[str]:
-        """The command-line arguments after the entrypoint (SPEC §2)."""
+        """The command-line arguments after the entrypoint (contract §2)."""
         args: list[str] = []
         for b in self.inputs + self.outputs:
             args += [f"--{b.param}", str(workspace / b.artifact)]

@@ -1,4 +1,4 @@
-"""Result folders from values: the outbox folder with its manifest, the quarantine folder with its report (SPEC §5, §6).
+"""Result folders from values: the outbox folder and its manifest, the quarantine folder and its report (contract §6).
 
 A folder is assembled under a hidden name (`.chute-build-<run_id>`), fsynced, and
 renamed into view under a new name: nobody ever sees a half-filled result. A
@@ -56,7 +56,7 @@ def input_name(manifest: dict[str, Any]) -> str:
 def manifest(
     spec: RunSpec, outcome: Outcome, input_info: dict[str, Any], artifacts: list[dict[str, Any]]
 ) -> dict[str, Any]:
-    """The manifest.json (or report.json) of SPEC §6."""
+    """The manifest.json (or report.json) of contract §6."""
     return {
         "schema": SCHEMA,
         "run_id": spec.run_id,

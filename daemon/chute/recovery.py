@@ -2,7 +2,7 @@
 
 A daemon on this host whose process is gone is taken over at once; any other
 (another host's, or one frozen here) only when its lease has not changed for
-`lease_timeout` on our own monotonic clock (SPEC §5). Returns values; the
+`lease_timeout` on our own monotonic clock (contract §5). Returns values; the
 service decides what to run.
 """
 

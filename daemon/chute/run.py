@@ -145,7 +145,7 @@ class EntryRecord:
     log: Path | None = None
 
     def as_manifest(self) -> dict[str, Any]:
-        """The entry's object in the manifest (SPEC §6)."""
+        """The entry's object in the manifest (contract §6)."""
         return {
             "module": self.plan.module,
             "module_version": self.plan.module_version,
@@ -238,7 +238,7 @@ def utcnow() -> str:
 def failure(
     reason: str, step: str | None = None, module: str | None = None, exit_code: int | None = None, log_tail: str = ""
 ) -> dict[str, Any]:
-    """The `error` object of a report (SPEC §6)."""
+    """The `error` object of a report (contract §6)."""
     return {"step": step, "module": module, "reason": reason, "exit_code": exit_code, "log_tail": log_tail}
 
 

@@ -1,4 +1,4 @@
-"""An inbox's schedule windows (SPEC §11): parsed once, then "is it open at t" and "when does it next open or close".
+"""An inbox's schedule windows (contract §11): parsed once, then "is it open at t", "when does it next change".
 
 A window is written `[DAYS] [HH:MM-HH:MM]`: `"Mon-Fri 20:00-06:00"`, `"Sat-Sun"` (all day),
 `"Mon,Wed 08:00-12:00"`, `"22:00-02:00"` (every day). Days name the day a window starts: a

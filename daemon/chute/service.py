@@ -1,4 +1,4 @@
-"""The daemon loop: inboxes in, runs out to the executor, results recorded (SPEC §5, §8).
+"""The daemon loop: inboxes in, runs out to the executor, results recorded (contract §5, §8).
 
 Signal handlers only queue the signal; `loop(now)` does one iteration and calls the handle_<signal> method
 of each one queued; `serve()` sleeps until the next thing is due (a scan, a heartbeat, a deferred run, a stop
@@ -62,7 +62,7 @@ class Service:
         self, catalog: Catalog, notifier: Notifier | None = None, executor: Executor | None = None, clock=time.monotonic
     ):
         self.catalog, self.clock = catalog, clock
-        # Before anything else (the socket, the ledger, the workers): one daemon per state_dir (SPEC §11).
+        # Before anything else (the socket, the ledger, the workers): one daemon per state_dir (contract §11).
         self.state_lock = StateLock.acquire(catalog.config.state_dir)
         self.notifier = notifier or Notifier()
         self.me = Identity.mine()
@@ -176,7 +176,7 @@ class Service:
         pauses = self.control.take([str(p) for p in self.intake.watchers])
         if pauses.resumed_now:
             self.intake.hint()
-        # Outside its schedule (SPEC §11) an inbox claims nothing, as if paused; runs in flight finish.
+        # Outside its schedule (contract §11) an inbox claims nothing, as if paused; runs in flight finish.
         outside = self.intake.scheduled(now, datetime.now(UTC))
         if self.state == Stop.RUNNING:
             self.runs.release_paused(pauses.paused | outside)

@@ -1,4 +1,4 @@
-"""What an inbox's watcher knows of each name in it, and when each file has settled (SPEC §5.2).
+"""What an inbox's watcher knows of each name in it, and when each file has settled (contract §5.2).
 
 A file is settled when its size and mtime have not changed for `settle` seconds
 (and no writer holds it: the caller says). One table holds every name the
@@ -116,7 +116,7 @@ class Table:
         return [(n, st) for n in names[:limit] if (st := self.seen[n].settled) is not None]
 
     def ranked(self, names: Iterable[str]) -> list[str]:
-        """`names` (known regular files) in the inbox's order (SPEC §11 `order`)."""
+        """`names` (known regular files) in the inbox's order (contract §11 `order`)."""
         return sorted(names, key=lambda n: self.key(self._file(n)))
 
     def _file(self, name: str) -> File:

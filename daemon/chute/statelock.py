@@ -1,4 +1,4 @@
-"""One daemon per state_dir: a lock file held with flock(2) for the daemon's life (SPEC §11)."""
+"""One daemon per state_dir: a lock file held with flock(2) for the daemon's life (contract §11)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Inbox watching: which files have finished arriving (SPEC §5.1, §5.2).
+"""Inbox watching: which files have finished arriving (contract §5.1, §5.2).
 
 A look at an inbox is one of two kinds. A listing reads the whole top level and
 diffs it against the names known from the last one: only new names are judged,
@@ -284,7 +284,7 @@ class InboxWatcher:
         if kind == stat.S_IFLNK:
             result.symlinks.append(name)  # at every look: the service quarantines it, again if that failed
         elif kind == stat.S_IFDIR and known != kind:
-            result.ignored.append((name, "a folder"))  # SPEC §5.1: folders are not taken
+            result.ignored.append((name, "a folder"))  # contract §5.1: folders are not taken
         self.files.judged(name, kind)  # a FIFO, a socket, a device: nothing to claim
 
     def _still_writing(self, name: str, now: float) -> bool:

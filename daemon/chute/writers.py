@@ -1,4 +1,4 @@
-"""Which files local processes have open for writing, from /proc (SPEC §5.2: a file held by a writer is not settled)."""
+"""Which files local processes have open for writing, from /proc (contract §5.2: a file being written is not settled)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Answers a user gets and mistakes caught (SPEC §7, §11; issue 21, findings 1, 3, 4 and 5).
+"""Answers a user gets and mistakes caught (contract §7, §11; issue 21, findings 1, 3, 4 and 5).
 
 Through the real `chute` command and a real daemon on real folders.
 """

@@ -1,4 +1,4 @@
-"""The control socket, pause and resume, one daemon per state_dir (SPEC §7, §11; issue 21).
+"""The control socket, pause and resume, one daemon per state_dir (contract §7, §11; issue 21).
 
 Everything goes through the real `chute` command and a real daemon on real
 folders. The test module sleeps as long as a dropped file's first line says

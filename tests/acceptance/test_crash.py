@@ -1,4 +1,4 @@
-"""A daemon killed with SIGKILL at any moment loses nothing and duplicates nothing (SPEC §5).
+"""A daemon killed with SIGKILL at any moment loses nothing and duplicates nothing (contract §5).
 
 `chute run` runs as a subprocess (tests/harness.py) and is killed for real:
 `Daemon.kill()` sends SIGKILL to the daemon, whose pool workers die with it

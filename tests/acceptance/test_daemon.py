@@ -1,4 +1,4 @@
-"""`chute run` as a user runs it: files dropped into real folders, results read back (SPEC §4, §5, §7, §9).
+"""`chute run` as a user runs it: files dropped into real folders, results read back (contract §4, §5, §7, §9).
 
 Every test starts the daemon as a subprocess (tests/harness.py) on a two-step
 "copy" job, drops files the way clients do (cp, chunked writers, rsync-style
@@ -174,7 +174,7 @@ UNSHARE = ("unshare", "--pid", "--fork", "--mount-proc")
 
 def test_a_writer_the_daemon_cannot_see_in_proc_is_not_claimed_while_open(tmp_path):
     """Under systemd/chute.service (User=chute, ProtectProc=invisible) /proc hides smbd, nfsd or another
-    user's rsync; inotify still sees their writes and the close (SPEC §5.2). Here the writer is hidden
+    user's rsync; inotify still sees their writes and the close (contract §5.2). Here the writer is hidden
     by running the daemon in a pid namespace of its own."""
     if not shutil.which("unshare") or subprocess.run([*UNSHARE, "true"], capture_output=True).returncode != 0:
         pytest.skip("hides the writer in a pid namespace, which `unshare` cannot create here (needs CAP_SYS_ADMIN)")

@@ -1,4 +1,4 @@
-"""The daemon's log lines as an operator reads them (SPEC §9): `chute run` as a subprocess.
+"""The daemon's log lines as an operator reads them (contract §9): `chute run` as a subprocess.
 
 JSON when stdout is a file or a pipe, coloured console lines on a terminal (a real
 pty), `log.format` forcing either, an sd-daemon(3) priority prefix when stdout is

@@ -1,4 +1,4 @@
-"""What systemd hears from `chute run` over a real NOTIFY_SOCKET, one daemon lifetime at a time (SPEC §8).
+"""What systemd hears from `chute run` over a real NOTIFY_SOCKET, one daemon lifetime at a time (contract §8).
 
 The socket is a real AF_UNIX datagram socket bound by the test, as systemd binds
 its own: by path, and in the abstract namespace ("@name"). A thread reads the

@@ -1,4 +1,4 @@
-"""Priorities, order and schedule windows (SPEC §11; issue 21), proven from the ledger's start order.
+"""Priorities, order and schedule windows (contract §11; issue 21), proven from the ledger's start order.
 
 A real daemon with one worker on real folders: the backlogs are in the inboxes
 before it starts, so every file is settled at the same look and the order of

@@ -1,4 +1,4 @@
-"""Folders that go away, fill up, or live on another filesystem: nothing lost, nothing twice (SPEC §5).
+"""Folders that go away, fill up, or live on another filesystem: nothing lost, nothing twice (contract §5).
 
 The full disks are real: a small tmpfs (conftest's `tmpfs` fixture, which needs
 root and skips with the reason otherwise) filled by a file until ENOSPC.

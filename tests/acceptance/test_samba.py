@@ -1,4 +1,4 @@
-"""An inbox that is a real Samba share: files put with `smbclient` arrive through smbd (SPEC §5.2).
+"""An inbox that is a real Samba share: files put with `smbclient` arrive through smbd (contract §5.2).
 
 smbd runs in the foreground on 127.0.0.1 with a private smb.conf, as root (it must be
 root to start), sharing the inbox for guests with `force user = root`. The daemon

@@ -1,4 +1,4 @@
-"""SIGTERM stops gracefully and gives inputs back; SIGHUP reloads without disturbing runs (SPEC §8).
+"""SIGTERM stops gracefully and gives inputs back; SIGHUP reloads without disturbing runs (contract §8).
 
 Real signals to a real `chute run` (tests/harness.py); systemd is stood in for
 by a bound AF_UNIX datagram socket named in $NOTIFY_SOCKET.

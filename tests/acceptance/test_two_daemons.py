@@ -1,4 +1,4 @@
-"""Two daemons on one inbox: every file exactly once, and a frozen daemon's claims taken over (SPEC §5).
+"""Two daemons on one inbox: every file exactly once, and a frozen daemon's claims taken over (contract §5).
 
 Two `chute run` processes with state folders of their own watch the same inbox,
 as two hosts would on a share. Claims and take-overs are renames, so one of

@@ -213,7 +213,7 @@ def launcher():
 
 
 def module_env(folder: Path, **changes: str | None) -> dict[str, str]:
-    """The environment chute gives a module (SPEC §2), with `changes` (None removes a variable)."""
+    """The environment chute gives a module (contract §2), with `changes` (None removes a variable)."""
     env = {
         **os.environ,
         "CHUTE_RUN_ID": "20261124T180512Z-3f9a1c",

@@ -133,7 +133,7 @@ def test_exposure_is_two_or_lower():
 
 
 def test_service_contract(settings):
-    # SPEC §8: readiness and watchdog over sd_notify, foreground, drained stop.
+    # contract §8: readiness and watchdog over sd_notify, foreground, drained stop.
     assert settings["Type"] == ["notify"]
     assert settings["NotifyAccess"] == ["main"]
     assert settings["KillMode"] == ["mixed"]

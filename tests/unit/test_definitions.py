@@ -1,4 +1,4 @@
-"""Loading and checking definitions (SPEC §2-4): every bad case is named by file, line and field."""
+"""Loading and checking definitions (contract §2-4): every bad case is named by file, line and field."""
 
 from __future__ import annotations
 
@@ -107,7 +107,7 @@ def test_bad_definition_is_reported_at_its_file_line_and_field(
 
 
 def test_corpus_covers_every_rejection() -> None:
-    """A guard against the corpus shrinking: the SPEC §3/§4 rejections each have a case."""
+    """A guard against the corpus shrinking: the contract §3/§4 rejections each have a case."""
     names = {c.name for c in cases()}
     required = {
         "job_unknown_key",

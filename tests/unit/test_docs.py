@@ -102,10 +102,10 @@ def test_a_broken_link_is_caught(tmp_path):
 
 
 def test_the_code_s_contract_sections_exist():
-    # Comments in daemon/chute cite "SPEC §N": each N must be a section of docs/contract.md.
+    # Comments in daemon/chute cite "contract §N": each N must be a section of docs/contract.md.
     cited = set()
     for source in (ROOT / "daemon" / "chute").rglob("*.py"):
-        cited |= set(re.findall(r"SPEC §(\d+)", source.read_text(encoding="utf-8")))
+        cited |= set(re.findall(r"contract §(\d+)", source.read_text(encoding="utf-8")))
     contract = (ROOT / "docs" / "contract.md").read_text(encoding="utf-8")
     sections = set(re.findall(r"^## (\d+)\. ", contract, re.MULTILINE))
     assert cited and cited <= sections, sorted(cited - sections)

@@ -1,4 +1,4 @@
-"""Which settled file is claimed first (SPEC §11): an inbox's `order`, and priorities and turns across inboxes."""
+"""Which settled file is claimed first (contract §11): an inbox's `order`, and priorities and turns across inboxes."""
 
 from __future__ import annotations
 

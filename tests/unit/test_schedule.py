@@ -1,4 +1,4 @@
-"""Schedule windows (SPEC §11): parsing, open at t, the next opening or closing; across midnight and DST."""
+"""Schedule windows (contract §11): parsing, open at t, the next opening or closing; across midnight and DST."""
 
 from __future__ import annotations
 

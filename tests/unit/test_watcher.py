@@ -23,7 +23,7 @@ from chute.writers import WALK_TTL, Writers
 from tests.conftest import require_tool
 from tests.harness import wait_until
 
-# --- NameFilter (SPEC §5.1) ---
+# --- NameFilter (contract §5.1) ---
 
 
 def ignore_reason(name: str, include: list[str], exclude: list[str]) -> str | None:

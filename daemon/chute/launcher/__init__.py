@@ -4,7 +4,7 @@ A fresh ``python main.py`` pays for the interpreter (~20 ms) and for ``import av
 module run. The launcher is one ``python -m chute.launcher`` per `Launcher`, started on the first
 `Launcher.spawn`, that imports ``chute.modkit`` and the preload list once, then forks a child per module
 run. The child is made into what ``subprocess.Popen([python, entrypoint, *args], cwd=folder, env=env,
-stdin=DEVNULL, start_new_session=True, close_fds=True)`` would have given (SPEC §2): its own session and
+stdin=DEVNULL, start_new_session=True, close_fds=True)`` would have given (contract §2): its own session and
 process group, the module's argv, cwd, environment, sys.path[0], fresh sys.stdin/stdout/stderr on fds 0-2
 and nothing else open, the signal dispositions and mask a fresh interpreter starts with, reseeded random
 generators; the entrypoint then runs as ``__main__`` at the top level of the launcher's main, so the
