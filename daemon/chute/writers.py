@@ -1,4 +1,4 @@
-"""Which files local processes have open for writing, from /proc (contract §5.2: a file being written is not settled)."""
+"""Which files local processes have open for writing, from /proc (contract §5.2: a file being written waits)."""
 
 from __future__ import annotations
 
