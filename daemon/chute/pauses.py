@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 from . import logs
+from .fileops import write_atomic
 
 log = logs.get("chute.pauses")
 FILE = "paused.json"
@@ -30,15 +30,4 @@ def load(state_dir: Path) -> set[str]:
 
 def save(state_dir: Path, paused: set[str]) -> None:
     """Replace the file in one rename, flushed first: a crash leaves the old set or the new one."""
-    path = state_dir / FILE
-    tmp = path.with_name(f".{FILE}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump({"paused": sorted(paused)}, f, indent=1)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    write_atomic(state_dir / FILE, (json.dumps({"paused": sorted(paused)}, indent=1) + "\n").encode())
