@@ -6,7 +6,8 @@ released); `free()` says how many runs could start now (none while the workers' 
 unless `room=False`: a kept result's delivery needs none); `ahead()` how many more are worth claiming now, so
 that a slot that frees starts its next run at once; `where(run_id)` names the worker; `sweep(marker)` kills
 the processes a dead daemon or worker left (by the marker in their environment); `kill()` stops everything at
-once; `close()` ends it. The local pool's workers each run in a cgroup of their own where the host allows it
+once; `close()` ends it; `progress()` is the last live progress each running run sent (progress.Reporter).
+The local pool's workers each run in a cgroup of their own where the host allows it
 (cgroups.py): a worker's death, a clean stop and the next start after a kill -9 then leave no process behind,
 marker or not. A future that fails with `WorkerLost` means the run died with its worker (a crash, counted
 toward the file's max_crashes); `ExecutorUnavailable` means it never reached a worker (defer it, charge
@@ -74,6 +75,8 @@ class Executor(Protocol):
 
     def healthy(self) -> bool: ...
 
+    def progress(self) -> dict[str, dict]: ...
+
     def kill(self) -> None: ...
 
     def close(self) -> None: ...
@@ -130,6 +133,7 @@ class LocalExecutor:
             cgroup=str(self.containment.own) if self.containment.own else None,
         )
         self.closing = False
+        self.live: dict[str, dict] = {}  # run_id: its last progress message (written by the collector thread)
         self.looked: float | None = None  # when supervise last ran
         self.thread = threading.Thread(target=self._collect, name="chute-executor", daemon=True)
         self.thread.start()
@@ -206,6 +210,10 @@ class LocalExecutor:
 
     def healthy(self) -> bool:
         return self.thread.is_alive()
+
+    def progress(self) -> dict[str, dict]:
+        with self.lock:
+            return dict(self.live)
 
     def supervise(self, now: float) -> float | None:
         """Kill every worker that is stopped or has stopped beating; returns when to look again."""
@@ -313,7 +321,14 @@ class LocalExecutor:
         if kind == "beat":
             slot.beats += 1
             return
+        if kind == "progress":
+            slot.beats += 1  # a message from the worker says it is alive as a beat does
+            with self.lock:
+                if run_id is not None and run_id == slot.run_id:
+                    self.live[run_id] = value
+            return
         with self.lock:
+            self.live.pop(run_id, None)
             future, slot.run_id, slot.future = slot.future, None, None
         if future is None or run_id is None:
             return
@@ -329,6 +344,7 @@ class LocalExecutor:
             slot.dead = True
             future, run_id, slot.future = slot.future, slot.run_id, None
             slot.run_id = None
+            self.live.pop(run_id or "", None)
         code = slot.proc.wait()
         self._release(slot)  # what its modules left, even without a marker, before the next attempt starts
         if run_id is not None:

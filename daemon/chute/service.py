@@ -87,7 +87,8 @@ class Service:
         self.intake = Intake(self.me, self.wake, clock)
         self.recovery = Recovery(self.me, cfg.lease_timeout)
         self.runs = Dispatcher(catalog, self.me, self.environ, self.queue, self.executor, self.wake)
-        self.control = Control(cfg.state_dir, self.wake)  # pause and resume, through control.sock
+        # Pause and resume, and the status with the runs' live progress, through control.sock.
+        self.control = Control(cfg.state_dir, self.wake, live=self.executor.progress)
 
     # --- start and stop ---
 
