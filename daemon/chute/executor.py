@@ -6,8 +6,7 @@ released); `free()` says how many runs could start now (none while the workers' 
 unless `room=False`: a kept result's delivery needs none); `ahead()` how many more are worth claiming now, so
 that a slot that frees starts its next run at once; `where(run_id)` names the worker; `sweep(marker)` kills
 the processes a dead daemon or worker left (by the marker in their environment); `kill()` stops everything at
-once; `close()` ends it; `progress()` is the last live progress each running run sent (progress.Reporter).
-The local pool's workers each run in a cgroup of their own where the host allows it
+once; `close()` ends it. The local pool's workers each run in a cgroup of their own where the host allows it
 (cgroups.py): a worker's death, a clean stop and the next start after a kill -9 then leave no process behind,
 marker or not. A future that fails with `WorkerLost` means the run died with its worker (a crash, counted
 toward the file's max_crashes); `ExecutorUnavailable` means it never reached a worker (defer it, charge
@@ -30,7 +29,6 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
-from typing import Protocol
 
 from . import cgroups, entry, keep, logs, procs, staging
 from .config import Config
@@ -58,30 +56,6 @@ class ExecutorUnavailable(ChuteError):
     """The run could not be handed to any worker (a scheduler gone): nothing ran, nothing is charged."""
 
 
-class Executor(Protocol):
-    def submit(self, spec: RunSpec) -> Future: ...
-
-    def cancel(self, run_id: str) -> None: ...
-
-    def free(self, room: bool = True) -> int: ...
-
-    def ahead(self) -> int: ...
-
-    def where(self, run_id: str) -> str | None: ...
-
-    def sweep(self, marker: str) -> None: ...
-
-    def supervise(self, now: float) -> float | None: ...
-
-    def healthy(self) -> bool: ...
-
-    def progress(self) -> dict[str, dict]: ...
-
-    def kill(self) -> None: ...
-
-    def close(self) -> None: ...
-
-
 @dataclass
 class _Slot:
     """One worker process and the run it is on."""
@@ -96,6 +70,7 @@ class _Slot:
     dead: bool = False
     pidfd: int = field(default=-1)
     cgroup: Path | None = None  # its own cgroup (cgroups.Containment.adopt), killed when it dies
+    progress: dict | None = None  # its run's last live progress message (progress.Reporter)
 
 
 class LocalExecutor:
@@ -133,7 +108,6 @@ class LocalExecutor:
             cgroup=str(self.containment.own) if self.containment.own else None,
         )
         self.closing = False
-        self.live: dict[str, dict] = {}  # run_id: its last progress message (written by the collector thread)
         self.looked: float | None = None  # when supervise last ran
         self.thread = threading.Thread(target=self._collect, name="chute-executor", daemon=True)
         self.thread.start()
@@ -213,7 +187,7 @@ class LocalExecutor:
 
     def progress(self) -> dict[str, dict]:
         with self.lock:
-            return dict(self.live)
+            return {s.run_id: s.progress for s in self.slots if s.run_id is not None and s.progress is not None}
 
     def supervise(self, now: float) -> float | None:
         """Kill every worker that is stopped or has stopped beating; returns when to look again."""
@@ -318,18 +292,13 @@ class LocalExecutor:
         except (EOFError, OSError):
             self._died(slot)
             return
-        if kind == "beat":
+        if kind in ("beat", "progress"):  # a progress message says it is alive as a beat does
             slot.beats += 1
-            return
-        if kind == "progress":
-            slot.beats += 1  # a message from the worker says it is alive as a beat does
-            with self.lock:
-                if run_id is not None and run_id == slot.run_id:
-                    self.live[run_id] = value
+            if kind == "progress" and run_id == slot.run_id:
+                slot.progress = value
             return
         with self.lock:
-            self.live.pop(run_id, None)
-            future, slot.run_id, slot.future = slot.future, None, None
+            future, slot.run_id, slot.future, slot.progress = slot.future, None, None, None
         if future is None or run_id is None:
             return
         if isinstance(value, BaseException):
@@ -343,8 +312,7 @@ class LocalExecutor:
                 return
             slot.dead = True
             future, run_id, slot.future = slot.future, slot.run_id, None
-            slot.run_id = None
-            self.live.pop(run_id or "", None)
+            slot.run_id, slot.progress = None, None
         code = slot.proc.wait()
         self._release(slot)  # what its modules left, even without a marker, before the next attempt starts
         if run_id is not None:
@@ -362,4 +330,4 @@ class LocalExecutor:
             shutil.rmtree(ws, ignore_errors=True)
 
 
-__all__ = ["Executor", "ExecutorUnavailable", "LocalExecutor", "RunResult", "WorkerLost"]
+__all__ = ["ExecutorUnavailable", "LocalExecutor", "RunResult", "WorkerLost"]
