@@ -121,7 +121,11 @@ def _progress_line(p: dict[str, Any]) -> str:
     elapsed = f"({_duration(p.get('elapsed_s') or 0)})"
     if not p.get("step"):
         return f"    {elapsed}"
-    entries = ", ".join(f"{shown(e['label'])} {_entry_state(e)}" for e in p.get("entries") or [])
+    rows = p.get("entries") or []
+    modules = [e["module"] for e in rows]
+    # By module (the step is named already); by label where a step runs one module twice.
+    names = [e["module"] if modules.count(e["module"]) == 1 else e["label"] for e in rows]
+    entries = ", ".join(f"{shown(name)} {_entry_state(e)}" for name, e in zip(names, rows, strict=True))
     return f"    step {p['index']}/{p['steps']} {shown(p['step'])}: {entries}  {elapsed}"
 
 
