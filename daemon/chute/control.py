@@ -2,8 +2,9 @@
 
 One JSON object per line each way, one request per connection:
 `{"op": "pause", "inboxes": [PATH, ...]}` -> `{"ok": true, ...}` or `{"ok": false, "error": "..."}`.
-Ops: `status`; `pause` and `resume` (no `inboxes`: all of them); `wait` (answered once nothing runs
-in those inboxes, or after WAIT_MAX with `"idle": false`: the client asks again). It is served by
+Ops: `status` (with each running run's live progress and elapsed seconds); `pause` and `resume` (no
+`inboxes`: all of them); `wait` (answered once nothing runs in those inboxes, or after WAIT_MAX with
+`"idle": false`: the client asks again). It is served by
 metrics_http's BoundedServer (one thread, bounded connections, a deadline on each), so nothing a
 client does costs the daemon more than MAX_CONNECTIONS + 4 descriptors and one thread. The loop
 thread and the server's share only `Control`'s fields, under its lock.
@@ -16,7 +17,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -60,8 +61,14 @@ class Pauses:
 class Control:
     """The daemon's side: the paused set (persisted), the loop's last snapshot, and the socket."""
 
-    def __init__(self, state_dir: Path, wake: threading.Event, clock=time.monotonic):
-        self.state_dir, self.wake, self.clock = state_dir, wake, clock
+    def __init__(
+        self,
+        state_dir: Path,
+        wake: threading.Event,
+        clock: Callable[[], float] = time.monotonic,
+        live: Callable[[], dict[str, dict]] = dict,
+    ):
+        self.state_dir, self.wake, self.clock, self.live = state_dir, wake, clock, live
         self.path = state_dir / SOCKET
         self.lock = threading.Lock()
         self.paused: set[str] = pauses.load(state_dir)
@@ -70,6 +77,7 @@ class Control:
         self.seen = 0  # the version of it
         self.inboxes: tuple[str, ...] = ()
         self.snapshot = Snapshot(0, "starting", {})
+        self.started: dict[str, float] = {}  # run_id: when the loop first saw it running (clock)
         self.server: ControlServer | None = None
 
     def start(self) -> None:
@@ -107,6 +115,10 @@ class Control:
         inboxes: dict[str, tuple[bool, float | None]],
     ) -> None:
         """The loop's view after an iteration; held `wait` requests are looked at again if it changed."""
+        running = list(running)
+        now = self.clock()
+        with self.lock:
+            self.started = {a.run_id: self.started.get(a.run_id, now) for a in running}
         counts: dict[str, tuple[int, int]] = {}
         for active, n in [(a, (1, 0)) for a in running] + [(a, (0, 1)) for a in queued]:
             r, q = counts.get(str(active.inbox.path), (0, 0))
@@ -148,7 +160,15 @@ class Control:
             }
             for path in self.inboxes
         ]
-        return {"ok": True, "pid": os.getpid(), "state": snap.state, "paused": sorted(paused), "inboxes": rows}
+        answer = {"ok": True, "pid": os.getpid(), "state": snap.state, "paused": sorted(paused), "inboxes": rows}
+        return answer | {"progress": self.progress()}
+
+    def progress(self) -> dict[str, dict[str, Any]]:
+        """Each running run's last progress message (progress.Reporter), if any, and its elapsed seconds."""
+        live, now = self.live(), self.clock()
+        with self.lock:
+            started = dict(self.started)
+        return {run_id: {**live.get(run_id, {}), "elapsed_s": round(now - at, 1)} for run_id, at in started.items()}
 
     def idle(self, named: list[str], version: int) -> bool:
         """Nothing runs or waits in those inboxes, as the loop saw it after applying pause `version`."""

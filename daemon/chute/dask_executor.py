@@ -25,7 +25,7 @@ from distributed import Client, KilledWorker
 from distributed import Future as DaskFuture
 from distributed.utils import LoopRunner
 
-from . import claims, dask_client, dask_worker, entry, logs
+from . import claims, dask_client, dask_worker, entry, logs, progress
 from .config import Config
 from .dask_client import reason as _reason
 from .dask_probes import Probes
@@ -50,6 +50,7 @@ class DaskExecutor:
         self.cluster = Membership()  # the workers, their verdicts, the runs on each: changed there only
         self.probes = Probes(self.cluster, current)  # the monitor thread's
         self.topic = f"chute.events.{secrets.token_hex(4)}"  # this daemon's runs' events, relayed to its log
+        self.live: dict[str, dict] = {}  # run_id: its last progress message (written on the client's loop)
         self.wake, self.closing = threading.Event(), False
         self.retry_in = MONITOR_INTERVAL
         dask_client.quiet_dask()
@@ -59,6 +60,7 @@ class DaskExecutor:
         self.loop.start()
         try:
             self.client: Client | None = dask_client.first_connect(self.config, self.loop.loop, self.plugin, self.topic)
+            self.client.subscribe_topic(progress.topic(self.topic), self._progressed)
         except BaseException:
             self.loop.stop()
             raise
@@ -137,6 +139,19 @@ class DaskExecutor:
 
     def healthy(self) -> bool:
         return self.thread.is_alive()
+
+    def progress(self) -> dict[str, dict]:
+        with self.lock:
+            for run_id in [r for r in self.live if self.cluster.run(r) is None]:  # ended, or a late message
+                del self.live[run_id]
+            return dict(self.live)
+
+    def _progressed(self, event: tuple[float, dict]) -> None:
+        """A run's progress message, sent by its worker as a Dask event (dask_worker.WorkerState.execute)."""
+        message = event[1]
+        if isinstance(message, dict) and self.cluster.run(str(message.get("run_id"))) is not None:
+            with self.lock:
+                self.live[message["run_id"]] = message
 
     def kill(self) -> None:
         """Stop every run at once: its modules killed on its worker, its task forgotten by the cluster."""
@@ -275,6 +290,7 @@ class DaskExecutor:
     def _reconnect(self) -> Client | None:
         try:
             client = dask_client.connect(self.config, self.loop.loop, self.plugin, self.topic)
+            client.subscribe_topic(progress.topic(self.topic), self._progressed)
         except Exception as exc:  # not back yet
             if self.retry_in == MONITOR_INTERVAL:  # once per outage, not at every try
                 log.info("executor.reconnect_failed", scheduler=self.config.address, reason=_reason(exc))

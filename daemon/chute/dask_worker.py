@@ -24,16 +24,18 @@ import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import structlog
 from distributed import WorkerPlugin, get_worker
 
-from . import entry, logs, staging
+from . import entry, logs, progress, staging
 from .errors import WorkerLost
 from .launcher.warm import Modules
 from .leases import Identity, alive_here, hostname
+from .progress import Reporter
 from .run import OWNER, RunResult, RunSpec, owned
 from .runner import execute
 from .systemd import module_environ
@@ -92,13 +94,16 @@ class WorkerState:
         self._own(spec.work_dir)
         cancel = self._begin(key, spec.run_id)
         modules = self._modules()
-        token = _forward_to.set((get_worker(), address, topic))
+        worker = get_worker()
+        token = _forward_to.set((worker, address, topic))
+        reporter = Reporter(spec, partial(worker.log_event, progress.topic(topic)))
         try:
-            result = execute(spec, cancel, modules=modules.for_run(spec))
+            result = execute(spec, cancel, reporter, modules.for_run(spec))
         except Exception as exc:  # a bug: logged here; the daemon keeps the claim and tries again later
             logs.get("chute.worker").exception("run.error", **spec.context(), reason=f"{type(exc).__name__}: {exc}")
             raise
         finally:
+            reporter.close()
             _forward_to.reset(token)
             self._end(key, cancel, modules)
         return replace(result, worker=address)

@@ -16,7 +16,8 @@ from pathlib import Path
 from . import claims, keep, logs
 from .catalog import Catalog
 from .config import Inbox
-from .executor import Executor, ExecutorUnavailable, WorkerLost
+from .executor import ExecutorUnavailable, WorkerLost
+from .executors import Executor
 from .intake import Claimed
 from .leases import Identity
 from .queue import Active, RunQueue

@@ -29,7 +29,6 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
-from typing import Protocol
 
 from . import cgroups, entry, keep, logs, procs, staging
 from .config import Config
@@ -57,28 +56,6 @@ class ExecutorUnavailable(ChuteError):
     """The run could not be handed to any worker (a scheduler gone): nothing ran, nothing is charged."""
 
 
-class Executor(Protocol):
-    def submit(self, spec: RunSpec) -> Future: ...
-
-    def cancel(self, run_id: str) -> None: ...
-
-    def free(self, room: bool = True) -> int: ...
-
-    def ahead(self) -> int: ...
-
-    def where(self, run_id: str) -> str | None: ...
-
-    def sweep(self, marker: str) -> None: ...
-
-    def supervise(self, now: float) -> float | None: ...
-
-    def healthy(self) -> bool: ...
-
-    def kill(self) -> None: ...
-
-    def close(self) -> None: ...
-
-
 @dataclass
 class _Slot:
     """One worker process and the run it is on."""
@@ -93,6 +70,7 @@ class _Slot:
     dead: bool = False
     pidfd: int = field(default=-1)
     cgroup: Path | None = None  # its own cgroup (cgroups.Containment.adopt), killed when it dies
+    progress: dict | None = None  # its run's last live progress message (progress.Reporter)
 
 
 class LocalExecutor:
@@ -207,6 +185,10 @@ class LocalExecutor:
     def healthy(self) -> bool:
         return self.thread.is_alive()
 
+    def progress(self) -> dict[str, dict]:
+        with self.lock:
+            return {s.run_id: s.progress for s in self.slots if s.run_id is not None and s.progress is not None}
+
     def supervise(self, now: float) -> float | None:
         """Kill every worker that is stopped or has stopped beating; returns when to look again."""
         # A gap in our own looks (this daemon was stopped, or starved) is not the workers' silence: their
@@ -310,11 +292,13 @@ class LocalExecutor:
         except (EOFError, OSError):
             self._died(slot)
             return
-        if kind == "beat":
+        if kind in ("beat", "progress"):  # a progress message says it is alive as a beat does
             slot.beats += 1
+            if kind == "progress" and run_id == slot.run_id:
+                slot.progress = value
             return
         with self.lock:
-            future, slot.run_id, slot.future = slot.future, None, None
+            future, slot.run_id, slot.future, slot.progress = slot.future, None, None, None
         if future is None or run_id is None:
             return
         if isinstance(value, BaseException):
@@ -328,7 +312,7 @@ class LocalExecutor:
                 return
             slot.dead = True
             future, run_id, slot.future = slot.future, slot.run_id, None
-            slot.run_id = None
+            slot.run_id, slot.progress = None, None
         code = slot.proc.wait()
         self._release(slot)  # what its modules left, even without a marker, before the next attempt starts
         if run_id is not None:
@@ -346,4 +330,4 @@ class LocalExecutor:
             shutil.rmtree(ws, ignore_errors=True)
 
 
-__all__ = ["Executor", "ExecutorUnavailable", "LocalExecutor", "RunResult", "WorkerLost"]
+__all__ = ["ExecutorUnavailable", "LocalExecutor", "RunResult", "WorkerLost"]

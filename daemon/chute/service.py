@@ -26,8 +26,7 @@ from .config import Inbox
 from .control import Control
 from .dispatch import Dispatcher
 from .errors import ChuteError, DefinitionError
-from .executor import Executor
-from .executors import configured
+from .executors import Executor, configured
 from .intake import Intake
 from .leases import Identity
 from .ledger import Ledger
@@ -87,7 +86,7 @@ class Service:
         self.intake = Intake(self.me, self.wake, clock)
         self.recovery = Recovery(self.me, cfg.lease_timeout)
         self.runs = Dispatcher(catalog, self.me, self.environ, self.queue, self.executor, self.wake)
-        self.control = Control(cfg.state_dir, self.wake)  # pause and resume, through control.sock
+        self.control = Control(cfg.state_dir, self.wake, live=self.executor.progress)  # control.sock: pause, status
 
     # --- start and stop ---
 

@@ -1,4 +1,7 @@
-"""`chute status`: what the ledger, the paused set and the schedules say, as text or JSON (docs/contract.md §11)."""
+"""`chute status`: what the ledger, the paused set and the schedules say, as text or JSON (docs/contract.md §11).
+
+With a daemon answering on the control socket, each running run also shows its live progress.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +9,13 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-from . import pauses, schedule
+from . import control_client, pauses, schedule
 from .config import Config
+from .errors import ChuteError
 from .ledger import Ledger, Run
 from .names import fields, shown, strict
+
+LIVE_TIMEOUT = 2.0  # seconds for the daemon's answer: a daemon busy longer leaves the live progress out
 
 
 def show(config: Config, limit: int, as_json: bool) -> None:
@@ -20,13 +26,13 @@ def show(config: Config, limit: int, as_json: bool) -> None:
     finally:
         ledger.close()
     paused = sorted(pauses.load(config.state_dir) & {str(i.path) for i in config.inboxes})
-    schedules = _schedules(config)
+    schedules, live = _schedules(config), _live(config)
     if as_json:
         document = {
             "counts": counts,
             "paused": [strict(p) for p in paused],
             "schedules": [strict(s) for s in schedules],
-            "active": [_run_json(r) for r in active],
+            "active": [_run_json(r) | _progress_json(live, r) for r in active],
             "recent": [_run_json(r) for r in recent],
         }
         print(json.dumps(document, indent=2))
@@ -40,6 +46,8 @@ def show(config: Config, limit: int, as_json: bool) -> None:
         print(f"{title}:")
         for r in rows:
             print(_row(r))
+            if r.run_id in live and title != "recent":
+                print(_progress_line(live[r.run_id]))
 
 
 def _row(r: Run) -> str:
@@ -91,3 +99,46 @@ def _until(row: dict[str, Any]) -> str:
     """ " until Mon 20:00" (the next opening or closing, as a wall-clock day and time), or nothing."""
     at = row["closes"] or row["opens"]
     return "" if at is None else f" until {datetime.fromisoformat(at).strftime('%a %H:%M')}"
+
+
+def _live(config: Config) -> dict[str, dict[str, Any]]:
+    """The running runs' live progress from the daemon's control socket; none when no daemon answers."""
+    try:
+        answer = control_client.request(config.state_dir, {"op": "status"}, timeout=LIVE_TIMEOUT)
+    except ChuteError:  # no daemon, or one stopping: the ledger alone says what runs
+        return {}
+    progress = answer.get("progress")
+    return progress if isinstance(progress, dict) else {}
+
+
+def _progress_json(live: dict[str, dict[str, Any]], run: Run) -> dict[str, Any]:
+    """`"progress"` for a running run a daemon reports on (its message, names in strict UTF-8)."""
+    return {"progress": strict(live[run.run_id])} if run.run_id in live else {}
+
+
+def _progress_line(p: dict[str, Any]) -> str:
+    """`    step 2/3 thumbnails: proxy 42%, waveform done  (1m12s)`: a running run's step and entries."""
+    elapsed = f"({_duration(p.get('elapsed_s') or 0)})"
+    if not p.get("step"):
+        return f"    {elapsed}"
+    rows = p.get("entries") or []
+    modules = [e["module"] for e in rows]
+    # By module (the step is named already); by label where a step runs one module twice.
+    names = [e["module"] if modules.count(e["module"]) == 1 else e["label"] for e in rows]
+    entries = ", ".join(f"{shown(name)} {_entry_state(e)}" for name, e in zip(names, rows, strict=True))
+    return f"    step {p['index']}/{p['steps']} {shown(p['step'])}: {entries}  {elapsed}"
+
+
+def _entry_state(e: dict[str, Any]) -> str:
+    """An entry as `status` shows it: 42%, running (no fraction yet), done, failed or waiting."""
+    if e["state"] == "running":
+        return "running" if e["fraction"] is None else f"{int(e['fraction'] * 100)}%"
+    return {"succeeded": "done", "failed": "failed"}.get(e["state"], "waiting")
+
+
+def _duration(seconds: float) -> str:
+    """1h02m, 1m12s or 5s."""
+    s = int(seconds)
+    if s >= 3600:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s"

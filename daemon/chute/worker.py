@@ -20,6 +20,7 @@ from multiprocessing.connection import Connection
 from . import entry, logs, procs
 from .launcher.warm import Modules
 from .leases import hostname
+from .progress import Reporter
 from .run import RunSpec
 from .runner import execute
 
@@ -97,7 +98,7 @@ def serve(conn: Connection) -> None:
             if kind != "run":
                 continue  # a cancel for a run that has already finished
             cancel = ConnCancel(conn, payload.run_id)
-            beat.send(("done", payload.run_id, _execute(payload, cancel, modules)))
+            beat.send(("done", payload.run_id, _execute(payload, cancel, modules, beat)))
             if cancel.eof:
                 return
     finally:
@@ -110,13 +111,16 @@ def where() -> str:
     return f"{hostname()}/worker-{os.getpid()}"
 
 
-def _execute(spec: RunSpec, cancel: ConnCancel, modules: Modules):
+def _execute(spec: RunSpec, cancel: ConnCancel, modules: Modules, beat: Heartbeat):
+    # Its live progress goes next to its heartbeats, as ("progress", run_id, message).
+    reporter = Reporter(spec, lambda message: beat.send(("progress", spec.run_id, message)))
     try:
-        return replace(execute(spec, cancel, modules=modules.for_run(spec)), worker=where())
+        return replace(execute(spec, cancel, reporter, modules.for_run(spec)), worker=where())
     except Exception as exc:  # a bug: the daemon logs it and keeps the claim
         log.exception("run.error", **spec.context(), reason=f"{type(exc).__name__}: {exc}")
         return exc
     finally:
+        reporter.close()
         # Whatever a module left running, even out of its group and with no marker, is our child now.
         entry.kill_orphans(modules.pids())
 

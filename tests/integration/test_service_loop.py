@@ -88,6 +88,9 @@ class FakeExecutor:
     def healthy(self) -> bool:
         return True
 
+    def progress(self) -> dict[str, dict]:
+        return {}
+
     def kill(self) -> None:
         self.killed = True
 

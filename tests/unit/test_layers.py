@@ -24,6 +24,7 @@ RUN_SIDE = {
     "staging",
     "delivery",
     "publish",
+    "progress",
 }
 # What runs only in the daemon.
 DAEMON_SIDE = {"service", "intake", "queue", "dispatch", "recovery", "executor", "dask_executor"}
