@@ -153,6 +153,8 @@ def test_detach_run_refuse_stop(tmp_path, detached):
     wait_until(lambda: files(Path(entry["outbox"])) == ["clip"])
     published = Path(entry["outbox"]) / "clip"
     assert published.stat().st_mode & 0o777 == 0o777 & ~umask()  # the user's umask, not python-daemon's 0
+    # The folder appears in the outbox a moment before the daemon logs that it did.
+    wait_until(lambda: '"event": "run.published"' in log_file.read_text())
     log = log_file.read_text()
     for name in ("daemon.started", "file.claimed", "run.started", "run.published"):
         assert f'"event": "{name}"' in log, name
