@@ -83,9 +83,14 @@ def write_lease(inbox: Path, me: Identity, counter: int) -> None:
     reports it unavailable rather than finding a fresh empty folder on the mount point.
     """
     folder = leases_dir(inbox)
-    (inbox / STATE_DIR).mkdir(exist_ok=True)
-    folder.mkdir(exist_ok=True)
-    write_atomic(folder / f"{me.daemon_id}.json", json.dumps(me.record(counter=counter)).encode(), sync=False)
+    lease, data = folder / f"{me.daemon_id}.json", json.dumps(me.record(counter=counter)).encode()
+    try:
+        write_atomic(lease, data, sync=False)
+    except FileNotFoundError:
+        # Its folders are made only when missing: made at each rewrite, they were two failed mkdirs (issue 21).
+        (inbox / STATE_DIR).mkdir(exist_ok=True)
+        folder.mkdir(exist_ok=True)
+        write_atomic(lease, data, sync=False)
 
 
 def read_lease(inbox: Path, daemon_id: str) -> dict | None:
