@@ -113,32 +113,44 @@ def test_forty_files_through_two_workers_each_published_once(tmp_path, cluster):
     assert {r.worker for r in ledger_runs(config)} == set(addresses.values())
 
 
-def test_a_worker_killed_under_its_run_runs_it_elsewhere_once_and_its_module_is_swept(tmp_path, cluster):
+def victim_setup(tmp_path: Path, cluster) -> tuple[dict[str, str], dict, Path, dict[str, bytes]]:
+    """Two workers and one file whose module sleeps once: (worker names by address, inbox, config, inputs)."""
     need_unshare("--pid", "--fork", "--mount-proc")
     once = tmp_path / "once"
     once.mkdir()
     for name in ("a", "b"):
         cluster.add_worker(name, env={"CHUTE_TEST_ONCE": str(once)})
-    cluster.wait_for_workers(2)
+    names = {address: name for name, address in cluster.wait_for_workers(2).items()}
     # Fresh interpreters: a warm launcher would take its modules down with the worker (PR_SET_PDEATHSIG);
-    # this is about a module the dead worker left running, found by the restarted worker's sweep.
+    # these tests are about a module the dead worker left running.
     setup = dask_setup(tmp_path, cluster, launcher={"mode": "fresh"})
     main = setup.defs / "modules" / "copy" / "main.py"
     main.write_text(SLEEP_ONCE + main.read_text())
     inbox = setup.inbox()
-    path = Path(inbox["path"])
-    path.mkdir()
-    config = setup.write()
-    inputs = {"victim.bin": b"victim\n"}
-    # The daemon in a PID namespace of its own cannot see (or sweep) the workers' processes,
-    # as on another host: the module left behind must be swept by the worker side.
-    with Daemon(config, wrap=("unshare", "--pid", "--fork", "--mount-proc")) as d:
-        d.wait_event("executor.worker_joined", count=2)
-        drop(path, "victim.bin", inputs["victim.bin"])
-        [started] = d.wait_event("entry.started", step="first")
-        run_id, worker = started["run_id"], started["worker"]
-        wait_until(lambda: (once / run_id).exists())
-        [module] = wait_until(lambda: processes_with(f"CHUTE_RUN_ID={run_id}"))
+    Path(inbox["path"]).mkdir(exist_ok=True)
+    return names, inbox, setup.write(), {"victim.bin": b"victim\n"}
+
+
+# The daemon in a PID namespace of its own cannot see (or sweep) the workers' processes, as on another
+# host: a module left behind must be swept by the worker side.
+APART = ("unshare", "--pid", "--fork", "--mount-proc")
+
+
+def victim_running(d: Daemon, tmp_path: Path, inbox: dict, inputs: dict[str, bytes]) -> tuple[str, str, int]:
+    """Drop the file and wait until its module sleeps: (run id, its worker, the module's pid)."""
+    d.wait_event("executor.worker_joined", count=2)
+    drop(Path(inbox["path"]), "victim.bin", inputs["victim.bin"])
+    [started] = d.wait_event("entry.started", step="first")
+    run_id, worker = started["run_id"], started["worker"]
+    wait_until(lambda: (tmp_path / "once" / run_id).exists())
+    [module] = wait_until(lambda: processes_with(f"CHUTE_RUN_ID={run_id}"))
+    return run_id, worker, module
+
+
+def test_a_worker_killed_under_its_run_runs_it_elsewhere_once_and_its_module_is_swept(tmp_path, cluster):
+    _, inbox, config, inputs = victim_setup(tmp_path, cluster)
+    with Daemon(config, wrap=APART) as d:
+        run_id, worker, module = victim_running(d, tmp_path, inbox, inputs)
         [active] = status_json(config)["active"]
         assert (active["run_id"], active["state"], active["worker"]) == (run_id, "running", worker)
         os.kill(parent_of(module), signal.SIGKILL)  # the Dask worker process running it
@@ -165,29 +177,9 @@ def test_a_worker_killed_under_its_run_runs_it_elsewhere_once_and_its_module_is_
 
 def test_a_module_left_by_a_dead_worker_is_swept_by_the_workers_left_on_its_host(tmp_path, cluster):
     """Issue 19.4: the daemon's sweep reaches the workers (it failed on every call with distributed 2026.8)."""
-    need_unshare("--pid", "--fork", "--mount-proc")
-    once = tmp_path / "once"
-    once.mkdir()
-    for name in ("a", "b"):
-        cluster.add_worker(name, env={"CHUTE_TEST_ONCE": str(once)})
-    names = {address: name for name, address in cluster.wait_for_workers(2).items()}
-    # Fresh interpreters: a warm launcher would take its modules down with the worker (PR_SET_PDEATHSIG).
-    setup = dask_setup(tmp_path, cluster, launcher={"mode": "fresh"})
-    main = setup.defs / "modules" / "copy" / "main.py"
-    main.write_text(SLEEP_ONCE + main.read_text())
-    inbox = setup.inbox()
-    path = Path(inbox["path"])
-    path.mkdir()
-    config = setup.write()
-    inputs = {"victim.bin": b"victim\n"}
-    # The daemon in a PID namespace of its own cannot see (or sweep) the workers' processes, as on another host.
-    with Daemon(config, wrap=("unshare", "--pid", "--fork", "--mount-proc")) as d:
-        d.wait_event("executor.worker_joined", count=2)
-        drop(path, "victim.bin", inputs["victim.bin"])
-        [started] = d.wait_event("entry.started", step="first")
-        run_id, worker = started["run_id"], started["worker"]
-        wait_until(lambda: (once / run_id).exists())
-        [module] = wait_until(lambda: processes_with(f"CHUTE_RUN_ID={run_id}"))
+    names, inbox, config, inputs = victim_setup(tmp_path, cluster)
+    with Daemon(config, wrap=APART) as d:
+        run_id, worker, module = victim_running(d, tmp_path, inbox, inputs)
         # Its worker dies for good, its nanny first (no restart, so no restarted worker's clean-up): only the
         # daemon's sweep, run by the other worker on this host, can find the module left behind.
         dead = cluster.workers[names[worker]]
