@@ -148,6 +148,10 @@ def test_folder_deliveries_wait_for_their_ready_file_and_their_writers_and_run_w
     assert files(quarantine / "CARD_D") == ["CARD_D", "report.json"]
     assert (quarantine / "CARD_D" / "CARD_D" / "escape").is_symlink()
     assert files(path) == ["loose.mov"] and claimed_inputs(path) == []
+    retried = subprocess.run([str(CHUTE), "retry", "--all", "--config", str(config)], capture_output=True, text=True)
+    assert retried.returncode == 0, retried.stderr
+    assert files(path) == ["CARD_D", "loose.mov"]  # back as the folder it was
+    assert (path / "CARD_D" / "clip.mov").read_bytes() == b"d" and (path / "CARD_D" / "escape").is_symlink()
 
 
 def test_a_folder_copied_over_smb_file_by_file_is_claimed_only_when_complete(tmp_path, share: Share):  # noqa: F811
