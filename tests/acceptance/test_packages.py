@@ -163,16 +163,21 @@ def test_a_folder_copied_over_smb_file_by_file_is_claimed_only_when_complete(tmp
     card(local, clips)
     with Daemon(config) as d:
         base = [share.smbclient, "//127.0.0.1/inbox", "-p", str(share.port), "-N", f"--configfile={share.client_conf}"]
-        made = subprocess.run([*base, "-c", "mkdir CARD"], capture_output=True, text=True, timeout=60)
+        made = subprocess.run(
+            [*base, "-c", "mkdir CARD; mkdir CARD/CLIPS; mkdir CARD/CLIPS/DAY1"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert made.returncode == 0, made.stdout + made.stderr
-        for name in clips:
-            put = share.put(local / name, f"CARD/{name}")
+        for name in clips:  # deep in the folder: nothing at its top changes meanwhile
+            put = share.put(local / name, f"CARD/CLIPS/DAY1/{name}")
             assert put.returncode == 0, put.stdout + put.stderr
             time.sleep(1.0)  # the scenario: a copy that pauses between files, for less than `settle`
         wait_until(lambda: files(outbox) == ["CARD"], 60)
         assert d.stop() == 0
         assert [ev["file"] for ev in d.events("file.claimed")] == ["CARD"]
-    assert listing(outbox, "CARD") == {name: len(data) for name, data in clips.items()}
+    assert listing(outbox, "CARD") == {f"CLIPS/DAY1/{name}": len(data) for name, data in clips.items()}
 
 
 def test_a_stop_puts_a_running_stem_group_and_a_running_folder_back_whole(tmp_path):
