@@ -321,10 +321,10 @@ class Step:
         )
         self.emit("entry.failed", label=rec.plan.label, module=rec.plan.module, reason=reason, retrying=retrying)
         if retrying:
-            self._start(rec.plan.index)
+            self._start(next(i for i, r in enumerate(self.records) if r is rec))  # (for_each: many per plan)
             return
         rec.status = EntryStatus.FAILED
-        error = failure(reason, rec.plan.step, rec.plan.module, rec.exit_code, rec.log_tail)
+        error = rec.failure(reason)
         self._fail(error, fault)
 
     def _fail(self, error: dict[str, Any], fault: Fault | None) -> None:

@@ -30,11 +30,20 @@ class EntryPlan:
     timeout: float | None
     retries: int
     launcher: str = "warm"  # warm | fresh (the module's manifest)
+    for_each: tuple[str, ...] = ()  # run once per matching file of a folder delivery (contract §12)
+    file: str | None = None  # bound at run time: the delivery's file this instance of a for_each entry is for
 
     @property
     def label(self) -> str:
         """A name for this entry that is unique in its job: `step1.0.example_module`."""
         return f"{self.step}.{self.index}.{self.module}"
+
+    @property
+    def slot(self) -> str:
+        """A name unique in its run, even among a for_each entry's instances: its log's and TMPDIR's name."""
+        if self.file is None:
+            return self.label
+        return f"{self.label}.{self.file.replace('/', '_')}"
 
     def argv(self, workspace: Path) -> list[str]:
         """The command-line arguments after the entrypoint (contract §2)."""
@@ -54,11 +63,38 @@ class StepPlan:
 
 @dataclass(frozen=True)
 class Artifact:
-    name: str
+    name: str  # its path in the workspace: the declared name, or `.each/<file>/<name>` for a for_each output
     type: str
     step: str | None  # None: bound to the dropped file
     module: str | None
     public: bool
+    for_each: tuple[str, ...] = ()  # made once per matching file (an output of a for_each entry)
+    file: str | None = None  # bound at run time: the delivery's file it was made from
+    declared: str | None = None  # bound at run time: its name as the job declares it
+
+    @property
+    def result_path(self) -> str:
+        """Where it goes in the result folder: its name, or `<file>/<name>` for one made from one file."""
+        return self.name if self.file is None else f"{self.file}/{self.declared}"
+
+
+@dataclass(frozen=True)
+class Sidecar:
+    """A job input bound to one file of the delivery by a glob (`match`), other than the main input."""
+
+    name: str
+    type: str
+    match: tuple[str, ...]
+    optional: bool = False
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """An entry that did not run because an optional input was absent (the manifest's `skipped`)."""
+
+    step: str
+    module: str
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -71,6 +107,14 @@ class JobPlan:
     input_names: tuple[str, ...]
     steps: tuple[StepPlan, ...]
     artifacts: tuple[Artifact, ...]
+    sidecars: tuple[Sidecar, ...] = ()  # inputs with `match` other than the main one
+    main_match: tuple[str, ...] = ()  # the main input's `match` (which file of a stem group is the main one)
+    skipped: tuple[Skipped, ...] = ()  # bound at run time: entries left out for an absent optional input
+
+    @property
+    def folder(self) -> bool:
+        """Whether the main input is the whole delivery (`type: folder`)."""
+        return self.input_type == "folder"
 
     @property
     def public(self) -> tuple[Artifact, ...]:

@@ -69,7 +69,14 @@ def manifest(
         "steps": [{"name": name, "entries": [r.as_manifest() for r in records]} for name, records in outcome.steps],
         "artifacts": artifacts,
         "error": outcome.error,
-    }
+    } | _skipped(spec)
+
+
+def _skipped(spec: RunSpec) -> dict[str, Any]:
+    """The entries left out for an absent optional input (contract §12), when there are any."""
+    if not spec.job.skipped:
+        return {}
+    return {"skipped": [{"step": s.step, "module": s.module, "reason": s.reason} for s in spec.job.skipped]}
 
 
 def result_name(input_name: str) -> str:
@@ -127,16 +134,19 @@ def fill_result(folder: Path, spec: RunSpec, outcome: Outcome, ws: Path, input_i
     artifacts = []
     for a in spec.job.public:
         src = ws / a.name
-        link_or_copy(src, folder / a.name)
+        if a.file is not None:  # a for_each output: `<file>/<name>` (contract §12)
+            (folder / a.result_path).parent.mkdir(parents=True, exist_ok=True)
+        link_or_copy(src, folder / a.result_path)
         artifacts.append(
             {
-                "name": a.name,
+                "name": a.declared or a.name,
                 "type": a.type,
                 "size": src.stat().st_size,
                 "sha256": sha256_of(src),
                 "step": a.step,
                 "module": a.module,
             }
+            | ({} if a.file is None else {"path": a.result_path, "file": a.file})
         )
     _write_json(folder / "manifest.json", manifest(spec, outcome, input_info, artifacts))
 

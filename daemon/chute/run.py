@@ -145,7 +145,7 @@ class EntryRecord:
     log: Path | None = None
 
     def as_manifest(self) -> dict[str, Any]:
-        """The entry's object in the manifest (contract §6)."""
+        """The entry's object in the manifest (contract §6); a for_each entry's also names its `file`."""
         return {
             "module": self.plan.module,
             "module_version": self.plan.module_version,
@@ -153,6 +153,15 @@ class EntryRecord:
             "exit_code": self.exit_code,
             "attempts": self.attempts,
             "duration_s": round(self.duration_s, 3),
+        } | ({} if self.plan.file is None else {"file": self.plan.file})
+
+    def failure(self, reason: str) -> dict[str, Any]:
+        """The report's `error` for this entry failing; a for_each entry's names its file (`file`, and the reason)."""
+        plan = self.plan
+        if plan.file is None:
+            return failure(reason, plan.step, plan.module, self.exit_code, self.log_tail)
+        return failure(f"{plan.file}: {reason}", plan.step, plan.module, self.exit_code, self.log_tail) | {
+            "file": plan.file
         }
 
 
