@@ -61,6 +61,7 @@ class Dispatcher:
             work_reserve=cfg.work_reserve,
             max_crashes=cfg.max_crashes,
             poison=poison,
+            unit=inbox.unit,
         )
 
     def claimed(self, batch: list[Claimed], now: float) -> None:

@@ -91,8 +91,8 @@ class RunSpec:
 
     run_id: str
     job: JobPlan
-    input_path: Path  # the claimed file, or the user's own for `chute submit`
-    input_name: str  # its name as dropped
+    input_path: Path  # the claimed file (a stem's main file), the claimed folder, or the user's own for `chute submit`
+    input_name: str  # its name as dropped (the main file's, or the folder's)
     outbox: Path
     quarantine: Path
     work_dir: Path
@@ -111,6 +111,7 @@ class RunSpec:
     work_reserve: int = 0  # bytes that must stay free in work_dir besides the run's own needs
     max_crashes: int = 3
     poison: str | None = None  # quarantine the input with this reason, running nothing (a symlink, a poison file)
+    unit: str = "file"  # file | stem | folder: what the delivery is (contract §12; package.of reads it)
 
     @property
     def committed(self) -> Path | None:
