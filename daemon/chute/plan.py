@@ -5,6 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from .model import display_path
+from .names import shown
+
 
 @dataclass(frozen=True)
 class Binding:
@@ -122,3 +125,38 @@ class JobPlan:
 
     def entries(self) -> list[EntryPlan]:
         return [e for s in self.steps for e in s.entries]
+
+
+def describe(plan: JobPlan) -> list[str]:
+    """`chute plan`: the job's inputs, steps, entries (a for_each entry once, with its file) and artifacts."""
+    out = [f"job {plan.name} {plan.version}  ({display_path(Path(plan.source))})"]
+    what = "the delivery's folder" if plan.folder else "the dropped file"
+    out.append(f"input: {what} ({plan.input_type}) -> {', '.join(plan.input_names)}")
+    for sc in plan.sidecars:
+        pats = ", ".join(repr(p) for p in sc.match)
+        out.append(f"input: the delivery's file matching {pats} ({sc.type}) -> {sc.name}{' if any' * sc.optional}")
+    each = {b.artifact for e in plan.entries() if e.for_each for b in e.outputs}
+    for n, step in enumerate(plan.steps, 1):
+        out.append(f"step {n}: {step.name}  ({len(step.entries)} in parallel)")
+        for e in step.entries:
+            flags = [f"--{b.param} {_per_file(b.artifact, e, each, plan)}" for b in e.inputs + e.outputs]
+            flags += [f"--{k} {v}" for k, v in e.options]
+            loop = f"  for each file matching {', '.join(repr(p) for p in e.for_each)}:" if e.for_each else ""
+            out.append(f"  {e.module}{loop}  {shown(' '.join(flags))}")
+    out.append("artifacts:")
+    width = max(len(a.name) + (7 if a.for_each else 0) for a in plan.artifacts)
+    for a in plan.artifacts:
+        origin = ("the delivery" if plan.folder else "the dropped file") if a.step is None else f"{a.step}/{a.module}"
+        kept = ("public" if a.public else "deleted after the run") + (", one per file" if a.for_each else "")
+        name = f"<file>/{a.name}" if a.for_each else a.name
+        out.append(f"  {shown(name):<{width}}  {a.type:<8} {origin:<28} {kept}")
+    return out
+
+
+def _per_file(artifact: str, e: EntryPlan, each: set[str], plan: JobPlan) -> str:
+    """How `chute plan` shows an artifact of a for_each entry: `card/<file>`, `<file>/probe.json`."""
+    if not e.for_each:
+        return artifact
+    if plan.folder and artifact == plan.input_names[0]:
+        return f"{artifact}/<file>"
+    return f"<file>/{artifact}" if artifact in each else artifact
