@@ -24,6 +24,9 @@ class Delivery(Protocol):
     """What binding needs of a delivery: package.Package."""
 
     @property
+    def unit(self) -> str: ...
+
+    @property
     def root(self) -> Path: ...
 
     @property
@@ -47,6 +50,10 @@ class Bound:
 
 def bind(plan: JobPlan, delivery: Delivery) -> Bound:
     """Bind `plan`'s inputs to the files of `delivery`; raises Unbound with a one-line reason."""
+    if plan.folder and delivery.unit != "folder":
+        raise Unbound(
+            f"job {plan.name!r} takes a whole folder (`type: folder`): deliver a folder to a `unit: folder` inbox"
+        )
     absent: set[str] = set()
     sidecars: list[tuple[str, str]] = []
     others = [f for f in delivery.files if f != delivery.main]
