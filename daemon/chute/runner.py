@@ -110,7 +110,7 @@ def _prepare(spec: RunSpec, fence: Fence) -> tuple[Path, dict[str, Any], RunSpec
         claim_dir = fence.dir if isinstance(fence, ClaimFence) else None
         delivery = package.of(spec)
         bound = bind.bind(spec.job, delivery)  # before anything is staged: a delivery lacking a file runs nothing
-        size = fence.input.stat().st_size
+        size = staging.tree_size(fence.input)
         need, free = staging.needs(spec, size, fence.input, claim_dir), staging.free_bytes(spec.work_dir)
         if free < need:
             reason = f"work_dir {spec.work_dir} has {free >> 20} MiB free; this run needs {need >> 20} MiB"
