@@ -7,12 +7,14 @@ the delivery's fault) before any module runs. The bound plan is what the step en
 
 from __future__ import annotations
 
+import json
 import os
+import stat
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol
 
-from . import globs
+from . import claims, globs, staging
 from .fileops import private_copy, reflink
 from .plan import Artifact, Binding, EntryPlan, JobPlan, Skipped, StepPlan
 
@@ -54,6 +56,9 @@ def bind(plan: JobPlan, delivery: Delivery) -> Bound:
         raise Unbound(
             f"job {plan.name!r} takes a whole folder (`type: folder`): deliver a folder to a `unit: folder` inbox"
         )
+    main = delivery.main
+    if plan.main_match and main is not None and not globs.matches(plan.main_match, main):
+        raise Unbound(f"missing input: the main file {main!r} does not match {globs.shown(plan.main_match)}")
     absent: set[str] = set()
     sidecars: list[tuple[str, str]] = []
     others = [f for f in delivery.files if f != delivery.main]
@@ -142,22 +147,34 @@ def _no_clash(artifacts: tuple[Artifact, ...]) -> None:
             raise Unbound(f"the delivery's file {a.file!r} would share its result folder's name with an artifact")
 
 
-def stage(bound: Bound, ws: Path, root: Path, linkable: bool) -> None:
+def stage(bound: Bound, ws: Path, root: Path, claim_dir: Path | None) -> None:
     """Put the bound sidecars into workspace `ws`, and make the for_each outputs' folders.
 
-    A sidecar is never linked writable: it is reflinked, linked when it is read-only already
-    (a folder delivery's tree staged read-only), else copied (sidecars are small).
+    A sidecar is never linked writable: it is reflinked, or hard-linked once it is read-only
+    (a stem's sidecars are made so here, their modes kept in the claim's `.modes` for
+    claims.restore_modes; a folder's tree was staged so), else copied.
     """
     plan = bound.plan
-    for name, rel in bound.sidecars:
-        src = ws / plan.input_names[0] / rel if plan.folder else root / rel
-        dst = ws / name
+    pairs = [(ws / name, ws / plan.input_names[0] / rel if plan.folder else root / rel) for name, rel in bound.sidecars]
+    if claim_dir is not None and not plan.folder:
+        _read_only(claim_dir, [src for _, src in pairs if staging.links(src, ws)])
+    for dst, src in pairs:
         if reflink(src, dst):
             continue
-        if linkable and not os.stat(src).st_mode & 0o222 and os.stat(src).st_dev == os.stat(ws).st_dev:
+        if not os.stat(src).st_mode & 0o222 and staging.links(src, ws):
             os.link(src, dst)
         else:
             private_copy(src, dst)
     for e in plan.entries():
         for b in e.outputs:
             (ws / b.artifact).parent.mkdir(parents=True, exist_ok=True)
+
+
+def _read_only(claim_dir: Path, files: list[Path]) -> None:
+    """Take the write bits of a stem's sidecars while the run holds them, recorded first (durably) to be given back."""
+    modes = {str(f.relative_to(claim_dir)): stat.S_IMODE(os.stat(f).st_mode) for f in files}
+    if not any(mode & 0o222 for mode in modes.values()):
+        return
+    claims.mark(claim_dir, claims.MODES, json.dumps({k: f"{m:o}" for k, m in modes.items()}).encode())
+    for f in files:
+        os.chmod(f, stat.S_IMODE(os.stat(f).st_mode) & ~0o222)

@@ -117,7 +117,7 @@ def _prepare(spec: RunSpec, fence: Fence) -> tuple[Path, dict[str, Any], RunSpec
             return deferred(spec, reason, Fault.MACHINE, {})
         ws = staging.prepare(spec, fence.input, claim_dir)
         try:
-            bind.stage(bound, ws, delivery.root, linkable=claim_dir is not None)
+            bind.stage(bound, ws, delivery.root, claim_dir)
         except BaseException:
             shutil.rmtree(ws, ignore_errors=True)
             raise

@@ -6,11 +6,17 @@ One daemon watches several inboxes at once, one per case, so the cases share its
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import stat
 from pathlib import Path
 
 import yaml
 
 from tests.harness import Daemon, Setup, drop, files, wait_until
+from tests.media import make_clip
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _copy(src: str, dst: str, public: bool = True) -> dict:
@@ -32,6 +38,29 @@ def sidecar_job(name: str, optional: bool) -> dict:
         ],
         "steps": [{"name": "first", "entries": [_copy("source.bin", "main.bin"), _copy("subs.srt", "subs_copy.srt")]}],
     }
+
+
+def each_copy_job() -> dict:
+    """Every `*.bin` of a folder copied, once per file (the copy module fails on a file saying `fail`)."""
+    entry = _copy("card", "copy.bin") | {"for_each": "*.bin"}
+    return {
+        "name": "each_copy",
+        "version": 1,
+        "input_artifacts": [{"param_name": "card", "type": "folder", "name": "card"}],
+        "steps": [{"name": "first", "entries": [entry]}],
+    }
+
+
+def deliver_folder(inbox: Path, name: str, files_: dict[str, bytes | Path]) -> None:
+    """A folder made aside, then renamed into the inbox whole."""
+    aside = inbox.parent / f".{name}.making"
+    for rel, data in files_.items():
+        (aside / rel).parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(data, Path):
+            shutil.copyfile(data, aside / rel)
+        else:
+            (aside / rel).write_bytes(data)
+    os.rename(aside, inbox / name)
 
 
 def result_of(outbox: Path) -> Path:
@@ -62,4 +91,60 @@ def test_a_required_sidecar_missing_quarantines_and_an_optional_one_skips_its_en
         assert files(result) == ["main.bin", "manifest.json"]
         assert manifest["skipped"] == [{"step": "first", "module": "copy", "reason": "its input 'subs.srt' is absent"}]
         assert [e["status"] for e in manifest["steps"][0]["entries"]] == ["succeeded"]
+        assert d.stop() == 0
+
+
+def test_a_stems_sidecar_reaches_its_module_and_a_card_runs_per_clip(tmp_path: Path) -> None:
+    setup = Setup(tmp_path)
+    setup.config["modules_path"].append(str(REPO / "modules"))
+    setup.config["jobs_path"].append(str(REPO / "jobs"))
+    (setup.defs / "jobs" / "needs_subs.yaml").write_text(yaml.safe_dump(sidecar_job("needs_subs", False)))
+    (setup.defs / "jobs" / "each_copy.yaml").write_text(yaml.safe_dump(each_copy_job(), sort_keys=False))
+    stem = setup.inbox("stem", job="needs_subs", unit="stem", sidecar_wait=0.5)
+    cards = setup.inbox("cards", job="card_ingest", unit="folder")
+    bad = setup.inbox("bad", job="each_copy", unit="folder")
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    for name in ("a.mov", "b.mp4", "c.mov"):
+        make_clip(clips / name, seconds=1, width=160, height=90)
+    config = setup.write()
+    with Daemon(config) as d:
+        Path(stem["path"]).mkdir(parents=True, exist_ok=True)
+        drop(Path(stem["path"]), "clip.srt", b"1\n00:00:00,000 --> 00:00:01,000\nhello\n")
+        drop(Path(stem["path"]), "clip.bin", b"main\n")
+        card = {"A001.mov": clips / "a.mov", "CLIPS/A002.mp4": clips / "b.mp4", "A003.MOV": clips / "c.mov"}
+        deliver_folder(Path(cards["path"]), "CARD_01", card | {"notes.txt": b"shot on a sunny day\n"})
+        deliver_folder(Path(bad["path"]), "BATCH", {"a.bin": b"fine\n", "b.bin": b"fail\n"})
+        d.wait_event("run.published", inbox=stem["path"])
+        d.wait_event("run.quarantined", inbox=bad["path"])
+        d.wait_event("run.published", inbox=cards["path"], timeout=120)
+
+        # The stem's .srt, bound by `match`, reached its module; it went to the archive with its main file,
+        # its write bits given back after the run held it read-only.
+        result = result_of(Path(stem["outbox"]))
+        assert (result / "subs_copy.srt").read_text().endswith("hello\n")
+        assert files(Path(stem["archive"])) == ["clip.bin", "clip.srt"]
+        assert os.stat(Path(stem["archive"]) / "clip.srt").st_mode & stat.S_IWUSR
+
+        # The card: every clip's products in a folder of its own, named by its path on the card.
+        result = result_of(Path(cards["outbox"]))
+        products = ["contact_sheet.jpg", "loudness.json", "probe.json", "proxy.mp4", "waveform.png"]
+        for clip in card:
+            assert files(result / clip) == products, clip
+        manifest = json.loads((result / "manifest.json").read_text())
+        made = {(a["file"], a["name"]) for a in manifest["artifacts"]}
+        assert made == {(clip, p) for clip in card for p in products}
+        assert all(a["path"] == f"{a['file']}/{a['name']}" for a in manifest["artifacts"])
+        for clip, source in card.items():  # each clip's probe is of that clip
+            probe = json.loads((result / clip / "probe.json").read_text())
+            assert probe["container"]["size"] == source.stat().st_size, clip
+        entries = [e for step in manifest["steps"] for e in step["entries"]]
+        assert sorted({e["file"] for e in entries}) == sorted(card)
+        assert len(entries) == 6 * len(card) and {e["status"] for e in entries} == {"succeeded"}
+
+        # One file of a folder failing fails the run; the report names it, each file has its own log.
+        report_dir = result_of(Path(bad["quarantine"]))
+        error = json.loads((report_dir / "report.json").read_text())["error"]
+        assert error["file"] == "b.bin" and error["reason"].startswith("b.bin: exited with status 3")
+        assert "first.0.copy.b.bin.log" in files(report_dir / "logs")
         assert d.stop() == 0

@@ -134,7 +134,7 @@ def test_a_sidecar_is_staged_without_a_writable_link_to_the_users_file(tmp_path:
     ws.mkdir()
     (claim / "clip.wav").write_bytes(b"RIFF....")
     bound = bind.bind(plan, Package("stem", claim, "clip.mov", ("clip.mov", "clip.wav")))
-    bind.stage(bound, ws, claim, linkable=True)
+    bind.stage(bound, ws, claim, None)  # no claim (chute submit): never linked
     staged = ws / "subs.wav"
     assert staged.read_bytes() == b"RIFF...."
     assert os.stat(staged).st_ino != os.stat(claim / "clip.wav").st_ino  # a module writing it cannot reach the user's
