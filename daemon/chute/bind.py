@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol
@@ -17,7 +18,10 @@ from typing import Protocol
 from . import claims, globs, staging
 from .fileops import private_copy, reflink
 from .plan import Artifact, Binding, EntryPlan, JobPlan, Skipped, StepPlan
+from .run import EntryRecord, EntryStatus
 
+# for_each instances of one step running at once (a card of 500 clips must not start 500 transcodes together)
+AT_ONCE = max(4, os.cpu_count() or 1)
 EACH = ".each"  # in a workspace: `.each/<file>/<output>`, a for_each entry's outputs for one file
 RESERVED = ("manifest.json", "report.json", "ascmhl")  # names of a result folder that are not artifacts
 
@@ -178,3 +182,18 @@ def _read_only(claim_dir: Path, files: list[Path]) -> None:
     claims.mark(claim_dir, claims.MODES, json.dumps({k: f"{m:o}" for k, m in modes.items()}).encode())
     for f in files:
         os.chmod(f, stat.S_IMODE(os.stat(f).st_mode) & ~0o222)
+
+
+def to_start(records: Sequence[EntryRecord], running: list[int], at_once: int = AT_ONCE) -> list[int]:
+    """The entries of a step to start now: every one not started, but at most `at_once` for_each instances running."""
+    room = at_once - sum(1 for i in running if records[i].plan.file is not None)
+    out = []
+    for i, rec in enumerate(records):
+        if rec.status is not EntryStatus.PENDING or i in running:
+            continue
+        if rec.plan.file is not None:
+            if room <= 0:
+                continue
+            room -= 1
+        out.append(i)
+    return out

@@ -20,7 +20,7 @@ from typing import Any, Protocol
 
 from structlog.stdlib import BoundLogger
 
-from . import content, entry, logs
+from . import bind, content, entry, logs
 from .attempt import Attempt, Modules, Phase, Progress, Spawn, Stream, clean_slate, environ, machine_fault, verify
 from .entry import BoundedLog, ModuleProcess, kill_orphans, sweep
 from .job import EntryPlan, StepPlan
@@ -103,9 +103,7 @@ class Step:
     def run(self) -> Verdict:
         """Run the step's entries to their end; returns what the step came to."""
         try:
-            for i in range(len(self.records)):
-                if self.verdict is None:
-                    self._start(i)
+            self._start_next()
             while self.attempts:
                 self._wait(time.monotonic())
         except BaseException:
@@ -175,7 +173,7 @@ class Step:
             a.proc.signal_group(signal.SIGKILL)
             a.progress = p.then(Phase.KILLED, now + EXIT_REPORT)
         else:
-            timeout = self._timeout(self.records[a.index].plan)
+            timeout = self.spec.timeout_of(self.records[a.index].plan)
             self._terminate(a, self.spec.kill_grace, f"timed out after {timeout:g} s")
 
     def _terminate(self, a: Attempt, grace: float, reason: str) -> None:
@@ -203,8 +201,11 @@ class Step:
 
     # --- starting ---
 
-    def _timeout(self, plan: EntryPlan) -> float:
-        return plan.timeout if plan.timeout is not None else self.spec.default_timeout
+    def _start_next(self) -> None:
+        """Start what may start now: every entry, but a for_each entry's files only so many at once (bind.AT_ONCE)."""
+        for i in bind.to_start(self.records, [a.index for a in self.attempts.values()]):
+            if self.verdict is None:
+                self._start(i)
 
     def _start(self, i: int) -> None:
         """Start the next attempt of entry `i`; one that cannot start fails the step."""
@@ -236,7 +237,7 @@ class Step:
             return
         if proc.fallback is not None:
             self.log.info("entry.fresh", module=plan.module, reason=proc.fallback)
-        self._track(Attempt(i, proc, Progress(Phase.RUNNING, time.monotonic() + self._timeout(plan))))
+        self._track(Attempt(i, proc, Progress(Phase.RUNNING, time.monotonic() + self.spec.timeout_of(plan))))
         self.log.info("entry.started", step=plan.step, module=plan.module, attempt=rec.attempts, pid=proc.pid)
         self.emit("entry.started", label=plan.label, module=plan.module, attempt=rec.attempts)
 
@@ -306,6 +307,7 @@ class Step:
             duration_s=round(a.proc.duration, 3),
         )
         self.emit("entry.finished", label=rec.plan.label, module=rec.plan.module)
+        self._start_next()
 
     def _failed(self, rec: EntryRecord, reason: str, fault: Fault | None) -> None:
         rec.reason = reason

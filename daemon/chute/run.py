@@ -127,6 +127,10 @@ class RunSpec:
         """A workspace path of this attempt's own: a later attempt (or another owner) never shares it."""
         return self.owner_dir / f"{self.run_id}.{secrets.token_hex(3)}"
 
+    def timeout_of(self, plan: EntryPlan) -> float:
+        """Seconds an attempt of entry `plan` may run: its own timeout, else the default."""
+        return plan.timeout if plan.timeout is not None else self.default_timeout
+
     def context(self) -> dict[str, Any]:
         """The fields every log line of this run carries."""
         return {"run_id": self.run_id, "job": self.job.name, "inbox": _text(self.inbox), "file": self.input_name}

@@ -10,6 +10,7 @@ from chute import bind, globs, manifest
 from chute.job import load_job
 from chute.package import Package
 from chute.plan import JobPlan
+from chute.run import EntryRecord, EntryStatus
 
 MODULES = Path(__file__).resolve().parent / "definitions" / "_base" / "modules"
 
@@ -138,3 +139,16 @@ def test_a_sidecar_is_staged_without_a_writable_link_to_the_users_file(tmp_path:
     staged = ws / "subs.wav"
     assert staged.read_bytes() == b"RIFF...."
     assert os.stat(staged).st_ino != os.stat(claim / "clip.wav").st_ino  # a module writing it cannot reach the user's
+
+
+def test_a_steps_for_each_instances_start_only_so_many_at_once(tmp_path: Path) -> None:
+    plan = _plan(tmp_path, CARD_JOB)
+    files = tuple(f"C{i:03}.mov" for i in range(6))
+    bound = bind.bind(plan, Package("folder", tmp_path, None, files))
+    records = [EntryRecord(e) for e in bound.plan.steps[0].entries]
+    assert bind.to_start(records, [], at_once=4) == [0, 1, 2, 3]
+    for i in (0, 1, 2, 3):
+        records[i].status = EntryStatus.RUNNING
+    assert bind.to_start(records, [0, 1, 2, 3], at_once=4) == []
+    records[1].status = EntryStatus.SUCCEEDED
+    assert bind.to_start(records, [0, 2, 3], at_once=4) == [4]
