@@ -16,6 +16,7 @@ import os
 import re
 import shutil
 import stat
+from collections.abc import Callable
 from pathlib import Path
 
 from . import claims
@@ -23,6 +24,7 @@ from .fileops import private_copy, reflink, write_atomic
 from .leases import Identity, alive_here
 from .run import RunSpec
 
+Copy = Callable[[Path, Path], object]  # how a private copy is made: fileops.private_copy, or a hashing copy
 OWNER = ".owner"  # in work_dir/<owner>/: who made these workspaces, to tell a dead owner's from a live one's
 _CAP_DAC_OVERRIDE = 1 << 1
 
@@ -52,9 +54,10 @@ class Unreadable(Exception):
     """chute may not read the input (its mode, its ACL): the file's problem, not the machine's."""
 
 
-def prepare(spec: RunSpec, source: Path, claim_dir: Path | None) -> Path:
+def prepare(spec: RunSpec, source: Path, claim_dir: Path | None, copy: Copy = private_copy) -> Path:
     """A fresh workspace holding the input under each of its bound names; returns it.
 
+    `copy` makes the private copy where one is needed (a hashing copy: the bytes are read once).
     Raises Unreadable when the input cannot be read (the file's problem), OSError for
     the machine's (no space, work_dir gone or not writable).
     """
@@ -68,7 +71,7 @@ def prepare(spec: RunSpec, source: Path, claim_dir: Path | None) -> Path:
     (ws / ".logs").mkdir()
     try:
         first, *others = spec.job.input_names
-        stage(source, ws / first, claim_dir)
+        stage(source, ws / first, claim_dir, copy)
         for name in others:
             os.link(ws / first, ws / name)
     except BaseException:
@@ -77,7 +80,7 @@ def prepare(spec: RunSpec, source: Path, claim_dir: Path | None) -> Path:
     return ws
 
 
-def stage(source: Path, dst: Path, claim_dir: Path | None) -> str:
+def stage(source: Path, dst: Path, claim_dir: Path | None, copy: Copy = private_copy) -> str:
     """Put `source` at `dst` the cheapest safe way; returns how: reflink, link or copy."""
     if reflink(source, dst):
         return "reflink"
@@ -88,7 +91,7 @@ def stage(source: Path, dst: Path, claim_dir: Path | None) -> str:
             os.chmod(source, mode & ~0o222)
         os.link(source, dst)
         return "link"
-    private_copy(source, dst)
+    copy(source, dst)
     return "copy"
 
 
