@@ -50,7 +50,7 @@ def prepare(spec: RunSpec, fence: Fence, claim_dir: Path | None) -> Checked:
     """
     root, files, main = delivery(fence)
     mode = checksums.Mode(spec.verify)
-    planned = checksums.plan(root, files, mode)
+    planned = checksums.plan(root, files, mode, main)
     algorithms = planned.algorithms(main) | {"sha256"}
     copied: dict[str, checksums.Digest] = {}
 

@@ -73,13 +73,13 @@ def _expected(source: str, written: str, algorithm: str, digest: str, size: int 
     return Expected(name or written, algorithm, digest.lower(), source, size, outside=name is None)
 
 
-def parse_list(source: str, text: str, files: frozenset[str]) -> list[Expected]:
+def parse_list(source: str, text: str, files: frozenset[str], main: str | None = None) -> list[Expected]:
     """The hashes of an md5sum-style list or a one-hash sidecar `source` (relative to the root)."""
     algorithm = algorithm_of(PurePosixPath(source).name)
     assert algorithm is not None
     lines = [line.rstrip("\r") for line in text.splitlines() if line.strip() and not line.startswith("#")]
     if len(lines) == 1 and _HEX.fullmatch(lines[0].strip()):
-        return [_expected(source, _bare_target(source, files), algorithm, lines[0].strip())]
+        return [_expected(source, _bare_target(source, files, main), algorithm, lines[0].strip())]
     found = []
     for line in lines:
         if m := _LINE.match(line):
@@ -93,11 +93,17 @@ def parse_list(source: str, text: str, files: frozenset[str]) -> list[Expected]:
     return found
 
 
-def _bare_target(source: str, files: frozenset[str]) -> str:
-    """The file a sidecar holding a bare hash is for: `clip.mov.md5` → `clip.mov`, `clip.md5` → the one `clip.*`."""
+def _bare_target(source: str, files: frozenset[str], main: str | None) -> str:
+    """The file a sidecar holding a bare hash is for.
+
+    `clip.mov.md5` is for `clip.mov`; `clip.md5` for the main file when its stem is `clip` (a stem
+    delivery's `clip.mov` beside `clip.srt`), else for the one file `clip.*`.
+    """
     target = PurePosixPath(source).with_suffix("")
     if str(target) in files:
         return target.name
+    if main is not None and PurePosixPath(main).with_suffix("") == target:
+        return PurePosixPath(main).name
     stems = [
         f
         for f in files

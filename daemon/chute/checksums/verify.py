@@ -68,7 +68,7 @@ class Verification:
         return self.problems[0] + (f" (and {more} more)" if more else "")
 
 
-def plan(root: Path, files: Sequence[str], mode: Mode = Mode.AUTO) -> Plan:
+def plan(root: Path, files: Sequence[str], mode: Mode = Mode.AUTO, main: str | None = None) -> Plan:
     """Read the delivery's checksum files (never a media file) and what they promise.
 
     Raises OSError when a checksum file cannot be read (the machine's problem, not the delivery's).
@@ -80,7 +80,7 @@ def plan(root: Path, files: Sequence[str], mode: Mode = Mode.AUTO) -> Plan:
     problems: list[str] = []
     for name in sorted(members):
         try:
-            expected += _read(root, name, members)
+            expected += _read(root, name, members, main)
         except Malformed as exc:
             problems.append(f"checksum mismatch: {exc}")
     for folder in history.roots(members):
@@ -98,12 +98,12 @@ def plan(root: Path, files: Sequence[str], mode: Mode = Mode.AUTO) -> Plan:
     return Plan(tuple(e for e in expected if not e.outside and e.name in members), tuple(dict.fromkeys(problems)))
 
 
-def _read(root: Path, name: str, members: frozenset[str]) -> list[Expected]:
+def _read(root: Path, name: str, members: frozenset[str], main: str | None) -> list[Expected]:
     path = PurePosixPath(name)
     if history.FOLDER in path.parts[:-1]:
         return []  # an ASC MHL history's own files: read as a history
     if lists.algorithm_of(path.name) is not None:
-        return lists.parse_list(name, lists.read_text(root / name), members)
+        return lists.parse_list(name, lists.read_text(root / name), members, main)
     if path.suffix.lower() == ".mhl":
         with open(root / name, "rb") as f:
             return lists.parse_legacy_mhl(name, f.read(lists.MAX_LIST))
