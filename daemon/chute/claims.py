@@ -7,14 +7,17 @@ rename, so of several daemons racing for it exactly one wins (contract §5). Mar
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import json
 import os
 import secrets
+import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 
 from .errors import ClaimLost
-from .fileops import fsync_dir, place, write_atomic
+from .fileops import GONE_PREFIX, fsync_dir, place, write_atomic
 from .leases import STATE_DIR, Identity
 from .run import COMMIT_SUFFIX
 
@@ -22,6 +25,8 @@ from .run import COMMIT_SUFFIX
 RUNNING = ".running"  # a run of this claim has started (a death from now on counts as a crash)
 CRASHES = ".crashes"  # how many runs of this file died with their daemon or worker
 MODE = ".mode"  # the input's own permission bits while a run holds it read-only (staging.py)
+MODES = ".modes"  # the same for every file of a folder delivery: JSON {relative path: octal mode}
+DELIVERY = ".delivery"  # a delivery of several files: {"unit": "stem"|"folder", "main": ..., "members": [...]}
 
 
 def new_run_id() -> str:
@@ -39,25 +44,58 @@ def _state_folder(inbox: Path, folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
 
 
-def claim(inbox: Path, name: str, me: Identity) -> tuple[str, Path] | None:
-    """Rename `inbox/name` into a new claim of ours; None when another daemon was faster."""
+def claim(
+    inbox: Path, name: str, me: Identity, unit: str = "file", sidecars: tuple[str, ...] = ()
+) -> tuple[str, Path] | None:
+    """Rename `inbox/name` into a new claim of ours; None when another daemon was faster.
+
+    A delivery of several files (contract §12) is marked first (`.delivery`), so a crash between
+    its renames is finished by whoever takes the claim (`complete`): its main file's (or its
+    folder's) rename is the claim, and its sidecars follow.
+    """
     run_id = new_run_id()
     folder = claimed_root(inbox) / me.daemon_id / run_id
     _state_folder(inbox, folder.parent)
     folder.mkdir()
+    if unit != "file":
+        record = {"unit": unit, "main": name if unit == "stem" else None, "members": [name, *sidecars]}
+        mark(folder, DELIVERY, json.dumps(record).encode())
     try:
         os.rename(inbox / name, folder / name)
     except FileNotFoundError:
         if (folder / name).exists():  # an NFS retransmit of our own rename
             return run_id, folder
-        folder.rmdir()
+        remove(folder)
         return None
     except OSError:
-        folder.rmdir()
+        remove(folder)
         raise
+    complete(folder, inbox)
     fsync_dir(folder)
     fsync_dir(inbox)
     return run_id, folder
+
+
+def complete(claim_dir: Path, inbox: Path) -> None:
+    """Move in the members of a stem claim still in the inbox (its claim stopped between two renames)."""
+    record = delivery(claim_dir)
+    if record.get("unit") != "stem" or not (claim_dir / str(record.get("main"))).exists():
+        return
+    for name in record.get("members", []):
+        if not os.path.lexists(claim_dir / name):
+            try:
+                os.rename(inbox / name, claim_dir / name)
+            except FileNotFoundError:
+                continue  # moved away by its user meanwhile: the delivery goes without it
+
+
+def delivery(claim_dir: Path) -> dict:
+    """A claim's `.delivery` record; {} for a claim of one file."""
+    try:
+        record = json.loads((claim_dir / DELIVERY).read_text())
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
 
 
 def committed(claim_dir: Path) -> Path:
@@ -126,7 +164,10 @@ def marked(claim_dir: Path, marker: str) -> bool:
 def remove(claim_dir: Path) -> None:
     """Drop a delivered claim's folder (the input has already left it)."""
     for marker in _markers(claim_dir):
-        (claim_dir / marker).unlink(missing_ok=True)
+        if marker.startswith(GONE_PREFIX):  # a folder delivery's remains, its whole copy already out
+            shutil.rmtree(claim_dir / marker, ignore_errors=True)
+        else:
+            (claim_dir / marker).unlink(missing_ok=True)
     try:
         claim_dir.rmdir()
     except OSError as exc:
@@ -159,12 +200,20 @@ def claims_of(inbox: Path, daemon_id: str) -> list[Path]:
 
 
 def input_of(claim_dir: Path) -> str | None:
-    """The input's name inside a claim folder (markers start with a dot, inputs never do)."""
-    try:
-        names = [p.name for p in claim_dir.iterdir() if not p.name.startswith(".")]
-    except OSError:
-        return None
+    """The input's name inside a claim folder (markers start with a dot, inputs never do): a stem's main file."""
+    names = members_of(claim_dir)
+    main = delivery(claim_dir).get("main")
+    if main in names:
+        return str(main)
     return names[0] if names else None
+
+
+def members_of(claim_dir: Path) -> list[str]:
+    """Every member of the delivery in a claim folder (its files, or its folder), by name; markers left out."""
+    try:
+        return sorted(p.name for p in claim_dir.iterdir() if not p.name.startswith("."))
+    except OSError:
+        return []
 
 
 def run_id_of(claim_dir: Path) -> str:
@@ -183,6 +232,7 @@ def take_over(old: Path, inbox: Path, me: Identity, charge: bool = True) -> Path
         os.rename(old, new)
     except FileNotFoundError:
         return None
+    complete(new, inbox)
     if marked(new, RUNNING):
         if charge:
             count_crash(new)
@@ -208,13 +258,20 @@ def crashes(claim_dir: Path) -> int:
 
 
 def release(claim_dir: Path, inbox: Path) -> Path | None:
-    """Put a claimed input back into its inbox under its original name (or a free one)."""
-    name = input_of(claim_dir)
-    if name is None:
+    """Put a claimed delivery back into its inbox under its original names (or free ones); returns its main.
+
+    Every member goes back (a folder as a folder); the main file last, so a crash in between leaves the
+    claim holding its main file, which recovery puts back or runs, never a main file without its sidecars.
+    """
+    main = input_of(claim_dir)
+    if main is None:
         remove(claim_dir)
         return None
-    restore_mode(claim_dir, claim_dir / name)
-    target = place(claim_dir / name, inbox, name, move=True)
+    restore_mode(claim_dir, claim_dir / main)
+    for name in members_of(claim_dir):
+        if name != main:
+            place(claim_dir / name, inbox, name, move=True)
+    target = place(claim_dir / main, inbox, main, move=True)
     fsync_dir(inbox)
     remove(claim_dir)
     return target
@@ -222,9 +279,24 @@ def release(claim_dir: Path, inbox: Path) -> Path | None:
 
 def restore_mode(claim_dir: Path, path: Path) -> None:
     """Give the input back the permission bits a run took away while it read it (staging's read-only link)."""
+    restore_modes(claim_dir)
     try:
         mode = int((claim_dir / MODE).read_text(), 8)
     except (OSError, ValueError):
         return
     os.chmod(path, mode)
     (claim_dir / MODE).unlink(missing_ok=True)
+
+
+def restore_modes(claim_dir: Path) -> None:
+    """Give every file of a folder delivery back its permission bits (staging's read-only tree of links)."""
+    try:
+        modes = json.loads((claim_dir / MODES).read_text())
+    except (OSError, ValueError):
+        return
+    for rel, mode in modes.items():
+        path = claim_dir / rel
+        if not path.is_symlink():  # never followed: a link's target is not the delivery's (Linux has no lchmod)
+            with contextlib.suppress(FileNotFoundError):  # gone by its user's own hand: nothing to give back
+                os.chmod(path, int(mode, 8))
+    (claim_dir / MODES).unlink(missing_ok=True)

@@ -99,6 +99,13 @@ def _window(text: str) -> str:
     return text
 
 
+def _plain_name(name: str | None) -> str | None:
+    # A plain name in the delivery's own top folder: never a path that could point out of it.
+    if name is not None and (not name or name in (".", "..") or "/" in name or "\x00" in name):
+        raise ValueError("must be a plain file name (no '/'), such as READY or .done")
+    return name
+
+
 def _schedule(windows: list[str] | None) -> list[str] | None:
     if windows is not None and not windows:
         raise ValueError("is empty: leave it out (always open) or list windows such as 'Mon-Fri 20:00-06:00'")
@@ -129,6 +136,22 @@ class Inbox(Frozen):
         description="Check the checksums a delivery carries before its run; required: also quarantine one without",
     )
     mhl: bool = Field(default=False, description="Write an ASC MHL generation into each result folder")
+
+    unit: Literal["file", "stem", "folder"] = Field(
+        default="file", description="What one delivery is: a file, files sharing a stem, or a top-level folder"
+    )
+    sidecar_wait: float = Field(
+        default=10.0, ge=0, description="unit stem: seconds with no sibling changing before the group is claimed"
+    )
+    ready_file: Annotated[str | None, AfterValidator(_plain_name)] = Field(
+        default=None, description="unit folder: a folder delivery is claimed only once this file exists in it"
+    )
+
+    @model_validator(mode="after")
+    def _ready_needs_folder(self) -> Inbox:
+        if self.ready_file is not None and self.unit != "folder":
+            raise ValueError("'ready_file' needs 'unit: folder'")
+        return self
 
     def windows(self) -> tuple[Window, ...] | None:
         """The schedule, parsed (None: always open)."""

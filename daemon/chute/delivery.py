@@ -10,6 +10,7 @@ nothing, and an outage leaves no hidden build folder behind.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -58,8 +59,20 @@ class ClaimFence:
     def delivering(self) -> bool:
         return any(claims.marked(self.dir, m) for m in (publish.REVEALING, publish.QUARANTINING))
 
+    def members(self) -> list[str]:
+        """The delivery's members still in the claim: the main file (or folder) last."""
+        main = self.spec.input_name
+        return [n for n in claims.members_of(self.dir) if n != main] + [main]
+
     def dispose(self) -> Path | None:
-        return publish.dispose_input(self.input, self.spec, self.dir / publish.ARCHIVING)
+        """Archive or delete every member; returns where the main file (or folder) went."""
+        where = None
+        for name in self.members():
+            # Each member its own note: two members with the same bytes must never pass for one archived.
+            note = publish.ARCHIVING if name == self.spec.input_name else f"{publish.ARCHIVING}-{_tag(name)}"
+            if os.path.lexists(self.dir / name):
+                where = publish.dispose_input(self.dir / name, self.spec, self.dir / note, name)
+        return where
 
     def done(self) -> None:
         claims.remove(self.dir)
@@ -102,6 +115,10 @@ class NoFence:
 
 
 Fence = ClaimFence | NoFence
+
+
+def _tag(name: str) -> str:
+    return hashlib.sha1(os.fsencode(name)).hexdigest()[:12]
 
 
 def _remove_builds(spec: RunSpec) -> None:
@@ -184,7 +201,14 @@ def _quarantine(
     else:
         build = publish.build_report(spec, outcome, logs_dir, input_info)
     fence.mark(publish.QUARANTINING)
-    publish.add_input(build, fence.input, spec.input_name, move=fence.moves_input, tag=spec.run_id)
+    for name in fence.members() if isinstance(fence, ClaimFence) else [spec.input_name]:
+        publish.add_input(
+            build,
+            fence.dir / name if isinstance(fence, ClaimFence) else fence.input,
+            name,
+            move=fence.moves_input,
+            tag=spec.run_id,
+        )
     final = publish.reveal(build, spec.input_name)
     fence.done()
     return final
@@ -248,11 +272,12 @@ def _finish(spec: RunSpec, fence: ClaimFence) -> RunStatus | None:
         build = publish.build_dir(spec.quarantine, spec.run_id)
         publish.require_root(spec.quarantine)
         if build.exists():
-            if name is not None and (build / name).exists():
-                # A move across filesystems renamed its whole copy in and stopped before the unlink.
-                os.unlink(claim / name)
-            elif name is not None:
-                publish.add_input(build, claim / name, name, move=True, tag=spec.run_id)
+            for member in fence.members() if name is not None else []:
+                if (build / member).exists():
+                    # A move across filesystems renamed its whole copy in and stopped before the unlink.
+                    publish.remove_input(claim / member)
+                elif os.path.lexists(claim / member):
+                    publish.add_input(build, claim / member, member, move=True, tag=spec.run_id)
             publish.reveal(build, _named(build / "report.json", name))
         elif name is not None:
             return None  # its build folder was given up before the input moved: run it again

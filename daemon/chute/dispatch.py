@@ -63,13 +63,14 @@ class Dispatcher:
             poison=poison,
             verify=inbox.verify,
             mhl=inbox.mhl,
+            unit=inbox.unit,
         )
 
     def claimed(self, batch: list[Claimed], now: float) -> None:
         """Queue a run for each file the intake just claimed; if that fails (the ledger?), the files not
         queued go back where they were."""
         for i, c in enumerate(batch):
-            spec = self.spec(c.inbox, c.run_id, c.claim, c.name, SYMLINK if c.symlink else None)
+            spec = self.spec(c.inbox, c.run_id, c.claim, c.name, SYMLINK if c.symlink else c.poison)
             try:
                 self.queue.add(Active(spec, c.inbox, now))
             except BaseException:
@@ -77,8 +78,8 @@ class Dispatcher:
                     with contextlib.suppress(OSError):  # else our next start's recovery takes it back
                         claims.release(rest.claim, rest.inbox.path)
                 raise
-            if c.symlink:  # the link itself was claimed; its run quarantines it, never reading its target
-                log.warning("file.rejected", **spec.context(), reason=SYMLINK)
+            if spec.poison:  # the link itself was claimed; its run quarantines it, never reading its target
+                log.warning("file.rejected", **spec.context(), reason=spec.poison)
             else:
                 log.info("file.claimed", **spec.context())
 

@@ -17,6 +17,7 @@ _renameat2 = getattr(_libc, "renameat2", None)
 _FICLONE = 0x40049409  # linux/fs.h: _IOW(0x94, 9, int)
 NAME_MAX = 255  # bytes in one file name (Linux, and SMB/NFS shares)
 COPY_PREFIX = ".chute-copy-"
+GONE_PREFIX = ".chute-gone-"  # a folder moved across filesystems, being removed from where it was
 COPY_CHUNK = 8 * 1024 * 1024  # bytes per read of a copy across filesystems
 
 
@@ -62,7 +63,7 @@ def copy_file(src: Path, dst: Path) -> None:
 
 
 def move_file(src: Path, dst: Path, tag: str = "") -> None:
-    """Move one file or symbolic link (or, on one filesystem, a folder) to `dst`, which must not exist.
+    """Move one file, symbolic link or folder to `dst`, which must not exist.
 
     Across filesystems: copy to a hidden name beside `dst` (`.chute-copy-<tag>-<name>`),
     fsync, rename into place, fsync the folder, and only then unlink `src`. A crash
@@ -77,18 +78,35 @@ def move_file(src: Path, dst: Path, tag: str = "") -> None:
         if exc.errno != errno.EXDEV:
             raise
     tmp = dst.with_name(_fit(f"{COPY_PREFIX}{tag}-{dst.name}"))
+    folder = os.path.isdir(src) and not os.path.islink(src)
     try:
         if os.path.islink(src):
             os.symlink(os.readlink(src), tmp)  # a link moves as itself: its target is never read
+        elif folder:
+            shutil.copytree(src, tmp, symlinks=True, copy_function=shutil.copy2)  # a folder delivery, whole
+            sync_tree(tmp)
         else:
             copy_file(src, tmp)
         rename_noreplace(tmp, dst)
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        _remove(tmp)
         raise
     fsync_dir(dst.parent)
-    os.unlink(src)
+    if folder:
+        # Out of its name first (one rename): a crash during the removal never leaves a part of it as the input.
+        gone = Path(src).with_name(_fit(f"{GONE_PREFIX}{tag}-{Path(src).name}"))
+        os.rename(src, gone)
+        shutil.rmtree(gone)
+    else:
+        os.unlink(src)
     fsync_dir(src.parent)
+
+
+def _remove(path: Path) -> None:
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
 
 
 def remove_copies(folder: Path, tag: str) -> None:
@@ -101,7 +119,7 @@ def remove_copies(folder: Path, tag: str) -> None:
     for name in names:
         if name.startswith(head):
             try:
-                os.unlink(os.path.join(os.fsencode(folder), name))
+                _remove(Path(os.fsdecode(os.path.join(os.fsencode(folder), name))))
             except OSError:
                 pass
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from . import claims, logs, ordering, schedule
+from . import claims, folders, grouping, logs, ordering, schedule
 from .config import Config, Inbox
 from .errors import resources_fields, short_of_resources
 from .inotify import Observer
@@ -24,7 +24,7 @@ from .writers import Writers
 
 log = logs.get("chute.intake")
 # A file found settled, or a symlink (no stat: it is not followed), with when it last changed.
-Settled = tuple[float, InboxWatcher, str, os.stat_result | None]
+Settled = tuple[float, InboxWatcher, str, os.stat_result | folders.FolderStat | None]
 OBSERVER_JOIN = 5.0  # seconds the inotify observer thread gets to stop
 SCHEDULE_RECHECK = 300.0  # seconds between looks at the schedules without a window opening or closing
 
@@ -36,6 +36,7 @@ class Claimed:
     claim: Path
     name: str
     symlink: bool  # not followed: it goes to the quarantine as it is
+    poison: str | None = None  # a delivery refused whole (a symlink inside a folder): quarantined with this reason
 
 
 @dataclass(frozen=True)
@@ -198,6 +199,8 @@ class Intake:
                 changes.append(change)
             for name, reason in scan.ignored:
                 self._ignored(w, name, reason)
+            for name in scan.waiting:  # contract §12: a sidecar is never claimed alone
+                log.info("file.sidecar_waiting", inbox=str(w.inbox.path), file=name)
             settled += [(now, w, name, None) for name in scan.symlinks]
             settled += [(w.changed_at(name), w, name, st) for name, st in scan.settled]
         claimed = self._claim_settled(settled, now, capacity)
@@ -222,7 +225,16 @@ class Intake:
     def _claim_settled(self, settled: list[Settled], now: float, capacity: int) -> list[Claimed]:
         if not settled or capacity <= 0:
             return []
-        candidates = {(st.st_dev, st.st_ino) for *_, st in settled if st is not None}
+        groups: dict[tuple[Path, str], tuple[tuple[str, ...], frozenset[tuple[int, int]]]] = {}
+        for _, w, name, st in settled:
+            if st is not None and w.stems is not None:
+                group = grouping.settled_group(w, name, now)
+                if group is not None:
+                    groups[(w.inbox.path, name)] = group
+        # A stem's main file waiting out its sidecar_wait is held by its watcher: not claimed now.
+        settled = [s for s in settled if s[3] is None or s[1].stems is None or (s[1].inbox.path, s[2]) in groups]
+        candidates = set().union(*(folders.keys(st) for *_, st in settled if st is not None))
+        candidates |= set().union(*(keys for _, keys in groups.values()))
         try:
             busy = self.writers.busy(candidates, now)
         except OSError as exc:
@@ -235,11 +247,12 @@ class Intake:
         for _, w, name, st in self._ordered(settled):
             if len(made) >= capacity:
                 break  # the rest stays settled: claimed when a run finishes and the loop looks again
-            if st is not None and (st.st_dev, st.st_ino) in busy:
+            sidecars, keys = groups.get((w.inbox.path, name), ((), frozenset()))
+            if st is not None and (folders.keys(st) | keys) & busy:
                 w.wait_longer(name, now)
                 log.debug("file.still_open", inbox=str(w.inbox.path), file=name)
                 continue
-            got = self._claim(w, name, st is None)
+            got = self._claim(w, name, st is None, sidecars, _poison(st))
             if got is not None:
                 made.append(got)
                 self.claims += 1
@@ -259,21 +272,24 @@ class Intake:
             ((path, items[0][1].inbox.priority, items) for path, items in groups.items()), self.served
         )
 
-    def _claim(self, w: InboxWatcher, name: str, symlink: bool) -> Claimed | None:
+    def _claim(
+        self, w: InboxWatcher, name: str, symlink: bool, sidecars: tuple[str, ...] = (), poison: str | None = None
+    ) -> Claimed | None:
         inbox = w.inbox
         try:
-            got = claims.claim(inbox.path, name, self.me)
+            got = claims.claim(inbox.path, name, self.me, inbox.unit if not symlink else "file", sidecars)
         except OSError as exc:
             if short_of_resources(exc):
                 self._short(exc, where="claim", inbox=str(inbox.path), file=name)
             else:
                 log.warning("file.claim_failed", inbox=str(inbox.path), file=name, reason=exc.strerror or str(exc))
             return None
-        w.forget(name)
+        for gone in (name, *sidecars):
+            w.forget(gone)
         if got is None:
             log.info("file.taken_elsewhere", inbox=str(inbox.path), file=name)
             return None
-        return Claimed(inbox, got[0], got[1], name, symlink)
+        return Claimed(inbox, got[0], got[1], name, symlink, poison)
 
     def _availability(self, w: InboxWatcher, scan) -> Change | None:
         path, was = w.inbox.path, w.available
@@ -291,3 +307,10 @@ class Intake:
         """The watcher reports each ignored name once, until it leaves: log it (not our own .chute)."""
         if name != STATE_DIR:
             log.info("file.ignored", inbox=str(w.inbox.path), file=name, reason=reason)
+
+
+def _poison(st: os.stat_result | folders.FolderStat | None) -> str | None:
+    """Why a settled delivery is refused whole before anything runs: a symlink inside a folder (never followed)."""
+    if isinstance(st, folders.FolderStat) and st.link is not None:
+        return f"symlink inside the delivery: {st.link}"
+    return None

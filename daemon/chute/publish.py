@@ -16,7 +16,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from . import checksums, names
+from . import checksums, names, package
 from .checksums import generation
 from .fileops import copy_file, free_name, fsync_dir, link_or_copy, move_file, place, remove_copies, sync_tree
 from .run import Outcome, OutcomeStatus, RunSpec
@@ -37,7 +37,10 @@ def sha256_of(path: Path) -> str:
 
 
 def describe_input(path: Path, name: str, inbox: Path | None) -> dict[str, Any]:
-    """The manifest's `input` object."""
+    """The manifest's `input` object (a folder delivery: its files' bytes together, and no one sha256)."""
+    if path.is_dir():
+        size = sum(os.lstat(path / rel).st_size for rel in package.walk(path))
+        return input_object(name, size, None, inbox)
     return input_object(name, os.stat(path).st_size, sha256_of(path), inbox)
 
 
@@ -208,28 +211,27 @@ def add_input(build: Path, input_path: Path, input_name: str, *, move: bool, tag
         raise
 
 
-def dispose_input(input_path: Path, spec: RunSpec, note: Path) -> Path | None:
+def dispose_input(input_path: Path, spec: RunSpec, note: Path, name: str | None = None) -> Path | None:
     """After a published success: the claimed input goes to the archive (never overwriting) or is deleted.
 
     `note` (a marker in the claim folder) records where a move across filesystems is
     putting the input, so that a crash between its rename and its unlink is finished
     by recovery instead of archiving the file twice.
     """
+    name = name or spec.input_name
     if spec.on_success == "delete":
-        os.unlink(input_path)
-        fsync_dir(input_path.parent)
+        remove_input(input_path)
         return None
     if spec.on_success != "archive" or spec.archive is None:
         return None
     require_root(spec.archive)
     earlier = _archived_before(input_path, note)
     if earlier is not None:
-        os.unlink(input_path)
-        fsync_dir(input_path.parent)
+        remove_input(input_path)
         return earlier
     remove_copies(spec.archive, spec.run_id)
     while True:
-        dst = free_name(spec.archive, spec.input_name)
+        dst = free_name(spec.archive, name)
         if os.stat(spec.archive).st_dev != os.stat(input_path).st_dev:
             _write_note(note, dst)  # a copy, then a rename, then an unlink: a crash may land between
         try:
@@ -243,6 +245,15 @@ def dispose_input(input_path: Path, spec: RunSpec, note: Path) -> Path | None:
             raise
 
 
+def remove_input(path: Path) -> None:
+    """Delete a delivered input: a file, or a folder delivery whole (its copy is out, or it was to be deleted)."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        os.unlink(path)
+    fsync_dir(path.parent)
+
+
 def _write_note(note: Path, dst: Path) -> None:
     with open(note, "wb") as f:
         f.write(os.fsencode(dst))
@@ -254,6 +265,8 @@ def _archived_before(input_path: Path, note: Path) -> Path | None:
     """Where an earlier move across filesystems already put a whole copy of the input, if it did."""
     try:
         dst = Path(os.fsdecode(note.read_bytes()))
+        if input_path.is_dir():  # a folder is renamed in only once whole and fsynced (fileops.move_file)
+            return dst if dst.is_dir() and package.walk(dst) == package.walk(input_path) else None
         if dst.stat().st_size == input_path.stat().st_size and sha256_of(dst) == sha256_of(input_path):
             return dst
     except OSError:

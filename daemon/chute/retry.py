@@ -9,6 +9,7 @@ from .fileops import place
 from .ledger import Ledger, Run, State
 from .names import shown
 from .run import utcnow
+from .stems import stem_of
 
 
 def retry(ledger: Ledger, run_ids: list[str]) -> int:
@@ -26,6 +27,8 @@ def retry(ledger: Ledger, run_ids: list[str]) -> int:
         assert run is not None and run.result is not None
         source = Path(run.result) / run.input_name
         try:
+            for sidecar in sidecars(Path(run.result), run.input_name):  # a stem delivery goes back whole, main last
+                place(Path(run.result) / sidecar, Path(run.inbox), sidecar, move=True)
             back = place(source, Path(run.inbox), run.input_name, move=True)
         except OSError as exc:  # the inbox is gone (an unmounted share), or not writable
             why = shown(exc.strerror or exc)
@@ -44,10 +47,20 @@ def _refused(ledger: Ledger, run_id: str, run: Run | None, named: bool) -> str |
     if run is None or run.state != State.FAILED or not run.result:
         return f"{shown(run_id)}: not a quarantined run"
     source = Path(run.result) / run.input_name
-    if not source.is_file() or source.is_symlink():
+    if not (source.is_file() or source.is_dir()) or source.is_symlink():
         # --all passes over what was taken out of the quarantine by hand.
         return f"{run_id}: {shown(source)} is no longer in the quarantine" if named else ""
     return None
+
+
+def sidecars(result: Path, input_name: str) -> list[str]:
+    """The sidecars quarantined with a stem delivery's main file: its other files sharing the stem."""
+    head = stem_of(input_name) + "."
+    try:
+        names = sorted(p.name for p in result.iterdir())
+    except OSError:
+        return []
+    return [n for n in names if n.startswith(head) and n not in (input_name, "report.json", "logs")]
 
 
 def _retried_as(ledger: Ledger, run: Run) -> str:

@@ -91,8 +91,8 @@ class RunSpec:
 
     run_id: str
     job: JobPlan
-    input_path: Path  # the claimed file, or the user's own for `chute submit`
-    input_name: str  # its name as dropped
+    input_path: Path  # the claimed file (a stem's main file), the claimed folder, or the user's own for `chute submit`
+    input_name: str  # its name as dropped (the main file's, or the folder's)
     outbox: Path
     quarantine: Path
     work_dir: Path
@@ -113,6 +113,7 @@ class RunSpec:
     poison: str | None = None  # quarantine the input with this reason, running nothing (a symlink, a poison file)
     verify: str = "auto"  # auto | required | off: the delivery's checksums checked before anything runs
     mhl: bool = False  # an ASC MHL generation written into the result folder
+    unit: str = "file"  # file | stem | folder: what the delivery is (contract §12; package.of reads it)
 
     @property
     def committed(self) -> Path | None:

@@ -106,7 +106,7 @@ def _prepare(spec: RunSpec, fence: Fence) -> tuple[Path, dict[str, Any]] | RunRe
     """The workspace and the input's description, or why the run cannot start (and whose fault that is)."""
     try:
         claim_dir = fence.dir if isinstance(fence, ClaimFence) else None
-        size = fence.input.stat().st_size
+        size = staging.tree_size(fence.input)
         need, free = staging.needs(spec, size, fence.input, claim_dir), staging.free_bytes(spec.work_dir)
         if free < need:
             reason = f"work_dir {spec.work_dir} has {free >> 20} MiB free; this run needs {need >> 20} MiB"

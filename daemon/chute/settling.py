@@ -85,6 +85,14 @@ class Table:
             self._restart(name, c, now)
             self.timer(name, now + max(self.settle, WAIT_MIN))
 
+    def hold(self, name: str, until: float | None) -> None:
+        """A settled name not offered now: looked at again at `until` (None: at the next listing or event)."""
+        c = self.seen.get(name)
+        if c is not None:
+            self._unready(name, c)
+            if until is not None:
+                self.timer(name, until)
+
     def forget(self, name: str) -> None:
         self.seen.pop(name, None)
         self.ready.pop(name, None)

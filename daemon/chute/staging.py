@@ -19,7 +19,7 @@ import stat
 from collections.abc import Callable
 from pathlib import Path
 
-from . import claims
+from . import claims, package
 from .fileops import private_copy, reflink, write_atomic
 from .leases import Identity, alive_here
 from .run import RunSpec
@@ -62,18 +62,26 @@ def prepare(spec: RunSpec, source: Path, claim_dir: Path | None, copy: Copy = pr
     the machine's (no space, work_dir gone or not writable).
     """
     try:
-        with open(source, "rb"):
-            pass  # unreadable (chmod 000)? say so now, as the file's fault, before anything runs
+        if source.is_dir():
+            package.walk(source)  # a folder delivery: every folder beneath must be readable
+        else:
+            with open(source, "rb"):
+                pass  # unreadable (chmod 000)? say so now, as the file's fault, before anything runs
     except PermissionError as exc:
-        raise Unreadable(exc.strerror) from exc
+        raise Unreadable(f"{exc.strerror} ({exc.filename})" if exc.filename else exc.strerror) from exc
     ws = spec.new_workspace()
     (ws / ".tmp").mkdir(parents=True)
     (ws / ".logs").mkdir()
     try:
         first, *others = spec.job.input_names
-        stage(source, ws / first, claim_dir, copy)
-        for name in others:
-            os.link(ws / first, ws / name)
+        if source.is_dir():
+            stage_tree(source, ws / first, claim_dir, copy)
+            for name in others:
+                os.symlink(first, ws / name)  # a second name of the one staged tree (hard links cannot be folders)
+        else:
+            stage(source, ws / first, claim_dir, copy)
+            for name in others:
+                os.link(ws / first, ws / name)
     except BaseException:
         shutil.rmtree(ws, ignore_errors=True)
         raise
@@ -93,6 +101,39 @@ def stage(source: Path, dst: Path, claim_dir: Path | None, copy: Copy = private_
         return "link"
     copy(source, dst)
     return "copy"
+
+
+def stage_tree(source: Path, dst: Path, claim_dir: Path | None, copy: Copy = private_copy) -> str:
+    """Put a folder delivery at `dst` as a tree of read-only hard links (one filesystem), else a copy.
+
+    Every file's write bits are recorded in the claim (`.modes`) before any is taken away, so a
+    crash while the run holds them leaves what restores them all (claims.restore_modes).
+    """
+    files = package.walk(source)
+    linked = claim_dir is not None and all(links(source / rel, dst.parent) for rel in files)
+    if linked and claim_dir is not None:
+        modes = {
+            str((source / rel).relative_to(claim_dir)): stat.S_IMODE(os.stat(source / rel).st_mode) for rel in files
+        }
+        if any(mode & 0o222 for mode in modes.values()):
+            claims.mark(claim_dir, claims.MODES, json.dumps({k: f"{m:o}" for k, m in modes.items()}).encode())
+            for rel, mode in modes.items():
+                os.chmod(claim_dir / rel, mode & ~0o222)
+    for folder, _dirs, _files in os.walk(source):  # never follows a symlink
+        (dst / Path(folder).relative_to(source)).mkdir(parents=True, exist_ok=True)
+    for rel in files:
+        if linked:
+            os.link(source / rel, dst / rel)
+        else:
+            copy(source / rel, dst / rel)
+    return "link" if linked else "copy"
+
+
+def tree_size(path: Path) -> int:
+    """Bytes of a file, or of every file beneath a folder."""
+    if not path.is_dir():
+        return os.stat(path).st_size
+    return sum(os.lstat(path / rel).st_size for rel in package.walk(path))
 
 
 def links(source: Path, folder: Path) -> bool:
@@ -125,8 +166,15 @@ def _overrides_modes() -> bool:
 
 
 def needs(spec: RunSpec, size: int, source: Path, claim_dir: Path | None) -> int:
-    """Bytes the run needs free in work_dir before it starts: the reserve, plus the input unless it is linked."""
-    return spec.work_reserve + (0 if claim_dir is not None and links(source, spec.work_dir) else size)
+    """Bytes the run needs free in work_dir before it starts: the reserve, plus the input unless it is linked.
+
+    `size` is the delivery's whole size: a folder delivery is linked only when every file of it can be.
+    """
+    if source.is_dir():
+        linked = claim_dir is not None and all(links(source / rel, spec.work_dir) for rel in package.walk(source))
+    else:
+        linked = claim_dir is not None and links(source, spec.work_dir)
+    return spec.work_reserve + (0 if linked else size)
 
 
 def free_bytes(folder: Path) -> int:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import checksums, staging
+from . import checksums, package, staging
 from .delivery import Fence
 from .publish import INPUTS, input_object
 from .run import RunSpec
@@ -25,21 +25,22 @@ class Checked:
 
     ws: Path
     verification: checksums.Verification
-    main: checksums.Digest  # the main file's size and hashes (xxh128, sha256 and what its checksums use)
+    main: str | None  # the main file (file, stem); None for a folder delivery
 
     def input_info(self, spec: RunSpec) -> dict[str, Any]:
-        """The manifest's `input` object, carrying the delivery's files (listed as the manifest's `inputs`)."""
-        info = input_object(spec.input_name, self.main.size, self.main.hashes.get("sha256"), spec.inbox)
-        return info | {INPUTS: inputs(self.verification)}
+        """The manifest's `input` object, carrying the delivery's files (listed as the manifest's `inputs`).
+
+        A folder delivery's `input` has its files' bytes together and no one sha256 (each file's are in `inputs`).
+        """
+        files = self.verification.inputs
+        main = next((i for i in files if i.name == self.main), None)
+        size = main.size if main is not None else sum(i.size for i in files)
+        sha256 = main.hashes.get("sha256") if main is not None else None
+        return input_object(spec.input_name, size, sha256, spec.inbox) | {INPUTS: inputs(self.verification)}
 
 
 def inputs(verification: checksums.Verification) -> list[dict[str, Any]]:
     return [i.as_manifest() for i in verification.inputs]
-
-
-def delivery(fence: Fence) -> tuple[Path, tuple[str, ...], str]:
-    """The delivery's root, its files (relative to the root) and its main file: the claimed file alone."""
-    return fence.input.parent, (fence.input.name,), fence.input.name
 
 
 def prepare(spec: RunSpec, fence: Fence, claim_dir: Path | None) -> Checked:
@@ -48,14 +49,17 @@ def prepare(spec: RunSpec, fence: Fence, claim_dir: Path | None) -> Checked:
     Raises staging.Unreadable (the file's problem) and OSError (the machine's: an I/O error,
     a share gone, no space); the workspace is removed when it raises.
     """
-    root, files, main = delivery(fence)
+    delivery = package.of(spec)
+    root, files, main = delivery.root, delivery.files, delivery.main
     mode = checksums.Mode(spec.verify)
     planned = checksums.plan(root, files, mode, main)
-    algorithms = planned.algorithms(main) | {"sha256"}
     copied: dict[str, checksums.Digest] = {}
 
     def copy(src: Path, dst: Path) -> None:
-        copied[main] = checksums.copy_hashing(src, dst, algorithms)
+        """Staging's private copy of a file of the delivery, hashed as it is copied."""
+        name = src.relative_to(root).as_posix()
+        extra = {"sha256"} if name == main else set()  # the manifest's `input.sha256` (contract §6)
+        copied[name] = checksums.copy_hashing(src, dst, planned.algorithms(name) | extra)
 
     ws = staging.prepare(spec, fence.input, claim_dir, copy)
     try:
@@ -63,5 +67,4 @@ def prepare(spec: RunSpec, fence: Fence, claim_dir: Path | None) -> Checked:
     except BaseException:
         shutil.rmtree(ws, ignore_errors=True)
         raise
-    digest = next(checksums.Digest(i.size, i.hashes) for i in checked.inputs if i.name == main)
-    return Checked(ws, checked, digest)
+    return Checked(ws, checked, main)

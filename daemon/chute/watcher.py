@@ -15,18 +15,20 @@ from __future__ import annotations
 import os
 import stat
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from watchdog.observers.inotify_c import InotifyConstants, InotifyEvent, WatchDescriptor
-
+from . import folders
 from .config import Inbox
 from .errors import short_of_resources
+from .inotified import EventHint, Inotified
 from .inotify import Watch
 from .mounts import watch_mode
 from .namefilter import NameFilter
 from .settling import IGNORED, WAIT_MIN, Candidate, Table
+from .stems import Stems
 
+__all__ = ["EventHint", "InboxWatcher", "Scan"]
 WRITE_GRACE = 600.0  # seconds a write seen by inotify holds a file when its close event never comes
 RESCAN_INTERVAL = 60.0  # seconds between backstop listings in events mode (defaults.rescan_interval)
 
@@ -45,41 +47,8 @@ class Scan:
     settled: list[tuple[str, os.stat_result]] = field(default_factory=list)
     symlinks: list[str] = field(default_factory=list)
     ignored: list[tuple[str, str]] = field(default_factory=list)
+    waiting: list[str] = field(default_factory=list)  # sidecars settled with no main file (said once)
     error: str | None = None
-
-
-class Inotified:
-    """What the observer thread reported since the last look, under its lock: the service's scan takes it."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.events: dict[str, float] = {}  # names inotify reported since the last look: when, last
-        # Names inotify saw written (IN_MODIFY) and not yet closed (IN_CLOSE_WRITE): a writer
-        # /proc cannot show us (smbd as another user under ProtectProc=) still has them open.
-        self.writing: dict[str, float] = {}
-        self.relist, self.recheck = True, False  # asked for by the observer thread or the service
-
-    def take(self, now: float, listing_due: bool) -> tuple[dict[str, float], bool, bool]:
-        """The events to apply, and whether to list the inbox and re-offer its settled files; all reset."""
-        with self.lock:
-            events, self.events = self.events, {}
-            relist, recheck = self.relist or listing_due, self.recheck
-            self.relist = self.recheck = False
-        return events, relist, recheck
-
-    def put_back(self, events: dict[str, float], relist: bool, recheck: bool) -> None:
-        """A look that could not be made: what it was to do is done at the next one."""
-        with self.lock:
-            self.events = events | self.events
-            self.relist, self.recheck = self.relist or relist, self.recheck or recheck
-
-    def writing_since(self, name: str) -> float | None:
-        with self.lock:
-            return self.writing.get(name)
-
-    def forget(self, name: str) -> None:
-        with self.lock:
-            self.writing.pop(name, None)
 
 
 class InboxWatcher:
@@ -106,7 +75,12 @@ class InboxWatcher:
         self.poll_interval = poll_interval
         self.rescan_interval = rescan_interval
         self.mode = watch_mode(inbox)
-        self.filter = NameFilter(inbox.include, inbox.exclude)
+        # A stem inbox tracks every name not ignored (its sidecars too); `include` then picks its main files.
+        # A folder inbox's names are folders: `include` is for the files a job takes from them.
+        self.filter = NameFilter(inbox.include if inbox.unit == "file" else ["*"], inbox.exclude)
+        self.stems = Stems(inbox.include, inbox.exclude) if inbox.unit == "stem" else None
+        self.waiting: set[str] = set()  # sidecars said to be waiting for their main file
+        self.folders: dict[str, folders.FolderStat] = {}  # each folder delivery at its last walk
         self.files = Table(settle, inbox.order)  # every name judged at the last look
         self.inotified = Inotified()
         self.folder_id: tuple[int, int] | None = None  # the inbox's (device, inode) at the last listing
@@ -218,6 +192,11 @@ class InboxWatcher:
         """`name` left the inbox (claimed): a file of that name appearing later is new."""
         self._gone(name)
 
+    def hold(self, name: str, until: float) -> None:
+        """A settled main file whose sidecars may still come: offered again at `until`."""
+        self.files.hold(name, until)
+        self.next_scan = min(self.next_scan, until)
+
     # --- one look ---
 
     def _lost(self, error: str, retry_at: float) -> Scan:
@@ -277,15 +256,50 @@ class InboxWatcher:
         except OSError:
             return  # judged again at the next listing
         kind = stat.S_IFMT(st.st_mode)
+        if self.inbox.unit == "folder" and kind in (stat.S_IFREG, stat.S_IFDIR):
+            self._look_folder(name, kind, known, now, result, looked)
+            return
         if kind == stat.S_IFREG:
             if self.files.looked(name, st, now, self._still_writing):
-                looked.add(name)
+                if self.stems is None or self.stems.is_main(name):
+                    looked.add(name)
+                else:
+                    self._sidecar(name, result)
             return
         if kind == stat.S_IFLNK:
             result.symlinks.append(name)  # at every look: the service quarantines it, again if that failed
         elif kind == stat.S_IFDIR and known != kind:
             result.ignored.append((name, "a folder"))  # contract §5.1: folders are not taken
         self.files.judged(name, kind)  # a FIFO, a socket, a device: nothing to claim
+
+    def _look_folder(self, name: str, kind: int, known: int | None, now: float, result: Scan, looked: set[str]) -> None:
+        """A folder inbox: a folder is walked and settles as one delivery; a loose file is not one."""
+        if kind == stat.S_IFREG:
+            if known is None:
+                result.ignored.append((name, "not a folder"))  # contract §12: the folders are the deliveries
+                self.files.judged(name, IGNORED)
+            return
+        try:
+            walked = folders.walk(f"{self.path}/{name}", self.inbox.ready_file)
+        except FileNotFoundError:
+            self._gone(name)
+            return
+        except OSError:
+            return  # judged again at the next look
+        self.folders[name] = walked
+        if self.files.looked(name, walked, now, self._not_ready):  # type: ignore[arg-type]
+            looked.add(name)
+
+    def _not_ready(self, name: str, now: float) -> bool:
+        walked = self.folders.get(name)
+        return (walked is not None and not walked.ready) or self._still_writing(name, now)
+
+    def _sidecar(self, name: str, result: Scan) -> None:
+        """A settled sidecar is never offered alone; one with no main file is said to wait, once."""
+        self.files.hold(name, None)
+        if name not in self.waiting and self.stems is not None and self.stems.main_of(name, self.files.seen) is None:
+            self.waiting.add(name)
+            result.waiting.append(name)
 
     def _still_writing(self, name: str, now: float) -> bool:
         since = self.inotified.writing_since(name)
@@ -309,35 +323,6 @@ class InboxWatcher:
 
     def _gone(self, name: str) -> None:
         self.files.forget(name)
+        self.waiting.discard(name)
+        self.folders.pop(name, None)
         self.inotified.forget(name)
-
-
-class EventHint:
-    """Feeds inotify events of one inbox to its watcher, from the inotify reader thread (inotify.Observer)."""
-
-    def __init__(self, watcher: InboxWatcher, clock: Callable[[], float]):
-        self.watcher, self.clock = watcher, clock
-
-    def on_event(self, event: InotifyEvent) -> None:
-        if event.is_delete_self or event.is_move_self or event.mask & InotifyConstants.IN_UNMOUNT:
-            self.watcher.rescan()  # the inbox itself went: the next listing finds out
-            return
-        if not event.name:
-            return  # the folder's own attributes changed: nothing about the files in it
-        name, now = os.fsdecode(event.name), self.clock()
-        if event.is_directory:
-            self.watcher.touched(name, now)
-        elif event.is_modify:
-            self.watcher.wrote(name, now)
-        elif event.is_close_write or event.is_move or event.is_delete:
-            self.watcher.closed(name, now)
-        else:
-            self.watcher.touched(name, now)
-
-    def on_watch_deleted(self, wd: WatchDescriptor) -> None:
-        """The kernel dropped the watch (the folder was deleted or unmounted): the next look finds out."""
-        self.watcher.rescan()
-
-    def on_queue_overflow(self) -> None:
-        """Events were lost (IN_Q_OVERFLOW): list the inbox at the next look."""
-        self.watcher.rescan()
