@@ -9,11 +9,12 @@ dies in the middle of it verifies again from the start.
 from __future__ import annotations
 
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import checksums, package, staging
+from . import checksums, logs, package, staging
 from .delivery import Fence
 from .publish import INPUTS, input_object
 from .run import RunSpec
@@ -49,10 +50,13 @@ def prepare(spec: RunSpec, fence: Fence, claim_dir: Path | None) -> Checked:
     Raises staging.Unreadable (the file's problem) and OSError (the machine's: an I/O error,
     a share gone, no space); the workspace is removed when it raises.
     """
+    log = logs.get("chute.verification").bind(**spec.context())
+    started = time.monotonic()
     delivery = package.of(spec)
     root, files, main = delivery.root, delivery.files, delivery.main
     mode = checksums.Mode(spec.verify)
     planned = checksums.plan(root, files, mode, main)
+    log.info("run.verifying", files=len(files), checksums=len({e.source for e in planned.expected}), verify=mode.value)
     copied: dict[str, checksums.Digest] = {}
 
     def copy(src: Path, dst: Path) -> None:
@@ -67,4 +71,14 @@ def prepare(spec: RunSpec, fence: Fence, claim_dir: Path | None) -> Checked:
     except BaseException:
         shutil.rmtree(ws, ignore_errors=True)
         raise
+    verified = sum(1 for i in checked.inputs if i.verified_by)
+    size = sum(i.size for i in checked.inputs)
+    log.info(
+        "run.verified",
+        files=len(files),
+        verified=verified,
+        bytes=size,
+        problems=len(checked.problems),
+        duration_s=round(time.monotonic() - started, 3),
+    )
     return Checked(ws, checked, main)
