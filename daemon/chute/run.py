@@ -111,6 +111,8 @@ class RunSpec:
     work_reserve: int = 0  # bytes that must stay free in work_dir besides the run's own needs
     max_crashes: int = 3
     poison: str | None = None  # quarantine the input with this reason, running nothing (a symlink, a poison file)
+    verify: str = "auto"  # auto | required | off: the delivery's checksums checked before anything runs
+    mhl: bool = False  # an ASC MHL generation written into the result folder
     unit: str = "file"  # file | stem | folder: what the delivery is (contract §12; package.of reads it)
 
     @property
