@@ -9,6 +9,8 @@ import json
 import os
 import shutil
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import yaml
@@ -17,6 +19,8 @@ from tests.harness import Daemon, Setup, drop, files, wait_until
 from tests.media import make_clip
 
 REPO = Path(__file__).resolve().parents[2]
+ASCMHL = Path(sys.executable).with_name("ascmhl")
+ASCMHL_DEBUG = Path(sys.executable).with_name("ascmhl-debug")
 
 
 def _copy(src: str, dst: str, public: bool = True) -> dict:
@@ -51,8 +55,8 @@ def each_copy_job() -> dict:
     }
 
 
-def deliver_folder(inbox: Path, name: str, files_: dict[str, bytes | Path]) -> None:
-    """A folder made aside, then renamed into the inbox whole."""
+def deliver_folder(inbox: Path, name: str, files_: dict[str, bytes | Path], mhl: bool = False) -> None:
+    """A folder made aside (with an ASC MHL history, as a DIT's offload has), then renamed into the inbox whole."""
     aside = inbox.parent / f".{name}.making"
     for rel, data in files_.items():
         (aside / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -60,6 +64,8 @@ def deliver_folder(inbox: Path, name: str, files_: dict[str, bytes | Path]) -> N
             shutil.copyfile(data, aside / rel)
         else:
             (aside / rel).write_bytes(data)
+    if mhl:
+        subprocess.run([str(ASCMHL), "create", str(aside), "-h", "xxh128"], check=True, capture_output=True)
     os.rename(aside, inbox / name)
 
 
@@ -101,7 +107,7 @@ def test_a_stems_sidecar_reaches_its_module_and_a_card_runs_per_clip(tmp_path: P
     (setup.defs / "jobs" / "needs_subs.yaml").write_text(yaml.safe_dump(sidecar_job("needs_subs", False)))
     (setup.defs / "jobs" / "each_copy.yaml").write_text(yaml.safe_dump(each_copy_job(), sort_keys=False))
     stem = setup.inbox("stem", job="needs_subs", unit="stem", sidecar_wait=0.5)
-    cards = setup.inbox("cards", job="card_ingest", unit="folder")
+    cards = setup.inbox("cards", job="card_ingest", unit="folder", verify="required", mhl=True)
     bad = setup.inbox("bad", job="each_copy", unit="folder")
     clips = tmp_path / "clips"
     clips.mkdir()
@@ -113,7 +119,7 @@ def test_a_stems_sidecar_reaches_its_module_and_a_card_runs_per_clip(tmp_path: P
         drop(Path(stem["path"]), "clip.srt", b"1\n00:00:00,000 --> 00:00:01,000\nhello\n")
         drop(Path(stem["path"]), "clip.bin", b"main\n")
         card = {"A001.mov": clips / "a.mov", "CLIPS/A002.mp4": clips / "b.mp4", "A003.MOV": clips / "c.mov"}
-        deliver_folder(Path(cards["path"]), "CARD_01", card | {"notes.txt": b"shot on a sunny day\n"})
+        deliver_folder(Path(cards["path"]), "CARD_01", card | {"notes.txt": b"shot on a sunny day\n"}, mhl=True)
         deliver_folder(Path(bad["path"]), "BATCH", {"a.bin": b"fine\n", "b.bin": b"fail\n"})
         d.wait_event("run.published", inbox=stem["path"])
         d.wait_event("run.quarantined", inbox=bad["path"])
@@ -141,6 +147,11 @@ def test_a_stems_sidecar_reaches_its_module_and_a_card_runs_per_clip(tmp_path: P
         entries = [e for step in manifest["steps"] for e in step["entries"]]
         assert sorted({e["file"] for e in entries}) == sorted(card)
         assert len(entries) == 6 * len(card) and {e["status"] for e in entries} == {"succeeded"}
+        # Verified before it ran (its ASC MHL history), and the result's own MHL covers the per-clip folders.
+        inputs = {i["name"]: i["verified_by"] for i in manifest["inputs"]}
+        assert all(inputs[clip] == ["ascmhl"] for clip in card)
+        check = subprocess.run([str(ASCMHL_DEBUG), "verify", str(result)], capture_output=True, text=True)
+        assert check.returncode == 0, check.stdout + check.stderr
 
         # One file of a folder failing fails the run; the report names it, each file has its own log.
         report_dir = result_of(Path(bad["quarantine"]))
