@@ -238,15 +238,13 @@ class Step:
         if proc.fallback is not None:
             self.log.info("entry.fresh", module=plan.module, reason=proc.fallback)
         self._track(Attempt(i, proc, Progress(Phase.RUNNING, time.monotonic() + self.spec.timeout_of(plan))))
-        self.log.info("entry.started", step=plan.step, module=plan.module, attempt=rec.attempts, pid=proc.pid)
+        self.log.info("entry.started", **plan.fields, attempt=rec.attempts, pid=proc.pid)
         self.emit("entry.started", label=plan.label, module=plan.module, attempt=rec.attempts)
 
     def _not_started(self, rec: EntryRecord, reason: str, fault: Fault | None = Fault.MACHINE) -> None:
         rec.status = EntryStatus.FAILED
         plan = rec.plan
-        self.log.warning(
-            "entry.failed", step=plan.step, module=plan.module, attempt=rec.attempts, reason=reason, retrying=False
-        )
+        self.log.warning("entry.failed", **plan.fields, attempt=rec.attempts, reason=reason, retrying=False)
         self._fail(failure(reason, plan.step, plan.module), fault)
 
     def _progress(self, plan: EntryPlan, value: float) -> None:
@@ -300,8 +298,7 @@ class Step:
         rec.status = EntryStatus.SUCCEEDED
         self.log.info(
             "entry.finished",
-            step=rec.plan.step,
-            module=rec.plan.module,
+            **rec.plan.fields,
             exit_code=rec.exit_code,
             attempt=rec.attempts,
             duration_s=round(a.proc.duration, 3),
@@ -314,8 +311,7 @@ class Step:
         retrying = fault is None and rec.attempts <= rec.plan.retries
         self.log.warning(
             "entry.failed",
-            step=rec.plan.step,
-            module=rec.plan.module,
+            **rec.plan.fields,
             exit_code=rec.exit_code,
             attempt=rec.attempts,
             reason=reason,

@@ -42,6 +42,11 @@ class EntryPlan:
         return f"{self.step}.{self.index}.{self.module}"
 
     @property
+    def fields(self) -> dict[str, str]:
+        """What its log events say of it: step and module, and a for_each instance's file (`member`)."""
+        return {"step": self.step, "module": self.module} | ({} if self.file is None else {"member": self.file})
+
+    @property
     def slot(self) -> str:
         """A name unique in its run, even among a for_each entry's instances: its log's and TMPDIR's name."""
         if self.file is None:

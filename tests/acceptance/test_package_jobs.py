@@ -158,4 +158,5 @@ def test_a_stems_sidecar_reaches_its_module_and_a_card_runs_per_clip(tmp_path: P
         error = json.loads((report_dir / "report.json").read_text())["error"]
         assert error["file"] == "b.bin" and error["reason"].startswith("b.bin: exited with status 3")
         assert "first.0.copy.b.bin.log" in files(report_dir / "logs")
+        assert [e["member"] for e in d.events("entry.failed", inbox=bad["path"])] == ["b.bin"]
         assert d.stop() == 0
