@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,7 +53,12 @@ class EntryPlan:
         """A name unique in its run, even among a for_each entry's instances: its log's and TMPDIR's name."""
         if self.file is None:
             return self.label
-        return f"{self.label}.{self.file.replace('/', '_')}"
+        slot = f"{self.label}.{self.file.replace('/', '_')}"
+        if len(os.fsencode(slot)) <= 200:
+            return slot
+        # A file name near the 255-byte limit would make the log's name too long: cut, kept unique by a hash.
+        digest = hashlib.sha256(os.fsencode(self.file)).hexdigest()[:12]
+        return f"{self.label}.{os.fsdecode(os.fsencode(self.file.replace('/', '_'))[-120:])}.{digest}"
 
     def argv(self, workspace: Path) -> list[str]:
         """The command-line arguments after the entrypoint (contract §2)."""

@@ -152,3 +152,11 @@ def test_a_steps_for_each_instances_start_only_so_many_at_once(tmp_path: Path) -
     assert bind.to_start(records, [0, 1, 2, 3], at_once=4) == []
     records[1].status = EntryStatus.SUCCEEDED
     assert bind.to_start(records, [0, 2, 3], at_once=4) == [4]
+
+
+def test_a_for_each_instances_log_name_stays_short_and_unique_for_long_file_names(tmp_path: Path) -> None:
+    plan = _plan(tmp_path, CARD_JOB)
+    long_names = ("CLIPS/" + "x" * 240 + "1.mov", "CLIPS/" + "x" * 240 + "2.mov")
+    bound = bind.bind(plan, Package("folder", tmp_path, None, long_names))
+    slots = [e.slot for e in bound.plan.steps[0].entries]
+    assert len(set(slots)) == 2 and all(len(os.fsencode(s + ".log")) < 255 for s in slots)
