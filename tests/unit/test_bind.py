@@ -160,3 +160,22 @@ def test_a_for_each_instances_log_name_stays_short_and_unique_for_long_file_name
     bound = bind.bind(plan, Package("folder", tmp_path, None, long_names))
     slots = [e.slot for e in bound.plan.steps[0].entries]
     assert len(set(slots)) == 2 and all(len(os.fsencode(s + ".log")) < 255 for s in slots)
+
+
+def test_a_folders_sidecar_is_linked_from_its_read_only_staged_tree(tmp_path: Path) -> None:
+    job = CARD_JOB.replace(
+        "  - {param_name: card, type: folder, name: card}\n",
+        "  - {param_name: card, type: folder, name: card}\n"
+        '  - {param_name: xml, type: text, name: card.xml, match: "*.xml"}\n',
+    )
+    plan = _plan(tmp_path, job)
+    ws = tmp_path / "ws"
+    (ws / "card" / "META").mkdir(parents=True)
+    staged = ws / "card" / "META" / "A001.xml"
+    staged.write_text("<card/>")
+    staged.chmod(0o444)  # as units' staging leaves a linked tree
+    bound = bind.bind(plan, Package("folder", tmp_path / "claimed", None, ("A001.mov", "META/A001.xml")))
+    bind.stage(bound, ws, tmp_path / "claimed", tmp_path)
+    assert (ws / "card.xml").read_text() == "<card/>"
+    assert os.stat(ws / "card.xml").st_ino == os.stat(staged).st_ino or os.geteuid() == 0
+    assert (ws / ".each" / "A001.mov").is_dir()  # where the clip's outputs go
