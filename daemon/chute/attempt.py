@@ -102,10 +102,10 @@ def clean_slate(ws: Path, plan: EntryPlan) -> Path:
             shutil.rmtree(path)
         else:
             path.unlink(missing_ok=True)
-    tmp = ws / ".tmp" / plan.label
+    tmp = ws / ".tmp" / plan.slot
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    return ws / ".logs" / f"{plan.label}.log"
+    return ws / ".logs" / f"{plan.slot}.log"
 
 
 def environ(spec: RunSpec, ws: Path, plan: EntryPlan, marker: str) -> dict[str, str]:
@@ -118,7 +118,7 @@ def environ(spec: RunSpec, ws: Path, plan: EntryPlan, marker: str) -> dict[str, 
             "CHUTE_STEP": plan.step,
             "CHUTE_MODULE": plan.module,
             "CHUTE_ENTRY": marker,
-            "TMPDIR": str(ws / ".tmp" / plan.label),
+            "TMPDIR": str(ws / ".tmp" / plan.slot),
             "PYTHONUNBUFFERED": "1",
         }
     )

@@ -8,7 +8,7 @@ from pathlib import Path
 from . import job as jobs_mod
 from . import manifest
 from .config import Config
-from .config_check import check_config
+from .config_check import check_config, inbox_units
 from .errors import DefinitionError, Problem
 from .job import JobPlan
 from .manifest import Module
@@ -47,6 +47,7 @@ def load_catalog(config_file: Path) -> Catalog:
     jobs, job_problems, broken = jobs_mod.discover(config.jobs_path, modules, broken_modules)
     problems += job_problems
     problems += _inbox_jobs(doc, config, jobs, broken)
+    problems += inbox_units(doc, config, jobs)
     if problems:
         raise DefinitionError(problems)
     return Catalog(config=config, config_file=config_file.resolve(), modules=modules, jobs=jobs)

@@ -68,27 +68,16 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 @command("plan")
 def cmd_plan(args: argparse.Namespace) -> int:
+    from .plan import describe
+
     cat = _catalog(args)
     if args.job not in cat.jobs:
         from .yamlfile import did_you_mean
 
         hint = did_you_mean(args.job, cat.jobs) or f" (defined: {', '.join(sorted(cat.jobs)) or 'none'})"
         raise UsageError(f"no job named {args.job!r}{hint}")
-    plan = cat.jobs[args.job]
-    print(f"job {plan.name} {plan.version}  ({display_path(Path(plan.source))})")
-    print(f"input: the dropped file ({plan.input_type}) -> {', '.join(plan.input_names)}")
-    for n, step in enumerate(plan.steps, 1):
-        print(f"step {n}: {step.name}  ({len(step.entries)} in parallel)")
-        for e in step.entries:
-            flags = [f"--{b.param} {b.artifact}" for b in e.inputs + e.outputs]
-            flags += [f"--{k} {v}" for k, v in e.options]
-            print(f"  {e.module}  {shown(' '.join(flags))}")
-    print("artifacts:")
-    width = max(len(a.name) for a in plan.artifacts)
-    for a in plan.artifacts:
-        origin = "the dropped file" if a.step is None else f"{a.step}/{a.module}"
-        kept = "public" if a.public else "deleted after the run"
-        print(f"  {shown(a.name):<{width}}  {a.type:<8} {origin:<28} {kept}")
+    for line in describe(cat.jobs[args.job]):
+        print(line)
     return RET_OK
 
 

@@ -131,6 +131,11 @@ class Inbox(Frozen):
         default=None,
         description="Local-time windows to claim in, such as 'Mon-Fri 20:00-06:00' or 'Sat-Sun' (default: always)",
     )
+    verify: Literal["auto", "required", "off"] = Field(
+        default="auto",
+        description="Check the checksums a delivery carries before its run; required: also quarantine one without",
+    )
+    mhl: bool = Field(default=False, description="Write an ASC MHL generation into each result folder")
 
     unit: Literal["file", "stem", "folder"] = Field(
         default="file", description="What one delivery is: a file, files sharing a stem, or a top-level folder"

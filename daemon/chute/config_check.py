@@ -12,6 +12,7 @@ from pydantic import ValidationError
 from .config import EMBEDDED_DEFAULT, Config, Inbox, Security
 from .errors import DefinitionError, Problem
 from .model import display_path
+from .plan import JobPlan
 from .yamlfile import Document, error_loc, load, pydantic_problems, validate, without
 
 
@@ -191,6 +192,31 @@ def _notify_inboxes(doc: Document, config: Config) -> list[Problem]:
         for j, folder in enumerate(target.inboxes or ())
         if Path(os.path.realpath(folder)) not in watched
     ]
+
+
+def inbox_units(doc: Document, config: Config, jobs: dict[str, JobPlan]) -> list[Problem]:
+    """An inbox's `unit` against its job's main input (contract §12): a folder delivery needs a folder job, and back."""
+    problems = []
+    for i, inbox in enumerate(config.inboxes):
+        job = jobs.get(inbox.job)
+        if job is None:
+            continue
+        if inbox.unit == "folder" and not job.folder:
+            problems.append(
+                doc.problem(
+                    ("inboxes", i, "unit"),
+                    f"is 'folder', but job {job.name!r} takes a {job.input_type}: its first input must be "
+                    "`type: folder` (the whole delivery, e.g. with for_each entries)",
+                )
+            )
+        elif inbox.unit != "folder" and job.folder:
+            problems.append(
+                doc.problem(
+                    ("inboxes", i, "job"),
+                    f"job {job.name!r} takes a whole folder (`type: folder`), so this inbox needs 'unit: folder'",
+                )
+            )
+    return problems
 
 
 def load_config(file: Path) -> tuple[Config, Document]:

@@ -214,8 +214,11 @@ def _quarantine(
     return final
 
 
-def quarantine_without_run(spec: RunSpec, reason: str, fence: Fence) -> RunResult:
-    """Quarantine a file no module ran on (a symlink, a poison file, an unreadable file), with report.json."""
+def quarantine_without_run(spec: RunSpec, reason: str, fence: Fence, inputs: list[Any] | None = None) -> RunResult:
+    """Quarantine a file no module ran on (a symlink, a poison file, an unreadable file), with report.json.
+
+    `inputs`: the delivery's files as checking them found them (a failed verification), for the report.
+    """
     stamp = utcnow()
     outcome = Outcome(started_at=stamp, finished_at=stamp, verdict=Verdict.failed(failure(reason)))
     try:
@@ -225,6 +228,8 @@ def quarantine_without_run(spec: RunSpec, reason: str, fence: Fence) -> RunResul
             return lost(spec, {})
         return deferred(spec, f"cannot quarantine: {os_reason(exc)}", Fault.OUTAGE, {})
     info = publish.input_object(spec.input_name, st.st_size, None, spec.inbox)
+    if inputs is not None:
+        info[publish.INPUTS] = inputs
     result = deliver(spec, outcome, None, info, fence, {"input_size": st.st_size})
     return result
 

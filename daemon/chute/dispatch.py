@@ -61,6 +61,8 @@ class Dispatcher:
             work_reserve=cfg.work_reserve,
             max_crashes=cfg.max_crashes,
             poison=poison,
+            verify=inbox.verify,
+            mhl=inbox.mhl,
             unit=inbox.unit,
         )
 

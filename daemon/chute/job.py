@@ -8,10 +8,12 @@ from typing import Any
 
 from pydantic import Field
 
+from . import packjob
 from .errors import DefinitionError, Problem
+from .globs import Patterns, patterns
 from .manifest import Module, option_type_ok
 from .model import ArtifactName, Frozen, Name, ParamName, TypeName, Version, display_path
-from .plan import Artifact, Binding, EntryPlan, JobPlan, StepPlan
+from .plan import Artifact, Binding, EntryPlan, JobPlan, Sidecar, StepPlan
 from .yamlfile import Document, Loc, declared_name, did_you_mean, load, validate
 
 
@@ -19,6 +21,8 @@ class JobInput(Frozen):
     param_name: ParamName
     type: TypeName
     name: ArtifactName | None = None
+    match: str | list[str] | None = None  # a glob over the delivery's files (contract §12)
+    optional: bool = False
 
 
 class WiredInput(Frozen):
@@ -40,6 +44,7 @@ class Entry(Frozen):
     output_artifacts: list[WiredOutput] = Field(default_factory=list)
     options: dict[str, Any] = Field(default_factory=dict)
     timeout: float | None = Field(default=None, gt=0)
+    for_each: str | list[str] | None = None  # once per matching file of a folder delivery (contract §12)
 
 
 class Step(Frozen):
@@ -75,6 +80,14 @@ class _Wiring:
         self.doc, self.job, self.modules, self.broken = doc, job, modules, broken
         self.problems: list[Problem] = []
         self.artifacts: dict[str, Artifact] = {}
+        self.sidecars: list[Sidecar] = []
+        self.each: dict[str, Patterns] = {}  # the for_each outputs so far, and their patterns
+        main = job.input_artifacts[0]
+        self.folder_input = (main.name or "") if main.type == packjob.FOLDER else None
+
+    def fail_all(self, loc: Loc, found: packjob.Found) -> None:
+        for where, message in found:
+            self.fail(loc + where, message)
 
     def fail(self, loc: Loc, message: str) -> None:
         self.problems.append(self.doc.problem(loc, message))
@@ -99,11 +112,13 @@ class _Wiring:
             input_names=tuple(input_names),
             steps=tuple(steps),
             artifacts=tuple(self.artifacts.values()),
+            sidecars=tuple(self.sidecars),
+            main_match=patterns(self.job.input_artifacts[0].match),
         )
 
     def _bind_inputs(self) -> list[str]:
         inputs = self.job.input_artifacts
-        types = {i.type for i in inputs}
+        types = {i.type for n, i in enumerate(inputs) if n == 0 or i.match is None}
         if len(types) > 1:
             self.fail(
                 ("input_artifacts",),
@@ -123,7 +138,13 @@ class _Wiring:
                 self.fail(("input_artifacts", i, "name"), f"artifact {name!r} is produced twice")
                 continue
             self.artifacts[name] = Artifact(name, inp.type, None, None, False)
-            names.append(name)
+            self.fail_all(("input_artifacts", i), packjob.input_problems(i, inp.type, inp.match, inp.optional))
+            if i > 0 and inp.match is not None:
+                self.sidecars.append(Sidecar(name, inp.type, patterns(inp.match), inp.optional))
+            else:
+                names.append(name)
+        if self.folder_input == "" and names:
+            self.folder_input = names[0]
         return names
 
     def _seed_input_name(self) -> str | None:
@@ -169,6 +190,15 @@ class _Wiring:
         inputs = self._wire_inputs(loc, module, entry)
         outputs = self._wire_outputs(loc, step, module, entry, produced_here)
         options = self._options(loc, module, entry)
+        for_each = patterns(entry.for_each)
+        self.fail_all(loc, packjob.pattern_problems(entry.for_each, "for_each"))
+        consumed = [w.name for w in entry.input_artifacts]
+        self.fail_all(loc, packjob.for_each_problems(for_each, consumed, self.each, self.folder_input))
+        if for_each:
+            self.each.update({b.artifact: for_each for b in outputs})
+            produced_here.update(
+                {b.artifact: _each(produced_here[b.artifact], for_each) for b in outputs if b.artifact in produced_here}
+            )
         return EntryPlan(
             step=step,
             index=index,
@@ -182,6 +212,7 @@ class _Wiring:
             timeout=entry.timeout if entry.timeout is not None else module.manifest.timeout,
             retries=module.manifest.retries,
             launcher=module.manifest.launcher,
+            for_each=for_each,
         )
 
     def _wire_inputs(self, loc: Loc, module: Module, entry: Entry) -> list[Binding]:
@@ -201,7 +232,8 @@ class _Wiring:
             source = self.artifacts.get(wired.name)
             if source is None:
                 self.fail(where + ("name",), f"artifact {wired.name!r} is consumed before any step produces it")
-            elif source.type != wired.type:
+            elif source.type != wired.type and not (entry.for_each and wired.name == self.folder_input):
+                # (a for_each entry takes each file of the folder input in turn, as the module's type)
                 origin = "the job input" if source.step is None else f"step {source.step!r} ({source.module})"
                 self.fail(where + ("type",), f"is {wired.type!r} but {origin} makes {wired.name!r} as {source.type!r}")
             bindings.append(Binding(wired.param_name, wired.name, wired.type))
@@ -267,6 +299,10 @@ class _Wiring:
             if value is not None:
                 values.append((decl.name, _option_text(value)))
         return values
+
+
+def _each(artifact: Artifact, for_each: Patterns) -> Artifact:
+    return Artifact(artifact.name, artifact.type, artifact.step, artifact.module, artifact.public, for_each)
 
 
 def _option_text(value: Any) -> str:

@@ -20,7 +20,7 @@ from typing import Any, Protocol
 
 from structlog.stdlib import BoundLogger
 
-from . import content, entry, logs
+from . import bind, content, entry, logs
 from .attempt import Attempt, Modules, Phase, Progress, Spawn, Stream, clean_slate, environ, machine_fault, verify
 from .entry import BoundedLog, ModuleProcess, kill_orphans, sweep
 from .job import EntryPlan, StepPlan
@@ -103,9 +103,7 @@ class Step:
     def run(self) -> Verdict:
         """Run the step's entries to their end; returns what the step came to."""
         try:
-            for i in range(len(self.records)):
-                if self.verdict is None:
-                    self._start(i)
+            self._start_next()
             while self.attempts:
                 self._wait(time.monotonic())
         except BaseException:
@@ -175,7 +173,7 @@ class Step:
             a.proc.signal_group(signal.SIGKILL)
             a.progress = p.then(Phase.KILLED, now + EXIT_REPORT)
         else:
-            timeout = self._timeout(self.records[a.index].plan)
+            timeout = self.spec.timeout_of(self.records[a.index].plan)
             self._terminate(a, self.spec.kill_grace, f"timed out after {timeout:g} s")
 
     def _terminate(self, a: Attempt, grace: float, reason: str) -> None:
@@ -203,8 +201,11 @@ class Step:
 
     # --- starting ---
 
-    def _timeout(self, plan: EntryPlan) -> float:
-        return plan.timeout if plan.timeout is not None else self.spec.default_timeout
+    def _start_next(self) -> None:
+        """Start what may start now: every entry, but a for_each entry's files only so many at once (bind.AT_ONCE)."""
+        for i in bind.to_start(self.records, [a.index for a in self.attempts.values()]):
+            if self.verdict is None:
+                self._start(i)
 
     def _start(self, i: int) -> None:
         """Start the next attempt of entry `i`; one that cannot start fails the step."""
@@ -236,16 +237,14 @@ class Step:
             return
         if proc.fallback is not None:
             self.log.info("entry.fresh", module=plan.module, reason=proc.fallback)
-        self._track(Attempt(i, proc, Progress(Phase.RUNNING, time.monotonic() + self._timeout(plan))))
-        self.log.info("entry.started", step=plan.step, module=plan.module, attempt=rec.attempts, pid=proc.pid)
+        self._track(Attempt(i, proc, Progress(Phase.RUNNING, time.monotonic() + self.spec.timeout_of(plan))))
+        self.log.info("entry.started", **plan.fields, attempt=rec.attempts, pid=proc.pid)
         self.emit("entry.started", label=plan.label, module=plan.module, attempt=rec.attempts)
 
     def _not_started(self, rec: EntryRecord, reason: str, fault: Fault | None = Fault.MACHINE) -> None:
         rec.status = EntryStatus.FAILED
         plan = rec.plan
-        self.log.warning(
-            "entry.failed", step=plan.step, module=plan.module, attempt=rec.attempts, reason=reason, retrying=False
-        )
+        self.log.warning("entry.failed", **plan.fields, attempt=rec.attempts, reason=reason, retrying=False)
         self._fail(failure(reason, plan.step, plan.module), fault)
 
     def _progress(self, plan: EntryPlan, value: float) -> None:
@@ -299,21 +298,20 @@ class Step:
         rec.status = EntryStatus.SUCCEEDED
         self.log.info(
             "entry.finished",
-            step=rec.plan.step,
-            module=rec.plan.module,
+            **rec.plan.fields,
             exit_code=rec.exit_code,
             attempt=rec.attempts,
             duration_s=round(a.proc.duration, 3),
         )
         self.emit("entry.finished", label=rec.plan.label, module=rec.plan.module)
+        self._start_next()
 
     def _failed(self, rec: EntryRecord, reason: str, fault: Fault | None) -> None:
         rec.reason = reason
         retrying = fault is None and rec.attempts <= rec.plan.retries
         self.log.warning(
             "entry.failed",
-            step=rec.plan.step,
-            module=rec.plan.module,
+            **rec.plan.fields,
             exit_code=rec.exit_code,
             attempt=rec.attempts,
             reason=reason,
@@ -321,10 +319,10 @@ class Step:
         )
         self.emit("entry.failed", label=rec.plan.label, module=rec.plan.module, reason=reason, retrying=retrying)
         if retrying:
-            self._start(rec.plan.index)
+            self._start(next(i for i, r in enumerate(self.records) if r is rec))  # (for_each: many per plan)
             return
         rec.status = EntryStatus.FAILED
-        error = failure(reason, rec.plan.step, rec.plan.module, rec.exit_code, rec.log_tail)
+        error = rec.failure(reason)
         self._fail(error, fault)
 
     def _fail(self, error: dict[str, Any], fault: Fault | None) -> None:

@@ -16,11 +16,14 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from . import names, package
+from . import checksums, names, package
+from .checksums import generation
 from .fileops import copy_file, free_name, fsync_dir, link_or_copy, move_file, place, remove_copies, sync_tree
 from .run import Outcome, OutcomeStatus, RunSpec
 
 SCHEMA = "chute.manifest/1"
+INPUTS = "inputs"  # every file of the delivery: name, size, hashes, verified_by (checksums.InputFile)
+MHL_COMMENT = "chute: the inputs, their sizes and the hashes their delivery's checksums verified are in manifest.json"
 BUILD_PREFIX = ".chute-build-"
 # Markers a delivery leaves in the claim folder (delivery.py), read back by recovery:
 REVEALING = ".revealing"  # the result folder is complete and being renamed into view
@@ -60,19 +63,29 @@ def manifest(
     spec: RunSpec, outcome: Outcome, input_info: dict[str, Any], artifacts: list[dict[str, Any]]
 ) -> dict[str, Any]:
     """The manifest.json (or report.json) of contract §6."""
+    info = dict(input_info)
+    inputs = info.pop(INPUTS, None)  # the delivery's files ride with the input's description; listed at the top
     return {
         "schema": SCHEMA,
         "run_id": spec.run_id,
         "status": "succeeded" if outcome.status is OutcomeStatus.SUCCEEDED else "failed",
         "job": {"name": spec.job.name, "version": spec.job.version, "sha256": spec.job.sha256},
-        "input": input_info,
+        "input": info,
+        **({"inputs": inputs} if inputs is not None else {}),
         "host": spec.host,
         "started_at": outcome.started_at,
         "finished_at": outcome.finished_at,
         "steps": [{"name": name, "entries": [r.as_manifest() for r in records]} for name, records in outcome.steps],
         "artifacts": artifacts,
         "error": outcome.error,
-    }
+    } | _skipped(spec)
+
+
+def _skipped(spec: RunSpec) -> dict[str, Any]:
+    """The entries left out for an absent optional input (contract §12), when there are any."""
+    if not spec.job.skipped:
+        return {}
+    return {"skipped": [{"step": s.step, "module": s.module, "reason": s.reason} for s in spec.job.skipped]}
 
 
 def result_name(input_name: str) -> str:
@@ -126,22 +139,30 @@ def build_result(spec: RunSpec, outcome: Outcome, ws: Path, input_info: dict[str
 
 
 def fill_result(folder: Path, spec: RunSpec, outcome: Outcome, ws: Path, input_info: dict[str, Any]) -> None:
-    """Put the public artifacts of workspace `ws` and manifest.json into `folder` (not fsynced)."""
-    artifacts = []
+    """Put the public artifacts of workspace `ws` and manifest.json (and with `mhl`, ascmhl/) into `folder`."""
+    artifacts, digests = [], {}
     for a in spec.job.public:
         src = ws / a.name
-        link_or_copy(src, folder / a.name)
+        if a.file is not None:  # a for_each output: `<file>/<name>` (contract §12)
+            (folder / a.result_path).parent.mkdir(parents=True, exist_ok=True)
+        link_or_copy(src, folder / a.result_path)
+        digest = checksums.hash_file(src, ("sha256",))  # one read: the manifest's sha256 and ASC MHL's xxh128
+        digests[a.result_path] = digest
         artifacts.append(
             {
-                "name": a.name,
+                "name": a.declared or a.name,
                 "type": a.type,
-                "size": src.stat().st_size,
-                "sha256": sha256_of(src),
+                "size": digest.size,
+                "sha256": digest.hashes["sha256"],
                 "step": a.step,
                 "module": a.module,
             }
+            | ({} if a.file is None else {"path": a.result_path, "file": a.file})
         )
     _write_json(folder / "manifest.json", manifest(spec, outcome, input_info, artifacts))
+    if spec.mhl:
+        digests["manifest.json"] = checksums.hash_file(folder / "manifest.json")
+        generation.write(folder, result_name(spec.input_name), digests, MHL_COMMENT)
 
 
 def build_report(spec: RunSpec, outcome: Outcome, logs: Path | None, input_info: dict[str, Any]) -> Path:

@@ -111,6 +111,8 @@ class RunSpec:
     work_reserve: int = 0  # bytes that must stay free in work_dir besides the run's own needs
     max_crashes: int = 3
     poison: str | None = None  # quarantine the input with this reason, running nothing (a symlink, a poison file)
+    verify: str = "auto"  # auto | required | off: the delivery's checksums checked before anything runs
+    mhl: bool = False  # an ASC MHL generation written into the result folder
     unit: str = "file"  # file | stem | folder: what the delivery is (contract §12; package.of reads it)
 
     @property
@@ -126,6 +128,10 @@ class RunSpec:
     def new_workspace(self) -> Path:
         """A workspace path of this attempt's own: a later attempt (or another owner) never shares it."""
         return self.owner_dir / f"{self.run_id}.{secrets.token_hex(3)}"
+
+    def timeout_of(self, plan: EntryPlan) -> float:
+        """Seconds an attempt of entry `plan` may run: its own timeout, else the default."""
+        return plan.timeout if plan.timeout is not None else self.default_timeout
 
     def context(self) -> dict[str, Any]:
         """The fields every log line of this run carries."""
@@ -146,7 +152,7 @@ class EntryRecord:
     log: Path | None = None
 
     def as_manifest(self) -> dict[str, Any]:
-        """The entry's object in the manifest (contract §6)."""
+        """The entry's object in the manifest (contract §6); a for_each entry's also names its `file`."""
         return {
             "module": self.plan.module,
             "module_version": self.plan.module_version,
@@ -154,6 +160,15 @@ class EntryRecord:
             "exit_code": self.exit_code,
             "attempts": self.attempts,
             "duration_s": round(self.duration_s, 3),
+        } | ({} if self.plan.file is None else {"file": self.plan.file})
+
+    def failure(self, reason: str) -> dict[str, Any]:
+        """The report's `error` for this entry failing; a for_each entry's names its file (`file`, and the reason)."""
+        plan = self.plan
+        if plan.file is None:
+            return failure(reason, plan.step, plan.module, self.exit_code, self.log_tail)
+        return failure(f"{plan.file}: {reason}", plan.step, plan.module, self.exit_code, self.log_tail) | {
+            "file": plan.file
         }
 
 

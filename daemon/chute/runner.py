@@ -6,16 +6,16 @@ worker, `chute submit` and a Dask worker all call `execute`.
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import time
 from pathlib import Path
 from typing import Any
 
-from . import claims, keep, logs, staging
+from . import bind, claims, keep, logs, package, staging, verification
 from .attempt import Modules
 from .delivery import ClaimFence, Fence, deferred, deliver, fence_of, finish, lost, quarantine_without_run
 from .pipeline import Cancel, Emit, run_steps
-from .publish import describe_input
 from .run import (
     EntryStat,
     Fault,
@@ -80,7 +80,7 @@ def _run(spec: RunSpec, fence: Fence, cancel: Cancel | None, emit: Emit | None, 
         prepared = _prepare(spec, fence)
         if isinstance(prepared, RunResult):
             return prepared
-        ws, info = prepared
+        ws, info, spec = prepared  # the spec's job bound to the delivery (bind.py)
         log.info("run.started", size=info["size"], sha256=info["sha256"], workspace=str(ws))
         outcome = run_steps(spec, ws, cancel, emit, modules)
         base = {"input_size": info["size"], "input_sha256": info["sha256"], "entries": _stats(outcome)}
@@ -103,18 +103,28 @@ def _run(spec: RunSpec, fence: Fence, cancel: Cancel | None, emit: Emit | None, 
             shutil.rmtree(ws, ignore_errors=True)
 
 
-def _prepare(spec: RunSpec, fence: Fence) -> tuple[Path, dict[str, Any]] | RunResult:
-    """The workspace and the input's description, or why the run cannot start (and whose fault that is)."""
+def _prepare(spec: RunSpec, fence: Fence) -> tuple[Path, dict[str, Any], RunSpec] | RunResult:
+    """The workspace, the input's description and the bound spec, or why the run cannot start (and whose fault)."""
     try:
         claim_dir = fence.dir if isinstance(fence, ClaimFence) else None
+        delivery = package.of(spec)
+        bound = bind.bind(spec.job, delivery)  # before anything is staged: a delivery lacking a file runs nothing
         size = staging.tree_size(fence.input)
         need, free = staging.needs(spec, size, fence.input, claim_dir), staging.free_bytes(spec.work_dir)
         if free < need:
             reason = f"work_dir {spec.work_dir} has {free >> 20} MiB free; this run needs {need >> 20} MiB"
             return deferred(spec, reason, Fault.MACHINE, {})
-        ws = staging.prepare(spec, fence.input, claim_dir)
-        first = ws / spec.job.input_names[0]
-        return ws, describe_input(first, spec.input_name, spec.inbox)
+        checked = verification.prepare(spec, fence, claim_dir)
+        if checked.verification.reason is not None:  # the delivery is not what its checksums say: nothing runs
+            return _refuse(spec, fence, checked)
+        try:
+            bind.stage(bound, checked.ws, delivery.root, claim_dir)
+        except BaseException:
+            shutil.rmtree(checked.ws, ignore_errors=True)
+            raise
+        return checked.ws, checked.input_info(spec), dataclasses.replace(spec, job=bound.plan)
+    except bind.Unbound as exc:  # the delivery's fault: it lacks a file the job needs
+        return quarantine_without_run(spec, str(exc), fence)
     except staging.Unreadable as exc:  # the file's own problem: quarantined with the reason, never retried for ever
         return quarantine_without_run(spec, f"chute cannot read the file: {exc}", fence)
     except OSError as exc:
@@ -123,6 +133,16 @@ def _prepare(spec: RunSpec, fence: Fence) -> tuple[Path, dict[str, Any]] | RunRe
         if staging.machine_errno(exc) or not spec.work_dir.is_dir() or staging.within(exc.filename, spec.work_dir):
             return deferred(spec, f"cannot prepare the workspace: {os_reason(exc)}", Fault.MACHINE, {})
         return deferred(spec, f"cannot read the input: {os_reason(exc)}", Fault.OUTAGE, {})
+
+
+def _refuse(spec: RunSpec, fence: Fence, checked: verification.Checked) -> RunResult:
+    """Quarantine a delivery that failed verification, with the reason and its files as they were read."""
+    shutil.rmtree(checked.ws, ignore_errors=True)
+    if isinstance(fence, ClaimFence):
+        claims.restore_mode(fence.dir, fence.input)  # a linked stage took its write bits away
+    reason = checked.verification.reason
+    assert reason is not None
+    return quarantine_without_run(spec, reason, fence, verification.inputs(checked.verification))
 
 
 def _crashed_too_often(spec: RunSpec, fence: Fence, outcome: Outcome) -> bool:

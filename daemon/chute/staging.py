@@ -16,6 +16,7 @@ import os
 import re
 import shutil
 import stat
+from collections.abc import Callable
 from pathlib import Path
 
 from . import claims, package
@@ -23,6 +24,7 @@ from .fileops import private_copy, reflink, write_atomic
 from .leases import Identity, alive_here
 from .run import RunSpec
 
+Copy = Callable[[Path, Path], object]  # how a private copy is made: fileops.private_copy, or a hashing copy
 OWNER = ".owner"  # in work_dir/<owner>/: who made these workspaces, to tell a dead owner's from a live one's
 _CAP_DAC_OVERRIDE = 1 << 1
 
@@ -52,9 +54,10 @@ class Unreadable(Exception):
     """chute may not read the input (its mode, its ACL): the file's problem, not the machine's."""
 
 
-def prepare(spec: RunSpec, source: Path, claim_dir: Path | None) -> Path:
+def prepare(spec: RunSpec, source: Path, claim_dir: Path | None, copy: Copy = private_copy) -> Path:
     """A fresh workspace holding the input under each of its bound names; returns it.
 
+    `copy` makes the private copy where one is needed (a hashing copy: the bytes are read once).
     Raises Unreadable when the input cannot be read (the file's problem), OSError for
     the machine's (no space, work_dir gone or not writable).
     """
@@ -72,11 +75,11 @@ def prepare(spec: RunSpec, source: Path, claim_dir: Path | None) -> Path:
     try:
         first, *others = spec.job.input_names
         if source.is_dir():
-            stage_tree(source, ws / first, claim_dir)
+            stage_tree(source, ws / first, claim_dir, copy)
             for name in others:
                 os.symlink(first, ws / name)  # a second name of the one staged tree (hard links cannot be folders)
         else:
-            stage(source, ws / first, claim_dir)
+            stage(source, ws / first, claim_dir, copy)
             for name in others:
                 os.link(ws / first, ws / name)
     except BaseException:
@@ -85,7 +88,7 @@ def prepare(spec: RunSpec, source: Path, claim_dir: Path | None) -> Path:
     return ws
 
 
-def stage(source: Path, dst: Path, claim_dir: Path | None) -> str:
+def stage(source: Path, dst: Path, claim_dir: Path | None, copy: Copy = private_copy) -> str:
     """Put `source` at `dst` the cheapest safe way; returns how: reflink, link or copy."""
     if reflink(source, dst):
         return "reflink"
@@ -96,11 +99,11 @@ def stage(source: Path, dst: Path, claim_dir: Path | None) -> str:
             os.chmod(source, mode & ~0o222)
         os.link(source, dst)
         return "link"
-    private_copy(source, dst)
+    copy(source, dst)
     return "copy"
 
 
-def stage_tree(source: Path, dst: Path, claim_dir: Path | None) -> str:
+def stage_tree(source: Path, dst: Path, claim_dir: Path | None, copy: Copy = private_copy) -> str:
     """Put a folder delivery at `dst` as a tree of read-only hard links (one filesystem), else a copy.
 
     Every file's write bits are recorded in the claim (`.modes`) before any is taken away, so a
@@ -122,7 +125,7 @@ def stage_tree(source: Path, dst: Path, claim_dir: Path | None) -> str:
         if linked:
             os.link(source / rel, dst / rel)
         else:
-            private_copy(source / rel, dst / rel)
+            copy(source / rel, dst / rel)
     return "link" if linked else "copy"
 
 

@@ -6,6 +6,7 @@ complete, runs once, and every member goes to the archive or the quarantine toge
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import time
@@ -72,6 +73,11 @@ def card(root: Path, files_: dict[str, bytes]) -> Path:
     return root
 
 
+def md5_list(name: str, data: bytes) -> bytes:
+    """A card's md5sum-style list of one clip in CLIPS/ (verified before the run: it must be true)."""
+    return f"{hashlib.md5(data).hexdigest()}  CLIPS/{name}\n".encode()
+
+
 def listing(outbox: Path, name: str) -> dict[str, int]:
     return json.loads((outbox / name / "listing.json").read_text())
 
@@ -116,7 +122,11 @@ def test_folder_deliveries_wait_for_their_ready_file_and_their_writers_and_run_w
     path, outbox, archive = Path(inbox["path"]), Path(inbox["outbox"]), Path(inbox["archive"])
     quarantine = Path(inbox["quarantine"])
     path.mkdir()
-    clips = {"CLIPS/A001.mov": b"a" * 1000, "CLIPS/deep/A002.mov": b"b" * 20, "card.md5": b"x\n"}
+    clips = {
+        "CLIPS/A001.mov": b"a" * 1000,
+        "CLIPS/deep/A002.mov": b"b" * 20,
+        "card.md5": md5_list("A001.mov", b"a" * 1000),
+    }
     card(path / "CARD_A", clips | {"READY": b""})
     card(path / "CARD_B", clips)  # no ready file yet
     card(path / "CARD_C", clips | {"READY": b""})
@@ -233,7 +243,7 @@ def test_a_restart_finishes_a_stem_claim_and_a_folder_claim_a_kill_left_half_mad
     whole = claims.claimed_root(cards) / owner / "20260101T000000Z-000002"
     whole.mkdir(parents=True)
     (whole / claims.DELIVERY).write_text(json.dumps({"unit": "folder"}))
-    card(whole / "CARD", {"CLIPS/A001.mov": b"a" * 10, "card.md5": b"x\n"})
+    card(whole / "CARD", {"CLIPS/A001.mov": b"a" * 10, "card.md5": md5_list("A001.mov", b"a" * 10)})
     empty = claims.claimed_root(cards) / owner / "20260101T000000Z-000003"
     empty.mkdir(parents=True)
     (empty / claims.DELIVERY).write_text(json.dumps({"unit": "folder"}))  # marked; the rename never came
@@ -246,6 +256,9 @@ def test_a_restart_finishes_a_stem_claim_and_a_folder_claim_a_kill_left_half_mad
     assert files(Path(stem_inbox["outbox"])) == ["clip"]
     assert files(Path(stem_inbox["quarantine"]) / "bad") == ["bad.mov", "bad.srt", "report.json"]
     assert files(Path(folder_inbox["archive"])) == ["CARD", "CARD2"]
-    assert listing(Path(folder_inbox["outbox"]), "CARD") == {"CLIPS/A001.mov": 10, "card.md5": 2}
+    assert listing(Path(folder_inbox["outbox"]), "CARD") == {
+        "CLIPS/A001.mov": 10,
+        "card.md5": len(md5_list("A001.mov", b"a" * 10)),
+    }
     for path in (stems, cards):
         assert files(path) == [] and claimed_inputs(path) == []

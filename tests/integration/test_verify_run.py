@@ -1,0 +1,127 @@
+"""A run's delivery verified before anything runs, through `chute.runner.execute`: real modules, real folders.
+
+The delivery is a claimed file here (units' stems and folders come through a real daemon in
+tests/acceptance/test_packages.py); what a user sees is the result's manifest, the quarantine's
+report, and an ASC MHL history the reference tool accepts.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import xxhash
+from chute.runner import execute
+
+from tests.pipelines import entry, read_json, sha256_of
+
+pytestmark = pytest.mark.timeout(60)
+
+NOTE = """
+Path(ARGS["output"]).write_text("seen")  # reads nothing: the run's reads of the input are chute's own
+"""
+ASCMHL_DEBUG = Path(sys.executable).with_name("ascmhl-debug")
+
+
+@pytest.fixture
+def copy_job(project) -> str:
+    # `data`: a type whose content chute does not check, so the bytes of the run's reads are only its own
+    project.module("copy", NOTE, inputs={"input": "data"}, outputs={"output": "data"})
+    project.job("copy_job", [("copy", [entry("copy", outputs={"output": "copy.mp4"})])], input_type="data")
+    return "copy_job"
+
+
+def _claimed(project, user_file: Path, **overrides):
+    """A RunSpec over `user_file` claimed as the daemon claims it: <inbox>/.chute/claimed/<daemon>/<run_id>/."""
+    from chute.claims import new_run_id
+
+    run_id = new_run_id()
+    claim = project.root / "inbox" / ".chute" / "claimed" / "test-daemon" / run_id
+    claim.mkdir(parents=True)
+    user_file.rename(claim / user_file.name)
+    return project.spec(
+        overrides.pop("job"),
+        claim / user_file.name,
+        run_id=run_id,
+        claim=str(claim),
+        inbox=str(project.root / "inbox"),
+        **overrides,
+    )
+
+
+def _rchar() -> int:
+    """Bytes this process has read with read(2) and friends so far (/proc/self/io): what staging and hashing cost."""
+    for line in Path("/proc/self/io").read_text().splitlines():
+        if line.startswith("rchar:"):
+            return int(line.split()[1])
+    raise AssertionError("no rchar in /proc/self/io")
+
+
+def test_a_result_lists_its_input_hashed_once_and_its_mhl_passes_the_reference_tool(project, tmp_path, copy_job):
+    user_file = tmp_path / "drop" / "clip.mp4"
+    user_file.parent.mkdir()
+    data = bytes(range(256)) * (32 << 12)  # 32 MiB: far more than everything else a run reads
+    user_file.write_bytes(data)
+    spec = _claimed(project, user_file, job=copy_job, mhl=True, on_success="delete")
+
+    before = _rchar()
+    result = execute(spec, modules=project.launcher)
+    read = _rchar() - before
+
+    assert result.status == "succeeded", result.error
+    manifest = read_json(result.result_dir / "manifest.json")
+    assert manifest["input"]["sha256"] == sha256_of_bytes(data)
+    assert manifest["inputs"] == [
+        {
+            "name": "clip.mp4",
+            "size": len(data),
+            "hashes": {"sha256": sha256_of_bytes(data), "xxh128": xxhash.xxh3_128(data).hexdigest()},
+            "verified_by": [],
+        }
+    ]
+    # Staging (a copy, or a link) and verifying read the input once (rchar counts this process and its
+    # reaped children: the module reads nothing).
+    assert len(data) <= read < 1.5 * len(data), f"{read} bytes read for a {len(data)}-byte input"
+    check = subprocess.run([str(ASCMHL_DEBUG), "verify", str(result.result_dir)], capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert sorted(p.name for p in (result.result_dir / "ascmhl").iterdir())[1] == "ascmhl_chain.xml"
+    with open(result.result_dir / "copy.mp4", "r+b") as f:
+        f.seek(1000)
+        f.write(b"\xff")
+    check = subprocess.run([str(ASCMHL_DEBUG), "verify", str(result.result_dir)], capture_output=True, text=True)
+    assert check.returncode != 0 and "copy.mp4" in check.stdout + check.stderr
+
+
+def sha256_of_bytes(data: bytes) -> str:
+    import hashlib
+
+    return hashlib.sha256(data).hexdigest()
+
+
+def test_verify_required_quarantines_a_file_without_checksum_running_nothing(project, clip, copy_job):
+    digest = sha256_of(clip)
+    spec = _claimed(project, clip, job=copy_job, verify="required")
+
+    result = execute(spec, modules=project.launcher)
+
+    assert result.status == "failed"
+    assert result.error["reason"] == "no checksum: clip.mp4"
+    folder = Path(result.result_dir)
+    report = read_json(folder / "report.json")
+    assert report["error"]["reason"] == "no checksum: clip.mp4" and report["steps"] == []
+    assert [i["name"] for i in report["inputs"]] == ["clip.mp4"]
+    assert sha256_of(folder / "clip.mp4") == digest  # the user's file, whole, in the quarantine
+    assert not Path(spec.claim).exists()
+    assert not list(spec.owner_dir.glob(f"{spec.run_id}.*"))  # no workspace left
+    assert not list(project.outbox.iterdir())
+
+
+def test_verify_off_and_auto_run_a_file_without_checksum(project, clip, copy_job):
+    for mode in ("off", "auto"):
+        user_file = clip.with_name(f"{mode}.mp4")
+        user_file.write_bytes(clip.read_bytes())
+        result = execute(_claimed(project, user_file, job=copy_job, verify=mode), modules=project.launcher)
+        assert result.status == "succeeded", result.error
+        assert read_json(result.result_dir / "manifest.json")["inputs"][0]["verified_by"] == []
