@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import queue
+import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,44 +53,94 @@ def _hashers(algorithms: Iterable[str]) -> dict[str, Hasher]:
     return {name: ALGORITHMS[name]() for name in sorted({ALWAYS, *algorithms})}
 
 
-def _feed(read: Callable[[memoryview], int], hashers: dict[str, Hasher], write: Callable[[Any], Any] | None) -> int:
-    buf = bytearray(CHUNK)
-    view = memoryview(buf)
+def _feed(
+    read: Callable[[memoryview], int],
+    hashers: dict[str, Hasher],
+    buffer: Callable[[], memoryview],
+    sink: Callable[[memoryview, int], None] | None = None,
+) -> int:
+    """Read chunks into the buffers `buffer` gives until the end, feed each to every hasher and to `sink`."""
     size = 0
-    while n := read(view):
+    while True:
+        view = buffer()
+        n = read(view)
+        if not n:
+            if sink is not None:
+                sink(view, 0)  # the buffer goes back unused
+            return size
         chunk = view[:n]
         for h in hashers.values():
             h.update(chunk)
-        if write is not None:
-            write(chunk)
+        if sink is not None:
+            sink(view, n)
         size += n
-    return size
 
 
 def hash_file(path: Path, algorithms: Iterable[str] = ()) -> Digest:
     """Read `path` once and return its size and its hashes (xxh128 and `algorithms`)."""
     hashers = _hashers(algorithms)
+    view = memoryview(bytearray(CHUNK))
     with open(path, "rb", buffering=0) as f:
         _advise(f.fileno())
-        size = _feed(f.readinto, hashers, None)
+        size = _feed(f.readinto, hashers, lambda: view)
     return Digest(size, {name: h.hexdigest() for name, h in hashers.items()})
 
 
 def copy_hashing(src: Path, dst: Path, algorithms: Iterable[str] = ()) -> Digest:
-    """Copy `src` to a new `dst` (not fsynced: for workspaces) and return the hashes of the bytes copied."""
+    """Copy `src` to a new `dst` (not fsynced: for workspaces) and return the hashes of the bytes copied.
+
+    The writes go on a thread of their own while the next chunk is read and hashed: with two
+    CPUs the copy costs about what the slower of hashing and writing does, not their sum.
+    """
     hashers = _hashers(algorithms)
     with open(src, "rb", buffering=0) as fin, open(dst, "xb", buffering=0) as fout:
         _advise(fin.fileno())
-        size = _feed(fin.readinto, hashers, _writer(fout))
+        writer = _Writer(fout.fileno())
+        try:
+            size = _feed(fin.readinto, hashers, writer.buffer, writer.put)
+        finally:
+            writer.close()
     return Digest(size, {name: h.hexdigest() for name, h in hashers.items()})
 
 
-def _writer(f: Any) -> Callable[[memoryview], None]:
-    def write(chunk: memoryview) -> None:
-        while chunk:
-            chunk = chunk[f.write(chunk) :]
+class _Writer:
+    """Writes full buffers to a descriptor on its own thread and hands them back; the first error is kept."""
 
-    return write
+    def __init__(self, fd: int, count: int = 3):
+        self.fd = fd
+        self.free: queue.Queue[memoryview] = queue.Queue()
+        self.full: queue.Queue[tuple[memoryview, int] | None] = queue.Queue()
+        for _ in range(count):
+            self.free.put(memoryview(bytearray(CHUNK)))
+        self.error: OSError | None = None
+        self.thread = threading.Thread(target=self._run, name="chute-copy-writer", daemon=True)
+        self.thread.start()
+
+    def buffer(self) -> memoryview:
+        if self.error is not None:
+            raise self.error  # ENOSPC in the workspace: stop reading now
+        return self.free.get()
+
+    def put(self, view: memoryview, n: int) -> None:
+        self.full.put((view, n))
+
+    def close(self) -> None:
+        """Wait for the writes queued; raises the first error one of them met."""
+        self.full.put(None)
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
+
+    def _run(self) -> None:
+        while (item := self.full.get()) is not None:
+            view, n = item
+            try:
+                chunk = view[:n]
+                while self.error is None and chunk:
+                    chunk = chunk[os.write(self.fd, chunk) :]
+            except OSError as exc:
+                self.error = exc
+            self.free.put(view)
 
 
 def _advise(fd: int) -> None:
