@@ -8,11 +8,12 @@ heartbeats, other runs in a Dask worker) keep going while a card is hashed.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import queue
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -80,7 +81,7 @@ def hash_file(path: Path, algorithms: Iterable[str] = ()) -> Digest:
     """Read `path` once and return its size and its hashes (xxh128 and `algorithms`)."""
     hashers = _hashers(algorithms)
     view = memoryview(bytearray(CHUNK))
-    with open(path, "rb", buffering=0) as f:
+    with _named(path), open(path, "rb", buffering=0) as f:
         _advise(f.fileno())
         size = _feed(f.readinto, hashers, lambda: view)
     return Digest(size, {name: h.hexdigest() for name, h in hashers.items()})
@@ -97,9 +98,11 @@ def copy_hashing(src: Path, dst: Path, algorithms: Iterable[str] = ()) -> Digest
         _advise(fin.fileno())
         writer = _Writer(fout.fileno())
         try:
-            size = _feed(fin.readinto, hashers, writer.buffer, writer.put)
+            with _named(src):
+                size = _feed(fin.readinto, hashers, writer.buffer, writer.put)
         finally:
-            writer.close()
+            with _named(dst):
+                writer.close()
     return Digest(size, {name: h.hexdigest() for name, h in hashers.items()})
 
 
@@ -141,6 +144,17 @@ class _Writer:
             except OSError as exc:
                 self.error = exc
             self.free.put(view)
+
+
+@contextlib.contextmanager
+def _named(path: Path) -> Iterator[None]:
+    """An OSError of a read or write (EIO, ENOSPC) names its file, as open's does: the log says which."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.filename is not None:
+            raise
+        raise OSError(exc.errno, exc.strerror, str(path)) from exc
 
 
 def _advise(fd: int) -> None:
