@@ -9,6 +9,7 @@ run that dies in the middle verifies again from the start.
 from __future__ import annotations
 
 import enum
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -49,7 +50,18 @@ class Plan:
 
     def algorithms(self, name: str) -> set[str]:
         """The algorithms the checksums use for the file `name`: what reading it must compute."""
-        return {e.algorithm for e in self.expected if e.name == name and not e.outside}
+        return {e.algorithm for e in self.of(name)}
+
+    def of(self, name: str) -> tuple[Expected, ...]:
+        """What the checksums promise for the file `name`."""
+        return self._by_name.get(name, ())
+
+    @functools.cached_property
+    def _by_name(self) -> dict[str, tuple[Expected, ...]]:
+        found: dict[str, list[Expected]] = {}
+        for e in self.expected:
+            found.setdefault(e.name, []).append(e)
+        return {name: tuple(es) for name, es in found.items()}
 
 
 @dataclass(frozen=True)
@@ -128,7 +140,7 @@ def check(
     for name in sorted(files):
         digest = known.get(name) or hash_file(root / name, planned.algorithms(name) | _extra(name, main))
         sources = []
-        for e in (e for e in planned.expected if e.name == name):
+        for e in planned.of(name):
             problem = _compare(e, digest)
             problems += [problem] if problem else []
             sources += [] if problem or e.source in sources else [e.source]
