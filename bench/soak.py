@@ -3,6 +3,7 @@
 Usage: .venv/bin/python bench/soak.py [--mode kill|freeze|both] [--files 60] [--cycles 30]
        .venv/bin/python bench/soak.py --full-outbox [--files 40] [--bound 300]
        .venv/bin/python bench/soak.py --frozen-parent [--files 20] [--bound 300]
+       .venv/bin/python bench/soak.py --packages [--files 20] [--cycles 10]
 
 kill:   `kill -9` of the daemon process alone (not its group) at a random moment,
         and an immediate restart, `--cycles` times; then one last daemon drains.
@@ -21,6 +22,9 @@ frozen-parent: one file in `FROZEN_SHARE` goes to an inbox whose module SIGSTOPs
         published. Counts per file, and worker slots lost for longer than the module
         deadline (a run attempt that did not end within timeout + kill grace + SLACK).
 Both stop by themselves after `--bound` seconds and report what they have.
+packages: `--files` stem groups (a main file and its sidecar) and as many folder
+        deliveries, `kill -9` at random moments `--cycles` times, then a drain
+        (bench/soak_packages.py). Counts lost, duplicated, split and good quarantined.
 
 Prints, for each mode: files lost, published twice, quarantined, and processes
 of a killed daemon still alive 5 s after its death (workers, launchers, modules).
@@ -331,7 +335,10 @@ def main() -> int:
     parser.add_argument("--full-outbox", action="store_true", help="the outbox is a small tmpfs that fills")
     parser.add_argument("--frozen-parent", action="store_true", help="some files freeze what runs their module")
     parser.add_argument("--bound", type=float, default=300.0, help="seconds each of those two modes may take")
+    parser.add_argument("--packages", action="store_true", help="stem groups and folder deliveries under kill -9")
     args = parser.parse_args()
+    if args.packages:
+        return packages(args)
     if args.full_outbox or args.frozen_parent:
         return special(args)
     rows = []
@@ -383,6 +390,21 @@ def special(args) -> int:
     )
     bad = bad or any(r.get("quarantined", 0) for m, r, _ in rows if m == "full outbox")
     return 1 if bad else 0
+
+
+def packages(args) -> int:
+    """The --packages mode: deliveries of several files under kill -9 (bench/soak_packages.py)."""
+    from bench.soak_packages import soak_packages
+
+    with tempfile.TemporaryDirectory(prefix="chute-soak-") as tmp:
+        t0 = time.monotonic()
+        result = soak_packages(Path(tmp) / "packages", args.files, args.cycles)
+        wall = time.monotonic() - t0
+    print(f"\npackages: {args.files} stem groups and {args.files} folders, {args.cycles} kills, {wall:.0f} s")
+    print("| " + " | ".join(result) + " |")
+    print("|---" * len(result) + "|")
+    print("| " + " | ".join(str(v) for v in result.values()) + " |")
+    return 1 if any(result[k] for k in ("lost", "duplicated", "split", "quarantined good")) else 0
 
 
 if __name__ == "__main__":

@@ -81,12 +81,14 @@ def complete(claim_dir: Path, inbox: Path) -> None:
     record = delivery(claim_dir)
     if record.get("unit") != "stem" or not (claim_dir / str(record.get("main"))).exists():
         return
+    if claim_dir.name.endswith(COMMIT_SUFFIX) or marked(claim_dir, RUNNING):
+        return  # past its claim: a member missing now was delivered, and a new file of its name is not its
     for name in record.get("members", []):
         if not os.path.lexists(claim_dir / name):
             try:
                 os.rename(inbox / name, claim_dir / name)
-            except FileNotFoundError:
-                continue  # moved away by its user meanwhile: the delivery goes without it
+            except OSError:
+                continue  # moved away by its user meanwhile (or not movable): the delivery goes without it
 
 
 def delivery(claim_dir: Path) -> dict:

@@ -16,7 +16,11 @@ def settled_group(w: InboxWatcher, main: str, now: float) -> tuple[tuple[str, ..
     the watcher has not listed yet has just appeared: it restarts the wait, and the inbox is listed again.
     """
     assert w.stems is not None
-    names = os.listdir(w.path)
+    try:
+        names = os.listdir(w.path)
+    except OSError:
+        w.hold(main, now + max(w.settle, w.inbox.sidecar_wait))  # the inbox's own scan says what became of it
+        return None
     unseen = [n for n in names if n not in w.files.seen and n.startswith(stem_of(main) + ".")]
     sidecars = w.stems.sidecars(main, [*w.files.seen, *unseen])
     latest = now if unseen else w.changed_at(main) + w.settle

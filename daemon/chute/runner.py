@@ -50,7 +50,7 @@ def _resume(spec: RunSpec, fence: ClaimFence) -> RunResult | None:
             return result
     try:
         claims.restore_mode(fence.dir, fence.input)  # an earlier attempt died holding it read-only
-        kept = keep.find(spec, fence.input.stat().st_size)
+        kept = keep.find(spec, staging.tree_size(fence.input))
         if kept is not None:
             return _deliver_kept(spec, fence, kept)
         if spec.poison is not None:

@@ -31,6 +31,7 @@ class Candidate:
     changed_at: float = 0.0  # when its size or mtime last changed, or inotify named it: its settle time runs from here
     look_at: float | None = None  # when its pending timer is due
     settled: os.stat_result | None = None  # its lstat at the look that found it settled; None until then
+    signature: int = 0  # a folder delivery's names, sizes and mtimes beneath (folders.FolderStat); 0 for a file
 
 
 class Table:
@@ -57,9 +58,14 @@ class Table:
     def looked(self, name: str, st: os.stat_result, now: float, writing: Callable[[str, float], bool]) -> bool:
         """A regular file at a look: whether it has settled (start its settle time again if it changed)."""
         c = self.seen.get(name)
-        if c is None or c.kind != REGULAR or c.size != st.st_size or c.mtime_ns != st.st_mtime_ns:
+        signature = getattr(st, "signature", 0)
+        if (
+            c is None
+            or c.kind != REGULAR
+            or (c.size, c.mtime_ns, c.signature) != (st.st_size, st.st_mtime_ns, signature)
+        ):
             self.forget(name)
-            self.seen[name] = Candidate(REGULAR, st.st_size, st.st_mtime_ns, now)
+            self.seen[name] = Candidate(REGULAR, st.st_size, st.st_mtime_ns, now, signature=signature)
             self.timer(name, now + self.settle)
         elif now - c.changed_at < self.settle:
             self.timer(name, c.changed_at + self.settle)

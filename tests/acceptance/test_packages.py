@@ -17,13 +17,15 @@ from chute import claims
 
 from tests.acceptance.test_crash import dead_daemon_id
 from tests.acceptance.test_samba import Share, share  # noqa: F401 (the fixture)
-from tests.harness import Daemon, Setup, claimed_inputs, drop, files, ledger_runs, wait_until
+from tests.harness import CHUTE, Daemon, Setup, claimed_inputs, drop, files, ledger_runs, wait_until
 
 # Lists the folder it is given: every file beneath, with its size (a job whose input is the whole delivery).
 LISTING_MODULE = """\
-import json, os, sys
+import json, os, sys, time
 args = dict(zip(sys.argv[1::2], sys.argv[2::2]))
 root = args["--card"]
+if os.path.exists(os.path.join(root, "SLEEP")):  # a long run, for a stop to release
+    time.sleep(60)
 found = {}
 for folder, _dirs, names in os.walk(root):
     for name in names:
@@ -84,18 +86,29 @@ def test_a_stem_group_whose_sidecar_comes_late_is_claimed_and_archived_as_one(tm
     inbox = setup.inbox(unit="stem", sidecar_wait=4)
     config = setup.write()
     path, archive, outbox = Path(inbox["path"]), Path(inbox["archive"]), Path(inbox["outbox"])
+    quarantine = Path(inbox["quarantine"])
     with Daemon(config) as d:
         drop(path, "clip.mov", b"the video\n")
         drop(path, "lonely.srt", b"no video for me\n")
+        drop(path, "bad.mov", b"fail\n")  # its job fails: the whole group goes to the quarantine
+        drop(path, "bad.en.srt", b"its subtitles\n")
         time.sleep(3)  # the scenario: an editor's export whose subtitles land three seconds after the video
         drop(path, "clip.srt", b"1\n00:00:00,000 --> 00:00:01,000\nhello\n")
-        wait_until(lambda: files(outbox) == ["clip"], 30)
+        wait_until(lambda: files(outbox) == ["clip"] and files(quarantine) == ["bad"], 30)
         d.wait_event("file.sidecar_waiting", file="lonely.srt")
         assert d.stop() == 0
-        claimed = [ev["file"] for ev in d.events("file.claimed")]
+        claimed = sorted(ev["file"] for ev in d.events("file.claimed"))
         assert len(d.events("file.sidecar_waiting", file="lonely.srt")) == 1
-    assert claimed == ["clip.mov"]
-    assert [r.input_name for r in ledger_runs(config)] == ["clip.mov"]
+    assert claimed == ["bad.mov", "clip.mov"]
+    assert sorted(r.input_name for r in ledger_runs(config)) == ["bad.mov", "clip.mov"]
+    assert files(quarantine / "bad") == ["bad.en.srt", "bad.mov", "logs", "report.json"]
+    retried = subprocess.run(
+        [str(CHUTE), "retry", "--all", "--config", str(config)], capture_output=True, text=True, timeout=60
+    )
+    assert retried.returncode == 0, retried.stderr
+    assert files(path) == ["bad.en.srt", "bad.mov", "lonely.srt"]  # chute retry puts the whole group back
+    (path / "bad.mov").unlink()
+    (path / "bad.en.srt").unlink()
     assert files(archive) == ["clip.mov", "clip.srt"]
     assert (archive / "clip.srt").read_bytes().endswith(b"hello\n")
     assert files(path) == ["lonely.srt"]  # a sidecar with no main file is never claimed, nor deleted
@@ -145,6 +158,10 @@ def test_folder_deliveries_wait_for_their_ready_file_and_their_writers_and_run_w
     assert files(quarantine / "CARD_D") == ["CARD_D", "report.json"]
     assert (quarantine / "CARD_D" / "CARD_D" / "escape").is_symlink()
     assert files(path) == ["loose.mov"] and claimed_inputs(path) == []
+    retried = subprocess.run([str(CHUTE), "retry", "--all", "--config", str(config)], capture_output=True, text=True)
+    assert retried.returncode == 0, retried.stderr
+    assert files(path) == ["CARD_D", "loose.mov"]  # back as the folder it was
+    assert (path / "CARD_D" / "clip.mov").read_bytes() == b"d" and (path / "CARD_D" / "escape").is_symlink()
 
 
 def test_a_folder_copied_over_smb_file_by_file_is_claimed_only_when_complete(tmp_path, share: Share):  # noqa: F811
@@ -156,16 +173,44 @@ def test_a_folder_copied_over_smb_file_by_file_is_claimed_only_when_complete(tmp
     card(local, clips)
     with Daemon(config) as d:
         base = [share.smbclient, "//127.0.0.1/inbox", "-p", str(share.port), "-N", f"--configfile={share.client_conf}"]
-        made = subprocess.run([*base, "-c", "mkdir CARD"], capture_output=True, text=True, timeout=60)
+        made = subprocess.run(
+            [*base, "-c", "mkdir CARD; mkdir CARD/CLIPS; mkdir CARD/CLIPS/DAY1"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert made.returncode == 0, made.stdout + made.stderr
-        for name in clips:
-            put = share.put(local / name, f"CARD/{name}")
+        for name in clips:  # deep in the folder: nothing at its top changes meanwhile
+            put = share.put(local / name, f"CARD/CLIPS/DAY1/{name}")
             assert put.returncode == 0, put.stdout + put.stderr
             time.sleep(1.0)  # the scenario: a copy that pauses between files, for less than `settle`
         wait_until(lambda: files(outbox) == ["CARD"], 60)
         assert d.stop() == 0
         assert [ev["file"] for ev in d.events("file.claimed")] == ["CARD"]
-    assert listing(outbox, "CARD") == {name: len(data) for name, data in clips.items()}
+    assert listing(outbox, "CARD") == {f"CLIPS/DAY1/{name}": len(data) for name, data in clips.items()}
+
+
+def test_a_stop_puts_a_running_stem_group_and_a_running_folder_back_whole(tmp_path):
+    setup, folder_inbox = folder_setup(tmp_path)
+    stem_inbox = setup.inbox("stems", unit="stem", sidecar_wait=0.3)
+    config = setup.write(shutdown_timeout=0.5)
+    stems, cards = Path(stem_inbox["path"]), Path(folder_inbox["path"])
+    stems.mkdir()
+    cards.mkdir()
+    drop(stems, "long.mov", b"sleep=60\n")
+    drop(stems, "long.srt", b"subtitles\n")
+    clips = {"CLIPS/A001.mov": b"a" * 100, "SLEEP": b""}
+    card(cards / "CARD", clips)
+    (cards / "CARD" / "CLIPS" / "A001.mov").chmod(0o640)
+    with Daemon(config) as d:
+        d.wait_event("entry.started", count=2, timeout=30)
+        assert d.stop() == 0
+        assert sorted(ev["file"] for ev in d.events("run.released")) == ["CARD", "long.mov"]
+    assert files(stems) == ["long.mov", "long.srt"]
+    assert (stems / "long.srt").read_bytes() == b"subtitles\n"
+    assert files(cards) == ["CARD"] and claimed_inputs(cards) == [] and claimed_inputs(stems) == []
+    assert (cards / "CARD" / "CLIPS" / "A001.mov").read_bytes() == b"a" * 100
+    assert (cards / "CARD" / "CLIPS" / "A001.mov").stat().st_mode & 0o777 == 0o640  # its mode as it was
 
 
 def test_a_restart_finishes_a_stem_claim_and_a_folder_claim_a_kill_left_half_made(tmp_path):
@@ -187,13 +232,17 @@ def test_a_restart_finishes_a_stem_claim_and_a_folder_claim_a_kill_left_half_mad
     whole.mkdir(parents=True)
     (whole / claims.DELIVERY).write_text(json.dumps({"unit": "folder"}))
     card(whole / "CARD", {"CLIPS/A001.mov": b"a" * 10, "card.md5": md5_list("A001.mov", b"a" * 10)})
+    empty = claims.claimed_root(cards) / owner / "20260101T000000Z-000003"
+    empty.mkdir(parents=True)
+    (empty / claims.DELIVERY).write_text(json.dumps({"unit": "folder"}))  # marked; the rename never came
+    card(cards / "CARD2", {"clip.mov": b"c" * 5})
     with Daemon(config) as d:
-        wait_until(lambda: files(Path(stem_inbox["archive"])) and files(Path(folder_inbox["archive"])), 30)
+        wait_until(lambda: files(Path(stem_inbox["archive"])) and len(files(Path(folder_inbox["archive"]))) == 2, 30)
         assert d.stop() == 0
-        assert sorted(ev["file"] for ev in d.events("run.started")) == ["CARD", "clip.mov"]
+        assert sorted(ev["file"] for ev in d.events("run.started")) == ["CARD", "CARD2", "clip.mov"]
     assert files(Path(stem_inbox["archive"])) == ["clip.mov", "clip.srt"]
     assert files(Path(stem_inbox["outbox"])) == ["clip"]
-    assert files(Path(folder_inbox["archive"])) == ["CARD"]
+    assert files(Path(folder_inbox["archive"])) == ["CARD", "CARD2"]
     assert listing(Path(folder_inbox["outbox"]), "CARD") == {
         "CLIPS/A001.mov": 10,
         "card.md5": len(md5_list("A001.mov", b"a" * 10)),

@@ -76,6 +76,27 @@ def test_a_move_that_does_not_fit_leaves_the_source_whole_and_no_partial_copy(tm
     assert _visible(other) == []
 
 
+def test_a_folder_moves_across_filesystems_whole_or_not_at_all(tmp_path: Path, tmpfs) -> None:
+    other = tmpfs("1m")
+    card = tmp_path / "claim" / "CARD"
+    (card / "CLIPS").mkdir(parents=True)
+    _file(card / "CLIPS" / "A001.mov", b"a" * 1000, 0o600)
+    _file(card / "card.md5", b"m")
+    fileops.move_file(card, other / "CARD", tag="run1")
+    assert not card.exists() and _visible(tmp_path / "claim") == []  # nothing of it left, not even hidden
+    assert (other / "CARD" / "CLIPS" / "A001.mov").read_bytes() == b"a" * 1000
+    assert (other / "CARD" / "CLIPS" / "A001.mov").stat().st_mode & 0o777 == 0o600
+    assert _visible(other) == ["CARD"]
+    # One that does not fit leaves the source whole and no partial copy (of files or of folders).
+    big = tmp_path / "claim" / "BIG"
+    big.mkdir()
+    _file(big / "a.bin", os.urandom(600 * 1024))
+    _file(big / "b.bin", os.urandom(600 * 1024))
+    with pytest.raises(OSError):
+        fileops.move_file(big, other / "BIG", tag="run2")
+    assert _visible(big) == ["a.bin", "b.bin"] and _visible(other) == ["CARD"]
+
+
 def test_the_copies_of_an_interrupted_move_are_removed_and_nothing_else(tmp_path: Path) -> None:
     _file(tmp_path / f"{fileops.COPY_PREFIX}run1-clip.mp4", b"partial")
     _file(tmp_path / f"{fileops.COPY_PREFIX}run2-clip.mp4", b"another run's")

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from chute import staging
+from chute import claims, staging
 from chute.leases import Identity
 
 from tests.pipelines import Project
@@ -72,6 +72,37 @@ def test_an_unprivileged_daemon_links_the_input_read_only_and_records_its_mode(t
     assert claimed.stat().st_ino == (folder / "ws" / "clip.txt").stat().st_ino
     assert claimed.stat().st_mode & 0o777 == 0o444  # read-only while the run holds it
     assert (folder / "claim" / ".mode").read_text() == "644"  # given back before delivery
+
+
+def test_an_unprivileged_daemon_links_a_folder_delivery_read_only_and_a_crash_gives_every_mode_back(
+    tmp_path: Path,
+) -> None:
+    # As above: linking is chosen only by a process that cannot override file modes, so as nobody.
+    folder = tmp_path / "nobody"
+    folder.mkdir()
+    folder.chmod(0o777)
+    script = (
+        "import os, sys\n"
+        "from pathlib import Path\n"
+        "from chute import staging\n"
+        "os.chdir(sys.argv[1]); os.setgid(65534); os.setuid(65534)\n"
+        "c = Path('claim'); (c / 'CARD' / 'CLIPS').mkdir(parents=True); Path('ws').mkdir()\n"
+        "(c / 'CARD' / 'CLIPS' / 'A001.mov').write_text('a'); (c / 'CARD' / 'card.md5').write_text('m')\n"
+        "os.chmod(c / 'CARD' / 'card.md5', 0o600)\n"
+        "print(staging.stage_tree(c / 'CARD', Path('ws') / 'card', c))\n"
+    )
+    if os.geteuid() != 0:
+        pytest.skip("this test becomes the user nobody to be unprivileged, which needs root")
+    out = subprocess.run([sys.executable, "-c", script, str(folder)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "link"
+    claimed, staged = folder / "claim" / "CARD", folder / "ws" / "card"
+    assert claimed.joinpath("CLIPS", "A001.mov").stat().st_ino == staged.joinpath("CLIPS", "A001.mov").stat().st_ino
+    assert {p.stat().st_mode & 0o222 for p in claimed.rglob("*") if p.is_file()} == {0}  # read-only while held
+    claims.restore_mode(folder / "claim", claimed)  # what the next attempt (or a release) does after a crash
+    assert (claimed / "card.md5").stat().st_mode & 0o777 == 0o600
+    assert (claimed / "CLIPS" / "A001.mov").stat().st_mode & 0o200
+    assert not (folder / "claim" / claims.MODES).exists()
 
 
 def test_a_run_needs_its_reserve_plus_the_input_it_copies(project: Project, tmp_path: Path) -> None:

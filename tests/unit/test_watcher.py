@@ -420,3 +420,45 @@ def test_an_inbox_removed_under_inotify_is_unavailable_at_the_next_look(observed
     Path(observed.path).rmdir()
     wait_until(lambda: observed.due(time.monotonic()), 10)  # the daemon is woken, not left to its next listing
     assert not observed.scan(time.monotonic()).available
+
+
+# --- unit: folder and unit: stem (contract §12) ---
+
+
+def test_in_events_mode_a_folder_changing_deep_inside_restarts_its_settle_time_and_waits_for_its_ready_file(tmp_path):
+    w = InboxWatcher(
+        Inbox(
+            path=tmp_path, job="j", outbox=Path("/o"), quarantine=Path("/q"), archive=Path("/a"), watch="events"
+        ).model_copy(update={"unit": "folder", "ready_file": "READY"}),
+        settle=1.0,
+        poll_interval=5.0,
+        rescan_interval=60.0,
+    )
+    w.watch = "watching"
+    deep = tmp_path / "CARD" / "CLIPS" / "DAY1"
+    deep.mkdir(parents=True)
+    (deep / "A001.mov").write_bytes(b"a")
+    (tmp_path / "loose.mov").write_bytes(b"x")
+    assert w.scan(0.0).ignored == [("loose.mov", "not a folder")]
+    (deep / "A002.mov").write_bytes(b"b")  # no event reaches the top: the settle look walks
+    assert w.scan(1.0).settled == []
+    (tmp_path / "CARD" / "READY").touch()
+    assert w.scan(2.0).settled == []  # changed again (its ready file came): a settle time more
+    (settled,) = w.scan(3.0).settled
+    assert settled[0] == "CARD" and settled[1].st_size == 2 and settled[1].ready and len(settled[1].files) == 3
+
+
+def test_a_settled_sidecar_is_never_offered_and_one_with_no_main_file_is_said_once(tmp_path):
+    w = InboxWatcher(
+        Inbox(
+            path=tmp_path, job="j", outbox=Path("/o"), quarantine=Path("/q"), archive=Path("/a"), watch="poll"
+        ).model_copy(update={"unit": "stem"}),
+        settle=0.0,
+        poll_interval=5.0,
+    )
+    for name in ("clip.mov", "clip.srt", "lonely.srt"):
+        (tmp_path / name).write_bytes(b"x")
+    w.scan(0.0)
+    scan = w.scan(0.0)
+    assert names(scan.settled) == ["clip.mov"] and scan.waiting == ["lonely.srt"]
+    assert w.scan(10.0).waiting == []
