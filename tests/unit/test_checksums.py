@@ -97,13 +97,13 @@ def test_a_listed_file_that_is_missing_makes_the_delivery_incomplete(card: Path)
         (lambda d: tool("sha256sum", "clip.mov", cwd=d).replace("\n", "\r\n"), "sha256"),  # written on Windows
         (lambda d: tool("xxh64sum", "clip.mov", cwd=d), "xxh64"),
         (lambda d: tool("xxh128sum", "clip.mov", cwd=d), "xxh128"),
+        (lambda d: tool("xxhsum", "-H3", "clip.mov", cwd=d), "xxh3"),  # xxhsum writes XXH3 as a BSD tag
     ],
-    ids=["bare", "md5sum", "tag", "binary", "crlf", "xxh64", "xxh128"],
+    ids=["bare", "md5sum", "tag", "binary", "crlf", "xxh64", "xxh128", "xxh3"],
 )
 def test_a_sidecar_verifies_its_file(tmp_path: Path, make, algorithm: str) -> None:
     (tmp_path / "clip.mov").write_bytes(b"frames " * 5000)
-    extension = {"md5": "md5", "sha1": "sha1", "sha256": "sha256", "xxh64": "xxh64", "xxh128": "xxh128"}[algorithm]
-    sidecar = f"clip.mov.{extension}"
+    sidecar = f"clip.mov.{algorithm}"
     (tmp_path / sidecar).write_text(make(tmp_path), newline="")
     v = verify(tmp_path, Mode.REQUIRED, main="clip.mov")
     assert v.reason is None

@@ -11,7 +11,7 @@ from __future__ import annotations
 import enum
 import functools
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -69,7 +69,7 @@ class Verification:
     """What checking a delivery came to: its files (size, hashes, what verified each) and the first problem."""
 
     inputs: tuple[InputFile, ...] = ()
-    problems: tuple[str, ...] = field(default=())
+    problems: tuple[str, ...] = ()
 
     @property
     def reason(self) -> str | None:
