@@ -1,8 +1,8 @@
 """A run's delivery checked before anything runs: its checksums verified, each of its files read once.
 
-The main file is hashed while it is staged when staging must copy it (another
-filesystem), so its bytes are read once; a linked or reflinked stage reads nothing,
-and the verifying read is the only one. Nothing is recorded as verified: a run that
+A file is hashed while it is staged when staging must copy it (another filesystem,
+or chute running as root), so its bytes are read once; a linked or reflinked stage
+reads nothing, and the verifying read is the only one. Nothing is recorded as verified: a run that
 dies in the middle of it verifies again from the start.
 """
 

@@ -248,3 +248,15 @@ def test_a_written_generation_passes_the_reference_tool_until_a_byte_changes(tmp
     flip(result / "audio.wav", 10)
     check = subprocess.run([str(ASCMHL_DEBUG), "verify", str(result)], capture_output=True, text=True)
     assert check.returncode != 0 and "audio.wav" in check.stdout + check.stderr
+
+
+def test_a_nested_history_is_read_and_its_broken_chain_found(card: Path) -> None:
+    ascmhl_create(card / "CLIPS")  # the clips' own history, as an offload of the clip folder left it
+    ascmhl_create(card)  # the card's, which references it
+    v = verify(card, Mode.REQUIRED)
+    assert v.reason is None
+    assert by_name(v)["CLIPS/A001C001.mov"].verified_by == ("CLIPS/ascmhl",)
+    assert by_name(v)["A001.xml"].verified_by == ("ascmhl",)
+    nested = sorted((card / "CLIPS" / "ascmhl").glob("0001_*.mhl"))[0]
+    nested.write_text(nested.read_text().replace("<hostname>", "<hostname>x"))
+    assert verify(card).reason.startswith(f"checksum mismatch: CLIPS/ascmhl/{nested.name} c4 expected ")

@@ -20,13 +20,17 @@ SOURCE = "ascmhl"  # what `verified_by` says of a file an ASC MHL history covers
 
 
 def roots(files: frozenset[str]) -> list[str]:
-    """The folders (relative to the root, `.` for the root) holding an ASC MHL history, outermost first."""
-    found = sorted(
+    """The folders (relative to the root, `.` for the root) holding an ASC MHL history, nested ones too."""
+    return sorted(
         posixpath.dirname(posixpath.dirname(f)) or "."
         for f in files
         if PurePosixPath(f).name == CHAIN and PurePosixPath(f).parent.name == FOLDER
     )
-    return [r for r in found if not any(r != o and (o == "." or r.startswith(o + "/")) for o in found)]
+
+
+def outermost(folders: list[str]) -> list[str]:
+    """Those of `folders` inside no other: loading one loads the histories nested in it."""
+    return [r for r in folders if not any(r != o and (o == "." or r.startswith(o + "/")) for o in folders)]
 
 
 def chain_problems(root: Path, folder: str, files: frozenset[str]) -> list[str]:

@@ -95,19 +95,27 @@ def plan(root: Path, files: Sequence[str], mode: Mode = Mode.AUTO, main: str | N
             expected += _read(root, name, members, main)
         except Malformed as exc:
             problems.append(f"checksum mismatch: {exc}")
-    for folder in history.roots(members):
-        try:
-            chain = history.chain_problems(root, folder, members)
-            problems += chain or []
-            expected += [] if chain else history.expected(root, folder)
-        except Malformed as exc:
-            problems.append(f"checksum mismatch: {exc}")
+    expected += _histories(root, members, problems)
     for e in expected:
         if e.outside:
             problems.append(f"incomplete: {e.name} listed in {e.source} is outside the delivery")
         elif e.name not in members:
             problems.append(f"incomplete: {e.name} listed in {e.source} is missing")
     return Plan(tuple(e for e in expected if not e.outside and e.name in members), tuple(dict.fromkeys(problems)))
+
+
+def _histories(root: Path, members: frozenset[str], problems: list[str]) -> list[Expected]:
+    """What the delivery's ASC MHL histories promise, once every one's chain (nested ones too) is intact."""
+    folders = history.roots(members)
+    try:
+        broken = [p for folder in folders for p in history.chain_problems(root, folder, members)]
+        problems += broken
+        if broken:
+            return []  # a history whose chain is broken promises nothing
+        return [e for folder in history.outermost(folders) for e in history.expected(root, folder)]
+    except Malformed as exc:
+        problems.append(f"checksum mismatch: {exc}")
+        return []
 
 
 def _read(root: Path, name: str, members: frozenset[str], main: str | None) -> list[Expected]:
