@@ -205,8 +205,8 @@ def input_of(claim_dir: Path) -> str | None:
     """The input's name inside a claim folder (markers start with a dot, inputs never do): a stem's main file."""
     names = members_of(claim_dir)
     main = delivery(claim_dir).get("main")
-    if main in names:
-        return str(main)
+    if names and isinstance(main, str):
+        return main  # a stem's main file names its delivery, even once it left the claim before its sidecars
     return names[0] if names else None
 
 
@@ -270,10 +270,10 @@ def release(claim_dir: Path, inbox: Path) -> Path | None:
         remove(claim_dir)
         return None
     restore_mode(claim_dir, claim_dir / main)
-    for name in members_of(claim_dir):
-        if name != main:
-            place(claim_dir / name, inbox, name, move=True)
-    target = place(claim_dir / main, inbox, main, move=True)
+    target = None
+    for name in [n for n in members_of(claim_dir) if n != main] + [main]:
+        if os.path.lexists(claim_dir / name):
+            target = place(claim_dir / name, inbox, name, move=True)
     fsync_dir(inbox)
     remove(claim_dir)
     return target
@@ -286,7 +286,8 @@ def restore_mode(claim_dir: Path, path: Path) -> None:
         mode = int((claim_dir / MODE).read_text(), 8)
     except (OSError, ValueError):
         return
-    os.chmod(path, mode)
+    with contextlib.suppress(FileNotFoundError):  # it left the claim already (delivered): nothing to give back
+        os.chmod(path, mode)
     (claim_dir / MODE).unlink(missing_ok=True)
 
 

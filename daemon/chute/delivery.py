@@ -272,11 +272,11 @@ def _finish(spec: RunSpec, fence: ClaimFence) -> RunStatus | None:
         build = publish.build_dir(spec.quarantine, spec.run_id)
         publish.require_root(spec.quarantine)
         if build.exists():
-            for member in fence.members() if name is not None else []:
+            for member in [m for m in fence.members() if os.path.lexists(claim / m)]:
                 if (build / member).exists():
                     # A move across filesystems renamed its whole copy in and stopped before the unlink.
                     publish.remove_input(claim / member)
-                elif os.path.lexists(claim / member):
+                else:
                     publish.add_input(build, claim / member, member, move=True, tag=spec.run_id)
             publish.reveal(build, _named(build / "report.json", name))
         elif name is not None:

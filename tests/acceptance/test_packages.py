@@ -13,9 +13,10 @@ import time
 from pathlib import Path
 
 import yaml
-from chute import claims
+from chute import claims, publish
+from chute.run import COMMIT_SUFFIX
 
-from tests.acceptance.test_crash import dead_daemon_id
+from tests.acceptance.test_crash import dead_daemon_id, manifest
 from tests.acceptance.test_samba import Share, share  # noqa: F401 (the fixture)
 from tests.harness import CHUTE, Daemon, Setup, claimed_inputs, drop, files, ledger_runs, wait_until
 
@@ -228,6 +229,17 @@ def test_a_restart_finishes_a_stem_claim_and_a_folder_claim_a_kill_left_half_mad
     (half / claims.DELIVERY).write_text(json.dumps(record))
     (half / "clip.mov").write_bytes(b"video\n")  # renamed in; the sidecar's rename never came
     drop(stems, "clip.srt", b"subtitles\n")
+    # A failed group on its way into the quarantine: its main file is in, its sidecar's move never came.
+    going = claims.claimed_root(stems) / owner / ("20260101T000000Z-000004" + COMMIT_SUFFIX)
+    going.mkdir(parents=True)
+    (going / claims.DELIVERY).write_text(json.dumps(record | {"main": "bad.mov", "members": ["bad.mov", "bad.srt"]}))
+    for marker in (claims.RUNNING, publish.QUARANTINING):
+        (going / marker).touch()
+    (going / "bad.srt").write_bytes(b"its subtitles\n")
+    build = Path(stem_inbox["quarantine"]) / ".chute-build-20260101T000000Z-000004"
+    build.mkdir(parents=True)
+    (build / "report.json").write_text(manifest("20260101T000000Z-000004", "bad.mov", b"fail\n", "failed"))
+    (build / "bad.mov").write_bytes(b"fail\n")
     whole = claims.claimed_root(cards) / owner / "20260101T000000Z-000002"
     whole.mkdir(parents=True)
     (whole / claims.DELIVERY).write_text(json.dumps({"unit": "folder"}))
@@ -242,6 +254,7 @@ def test_a_restart_finishes_a_stem_claim_and_a_folder_claim_a_kill_left_half_mad
         assert sorted(ev["file"] for ev in d.events("run.started")) == ["CARD", "CARD2", "clip.mov"]
     assert files(Path(stem_inbox["archive"])) == ["clip.mov", "clip.srt"]
     assert files(Path(stem_inbox["outbox"])) == ["clip"]
+    assert files(Path(stem_inbox["quarantine"]) / "bad") == ["bad.mov", "bad.srt", "report.json"]
     assert files(Path(folder_inbox["archive"])) == ["CARD", "CARD2"]
     assert listing(Path(folder_inbox["outbox"]), "CARD") == {
         "CLIPS/A001.mov": 10,
