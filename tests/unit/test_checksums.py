@@ -6,6 +6,7 @@ Lists are written by the real `md5sum`, `sha256sum`, `xxh128sum`; ASC MHL histor
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import shutil
 import subprocess
@@ -260,3 +261,13 @@ def test_a_nested_history_is_read_and_its_broken_chain_found(card: Path) -> None
     nested = sorted((card / "CLIPS" / "ascmhl").glob("0001_*.mhl"))[0]
     nested.write_text(nested.read_text().replace("<hostname>", "<hostname>x"))
     assert verify(card).reason.startswith(f"checksum mismatch: CLIPS/ascmhl/{nested.name} c4 expected ")
+
+
+@pytest.mark.parametrize("size", [300_000, 5 << 20], ids=["small", "large"])  # written inline, or by its thread
+def test_a_copy_that_runs_out_of_space_says_where(tmp_path: Path, tmpfs, size: int) -> None:
+    source = tmp_path / "clip.mov"
+    source.write_bytes(b"x" * size)
+    full = tmpfs("256k")
+    with pytest.raises(OSError) as caught:
+        checksums.copy_hashing(source, full / "clip.mov", ("md5",))
+    assert caught.value.errno == errno.ENOSPC and caught.value.filename == str(full / "clip.mov")
