@@ -271,3 +271,17 @@ def test_a_copy_that_runs_out_of_space_says_where(tmp_path: Path, tmpfs, size: i
     with pytest.raises(OSError) as caught:
         checksums.copy_hashing(source, full / "clip.mov", ("md5",))
     assert caught.value.errno == errno.ENOSPC and caught.value.filename == str(full / "clip.mov")
+
+
+def test_hashes_computed_on_two_threads_are_the_tools_own(tmp_path: Path) -> None:
+    big = tmp_path / "clip.mov"
+    big.write_bytes(bytes(range(256)) * (12 << 12) + b"tail")  # 12 MiB and a bit: md5 and sha256 on two threads
+    data = big.read_bytes()
+    expected = {
+        "md5": hashlib.md5(data).hexdigest(),
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "xxh128": xxhash.xxh3_128(data).hexdigest(),
+    }
+    assert checksums.hash_file(big, ("md5", "sha256")).hashes == expected
+    copied = checksums.copy_hashing(big, tmp_path / "copy.mov", ("md5", "sha256"))
+    assert copied.hashes == expected and (tmp_path / "copy.mov").read_bytes() == data

@@ -56,11 +56,11 @@ def _hashers(algorithms: Iterable[str]) -> dict[str, Hasher]:
 
 def _feed(
     read: Callable[[memoryview], int],
-    hashers: dict[str, Hasher],
+    update: Callable[[memoryview], None],
     buffer: Callable[[], memoryview],
     sink: Callable[[memoryview, int], None] | None = None,
 ) -> int:
-    """Read chunks into the buffers `buffer` gives until the end, feed each to every hasher and to `sink`."""
+    """Read chunks into the buffers `buffer` gives until the end, hand each to `update` and to `sink`."""
     size = 0
     while True:
         view = buffer()
@@ -69,12 +69,63 @@ def _feed(
             if sink is not None:
                 sink(view, 0)  # the buffer goes back unused
             return size
-        chunk = view[:n]
-        for h in hashers.values():
-            h.update(chunk)
+        update(view[:n])
         if sink is not None:
             sink(view, n)
         size += n
+
+
+# What each algorithm costs per byte, roughly (md5 is the slowest; xxh* are 20-50 times faster).
+COST = {"md5": 17, "sha1": 10, "sha256": 7, "xxh32": 1, "xxh64": 1, "xxh3": 1, "xxh128": 1}
+
+
+@contextlib.contextmanager
+def _updater(hashers: dict[str, Hasher], size: int) -> Iterator[Callable[[memoryview], None]]:
+    """A function feeding a chunk to every hasher: on two threads when two slow ones share a large file."""
+    names = sorted(hashers, key=lambda n: -COST[n])
+    if size <= 2 * CHUNK or len(names) < 2 or COST[names[1]] < 5:
+
+        def update(chunk: memoryview) -> None:
+            for h in hashers.values():
+                h.update(chunk)
+
+        yield update
+        return
+    split = _Split([hashers[names[0]]], [hashers[n] for n in names[1:]])  # md5 alone; sha256 and xxh128 beside it
+    try:
+        yield split.update
+    finally:
+        split.close()
+
+
+class _Split:
+    """Two groups of hashers fed each chunk at once, one on a thread of its own.
+
+    md5 beside sha256 then costs the slower of the two, not their sum: both release the GIL while they hash.
+    """
+
+    def __init__(self, mine: list[Hasher], theirs: list[Hasher]):
+        self.mine, self.theirs = mine, theirs
+        self.todo: queue.Queue[memoryview | None] = queue.Queue(maxsize=1)
+        self.done: queue.Queue[None] = queue.Queue()
+        self.thread = threading.Thread(target=self._run, name="chute-hash", daemon=True)
+        self.thread.start()
+
+    def update(self, chunk: memoryview) -> None:
+        self.todo.put(chunk)
+        for h in self.mine:
+            h.update(chunk)
+        self.done.get()  # the chunk's buffer is read into again only once both are done with it
+
+    def close(self) -> None:
+        self.todo.put(None)
+        self.thread.join()
+
+    def _run(self) -> None:
+        while (chunk := self.todo.get()) is not None:
+            for h in self.theirs:
+                h.update(chunk)
+            self.done.put(None)
 
 
 def hash_file(path: Path, algorithms: Iterable[str] = ()) -> Digest:
@@ -83,7 +134,8 @@ def hash_file(path: Path, algorithms: Iterable[str] = ()) -> Digest:
     view = _buffer()
     with _named(path), open(path, "rb", buffering=0) as f:
         _advise(f.fileno())
-        size = _feed(f.readinto, hashers, lambda: view)
+        with _updater(hashers, os.fstat(f.fileno()).st_size) as update:
+            size = _feed(f.readinto, update, lambda: view)
     return Digest(size, {name: h.hexdigest() for name, h in hashers.items()})
 
 
@@ -107,20 +159,20 @@ def copy_hashing(src: Path, dst: Path, algorithms: Iterable[str] = ()) -> Digest
     hashers = _hashers(algorithms)
     with open(src, "rb", buffering=0) as fin, open(dst, "xb", buffering=0) as fout:
         _advise(fin.fileno())
-        if os.fstat(fin.fileno()).st_size <= 2 * CHUNK:  # a sidecar, a list: not worth a thread
-            view = _buffer()
-            with _named(src):
-                size = _feed(
-                    fin.readinto, hashers, lambda: view, lambda chunk, n: _write(fout.fileno(), chunk[:n], dst)
-                )
-        else:
-            writer = _Writer(fout.fileno())
-            try:
+        total = os.fstat(fin.fileno()).st_size
+        with _updater(hashers, total) as update:
+            if total <= 2 * CHUNK:  # a sidecar, a list: not worth a thread
+                view = _buffer()
                 with _named(src):
-                    size = _feed(fin.readinto, hashers, writer.buffer, writer.put)
-            finally:
-                with _named(dst):
-                    writer.close()
+                    size = _feed(fin.readinto, update, lambda: view, lambda c, n: _write(fout.fileno(), c[:n], dst))
+            else:
+                writer = _Writer(fout.fileno())
+                try:
+                    with _named(src):
+                        size = _feed(fin.readinto, update, writer.buffer, writer.put)
+                finally:
+                    with _named(dst):
+                        writer.close()
     return Digest(size, {name: h.hexdigest() for name, h in hashers.items()})
 
 
