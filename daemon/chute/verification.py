@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import checksums, logs, package, staging
+from . import checksums, logs, names, package, staging
 from .delivery import Fence
 from .publish import INPUTS, input_object
 from .run import RunSpec
@@ -41,7 +41,8 @@ class Checked:
 
 
 def inputs(verification: checksums.Verification) -> list[dict[str, Any]]:
-    return [i.as_manifest() for i in verification.inputs]
+    """The manifest's `inputs`: a name that is not UTF-8 gets its `name_b64` twin, as `input.name` does."""
+    return [i.as_manifest() | names.fields("name", i.name) for i in verification.inputs]
 
 
 def prepare(spec: RunSpec, fence: Fence, claim_dir: Path | None) -> Checked:

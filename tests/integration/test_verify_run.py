@@ -154,3 +154,16 @@ def test_an_io_error_while_verifying_defers_the_run_and_keeps_the_delivery_whole
     assert sorted(p.name for p in Path(spec.claim).iterdir() if not p.name.startswith(".")) == ["clip.mov", "clip.srt"]
     assert list(project.quarantine.iterdir()) == [] and list(project.outbox.iterdir()) == []
     assert not list(spec.owner_dir.glob(f"{spec.run_id}.*"))  # its workspace is gone
+
+
+def test_an_input_named_in_latin_1_is_listed_with_its_exact_bytes(project, tmp_path, copy_job):
+    import base64
+    import os
+
+    user_file = tmp_path / "drop" / os.fsdecode(b"caf\xe9.mov")
+    user_file.parent.mkdir()
+    user_file.write_bytes(b"the video")
+    result = execute(_claimed(project, user_file, job=copy_job), modules=project.launcher)
+    assert result.status == "succeeded", result.error
+    (listed,) = read_json(result.result_dir / "manifest.json")["inputs"]
+    assert listed["name"] == "caf\\xe9.mov" and base64.b64decode(listed["name_b64"]) == b"caf\xe9.mov"
