@@ -285,3 +285,9 @@ def test_hashes_computed_on_two_threads_are_the_tools_own(tmp_path: Path) -> Non
     assert checksums.hash_file(big, ("md5", "sha256")).hashes == expected
     copied = checksums.copy_hashing(big, tmp_path / "copy.mov", ("md5", "sha256"))
     assert copied.hashes == expected and (tmp_path / "copy.mov").read_bytes() == data
+
+
+def test_the_main_file_is_what_is_delivered_never_a_list_of_the_delivery(tmp_path: Path) -> None:
+    (tmp_path / "MD5SUMS").write_text(f"{'0' * 32}  clip.mov\n")  # dropped alone into a `unit: file` inbox
+    v = verify(tmp_path, main="MD5SUMS")
+    assert v.reason is None and by_name(v)["MD5SUMS"].verified_by == ()

@@ -90,7 +90,7 @@ def plan(root: Path, files: Sequence[str], mode: Mode = Mode.AUTO, main: str | N
     members = frozenset(files)
     expected: list[Expected] = []
     problems: list[str] = []
-    for name in sorted(members):
+    for name in sorted(members - {main}):  # the main file is what is delivered, never a list of the delivery
         try:
             expected += _read(root, name, members, main)
         except Malformed as exc:
