@@ -62,6 +62,9 @@ def prepare(spec: RunSpec, fence: Fence, claim_dir: Path | None) -> Checked:
 
     def copy(src: Path, dst: Path) -> None:
         """Staging's private copy of a file of the delivery, hashed as it is copied."""
+        if not src.is_relative_to(root):
+            checksums.copy_hashing(src, dst)  # not a file of the delivery: nothing to record
+            return
         name = src.relative_to(root).as_posix()
         extra = {"sha256"} if name == main else set()  # the manifest's `input.sha256` (contract §6)
         copied[name] = checksums.copy_hashing(src, dst, planned.algorithms(name) | extra)
