@@ -1,16 +1,18 @@
 """kill -9 soak of deliveries of several files (contract §12): stem groups and folders (bench/soak.py --packages).
 
 Two inboxes, one `unit: stem` (a main file and a sidecar written a moment after it, through the
-two-step copy job) and one `unit: folder` (folders written file by file in place, listed by a job
-whose input is the whole folder). Each cycle starts a daemon, drops its share of the deliveries and
-kills the daemon with SIGKILL at a random moment (claims, stagings and deliveries under way); a last
-daemon drains. Counts, per delivery: lost (a member nowhere), duplicated (two results, or a member
-archived twice), split (a stem's main file archived without its sidecar, or a folder run on part of
-itself) and good deliveries quarantined. The target is 0 everywhere.
+two-step copy job) and one `unit: folder` (folders written file by file in place, an MD5SUMS
+last, verified with `verify: required`, and listed by a job whose input is the whole folder).
+Each cycle starts a daemon, drops its share of the deliveries and kills the daemon with SIGKILL
+at a random moment (claims, verifications, stagings and deliveries under way); a last daemon
+drains. Counts, per delivery: lost (a member nowhere), duplicated (two results, or a member
+archived twice), split (a stem's main file archived without its sidecar, or a folder run on part
+of itself) and good deliveries quarantined. The target is 0 everywhere.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 import time
@@ -30,6 +32,8 @@ def deliveries(count: int) -> tuple[dict[str, dict[str, bytes]], dict[str, dict[
         f"CARD{i:03d}": {f"CLIPS/A{j:03d}.mov": bytes([65 + j]) * (1000 * (j + 1) + i) for j in range(FOLDER_FILES)}
         for i in range(count)
     }
+    for members in cards.values():  # written last, and required: a card claimed or verified in part is quarantined
+        members["MD5SUMS"] = "".join(f"{hashlib.md5(v).hexdigest()}  {k}\n" for k, v in members.items()).encode()
     return stems, cards
 
 
@@ -83,7 +87,7 @@ def judge_cards(inbox: dict, cards: dict) -> dict[str, int]:
 
 def soak_packages(root: Path, count: int, cycles: int) -> dict[str, int]:
     """`count` stem groups and `count` folders through `cycles` kill -9 cycles, then a drain."""
-    setup, card_inbox = folder_setup(root)
+    setup, card_inbox = folder_setup(root, verify="required")  # each card verified: kills land in verifications too
     stem_inbox = setup.inbox("stems", unit="stem", sidecar_wait=0.5)
     setup.config.update(max_crashes=100, lease_timeout=3, defaults={"settle": 0.3, "poll_interval": 0.5, "timeout": 60})
     config = setup.write()

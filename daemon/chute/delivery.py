@@ -214,10 +214,10 @@ def _quarantine(
     return final
 
 
-def quarantine_without_run(spec: RunSpec, reason: str, fence: Fence, inputs: list[Any] | None = None) -> RunResult:
+def quarantine_without_run(spec: RunSpec, reason: str, fence: Fence, info: dict[str, Any] | None = None) -> RunResult:
     """Quarantine a file no module ran on (a symlink, a poison file, an unreadable file), with report.json.
 
-    `inputs`: the delivery's files as checking them found them (a failed verification), for the report.
+    `info`: the input as reading it found it (a failed verification: its size, hashes and files), for the report.
     """
     stamp = utcnow()
     outcome = Outcome(started_at=stamp, finished_at=stamp, verdict=Verdict.failed(failure(reason)))
@@ -227,11 +227,9 @@ def quarantine_without_run(spec: RunSpec, reason: str, fence: Fence, inputs: lis
         if fence.lost():
             return lost(spec, {})
         return deferred(spec, f"cannot quarantine: {os_reason(exc)}", Fault.OUTAGE, {})
-    info = publish.input_object(spec.input_name, st.st_size, None, spec.inbox)
-    if inputs is not None:
-        info[publish.INPUTS] = inputs
-    result = deliver(spec, outcome, None, info, fence, {"input_size": st.st_size})
-    return result
+    info = info or publish.input_object(spec.input_name, st.st_size, None, spec.inbox)
+    base = {"input_size": info["size"], "input_sha256": info.get("sha256")}
+    return deliver(spec, outcome, None, info, fence, base)
 
 
 def finish(spec: RunSpec, fence: ClaimFence) -> RunResult | None:

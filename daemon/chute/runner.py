@@ -142,7 +142,7 @@ def _refuse(spec: RunSpec, fence: Fence, checked: verification.Checked) -> RunRe
         claims.restore_mode(fence.dir, fence.input)  # a linked stage took its write bits away
     reason = checked.verification.reason
     assert reason is not None
-    return quarantine_without_run(spec, reason, fence, verification.inputs(checked.verification))
+    return quarantine_without_run(spec, reason, fence, checked.input_info(spec))
 
 
 def _crashed_too_often(spec: RunSpec, fence: Fence, outcome: Outcome) -> bool:

@@ -1,8 +1,8 @@
 """A run's delivery checked before anything runs: its checksums verified, each of its files read once.
 
-The main file is hashed while it is staged when staging must copy it (another
-filesystem), so its bytes are read once; a linked or reflinked stage reads nothing,
-and the verifying read is the only one. Nothing is recorded as verified: a run that
+A file is hashed while it is staged when staging must copy it (another filesystem,
+or chute running as root), so its bytes are read once; a linked or reflinked stage
+reads nothing, and the verifying read is the only one. Nothing is recorded as verified: a run that
 dies in the middle of it verifies again from the start.
 """
 
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import checksums, logs, package, staging
+from . import checksums, logs, names, package, staging
 from .delivery import Fence
 from .publish import INPUTS, input_object
 from .run import RunSpec
@@ -41,7 +41,8 @@ class Checked:
 
 
 def inputs(verification: checksums.Verification) -> list[dict[str, Any]]:
-    return [i.as_manifest() for i in verification.inputs]
+    """The manifest's `inputs`: a name that is not UTF-8 gets its `name_b64` twin, as `input.name` does."""
+    return [i.as_manifest() | names.fields("name", i.name) for i in verification.inputs]
 
 
 def prepare(spec: RunSpec, fence: Fence, claim_dir: Path | None) -> Checked:
@@ -61,6 +62,9 @@ def prepare(spec: RunSpec, fence: Fence, claim_dir: Path | None) -> Checked:
 
     def copy(src: Path, dst: Path) -> None:
         """Staging's private copy of a file of the delivery, hashed as it is copied."""
+        if not src.is_relative_to(root):
+            checksums.copy_hashing(src, dst)  # not a file of the delivery: nothing to record
+            return
         name = src.relative_to(root).as_posix()
         extra = {"sha256"} if name == main else set()  # the manifest's `input.sha256` (contract §6)
         copied[name] = checksums.copy_hashing(src, dst, planned.algorithms(name) | extra)

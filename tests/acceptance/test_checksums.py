@@ -84,6 +84,9 @@ def test_bad_deliveries_are_quarantined_with_their_reason_and_a_good_card_gets_a
     assert altered_reason.startswith("checksum mismatch: CLIPS/A001C002.mov xxh128 expected "), altered_reason
     assert report(cards_q, "SHORT")["error"]["reason"] == "incomplete: CLIPS/A001C002.mov listed in MD5SUMS is missing"
     assert files(cards_q / "ALTERED" / "ALTERED" / "CLIPS") == ["A001C001.mov", "A001C002.mov"]  # never touched
+    altered_report = report(cards_q, "ALTERED")  # the card as it was read: every file, its size and hashes
+    assert altered_report["input"]["size"] == sum(i["size"] for i in altered_report["inputs"])
+    assert {i["name"] for i in altered_report["inputs"]} >= set(CLIPS)
     reasons = {r["input_name"]: r["error"]["reason"] for r in status_json(config)["recent"] if r["state"] == "failed"}
     assert reasons == {
         "ALTERED": altered_reason,

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import xxhash
+from chute.run import Fault, RunStatus
 from chute.runner import execute
 
 from tests.pipelines import entry, read_json, sha256_of
@@ -125,3 +126,44 @@ def test_verify_off_and_auto_run_a_file_without_checksum(project, clip, copy_job
         result = execute(_claimed(project, user_file, job=copy_job, verify=mode), modules=project.launcher)
         assert result.status == "succeeded", result.error
         assert read_json(result.result_dir / "manifest.json")["inputs"][0]["verified_by"] == []
+
+
+def test_an_io_error_while_verifying_defers_the_run_and_keeps_the_delivery_whole(project, tmp_path, copy_job):
+    user_file = tmp_path / "drop" / "clip.mov"
+    user_file.parent.mkdir()
+    user_file.write_bytes(b"the video")
+    spec = _claimed(project, user_file, job=copy_job, unit="stem")
+    sidecar = Path(spec.claim) / "clip.srt"
+    sidecar.write_text("subtitles")
+    # Every read of this member fails with the kernel's own EIO, as a dying disk's or a dropped share's
+    # does: /proc/<pid>/mem of a child of ours, read at an unmapped address, bind-mounted over it.
+    sleeper = subprocess.Popen(["sleep", "60"])
+    mounted = subprocess.run(["mount", "--bind", f"/proc/{sleeper.pid}/mem", str(sidecar)], capture_output=True)
+    try:
+        if mounted.returncode != 0:
+            pytest.skip(f"cannot bind-mount here (needs root): {mounted.stderr.decode().strip()}")
+        result = execute(spec, modules=project.launcher)
+    finally:
+        if mounted.returncode == 0:
+            subprocess.run(["umount", str(sidecar)], check=True)
+        sleeper.kill()
+        sleeper.wait()
+
+    assert result.status == RunStatus.DEFERRED and result.fault == Fault.MACHINE  # the machine's fault: it waits
+    assert result.error["reason"].endswith(f"Input/output error ({sidecar})"), result.error["reason"]
+    assert sorted(p.name for p in Path(spec.claim).iterdir() if not p.name.startswith(".")) == ["clip.mov", "clip.srt"]
+    assert list(project.quarantine.iterdir()) == [] and list(project.outbox.iterdir()) == []
+    assert not list(spec.owner_dir.glob(f"{spec.run_id}.*"))  # its workspace is gone
+
+
+def test_an_input_named_in_latin_1_is_listed_with_its_exact_bytes(project, tmp_path, copy_job):
+    import base64
+    import os
+
+    user_file = tmp_path / "drop" / os.fsdecode(b"caf\xe9.mov")
+    user_file.parent.mkdir()
+    user_file.write_bytes(b"the video")
+    result = execute(_claimed(project, user_file, job=copy_job), modules=project.launcher)
+    assert result.status == "succeeded", result.error
+    (listed,) = read_json(result.result_dir / "manifest.json")["inputs"]
+    assert listed["name"] == "caf\\xe9.mov" and base64.b64decode(listed["name_b64"]) == b"caf\xe9.mov"

@@ -6,6 +6,7 @@ Lists are written by the real `md5sum`, `sha256sum`, `xxh128sum`; ASC MHL histor
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import shutil
 import subprocess
@@ -97,13 +98,13 @@ def test_a_listed_file_that_is_missing_makes_the_delivery_incomplete(card: Path)
         (lambda d: tool("sha256sum", "clip.mov", cwd=d).replace("\n", "\r\n"), "sha256"),  # written on Windows
         (lambda d: tool("xxh64sum", "clip.mov", cwd=d), "xxh64"),
         (lambda d: tool("xxh128sum", "clip.mov", cwd=d), "xxh128"),
+        (lambda d: tool("xxhsum", "-H3", "clip.mov", cwd=d), "xxh3"),  # xxhsum writes XXH3 as a BSD tag
     ],
-    ids=["bare", "md5sum", "tag", "binary", "crlf", "xxh64", "xxh128"],
+    ids=["bare", "md5sum", "tag", "binary", "crlf", "xxh64", "xxh128", "xxh3"],
 )
 def test_a_sidecar_verifies_its_file(tmp_path: Path, make, algorithm: str) -> None:
     (tmp_path / "clip.mov").write_bytes(b"frames " * 5000)
-    extension = {"md5": "md5", "sha1": "sha1", "sha256": "sha256", "xxh64": "xxh64", "xxh128": "xxh128"}[algorithm]
-    sidecar = f"clip.mov.{extension}"
+    sidecar = f"clip.mov.{algorithm}"
     (tmp_path / sidecar).write_text(make(tmp_path), newline="")
     v = verify(tmp_path, Mode.REQUIRED, main="clip.mov")
     assert v.reason is None
@@ -248,3 +249,52 @@ def test_a_written_generation_passes_the_reference_tool_until_a_byte_changes(tmp
     flip(result / "audio.wav", 10)
     check = subprocess.run([str(ASCMHL_DEBUG), "verify", str(result)], capture_output=True, text=True)
     assert check.returncode != 0 and "audio.wav" in check.stdout + check.stderr
+
+
+def test_a_nested_history_is_read_and_its_broken_chain_found(card: Path) -> None:
+    ascmhl_create(card / "CLIPS")  # the clips' own history, as an offload of the clip folder left it
+    ascmhl_create(card)  # the card's, which references it
+    v = verify(card, Mode.REQUIRED)
+    assert v.reason is None
+    assert by_name(v)["CLIPS/A001C001.mov"].verified_by == ("CLIPS/ascmhl",)
+    assert by_name(v)["A001.xml"].verified_by == ("ascmhl",)
+    nested = sorted((card / "CLIPS" / "ascmhl").glob("0001_*.mhl"))[0]
+    nested.write_text(nested.read_text().replace("<hostname>", "<hostname>x"))
+    assert verify(card).reason.startswith(f"checksum mismatch: CLIPS/ascmhl/{nested.name} c4 expected ")
+
+
+@pytest.mark.parametrize("size", [300_000, 5 << 20], ids=["small", "large"])  # written inline, or by its thread
+def test_a_copy_that_runs_out_of_space_says_where(tmp_path: Path, tmpfs, size: int) -> None:
+    source = tmp_path / "clip.mov"
+    source.write_bytes(b"x" * size)
+    full = tmpfs("256k")
+    with pytest.raises(OSError) as caught:
+        checksums.copy_hashing(source, full / "clip.mov", ("md5",))
+    assert caught.value.errno == errno.ENOSPC and caught.value.filename == str(full / "clip.mov")
+
+
+def test_hashes_computed_on_two_threads_are_the_tools_own(tmp_path: Path) -> None:
+    big = tmp_path / "clip.mov"
+    big.write_bytes(bytes(range(256)) * (12 << 12) + b"tail")  # 12 MiB and a bit: md5 and sha256 on two threads
+    data = big.read_bytes()
+    expected = {
+        "md5": hashlib.md5(data).hexdigest(),
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "xxh128": xxhash.xxh3_128(data).hexdigest(),
+    }
+    assert checksums.hash_file(big, ("md5", "sha256")).hashes == expected
+    copied = checksums.copy_hashing(big, tmp_path / "copy.mov", ("md5", "sha256"))
+    assert copied.hashes == expected and (tmp_path / "copy.mov").read_bytes() == data
+
+
+def test_the_main_file_is_what_is_delivered_never_a_list_of_the_delivery(tmp_path: Path) -> None:
+    (tmp_path / "MD5SUMS").write_text(f"{'0' * 32}  clip.mov\n")  # dropped alone into a `unit: file` inbox
+    v = verify(tmp_path, main="MD5SUMS")
+    assert v.reason is None and by_name(v)["MD5SUMS"].verified_by == ()
+
+
+def test_what_the_reference_library_prints_stays_out_of_the_log(card: Path, capsys) -> None:
+    ascmhl_create(card)
+    (card / "ascmhl" / "notes.mhl").write_text("<hashlist/>")  # a name the library complains about, on stderr
+    assert verify(card).reason is None
+    assert capsys.readouterr().err == ""

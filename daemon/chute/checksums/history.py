@@ -8,7 +8,10 @@ file's latest recorded hashes are what the delivery promises.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import posixpath
+from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -20,13 +23,17 @@ SOURCE = "ascmhl"  # what `verified_by` says of a file an ASC MHL history covers
 
 
 def roots(files: frozenset[str]) -> list[str]:
-    """The folders (relative to the root, `.` for the root) holding an ASC MHL history, outermost first."""
-    found = sorted(
+    """The folders (relative to the root, `.` for the root) holding an ASC MHL history, nested ones too."""
+    return sorted(
         posixpath.dirname(posixpath.dirname(f)) or "."
         for f in files
         if PurePosixPath(f).name == CHAIN and PurePosixPath(f).parent.name == FOLDER
     )
-    return [r for r in found if not any(r != o and (o == "." or r.startswith(o + "/")) for o in found)]
+
+
+def outermost(folders: list[str]) -> list[str]:
+    """Those of `folders` inside no other: loading one loads the histories nested in it."""
+    return [r for r in folders if not any(r != o and (o == "." or r.startswith(o + "/")) for o in folders)]
 
 
 def chain_problems(root: Path, folder: str, files: frozenset[str]) -> list[str]:
@@ -36,7 +43,8 @@ def chain_problems(root: Path, folder: str, files: frozenset[str]) -> list[str]:
     history = posixpath.normpath(posixpath.join(folder, FOLDER))
     chain_name = posixpath.join(history, CHAIN)
     try:
-        chain = chain_xml_parser.parse(str(root / chain_name))
+        with _quiet():
+            chain = chain_xml_parser.parse(str(root / chain_name))
     except OSError:
         raise
     except Exception as exc:  # lxml's syntax errors and the library's own: the file is not a chain
@@ -47,7 +55,8 @@ def chain_problems(root: Path, folder: str, files: frozenset[str]) -> list[str]:
         if name is None or name not in files:
             problems.append(f"incomplete: {name or generation.ascmhl_filename} listed in {chain_name} is missing")
             continue
-        actual = hasher.hash_file(str(root / name), generation.hash_format)
+        with _quiet():
+            actual = hasher.hash_file(str(root / name), generation.hash_format)
         if actual != generation.hash_string:
             problems.append(
                 f"checksum mismatch: {name} {generation.hash_format} expected {generation.hash_string}, got {actual}"
@@ -60,8 +69,9 @@ def expected(root: Path, folder: str) -> list[Expected]:
     from ascmhl.history import MHLHistory
 
     try:
-        top = MHLHistory.load_from_path(str(root / folder))
-        histories = list(MHLHistory.walk_child_histories(top))
+        with _quiet():
+            top = MHLHistory.load_from_path(str(root / folder))
+            histories = list(MHLHistory.walk_child_histories(top))
     except OSError:
         raise
     except Exception as exc:
@@ -75,6 +85,16 @@ def expected(root: Path, folder: str) -> list[Expected]:
                     for e in _entries(base, media_hash):
                         latest[(e.name, e.algorithm)] = e
     return list(latest.values())
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """The reference library's own messages (click.echo to stderr) kept out of chute's log of JSON lines.
+
+    What it finds wrong reaches chute as exceptions and values; only its commentary is dropped.
+    """
+    with contextlib.redirect_stderr(io.StringIO()):
+        yield
 
 
 def _entries(base: str, media_hash: Any) -> list[Expected]:

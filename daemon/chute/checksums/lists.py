@@ -13,11 +13,27 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 # A list's algorithm, by its extension (`clip.mov.md5`, `card.sha256`) or by its whole name (`MD5SUMS`).
-EXTENSIONS = {".md5": "md5", ".sha1": "sha1", ".sha256": "sha256", ".xxh64": "xxh64", ".xxh128": "xxh128"}
+EXTENSIONS = {
+    ".md5": "md5",
+    ".sha1": "sha1",
+    ".sha256": "sha256",
+    ".xxh64": "xxh64",
+    ".xxh3": "xxh3",
+    ".xxh128": "xxh128",
+}
 SUMS = {"md5sums": "md5", "sha1sums": "sha1", "sha256sums": "sha256", "xxh64sums": "xxh64", "xxh128sums": "xxh128"}
+SUMS |= {"xxh3sums": "xxh3"}
 LENGTHS = {"md5": 32, "sha1": 40, "sha256": 64, "xxh64": 16, "xxh128": 32, "xxh32": 8, "xxh3": 16}
 # BSD-style tags (`md5sum --tag`, `xxhsum --tag`): `MD5 (name) = hash`.
-TAGS = {"MD5": "md5", "SHA1": "sha1", "SHA256": "sha256", "XXH64": "xxh64", "XXH128": "xxh128", "XXH3": "xxh128"}
+TAGS = {
+    "MD5": "md5",
+    "SHA1": "sha1",
+    "SHA256": "sha256",
+    "XXH32": "xxh32",
+    "XXH64": "xxh64",
+    "XXH3": "xxh3",
+    "XXH128": "xxh128",
+}
 # Legacy MHL (v1.1, written by Silverstack, ShotPut Pro, YoYotta...): its hash elements.
 LEGACY = {"md5": "md5", "sha1": "sha1", "xxhash64be": "xxh64", "xxhash64": "xxh64le", "xxhash": "xxh32dec"}
 LEGACY |= {"xxh64": "xxh64", "xxh128": "xxh128", "xxh3": "xxh3"}  # ASC MHL packing lists' elements

@@ -9,8 +9,9 @@ run that dies in the middle verifies again from the start.
 from __future__ import annotations
 
 import enum
+import functools
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -49,7 +50,18 @@ class Plan:
 
     def algorithms(self, name: str) -> set[str]:
         """The algorithms the checksums use for the file `name`: what reading it must compute."""
-        return {e.algorithm for e in self.expected if e.name == name and not e.outside}
+        return {e.algorithm for e in self.of(name)}
+
+    def of(self, name: str) -> tuple[Expected, ...]:
+        """What the checksums promise for the file `name`."""
+        return self._by_name.get(name, ())
+
+    @functools.cached_property
+    def _by_name(self) -> dict[str, tuple[Expected, ...]]:
+        found: dict[str, list[Expected]] = {}
+        for e in self.expected:
+            found.setdefault(e.name, []).append(e)
+        return {name: tuple(es) for name, es in found.items()}
 
 
 @dataclass(frozen=True)
@@ -57,7 +69,7 @@ class Verification:
     """What checking a delivery came to: its files (size, hashes, what verified each) and the first problem."""
 
     inputs: tuple[InputFile, ...] = ()
-    problems: tuple[str, ...] = field(default=())
+    problems: tuple[str, ...] = ()
 
     @property
     def reason(self) -> str | None:
@@ -78,24 +90,32 @@ def plan(root: Path, files: Sequence[str], mode: Mode = Mode.AUTO, main: str | N
     members = frozenset(files)
     expected: list[Expected] = []
     problems: list[str] = []
-    for name in sorted(members):
+    for name in sorted(members - {main}):  # the main file is what is delivered, never a list of the delivery
         try:
             expected += _read(root, name, members, main)
         except Malformed as exc:
             problems.append(f"checksum mismatch: {exc}")
-    for folder in history.roots(members):
-        try:
-            chain = history.chain_problems(root, folder, members)
-            problems += chain or []
-            expected += [] if chain else history.expected(root, folder)
-        except Malformed as exc:
-            problems.append(f"checksum mismatch: {exc}")
+    expected += _histories(root, members, problems)
     for e in expected:
         if e.outside:
             problems.append(f"incomplete: {e.name} listed in {e.source} is outside the delivery")
         elif e.name not in members:
             problems.append(f"incomplete: {e.name} listed in {e.source} is missing")
     return Plan(tuple(e for e in expected if not e.outside and e.name in members), tuple(dict.fromkeys(problems)))
+
+
+def _histories(root: Path, members: frozenset[str], problems: list[str]) -> list[Expected]:
+    """What the delivery's ASC MHL histories promise, once every one's chain (nested ones too) is intact."""
+    folders = history.roots(members)
+    try:
+        broken = [p for folder in folders for p in history.chain_problems(root, folder, members)]
+        problems += broken
+        if broken:
+            return []  # a history whose chain is broken promises nothing
+        return [e for folder in history.outermost(folders) for e in history.expected(root, folder)]
+    except Malformed as exc:
+        problems.append(f"checksum mismatch: {exc}")
+        return []
 
 
 def _read(root: Path, name: str, members: frozenset[str], main: str | None) -> list[Expected]:
@@ -128,7 +148,7 @@ def check(
     for name in sorted(files):
         digest = known.get(name) or hash_file(root / name, planned.algorithms(name) | _extra(name, main))
         sources = []
-        for e in (e for e in planned.expected if e.name == name):
+        for e in planned.of(name):
             problem = _compare(e, digest)
             problems += [problem] if problem else []
             sources += [] if problem or e.source in sources else [e.source]
