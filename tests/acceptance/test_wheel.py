@@ -89,7 +89,7 @@ def test_installed_from_the_wheel_chute_checks_and_runs_the_embedded_default(ven
     check = _ok(_run([chute, "check"], cwd=tmp_path))
     assert "(the embedded default)" in check.stdout
     assert "modules  7: example_module, loudness, probe, proxy, scenes, thumbnails, waveform" in check.stdout
-    assert "jobs     3: example_job, media_ingest, proxy" in check.stdout
+    assert "jobs     4: card_ingest, example_job, media_ingest, proxy" in check.stdout
     assert f"{tmp_path}/var/inbox/example -> example_job -> {tmp_path}/var/outbox/example" in check.stdout
     clip = make_clip(tmp_path / "clip.mp4")
     failed = _run([chute, "submit", clip, "--job", "example_job"], cwd=tmp_path)
@@ -109,7 +109,7 @@ def test_installed_from_the_wheel_chute_checks_and_runs_the_embedded_default(ven
     _ok(_run([chute, "init", tmp_path / "site"], cwd=tmp_path))
     own = _ok(_run([chute, "check", "--config", tmp_path / "site" / "config.yaml"], cwd=tmp_path / "site"))
     assert "modules  7: example_module, loudness, probe, proxy, scenes, thumbnails, waveform" in own.stdout
-    assert "jobs     3: example_job, media_ingest, proxy" in own.stdout and own.stdout.endswith("ok\n")
+    assert "jobs     4: card_ingest, example_job, media_ingest, proxy" in own.stdout and own.stdout.endswith("ok\n")
     assert str(site.parent / "modules") in (tmp_path / "site" / "config.yaml").read_text()
     schema = json.loads(_ok(_run([chute, "schema"], cwd=tmp_path)).stdout)
     assert "notify" in schema["properties"] and "metrics" in schema["properties"]
