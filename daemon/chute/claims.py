@@ -146,7 +146,8 @@ def _markers(claim_dir: Path) -> list[str]:
 def owners(inbox: Path) -> list[str]:
     """The daemons holding claims in `inbox` (their folders under claimed/)."""
     try:
-        return sorted(p.name for p in claimed_root(inbox).iterdir() if p.is_dir())
+        with os.scandir(claimed_root(inbox)) as entries:  # at each heartbeat, in every inbox: no Path per entry
+            return sorted(e.name for e in entries if e.is_dir())
     except OSError:
         return []
 

@@ -69,10 +69,12 @@ class Recovery:
                 except OSError:
                     continue  # an unavailable inbox: its scan logs it
                 self.written[path] = now
-            if path in watched:
-                self._note_peers(path)
-                if take_over:
-                    adopted += self._judge(watched[path], now)
+                if path in watched:
+                    # Peers' leases decide only whether runs are claimed ahead: looked at as often as ours
+                    # is rewritten, not at every beat (500 inboxes listed twice each beat: issue 21).
+                    self._note_peers(path)
+            if path in watched and take_over:
+                adopted += self._judge(watched[path], now)
         self.shared &= set(watched)
         return adopted
 
