@@ -186,10 +186,14 @@ def _markers(claim_dir: Path) -> list[str]:
         return []
 
 
-def owners(inbox: Path) -> list[str]:
-    """The daemons holding claims in `inbox` (their folders under claimed/)."""
+def owners(claimed: str) -> list[str]:
+    """The daemons holding claims in an inbox: the folders in its `claimed` folder (claimed_root, as a str).
+
+    Listed at every heartbeat in every inbox: a str and scandir, no Path made (issue 21).
+    """
     try:
-        return sorted(p.name for p in claimed_root(inbox).iterdir() if p.is_dir())
+        with os.scandir(claimed) as entries:
+            return sorted(e.name for e in entries if e.is_dir())
     except OSError:
         return []
 

@@ -51,6 +51,7 @@ class Recovery:
         self.counter = 0
         self.next_beat = 0.0
         self.shared: set[Path] = set()  # watched inboxes where another daemon holds a lease too
+        self.claimed: dict[Path, str] = {}  # each watched inbox's claimed folder, listed at every beat
 
     def heartbeat(
         self, now: float, leased: set[Path], watched: dict[Path, Inbox], *, take_over: bool = True, force: bool = False
@@ -69,11 +70,15 @@ class Recovery:
                 except OSError:
                     continue  # an unavailable inbox: its scan logs it
                 self.written[path] = now
-            if path in watched:
-                self._note_peers(path)
-                if take_over:
-                    adopted += self._judge(watched[path], now)
+                if path in watched:
+                    # Peers' leases decide only whether runs are claimed ahead: looked at as often as ours
+                    # is rewritten, not at every beat (500 inboxes listed twice each beat: issue 21).
+                    self._note_peers(path)
+            if path in watched and take_over:
+                adopted += self._judge(watched[path], now)
         self.shared &= set(watched)
+        if len(self.claimed) > len(watched):
+            self.claimed = {path: folder for path, folder in self.claimed.items() if path in watched}
         return adopted
 
     def _note_peers(self, inbox: Path) -> None:
@@ -89,7 +94,10 @@ class Recovery:
 
     def _judge(self, inbox: Inbox, now: float) -> list[Adopted]:
         taken = []
-        for owner in claims.owners(inbox.path):
+        folder = self.claimed.get(inbox.path)
+        if folder is None:
+            folder = self.claimed[inbox.path] = str(claims.claimed_root(inbox.path))
+        for owner in claims.owners(folder):
             if owner == self.me.daemon_id:
                 continue
             lease = read_lease(inbox.path, owner)
