@@ -113,4 +113,4 @@ class Web:
 
 def csrf_of(page: str) -> str:
     """The CSRF token a page carries in its forms."""
-    return re.search(r'name="csrf" value="([0-9a-f]+)"', page).group(1)
+    return re.search(r'name="csrf-token" content="([0-9a-f]+)"', page).group(1)
