@@ -66,6 +66,9 @@ def test_api_inboxes_says_each_inbox_state_and_counts_and_the_daemon(site):
     }
     assert [d["pid"] for d in document["daemons"]] == [site["daemon"].daemon_pid()]
     assert document["daemons"][0]["heartbeat_age_s"] < 60
+    # The pool's two workers, each with the age of its last heartbeat as the daemon saw it.
+    assert len(document["workers"]) == 2 and all(w["heartbeat_age_s"] < 60 for w in document["workers"])
+    assert all(w["worker"] in web.get("/fragments/overview").text for w in document["workers"])
 
 
 def test_api_runs_filters_by_state_job_inbox_and_name(site):
