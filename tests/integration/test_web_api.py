@@ -288,3 +288,14 @@ def test_the_failures_page_retries_the_ticked_runs_and_all_that_match_once_confi
     rest = web.post("/failures/retry", f"csrf={csrf_of(page)}&all=1&q=form-2&count=1".encode(), headers=form)
     assert rest.status == 200 and "Retried 1" in rest.text
     assert {state_of(config, run_named(config, n).run_id) for n in ("form-1.bin", "form-2.bin")} == {"retried"}
+
+
+def test_a_name_that_is_not_utf8_is_shown_escaped_in_pages_and_exact_in_the_api(site):
+    web, config, inbox = site["web"], site["config"], site["inbox"]
+    name = os.fsdecode(b"caf\xe9-1.bin")  # from a Latin-1 client of a share
+    drop(Path(inbox["path"]), name, b"ok\n")
+    wait_until(lambda: any(r.input_name == name and r.state.value == "succeeded" for r in ledger_runs(config)), 30)
+    page = web.get("/runs?q=caf")
+    assert page.status == 200 and "caf\\xe9-1.bin" in page.text
+    [row] = web.get("/api/runs?q=caf").json()["runs"]
+    assert row["input_name"] == "caf\\xe9-1.bin" and row["input_name_b64"] == "Y2Fm6S0xLmJpbg=="
