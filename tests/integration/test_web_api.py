@@ -191,6 +191,10 @@ def test_login_sets_a_strict_http_only_cookie_and_a_cookie_post_needs_csrf(site)
     assert TOKEN not in cookie
     session = {"Cookie": cookie.split(";")[0]}
     assert web.get("/api/inboxes", auth=False, headers=session).status == 200
+    # The login form's CSRF token, which anyone may see, is not the one of the pages behind it.
+    stolen = f"csrf={csrf}&inbox={site['inbox']['path']}".encode()
+    assert web.post("/inboxes/pause", stolen, auth=False, headers=session | form).status == 403
+    csrf = csrf_of(web.get("/", auth=False, headers=session).text)
     pause = {"inbox": site["inbox"]["path"]}
     assert web.post("/api/inboxes/pause", pause, auth=False, headers=session).status == 403
     assert status_json(site["config"])["paused"] == []
