@@ -267,6 +267,7 @@ def test_a_running_run_shows_its_step_and_progress_live(site):
     assert document["progress"]["elapsed_s"] >= 0
     fragment = web.get("/fragments/overview").text
     assert f'data-run="{run_id}"' in fragment and "<progress" in fragment and "step 1/2" in fragment
+    assert "<span>copy</span>" in fragment  # the entry by its module, as `chute status` names it
     row = next(i for i in web.get("/api/inboxes").json()["inboxes"] if i["inbox"] == inbox["path"])
     assert row["running"] == 1
     wait_until(lambda: run_named(config, "slow-1.bin").state.value == "succeeded", 30)
