@@ -2,9 +2,10 @@
 
 One JSON object per line each way, one request per connection:
 `{"op": "pause", "inboxes": [PATH, ...]}` -> `{"ok": true, ...}` or `{"ok": false, "error": "..."}`.
-Ops: `status` (with each running run's live progress and elapsed seconds); `pause` and `resume` (no
-`inboxes`: all of them); `wait` (answered once nothing runs in those inboxes, or after WAIT_MAX with
-`"idle": false`: the client asks again). It is served by
+Ops: `status` (each running run's live progress and elapsed seconds, the executor's workers); `pause` and
+`resume` (no `inboxes`: all of them); `wait` (answered once nothing runs in those inboxes, or after WAIT_MAX with
+`"idle": false`: the client asks again); `retry` (`"runs": [RUN_ID, ...]`: what `chute retry` does, each
+run's outcome in `"results"`). It is served by
 metrics_http's BoundedServer (one thread, bounded connections, a deadline on each), so nothing a
 client does costs the daemon more than MAX_CONNECTIONS + 4 descriptors and one thread. The loop
 thread and the server's share only `Control`'s fields, under its lock.
@@ -27,6 +28,7 @@ from .metrics_http import BoundedServer, Connection
 from .yamlfile import did_you_mean
 
 if TYPE_CHECKING:
+    from .executors import Executor
     from .queue import Active
 
 log = logs.get("chute.control")
@@ -36,7 +38,9 @@ MODE = 0o660  # the service's group may steer it (chute web runs as another user
 MAX_REQUEST = 65536  # bytes of one request line: every inbox of a large config named
 MAX_WAITERS = 8  # `wait` requests held at once: the other slots stay free for status and pause
 WAIT_MAX = 20.0  # seconds a `wait` is held before it is answered "not idle yet"
-OPS = ("status", "pause", "resume", "wait")
+MAX_RETRIES = 2  # `retry` requests moving files at once (each on a thread of its own)
+RETRY_MAX = 25.0  # seconds a `retry` is held; past it the answer says it goes on (chute web waits 30 s)
+OPS = ("status", "pause", "resume", "wait", "retry")
 
 
 @dataclass(frozen=True)
@@ -66,9 +70,12 @@ class Control:
         state_dir: Path,
         wake: threading.Event,
         clock: Callable[[], float] = time.monotonic,
-        live: Callable[[], dict[str, dict]] = dict,
+        executor: Executor | None = None,  # whose runs' live progress and workers `status` shows
+        retry: Callable[[Any], dict[str, Any]] | None = None,
     ):
-        self.state_dir, self.wake, self.clock, self.live = state_dir, wake, clock, live
+        self.state_dir, self.wake, self.clock, self.retry = state_dir, wake, clock, retry
+        self.live: Callable[[], dict[str, dict]] = executor.progress if executor else dict
+        self.workers: Callable[[], list[dict]] = executor.workers if executor else list
         self.path = state_dir / SOCKET
         self.lock = threading.Lock()
         self.paused: set[str] = pauses.load(state_dir)
@@ -146,6 +153,8 @@ class Control:
             return self.status()
         if op in ("pause", "resume"):
             return self._change(op, named, str(request.get("by") or "control"))
+        if op == "retry":
+            return self.retry(request.get("runs")) if self.retry else _error("this daemon cannot retry")
         return self.status()  # wait: the server holds it (see ControlServer)
 
     def status(self) -> dict[str, Any]:
@@ -161,7 +170,7 @@ class Control:
             for path in self.inboxes
         ]
         answer = {"ok": True, "pid": os.getpid(), "state": snap.state, "paused": sorted(paused), "inboxes": rows}
-        return answer | {"progress": self.progress()}
+        return answer | {"progress": self.progress(), "workers": self.workers()}
 
     def progress(self) -> dict[str, dict[str, Any]]:
         """Each running run's last progress message (progress.Reporter), if any, and its elapsed seconds."""
@@ -244,6 +253,7 @@ class ControlServer(BoundedServer):
         super().__init__(listener, clock)
         self.control = control
         self.waits: dict[Connection, _Wait] = {}
+        self.retries: dict[Connection, dict[str, Any] | None] = {}  # a retry's answer, None while it moves files
 
     def _received(self, conn: Connection) -> None:
         end = conn.request.find(b"\n")
@@ -262,6 +272,9 @@ class ControlServer(BoundedServer):
         if not isinstance(request, dict):
             self._reply(conn, _error("not a JSON object on one line"))
             return
+        if request.get("op") == "retry":
+            self._retry(conn, request)
+            return
         answer = self.control.handle(request)
         if request.get("op") != "wait" or not answer["ok"]:
             self._reply(conn, answer)
@@ -279,21 +292,53 @@ class ControlServer(BoundedServer):
             conn.held, conn.deadline = True, self.clock() + WAIT_MAX
             self.waits[conn] = wait
 
+    def _retry(self, conn: Connection, request: dict[str, Any]) -> None:
+        """Answer a retry from a thread of its own, which wakes the server when it is done."""
+        # It moves files (a copy across filesystems takes a while): status, pause and resume go on meanwhile.
+        if len(self.retries) >= MAX_RETRIES:
+            self._reply(conn, _error(f"{MAX_RETRIES} retries are under way already; try again"))
+            return
+        conn.held, conn.deadline = True, self.clock() + RETRY_MAX
+        self.retries[conn] = None
+
+        def move() -> None:
+            try:
+                answer = self.control.handle(request)
+            except Exception as exc:  # the ledger locked past its timeout, a bug: one line, the daemon goes on
+                log.error("control.failed", reason=f"retry: {type(exc).__name__}: {exc}")
+                answer = _error(f"the retry failed: {exc}")
+            with self.control.lock:
+                if conn in self.retries:
+                    self.retries[conn] = answer
+            self.wakeup()
+
+        threading.Thread(target=move, name="chute-control-retry", daemon=True).start()
+
     def _woken(self) -> None:
+        with self.control.lock:
+            done = [(c, a) for c, a in self.retries.items() if a is not None]
+        for conn, answer in done:
+            self._reply(conn, answer)
         for conn, wait in list(self.waits.items()):
             if self.control.idle(wait.named, wait.version):
                 self._reply(conn, self.control.status() | {"idle": True})
 
     def _expired(self, conn: Connection) -> None:
-        if conn in self.waits:  # held long enough: the client asks again
+        if conn in self.retries:  # the files still move; what became of each run is in the ledger then
+            self._reply(conn, _error(f"the retry goes on after {RETRY_MAX:.0f} s: see chute status"))
+        elif conn in self.waits:  # held long enough: the client asks again
             self._reply(conn, self.control.status() | {"idle": False})
         else:
             self._close(conn)
 
     def _reply(self, conn: Connection, answer: dict[str, Any]) -> None:
         self.waits.pop(conn, None)
+        with self.control.lock:
+            self.retries.pop(conn, None)
         self._send(conn, encode(answer))
 
     def _close(self, conn: Connection) -> None:
         self.waits.pop(conn, None)
+        with self.control.lock:
+            self.retries.pop(conn, None)
         super()._close(conn)

@@ -100,9 +100,16 @@ def _v2_status(db: sqlite3.Connection) -> None:
         db.execute(sql)
 
 
+def _v3_web(db: sqlite3.Connection) -> None:
+    """What `chute web`'s history reads without a scan: the newest runs, of one job, of one inbox (issue 23)."""
+    db.execute("CREATE INDEX runs_queued ON runs (queued_at)")
+    db.execute("CREATE INDEX runs_job ON runs (job, queued_at)")
+    db.execute("CREATE INDEX runs_inbox ON runs (inbox, queued_at)")
+
+
 # The schema's history: MIGRATIONS[n] takes a ledger from version n to n + 1 (PRAGMA user_version).
 # Append only: a released migration never changes, or ledgers already past it would differ.
-MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_v1_runs, _v2_status)
+MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_v1_runs, _v2_status, _v3_web)
 VERSION = len(MIGRATIONS)
 _COLUMNS = (
     "run_id, inbox, job, input_name, size, sha256, state, attempts, claim, queued_at, started_at, finished_at,"
