@@ -174,7 +174,7 @@ def test_chute_init_writes_a_starter_that_checks_and_reaches_its_own_and_the_bun
     )
     check = chute("check", "--config", str(config), cwd=tmp_path)
     assert check.returncode == 0, check
-    assert "jobs     4: example_job, media_ingest, mine, proxy" in check.stdout
+    assert "jobs     5: card_ingest, example_job, media_ingest, mine, proxy" in check.stdout
     assert "warning" not in check.stdout
 
     before = config.read_bytes()
