@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 import secrets
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -143,6 +144,15 @@ class EntryRecord:
     reason: str | None = None
     log_tail: str = ""
     log: Path | None = None
+    run_t0: float = 0.0  # time.monotonic() when the run's steps began: started_s is measured from it
+    started_s: float | None = None
+
+    def begin(self) -> None:
+        """Its next attempt starts now (the first one sets `started_s`)."""
+        self.attempts += 1
+        self.status = EntryStatus.RUNNING
+        if self.started_s is None:
+            self.started_s = time.monotonic() - self.run_t0
 
     def as_manifest(self) -> dict[str, Any]:
         """The entry's object in the manifest (contract §6)."""
@@ -153,6 +163,7 @@ class EntryRecord:
             "exit_code": self.exit_code,
             "attempts": self.attempts,
             "duration_s": round(self.duration_s, 3),
+            "started_s": None if self.started_s is None else round(self.started_s, 3),
         }
 
 
@@ -180,6 +191,7 @@ class Outcome:
 
     started_at: str
     finished_at: str = ""
+    t0: float = field(default_factory=time.monotonic)  # the monotonic twin of started_at
     steps: list[tuple[str, list[EntryRecord]]] = field(default_factory=list)
     verdict: Verdict = Verdict()
 
