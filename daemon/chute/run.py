@@ -231,6 +231,7 @@ class RunResult:
     archived_to: Path | None = None
     fault: Fault | None = None
     entries: tuple[EntryStat, ...] = ()
+    output_size: int | None = None  # the bytes of the public artifacts a succeeded run published
     duration_s: float | None = None
     worker: str | None = None  # where it executed (the executor's name for the worker)
     kept: bool = False  # deferred with its built result kept in work_dir: the retry only delivers (keep.py)
@@ -240,6 +241,11 @@ class RunResult:
         """Why it ended as it did, in one line: the error's reason, or the status."""
         reason = (self.error or {}).get("reason")
         return str(reason) if reason else self.status.value
+
+    def figures(self) -> dict[str, Any]:
+        """What the ledger keeps for the web page's stats: each entry's module, status and time; bytes out."""
+        entries = [[e.module, e.status.value, e.duration_s] for e in self.entries]
+        return {"entries": entries, "bytes_out": self.output_size}
 
 
 def utcnow() -> str:

@@ -1,0 +1,110 @@
+"""The stats page's figures, read from the ledger over the last 48 hours in one pass."""
+
+from __future__ import annotations
+
+import json
+import math
+import sqlite3
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+HOURS = 48
+# One range scan of the finished_at index (`+state` keeps SQLite off the state index, which would scan
+# every finished run): a million-run ledger holds a few ten thousand runs in 48 hours.
+_WINDOW = (
+    "SELECT substr(finished_at, 1, 13), job, state, size, error, figures FROM runs"
+    " WHERE finished_at >= ? AND +state IN ('succeeded', 'failed')"
+)
+
+
+@dataclass(frozen=True)
+class Rate:
+    """How many ran and how many of those failed."""
+
+    runs: int
+    failed: int
+
+    @property
+    def percent(self) -> float:
+        return 100.0 * self.failed / self.runs if self.runs else 0.0
+
+
+@dataclass(frozen=True)
+class Timing:
+    """A module's entries: how many, mean and 95th percentile of their time."""
+
+    count: int
+    mean_s: float
+    p95_s: float
+
+
+@dataclass(frozen=True)
+class Stats:
+    """What the stats page draws: runs per hour, failure rates, times per module, bytes in and out."""
+
+    hours: list[tuple[str, int, int]]  # (hour, succeeded, failed), oldest first
+    by_job: dict[str, Rate] = field(default_factory=dict)
+    by_module: dict[str, Rate] = field(default_factory=dict)
+    timings: dict[str, Timing] = field(default_factory=dict)
+    bytes_in: int = 0
+    bytes_out: int = 0
+
+
+def _hour(t: datetime) -> str:
+    return t.strftime("%Y-%m-%dT%H")
+
+
+def p95(values: list[float]) -> float:
+    """The 95th percentile, nearest rank."""
+    ordered = sorted(values)
+    return ordered[max(math.ceil(0.95 * len(ordered)) - 1, 0)] if ordered else 0.0
+
+
+class _Tally:
+    """The one pass over the window's runs."""
+
+    def __init__(self) -> None:
+        self.hours: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+        self.jobs: Counter[tuple[str, bool]] = Counter()
+        self.modules: Counter[tuple[str, bool]] = Counter()
+        self.times: dict[str, list[float]] = defaultdict(list)
+        self.bytes_in = self.bytes_out = 0
+
+    def add(self, hour: str, job: str, state: str, size: int | None, error: str | None, figures: str | None) -> None:
+        failed = state == "failed"
+        self.hours[hour][failed] += 1
+        self.jobs[job, failed] += 1
+        self.bytes_in += size or 0
+        fig = json.loads(figures) if figures else {}
+        self.bytes_out += fig.get("bytes_out") or 0
+        for module, status, duration in fig.get("entries", ()):
+            self.modules[module, status == "failed"] += 1
+            self.times[module].append(duration)
+        if failed and not fig and error:  # a run recorded before figures were: its error names the module
+            module = json.loads(error).get("module")
+            if module:
+                self.modules[module, True] += 1
+
+
+def _rates(counts: Counter[tuple[str, bool]]) -> dict[str, Rate]:
+    names = sorted({name for name, _ in counts})
+    return {n: Rate(counts[n, False] + counts[n, True], counts[n, True]) for n in names}
+
+
+def read(db: sqlite3.Connection, now: datetime) -> Stats:
+    """The last 48 hours of finished runs (succeeded or failed), up to `now` (UTC)."""
+    start = (now - timedelta(hours=HOURS - 1)).replace(minute=0, second=0, microsecond=0)
+    tally = _Tally()
+    for row in db.execute(_WINDOW, (start.strftime("%Y-%m-%dT%H"),)):
+        tally.add(*row)
+    hours = [_hour(start + timedelta(hours=i)) for i in range(HOURS)]
+    timings = {m: Timing(len(v), sum(v) / len(v), p95(v)) for m, v in sorted(tally.times.items())}
+    return Stats(
+        hours=[(h, *tally.hours.get(h, (0, 0))) for h in hours],
+        by_job=_rates(tally.jobs),
+        by_module=_rates(tally.modules),
+        timings=timings,
+        bytes_in=tally.bytes_in,
+        bytes_out=tally.bytes_out,
+    )
