@@ -164,7 +164,9 @@ def parser() -> argparse.ArgumentParser:
 
 
 def _extra_parsers() -> list[Callable]:
-    return [_submit_parser, _run_parser, _status_parser, _retry_parser, _pause_parser]
+    from .web.command import add_parser as web_parser  # argparse only: the web app is imported by `chute web`
+
+    return [_submit_parser, _run_parser, _status_parser, _retry_parser, _pause_parser, web_parser]
 
 
 def _submit_parser(add) -> None:
@@ -306,6 +308,13 @@ def cmd_pause(args: argparse.Namespace) -> int:
             pass  # the daemon held the request WAIT_MAX seconds: ask again
         print("drained: nothing runs in the paused inboxes")
     return RET_OK
+
+
+@command("web")
+def cmd_web(args: argparse.Namespace) -> int:
+    from .web.command import run
+
+    return run(args)
 
 
 EXTRA_PARSERS = _extra_parsers()

@@ -217,6 +217,20 @@ class MetricsConfig(Frozen):
         return self
 
 
+class WebConfig(Frozen):
+    """`chute web` (contract §13): where it listens, its token, and the Host names it answers to."""
+
+    listen: Annotated[str, AfterValidator(_listen)] = Field(
+        default="127.0.0.1:8765", description="HOST:PORT of the web page; without a token only a loopback address"
+    )
+    token_file: FolderPath | None = Field(
+        default=None, description="A file (mode 0600) holding the token; else $CREDENTIALS_DIRECTORY/chute-web-token"
+    )
+    allowed_hosts: list[str] = Field(
+        default_factory=list, description="Host names the page answers to, besides loopback names and the listen host"
+    )
+
+
 class Config(Frozen):
     modules_path: list[FolderPath] = Field(default_factory=lambda: [Path("modules")])
     jobs_path: list[FolderPath] = Field(default_factory=lambda: [Path("jobs")])
@@ -232,6 +246,7 @@ class Config(Frozen):
     launcher: LauncherConfig = Field(default_factory=LauncherConfig)
     notify: list[NotifyTarget] = Field(default_factory=list)
     metrics: MetricsConfig | None = None
+    web: WebConfig = Field(default_factory=WebConfig)
     log: LogConfig = Field(default_factory=LogConfig)
     ledger: LedgerConfig = Field(default_factory=LedgerConfig)
     inboxes: list[Inbox] = Field(default_factory=list)

@@ -96,6 +96,8 @@ def _anchor(config: Config, base: Path, folders: Path) -> Config:
     if metrics is not None and metrics.textfile is not None:
         metrics = metrics.model_copy(update={"textfile": _real(metrics.textfile, folders)})
     security = config.executor.security
+    token_file = config.web.token_file
+    web = config.web.model_copy(update={"token_file": None if token_file is None else _real(token_file, folders)})
     return config.model_copy(
         update={
             "executor": config.executor.model_copy(
@@ -108,6 +110,7 @@ def _anchor(config: Config, base: Path, folders: Path) -> Config:
             "inboxes": [_anchor_inbox(i, folders) for i in config.inboxes],
             "notify": notify,
             "metrics": metrics,
+            "web": web,
         }
     )
 

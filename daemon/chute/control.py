@@ -4,7 +4,8 @@ One JSON object per line each way, one request per connection:
 `{"op": "pause", "inboxes": [PATH, ...]}` -> `{"ok": true, ...}` or `{"ok": false, "error": "..."}`.
 Ops: `status` (with each running run's live progress and elapsed seconds); `pause` and `resume` (no
 `inboxes`: all of them); `wait` (answered once nothing runs in those inboxes, or after WAIT_MAX with
-`"idle": false`: the client asks again). It is served by
+`"idle": false`: the client asks again); `retry` (`"runs": [RUN_ID, ...]`: what `chute retry` does, each
+run's outcome in `"results"`). It is served by
 metrics_http's BoundedServer (one thread, bounded connections, a deadline on each), so nothing a
 client does costs the daemon more than MAX_CONNECTIONS + 4 descriptors and one thread. The loop
 thread and the server's share only `Control`'s fields, under its lock.
@@ -36,7 +37,7 @@ MODE = 0o660  # the service's group may steer it (chute web runs as another user
 MAX_REQUEST = 65536  # bytes of one request line: every inbox of a large config named
 MAX_WAITERS = 8  # `wait` requests held at once: the other slots stay free for status and pause
 WAIT_MAX = 20.0  # seconds a `wait` is held before it is answered "not idle yet"
-OPS = ("status", "pause", "resume", "wait")
+OPS = ("status", "pause", "resume", "wait", "retry")
 
 
 @dataclass(frozen=True)
@@ -67,8 +68,9 @@ class Control:
         wake: threading.Event,
         clock: Callable[[], float] = time.monotonic,
         live: Callable[[], dict[str, dict]] = dict,
+        retry: Callable[[Any], dict[str, Any]] | None = None,
     ):
-        self.state_dir, self.wake, self.clock, self.live = state_dir, wake, clock, live
+        self.state_dir, self.wake, self.clock, self.live, self.retry = state_dir, wake, clock, live, retry
         self.path = state_dir / SOCKET
         self.lock = threading.Lock()
         self.paused: set[str] = pauses.load(state_dir)
@@ -146,6 +148,8 @@ class Control:
             return self.status()
         if op in ("pause", "resume"):
             return self._change(op, named, str(request.get("by") or "control"))
+        if op == "retry":
+            return self.retry(request.get("runs")) if self.retry else _error("this daemon cannot retry")
         return self.status()  # wait: the server holds it (see ControlServer)
 
     def status(self) -> dict[str, Any]:

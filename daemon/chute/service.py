@@ -34,6 +34,7 @@ from .limits import raise_fd_limit
 from .pruning import Pruner
 from .queue import RunQueue
 from .recovery import Adopted, Recovery, reconcile_ledger
+from .retry import retrier
 from .run import owned
 from .statelock import StateLock
 from .systemd import Notifier, module_environ, status_line
@@ -86,7 +87,7 @@ class Service:
         self.intake = Intake(self.me, self.wake, clock)
         self.recovery = Recovery(self.me, cfg.lease_timeout)
         self.runs = Dispatcher(catalog, self.me, self.environ, self.queue, self.executor, self.wake)
-        self.control = Control(cfg.state_dir, self.wake, live=self.executor.progress)  # control.sock: pause, status
+        self.control = Control(cfg.state_dir, self.wake, live=self.executor.progress, retry=retrier(cfg.state_dir))
 
     # --- start and stop ---
 

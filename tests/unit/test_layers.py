@@ -121,3 +121,15 @@ def test_the_import_reader_sees_the_imports_that_count():
     assert "launcher.client" in graph["launcher"]  # a package's __init__, relative
     assert {"launcher.child", "launcher.server"} <= graph["launcher.__main__"]  # absolute
     assert "apprise_urls" in graph["config"]  # inside a function
+
+
+def test_nothing_of_the_daemon_imports_the_web_page():
+    """`chute web` is a process of its own: only the command line reaches chute.web (issue 23)."""
+    graph = _graph()
+    assert "web.app" in graph, "chute.web is renamed: update this test"
+    wrong = []
+    for module in sorted(m for m in graph if _top(m) not in ("web", "cli")):
+        for reached, chain in _reached(graph, module).items():
+            if _top(reached) == "web":
+                wrong.append(" -> ".join(chain))
+    assert wrong == []

@@ -1,0 +1,60 @@
+"""The web app: its routes (pages, the JSON API, artifacts, static files), templates and shared state.
+
+Routes come from one module per part of the page (`pages`, `actions`, `api`, `files`); a new page is a
+module with a `ROUTES` list, added to `_routes` below.
+"""
+
+from __future__ import annotations
+
+import json
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Mount
+from starlette.staticfiles import StaticFiles
+from starlette.templating import Jinja2Templates
+
+from .. import logs
+from ..config import Config
+from .guard import Guard, Scope
+from .site import HERE, Site
+from .tokens import Secrets
+
+log = logs.get("chute.web")
+
+
+def _routes() -> list[BaseRoute]:
+    from . import actions, api, files, pages
+
+    static = Mount("/static", app=StaticFiles(directory=HERE / "static"), name="static")
+    return [*pages.ROUTES, *actions.ROUTES, *api.ROUTES, *files.ROUTES, static]
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """A refusal as one line: JSON under /api/, plain text elsewhere (never a traceback)."""
+    assert isinstance(exc, HTTPException)
+    if request.url.path.startswith("/api/"):
+        return Response(json.dumps({"error": exc.detail}), exc.status_code, media_type="application/json")
+    return Response(f"{exc.detail}\n", exc.status_code, media_type="text/plain")
+
+
+async def _bug(request: Request, exc: Exception) -> Response:
+    """A bug, or the ledger gone: logged as one event, answered as one line (no traceback reaches a browser)."""
+    log.error("web.error", path=request.url.path, error=f"{type(exc).__name__}: {exc}")
+    return Response("internal error: see the web process's log\n", 500, media_type="text/plain")
+
+
+def create(config: Config, secrets: Secrets, listen_host: str) -> Guard:
+    """The app for `config`, behind its Guard."""
+    templates = Jinja2Templates(directory=HERE / "templates")
+    app = Starlette(routes=_routes(), exception_handlers={HTTPException: _http_error, Exception: _bug})
+    app.state.site = Site(config, secrets, templates)
+
+    def login(scope: Scope) -> bytes:
+        request = Request(scope)
+        return bytes(app.state.site.page(request, "login.html", {"problem": None}, status=401).body)
+
+    hosts = {listen_host, *config.web.allowed_hosts}
+    return Guard(app, secrets, hosts, login)

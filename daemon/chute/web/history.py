@@ -1,0 +1,140 @@
+"""The ledger as the page reads it: read-only, one short query per question, each under a time budget.
+
+Every request opens its own read-only connection (SQLite's `mode=ro`) and closes it before answering, so
+no read transaction outlives a request and the daemon's writes never wait on the page.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from ..ledger import _COLUMNS, Ledger, Run, State, _row
+
+MAX_LIMIT = 500  # runs on one page or in one answer of /api/runs
+EXPORT_LIMIT = 100_000  # runs in one CSV or JSON export
+BUDGET_S = 0.15  # a query stopped after this: a name search over a million runs answers with what it found
+STEPS = 20_000  # SQLite virtual machine steps between looks at the clock
+
+
+@dataclass(frozen=True)
+class Filter:
+    """What /runs and /api/runs show: each field narrows, None does not."""
+
+    state: State | None = None
+    job: str | None = None
+    inbox: str | None = None
+    q: str | None = None  # a part of the input's name, any case
+    since: str | None = None  # ISO times, compared with queued_at
+    until: str | None = None
+
+    def where(self) -> tuple[str, list[str]]:
+        """The WHERE clause and its arguments."""
+        terms, args = [], []
+        for column, value in (("state", self.state and self.state.value), ("job", self.job), ("inbox", self.inbox)):
+            if value:
+                terms.append(f"{column} = ?")
+                args.append(value)
+        if self.since:
+            terms.append("queued_at >= ?")
+            args.append(self.since)
+        if self.until:
+            terms.append("queued_at < ?")
+            args.append(self.until)
+        if self.q:
+            terms.append("instr(lower(input_name), ?) > 0")
+            args.append(self.q.lower())
+        return (" WHERE " + " AND ".join(terms)) if terms else "", args
+
+
+@dataclass(frozen=True)
+class Page:
+    """Runs of a filter, newest first; `complete` is False when the time budget stopped the search."""
+
+    runs: list[Run]
+    complete: bool
+
+
+@contextmanager
+def opened(state_dir: Path) -> Iterator[Ledger]:
+    ledger = Ledger(state_dir, readonly=True, timeout=2.0)
+    try:
+        yield ledger
+    finally:
+        ledger.close()
+
+
+def _budget(db: sqlite3.Connection, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    db.set_progress_handler(lambda: int(time.monotonic() > deadline), STEPS)
+
+
+def runs(state_dir: Path, where: Filter, limit: int, offset: int = 0, budget: float = BUDGET_S) -> Page:
+    """Up to `limit` runs of the filter, newest first, from `offset`."""
+    sql_where, args = where.where()
+    sql = f"SELECT {_COLUMNS} FROM runs{sql_where} ORDER BY queued_at DESC LIMIT ? OFFSET ?"
+    found: list[Run] = []
+    with opened(state_dir) as ledger:
+        _budget(ledger.db, budget)
+        try:
+            for row in ledger.db.execute(sql, [*args, limit, offset]):
+                found.append(_row(row))
+        except sqlite3.OperationalError as exc:
+            if "interrupted" not in str(exc):
+                raise
+            return Page(found, complete=False)
+    return Page(found, complete=True)
+
+
+def count(state_dir: Path, where: Filter, budget: float = BUDGET_S) -> int | None:
+    """How many runs the filter matches; None when counting would take longer than the budget."""
+    sql_where, args = where.where()
+    with opened(state_dir) as ledger:
+        _budget(ledger.db, budget)
+        try:
+            return int(ledger.db.execute(f"SELECT COUNT(*) FROM runs{sql_where}", args).fetchone()[0])
+        except sqlite3.OperationalError as exc:
+            if "interrupted" not in str(exc):
+                raise
+            return None
+
+
+def get(state_dir: Path, run_id: str) -> Run | None:
+    with opened(state_dir) as ledger:
+        return ledger.get(run_id)
+
+
+def active(state_dir: Path) -> list[Run]:
+    with opened(state_dir) as ledger:
+        return ledger.active()
+
+
+def today(state_dir: Path, now: datetime | None = None) -> dict[str, dict[str, int]]:
+    """Per inbox, how many runs finished since local midnight, by state ({inbox: {"succeeded": n, ...}})."""
+    now = now or datetime.now(UTC)
+    midnight = now.astimezone().replace(hour=0, minute=0, second=0, microsecond=0).astimezone(UTC)
+    since = midnight.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    counts: dict[str, dict[str, int]] = {}
+    with opened(state_dir) as ledger:
+        sql = "SELECT inbox, state, COUNT(*) FROM runs WHERE finished_at >= ? GROUP BY inbox, state"
+        for inbox, state, n in ledger.db.execute(sql, (since,)):
+            key = inbox.decode("utf-8", "surrogateescape") if isinstance(inbox, bytes) else inbox
+            counts.setdefault(key, {})[state] = n
+    return counts
+
+
+def jobs(state_dir: Path) -> list[str]:
+    """The jobs of the ledger's runs, for the history's filter (one index walk per job: a skip scan)."""
+    with opened(state_dir) as ledger:
+        found: list[str] = []
+        last = ""
+        while True:
+            row = ledger.db.execute("SELECT MIN(job) FROM runs WHERE job > ?", (last,)).fetchone()
+            if row[0] is None or len(found) >= 200:
+                return found
+            found.append(last := row[0])

@@ -1,0 +1,8 @@
+// chute's page code: no inline script anywhere (the Content-Security-Policy forbids it).
+// htmx's settings are in <meta name="htmx-config">; the CSRF header is in <body hx-headers>.
+document.addEventListener("change", (event) => {
+  // "select all" on the failures page ticks every run of the page.
+  const all = event.target.closest("input[data-select-all]");
+  if (!all) return;
+  for (const box of document.querySelectorAll('form#retry-selected input[name="run"]')) box.checked = all.checked;
+});
