@@ -33,6 +33,7 @@ def test_stats_count_the_last_48_hours_by_hour_job_and_module(tmp_path: Path) ->
         finish(ledger, "c", "audio", State.SUCCEEDED, timedelta(hours=3), ok, size=10)
         finish(ledger, "old", "audio", State.FAILED, timedelta(hours=HOURS + 1), bad, size=10**9)
         finish(ledger, "d", "audio", State.RELEASED, timedelta(minutes=1), None)  # released: not a verdict
+        finish(ledger, "r", "ingest", State.RETRIED, timedelta(hours=1), bad)  # it failed, then was retried
         # A run finished before the ledger kept figures: its failure still counts against its module.
         finish(ledger, "e", "audio", State.FAILED, timedelta(hours=1), None, error={"reason": "x", "module": "wave"})
     finally:
@@ -45,12 +46,12 @@ def test_stats_count_the_last_48_hours_by_hour_job_and_module(tmp_path: Path) ->
         db.close()
 
     assert len(stats.hours) == HOURS and stats.hours[-1] == ("2026-12-01T12", 1, 1)
-    assert stats.hours[-2] == ("2026-12-01T11", 0, 1) and stats.hours[-4] == ("2026-12-01T09", 1, 0)
-    assert {job: (r.runs, r.failed) for job, r in stats.by_job.items()} == {"audio": (2, 1), "ingest": (2, 1)}
-    assert stats.by_job["ingest"].percent == 50.0
+    assert stats.hours[-2] == ("2026-12-01T11", 0, 2) and stats.hours[-4] == ("2026-12-01T09", 1, 0)
+    assert {job: (r.runs, r.failed) for job, r in stats.by_job.items()} == {"audio": (2, 1), "ingest": (3, 2)}
+    assert stats.by_job["audio"].percent == 50.0
     rates = {m: (r.runs, r.failed) for m, r in stats.by_module.items()}
-    assert rates == {"probe": (3, 0), "proxy": (3, 1), "wave": (1, 1)}
-    assert (stats.timings["proxy"].count, stats.timings["proxy"].mean_s) == (3, 40 / 3)
+    assert rates == {"probe": (4, 0), "proxy": (4, 2), "wave": (1, 1)}
+    assert (stats.timings["proxy"].count, stats.timings["proxy"].mean_s) == (4, 60 / 4)
     assert stats.timings["proxy"].p95_s == 20.0
     assert (stats.bytes_in, stats.bytes_out) == (1510, 600)
 

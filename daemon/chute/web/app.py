@@ -26,10 +26,10 @@ log = logs.get("chute.web")
 
 
 def _routes() -> list[BaseRoute]:
-    from . import actions, api, files, pages
+    from . import actions, api, files, pages, run_page, stats_page
 
     static = Mount("/static", app=StaticFiles(directory=HERE / "static"), name="static")
-    return [*pages.ROUTES, *actions.ROUTES, *api.ROUTES, *files.ROUTES, static]
+    return [*pages.ROUTES, *actions.ROUTES, *api.ROUTES, *files.ROUTES, *run_page.ROUTES, *stats_page.ROUTES, static]
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:

@@ -72,7 +72,7 @@ def rows(title: str, bars: Sequence[Bar], *, unit: str = "", top: float | None =
     top = top or max((b.value for b in bars), default=0.0) or 1.0
     height = ROW * max(len(bars), 1) + 4
     body: list[str] = []
-    room = WIDTH - LABEL - 90
+    room = WIDTH - LABEL - 200  # the value is written after the bar
     for i, b in enumerate(bars):
         y = i * ROW + 2
         w = room * min(b.value / top, 1.0)
@@ -98,5 +98,6 @@ def timeline(title: str, spans: Sequence[Span]) -> str:
         body.append(_rect(x, y + 3, max(room * s.length / end, 2.0), ROW - 6, COLOURS.get(s.status, "#757575"), tip))
     axis = ROW * max(len(spans), 1) + 14
     for k in range(5):
-        body.append(_text(LABEL + room * k / 4, axis, f"{end * k / 4:.1f} s", "middle" if k else "start"))
+        anchor = "start" if k == 0 else "end" if k == 4 else "middle"
+        body.append(_text(LABEL + room * k / 4, axis, f"{end * k / 4:.1f} s", anchor))
     return _svg(title, WIDTH, height, body)

@@ -7,14 +7,21 @@ import math
 import sqlite3
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from . import charts, history
+from .site import site
 
 HOURS = 48
 # One range scan of the finished_at index (`+state` keeps SQLite off the state index, which would scan
 # every finished run): a million-run ledger holds a few ten thousand runs in 48 hours.
 _WINDOW = (
     "SELECT substr(finished_at, 1, 13), job, state, size, error, figures FROM runs"
-    " WHERE finished_at >= ? AND +state IN ('succeeded', 'failed')"
+    " WHERE finished_at >= ? AND +state IN ('succeeded', 'failed', 'retried')"
 )
 
 
@@ -72,7 +79,7 @@ class _Tally:
         self.bytes_in = self.bytes_out = 0
 
     def add(self, hour: str, job: str, state: str, size: int | None, error: str | None, figures: str | None) -> None:
-        failed = state == "failed"
+        failed = state != "succeeded"  # a retried run failed first
         self.hours[hour][failed] += 1
         self.jobs[job, failed] += 1
         self.bytes_in += size or 0
@@ -93,7 +100,7 @@ def _rates(counts: Counter[tuple[str, bool]]) -> dict[str, Rate]:
 
 
 def read(db: sqlite3.Connection, now: datetime) -> Stats:
-    """The last 48 hours of finished runs (succeeded or failed), up to `now` (UTC)."""
+    """The last 48 hours of finished runs (succeeded, failed, or failed and retried since), up to `now` (UTC)."""
     start = (now - timedelta(hours=HOURS - 1)).replace(minute=0, second=0, microsecond=0)
     tally = _Tally()
     for row in db.execute(_WINDOW, (start.strftime("%Y-%m-%dT%H"),)):
@@ -108,3 +115,54 @@ def read(db: sqlite3.Connection, now: datetime) -> Stats:
         bytes_in=tally.bytes_in,
         bytes_out=tally.bytes_out,
     )
+
+
+def seconds(s: float) -> str:
+    """A module's time as read at a glance: `0.42 s`, `12.5 s`."""
+    return f"{s:.2f} s" if s < 10 else f"{s:.1f} s"
+
+
+def size_text(n: int) -> str:
+    """Bytes as a person reads them: `1.5 GB` (powers of 1000, as disks are sold)."""
+    value = float(n)
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if value < 1000 or unit == "TB":
+            return f"{n} B" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    return f"{n} B"
+
+
+def charts_of(stats: Stats) -> dict[str, str]:
+    """The stats page's charts, as SVG."""
+    hours = [
+        charts.Bar(h[11:] + ":00", ok + bad, f"{h[:10]} {h[11:]}:00: {ok} succeeded, {bad} failed")
+        for h, ok, bad in stats.hours
+    ]
+    rate = [charts.Bar(n, r.percent, f"{r.percent:.1f} % of {r.runs}") for n, r in stats.by_job.items()]
+    module_rate = [charts.Bar(n, r.percent, f"{r.percent:.1f} % of {r.runs}") for n, r in stats.by_module.items()]
+    times = [
+        charts.Bar(m, t.mean_s, f"mean {seconds(t.mean_s)}, p95 {seconds(t.p95_s)} ({t.count})")
+        for m, t in stats.timings.items()
+    ]
+    return {
+        "hours": charts.columns("Runs per hour (UTC), last 48 hours", hours),
+        "by_job": charts.rows("Failure rate by job", rate, top=100, colour="#c62828"),
+        "by_module": charts.rows("Failure rate by module", module_rate, top=100, colour="#c62828"),
+        "times": charts.rows("Time per module (mean; p95 written)", times),
+    }
+
+
+def stats_page(request: Request) -> Response:
+    config = site(request).config
+    with history.opened(config.state_dir) as ledger:
+        stats = read(ledger.db, datetime.now(UTC))
+    context = {
+        "charts": charts_of(stats),
+        "stats": stats,
+        "bytes_in": size_text(stats.bytes_in),
+        "bytes_out": size_text(stats.bytes_out),
+    }
+    return site(request).page(request, "stats.html", context)
+
+
+ROUTES = [Route("/stats", stats_page)]
