@@ -100,14 +100,21 @@ def _v2_status(db: sqlite3.Connection) -> None:
         db.execute(sql)
 
 
-def _v3_figures(db: sqlite3.Connection) -> None:
+def _v3_web(db: sqlite3.Connection) -> None:
+    """What `chute web`'s history reads without a scan: the newest runs, of one job, of one inbox (issue 23)."""
+    db.execute("CREATE INDEX runs_queued ON runs (queued_at)")
+    db.execute("CREATE INDEX runs_job ON runs (job, queued_at)")
+    db.execute("CREATE INDEX runs_inbox ON runs (inbox, queued_at)")
+
+
+def _v4_figures(db: sqlite3.Connection) -> None:
     """A finished run's figures for the web page's stats: its entries' modules and times, the bytes it wrote."""
     db.execute("ALTER TABLE runs ADD COLUMN figures TEXT")
 
 
 # The schema's history: MIGRATIONS[n] takes a ledger from version n to n + 1 (PRAGMA user_version).
 # Append only: a released migration never changes, or ledgers already past it would differ.
-MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_v1_runs, _v2_status, _v3_figures)
+MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_v1_runs, _v2_status, _v3_web, _v4_figures)
 VERSION = len(MIGRATIONS)
 _COLUMNS = (
     "run_id, inbox, job, input_name, size, sha256, state, attempts, claim, queued_at, started_at, finished_at,"

@@ -68,6 +68,12 @@ def test_the_wheel_carries_the_bundled_modules_jobs_and_example_config(wheel):
                 assert f"modules/{module.name}/{f.name}" in bundled
     for job in (REPO / "jobs").glob("*.yaml"):
         assert f"jobs/{job.name}" in bundled
+    # `chute web`'s package data: it serves its page from the wheel, air-gapped (nothing fetched at run time).
+    web = REPO / "daemon" / "chute" / "web"
+    for folder in ("templates", "static"):
+        for f in (web / folder).iterdir():
+            assert f"chute/web/{folder}/{f.name}" in names
+    assert {"chute/web/static/htmx.min.js", "chute/web/static/htmx-LICENSE.txt", "chute/web/openapi.json"} <= names
     # Never a top-level `daemon` package (python-daemon's import name), never compiled leftovers.
     assert not any(n.startswith("daemon/") for n in names)
     assert not any("__pycache__" in n or n.endswith(".pyc") for n in names)

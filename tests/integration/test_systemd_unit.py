@@ -528,3 +528,27 @@ def test_descriptor_limit_covers_500_inboxes_and_a_full_pool(settings, tmp_path)
     need = base + 499 * per_inbox + 255 * per_worker + MAX_CONNECTIONS + 4
     # Twice that: room for the brief ones (claims, the /proc walk, notification and Dask connections).
     assert soft >= 2 * need, (soft, base, per_inbox, per_worker, need)
+
+
+WEB_UNIT = SYSTEMD_DIR / "chute-web.service"
+
+
+def test_the_web_unit_verifies_cleanly_and_its_exposure_is_two_or_lower(tmp_path):
+    """chute-web.service, hardened like the daemon's: verify finds nothing, and the offline exposure is low."""
+    installed = tmp_path / WEB_UNIT.name
+    installed.write_text(WEB_UNIT.read_text().replace(SHIPPED_CHUTE, local_chute()))
+    assert verify_complaints(installed) == []
+    proc = subprocess.run(
+        [SYSTEMD_ANALYZE, "security", "--offline=true", "--no-pager", str(WEB_UNIT)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    match = re.search(r"Overall exposure level for \S+: (\d+(?:\.\d+)?)", proc.stdout)
+    assert match and float(match.group(1)) < 2.1, proc.stdout
+    settings = unit_settings(WEB_UNIT.read_text())
+    # The token as a systemd credential (docs/web.md), the share read-only, the user of its own in group chute.
+    assert settings["LoadCredential"] == ["chute-web-token:/etc/chute/web-token"]
+    assert settings["ProtectSystem"] == ["strict"] and "/srv/media" not in " ".join(settings["ReadWritePaths"])
+    assert settings["User"] == ["chute-web"] and settings["Group"] == ["chute"]
+    assert settings["ExecStart"] == [f"{SHIPPED_CHUTE} web --config /etc/chute/config.yaml"]

@@ -16,13 +16,10 @@ from starlette.routing import BaseRoute, Mount
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
-from .. import logs
 from ..config import Config
 from .guard import Guard, Scope
 from .site import HERE, Site
 from .tokens import Secrets
-
-log = logs.get("chute.web")
 
 
 def _routes() -> list[BaseRoute]:
@@ -40,16 +37,10 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return Response(f"{exc.detail}\n", exc.status_code, media_type="text/plain")
 
 
-async def _bug(request: Request, exc: Exception) -> Response:
-    """A bug, or the ledger gone: logged as one event, answered as one line (no traceback reaches a browser)."""
-    log.error("web.error", path=request.url.path, error=f"{type(exc).__name__}: {exc}")
-    return Response("internal error: see the web process's log\n", 500, media_type="text/plain")
-
-
 def create(config: Config, secrets: Secrets, listen_host: str) -> Guard:
     """The app for `config`, behind its Guard."""
     templates = Jinja2Templates(directory=HERE / "templates")
-    app = Starlette(routes=_routes(), exception_handlers={HTTPException: _http_error, Exception: _bug})
+    app = Starlette(routes=_routes(), exception_handlers={HTTPException: _http_error})
     app.state.site = Site(config, secrets, templates)
 
     def login(scope: Scope) -> bytes:

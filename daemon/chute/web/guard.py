@@ -10,14 +10,17 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from http.cookies import SimpleCookie
 from typing import Any
 
+from .. import logs
 from .tokens import Secrets, is_loopback
 
+log = logs.get("chute.web")
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 COOKIE = "chute_session"
+MAX_HEADERS = 16384  # bytes of a request's headers (server.MAX_HEAD bounds one still arriving)
 MAX_BODY = 1 << 20  # bytes of a request body: a form or a list of run ids
 OPEN_PATHS = ("/login", "/static/")  # the login form and the vendored script and style, which hold no secret
 # No inline script or style anywhere: htmx's settings are in a <meta>, the page's code in /static/chute.js.
@@ -46,19 +49,31 @@ class Guard:
             return
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
 
+        started = False
+
         async def secured(message: MutableMapping[str, Any]) -> None:
+            nonlocal started
             if message["type"] == "http.response.start":
                 message["headers"] = [*message.get("headers", []), *HEADERS]
+                started = True
             await send(message)
 
         problem = self.refused(scope, headers)
         if problem is not None:
             await _answer(secured, *problem)
             return
-        await self.app(scope, receive, secured)
+        try:
+            await self.app(scope, receive, secured)
+        except Exception as exc:  # a bug, or the ledger unreadable: one event, one line, never a traceback
+            log.error("web.error", path=scope["path"], error=f"{type(exc).__name__}: {exc}")
+            if not started:
+                await _answer(secured, 500, "text/plain", b"internal error: see the web process's log\n")
 
     def refused(self, scope: Scope, headers: dict[str, str]) -> tuple[int, str, bytes] | None:
         """(status, content type, body) of a refusal, or None to pass the request on."""
+        if sum(len(k) + len(v) for k, v in scope["headers"]) > MAX_HEADERS:
+            # h11 bounds a header block only while it is incomplete; one that arrives whole is bounded here.
+            return 431, "text/plain", b"request headers too large\n"
         if not self.known_host(headers.get("host", "")):
             return 400, "text/plain", b"unknown Host: add it to web.allowed_hosts\n"
         if "chunked" in headers.get("transfer-encoding", "").lower():

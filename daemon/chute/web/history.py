@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from ..ledger import _COLUMNS, Ledger, Run, State, _row
+from ..ledger import _COLUMNS, FILE, Ledger, Run, State, _row
 
 MAX_LIMIT = 500  # runs on one page or in one answer of /api/runs
 EXPORT_LIMIT = 100_000  # runs in one CSV or JSON export
@@ -60,6 +60,11 @@ class Page:
     complete: bool
 
 
+def _none_yet(state_dir: Path) -> bool:
+    """No ledger yet (the daemon has not run with this config): no runs, rather than an error."""
+    return not (state_dir / FILE).exists()
+
+
 @contextmanager
 def opened(state_dir: Path) -> Iterator[Ledger]:
     ledger = Ledger(state_dir, readonly=True, timeout=2.0)
@@ -79,6 +84,8 @@ def runs(state_dir: Path, where: Filter, limit: int, offset: int = 0, budget: fl
     sql_where, args = where.where()
     sql = f"SELECT {_COLUMNS} FROM runs{sql_where} ORDER BY queued_at DESC LIMIT ? OFFSET ?"
     found: list[Run] = []
+    if _none_yet(state_dir):
+        return Page(found, complete=True)
     with opened(state_dir) as ledger:
         _budget(ledger.db, budget)
         try:
@@ -94,6 +101,8 @@ def runs(state_dir: Path, where: Filter, limit: int, offset: int = 0, budget: fl
 def count(state_dir: Path, where: Filter, budget: float = BUDGET_S) -> int | None:
     """How many runs the filter matches; None when counting would take longer than the budget."""
     sql_where, args = where.where()
+    if _none_yet(state_dir):
+        return 0
     with opened(state_dir) as ledger:
         _budget(ledger.db, budget)
         try:
@@ -105,11 +114,15 @@ def count(state_dir: Path, where: Filter, budget: float = BUDGET_S) -> int | Non
 
 
 def get(state_dir: Path, run_id: str) -> Run | None:
+    if _none_yet(state_dir):
+        return None
     with opened(state_dir) as ledger:
         return ledger.get(run_id)
 
 
 def active(state_dir: Path) -> list[Run]:
+    if _none_yet(state_dir):
+        return []
     with opened(state_dir) as ledger:
         return ledger.active()
 
@@ -120,6 +133,8 @@ def today(state_dir: Path, now: datetime | None = None) -> dict[str, dict[str, i
     midnight = now.astimezone().replace(hour=0, minute=0, second=0, microsecond=0).astimezone(UTC)
     since = midnight.isoformat(timespec="milliseconds").replace("+00:00", "Z")
     counts: dict[str, dict[str, int]] = {}
+    if _none_yet(state_dir):
+        return counts
     with opened(state_dir) as ledger:
         sql = "SELECT inbox, state, COUNT(*) FROM runs WHERE finished_at >= ? GROUP BY inbox, state"
         for inbox, state, n in ledger.db.execute(sql, (since,)):
@@ -130,6 +145,8 @@ def today(state_dir: Path, now: datetime | None = None) -> dict[str, dict[str, i
 
 def jobs(state_dir: Path) -> list[str]:
     """The jobs of the ledger's runs, for the history's filter (one index walk per job: a skip scan)."""
+    if _none_yet(state_dir):
+        return []
     with opened(state_dir) as ledger:
         found: list[str] = []
         last = ""

@@ -10,7 +10,10 @@ progress, a new one closes the oldest (as metrics_http's BoundedServer does for 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import signal
 import socket
+from collections.abc import Iterator
 from typing import Any, ClassVar
 
 import uvicorn
@@ -68,6 +71,20 @@ class BoundedH11(H11Protocol):
             self.transport.close()
 
 
+class Server(uvicorn.Server):
+    """uvicorn's server, whose SIGTERM or SIGINT is a clean stop (exit 0, contract §7), not raised again after it."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        # uvicorn's own re-raises the signal once the server has stopped, so the process dies of it.
+        previous = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+
 def serve_socket(app: Any, sock: socket.socket) -> None:
     """Serve `app` on the bound `sock` until SIGINT or SIGTERM (uvicorn's handlers: requests in progress finish)."""
     config = uvicorn.Config(
@@ -84,4 +101,4 @@ def serve_socket(app: Any, sock: socket.socket) -> None:
         h11_max_incomplete_event_size=MAX_HEAD,
         timeout_graceful_shutdown=5,
     )
-    uvicorn.Server(config).run(sockets=[sock])
+    Server(config).run(sockets=[sock])
