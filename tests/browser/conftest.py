@@ -1,4 +1,4 @@
-"""The browser tests' fixtures: Debian's chromium driven by Playwright, and a real `chute web` process.
+"""The browser tests' fixture: Debian's chromium driven by Playwright (`chute web` itself: tests/web.py).
 
 Browsers are never downloaded (`playwright install` is not run): Playwright drives the chromium that
 tests/system-packages.txt installs. Without it the tests skip, except under CI, where they fail.
@@ -6,18 +6,12 @@ tests/system-packages.txt installs. Without it the tests skip, except under CI, 
 
 from __future__ import annotations
 
-import json
 import os
-import re
-import signal
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-
-from tests.harness import CHUTE, strip_priority, wait_until
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARGS = [
@@ -61,33 +55,3 @@ def screenshot(page: Any, name: str) -> None:
     if os.environ.get("CHUTE_SCREENSHOTS") == "1":
         SCREENSHOTS.mkdir(exist_ok=True)
         page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
-
-
-class Web:
-    """One `chute web` process on a free loopback port; `stop` ends it with SIGTERM and checks its log."""
-
-    def __init__(self, config: Path):
-        self.log_path = config.with_name("web.log")
-        self.log = open(self.log_path, "ab")
-        argv = [str(CHUTE), "web", "--config", str(config), "--listen", "127.0.0.1:0"]
-        self.proc = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        started = wait_until(lambda: self.event("web.started") or self.proc.poll() is not None, 30)
-        assert started is not True and self.proc.poll() is None, self.log_path.read_text()
-        self.url = "http://" + started["listen"]
-
-    def event(self, name: str) -> dict[str, Any] | None:
-        for line in self.log_path.read_text(errors="replace").splitlines():
-            line = strip_priority(line)
-            if line.startswith("{") and (ev := json.loads(line)).get("event") == name:
-                return ev
-        return None
-
-    def stop(self) -> None:
-        self.proc.send_signal(signal.SIGTERM)
-        code = self.proc.wait(30)
-        self.log.close()
-        text = self.log_path.read_text(errors="replace")
-        # uvicorn finishes the requests in progress, then ends by the signal it caught (systemd counts
-        # that as a clean stop, SuccessExitStatus's default).
-        assert code in (0, -signal.SIGTERM), text
-        assert not re.search(r"Traceback|web\.error", text), text

@@ -18,8 +18,9 @@ from typing import Any
 
 import pytest
 
-from tests.browser.conftest import Web, screenshot
+from tests.browser.conftest import screenshot
 from tests.harness import Daemon, Setup, drop, files, ledger_runs, wait_until
+from tests.web import Web
 
 ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "a-token-for-the-desk-0123456789"
@@ -46,6 +47,7 @@ class Desk:
     inboxes: dict[str, dict[str, Any]]
     daemon: Daemon
     web: Web
+    url: str
 
     def inbox(self, name: str) -> Path:
         return Path(self.inboxes[name]["path"])
@@ -67,11 +69,10 @@ def desk(tmp_path_factory, browser) -> Iterator[Desk]:
     token.chmod(0o600)
     config = setup.write(web={"token_file": str(token)})
     daemon = Daemon(config).start()
-    web = Web(config)
     try:
-        yield Desk(root, config, inboxes, daemon, web)
+        with Web(config, TOKEN) as web:
+            yield Desk(root, config, inboxes, daemon, web, f"http://127.0.0.1:{web.port}")
     finally:
-        web.stop()
         problems = daemon.finish()
         assert not problems, problems
 
@@ -79,21 +80,21 @@ def desk(tmp_path_factory, browser) -> Iterator[Desk]:
 @pytest.fixture
 def page(browser, desk: Desk) -> Iterator[Any]:
     """A fresh browser context (no cookie yet), logged in with the token as a user does."""
-    context = browser.new_context(base_url=desk.web.url, viewport={"width": 1280, "height": 900})
+    context = browser.new_context(base_url=desk.url, viewport={"width": 1280, "height": 900})
     try:
         p = context.new_page()
         p.goto("/")
         assert p.locator("h1").inner_text() == "Log in"  # no token yet: the login form, nothing else
         p.fill("input[name=token]", TOKEN)
         p.click("form.login button")
-        p.wait_for_url(desk.web.url + "/")
+        p.wait_for_url(desk.url + "/")
         yield p
     finally:
         context.close()
 
 
 def test_a_wrong_token_is_refused_and_the_right_one_opens_the_overview(browser, desk: Desk):
-    context = browser.new_context(base_url=desk.web.url)
+    context = browser.new_context(base_url=desk.url)
     try:
         p = context.new_page()
         p.goto("/")
@@ -102,7 +103,7 @@ def test_a_wrong_token_is_refused_and_the_right_one_opens_the_overview(browser, 
         assert p.locator(".problem").inner_text() == "That is not the token."
         p.fill("input[name=token]", TOKEN)
         p.click("form.login button")
-        p.wait_for_url(desk.web.url + "/")
+        p.wait_for_url(desk.url + "/")
         assert p.locator("h1").first.inner_text() == "Inboxes"
         assert p.locator("table.inboxes tr[data-inbox]").count() == 4
     finally:
