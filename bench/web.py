@@ -25,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from datetime import date, timedelta
 from pathlib import Path
 
 from chute.ledger import FILE, Ledger
@@ -100,6 +101,7 @@ def endpoints(state: Path) -> list[str]:
     finally:
         ledger.close()
     inbox = "/srv/media/inbox/library-3"
+    today, month_ago = date.today(), date.today() - timedelta(days=30)
     return [
         "/",
         "/fragments/overview",
@@ -110,7 +112,7 @@ def endpoints(state: Path) -> list[str]:
         f"/runs?inbox={inbox}",
         "/runs?q=clip-0999",  # a name part most runs lack: the search scans until its budget
         "/runs?q=nosuchname",  # nothing matches: the whole budget, then "search stopped"
-        "/runs?since=2026-01-01&until=2026-12-31",
+        f"/runs?since={month_ago}&until={today}",
         "/failures",
         "/failures?q=clip-00",
         "/api/inboxes",
@@ -118,12 +120,14 @@ def endpoints(state: Path) -> list[str]:
         "/api/runs?state=failed&limit=500",
         "/api/runs?q=clip-0999",
         f"/api/runs/{some}",
-        "/api/runs.csv?q=clip-09999",
+        f"/api/runs.csv?state=failed&since={today}",  # an export of a day's failures
+        "/api/runs.csv?q=clip-09999",  # an export of a filter that matches only old runs: scans to its budget
         "/api/openapi.json",
     ]
 
 
 def main() -> None:
+    sys.stdout.reconfigure(line_buffering=True)  # each line as it is measured, into a file too
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=1_000_000)
     parser.add_argument("--repeat", type=int, default=40)

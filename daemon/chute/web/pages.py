@@ -52,7 +52,10 @@ def _listing(request: Request, template: str, asked: query.Asked) -> Response:
     context = {
         "asked": asked,
         "page": page,
-        "count": history.count(config.state_dir, asked.filter) if template == "failures.html" else None,
+        # A search that ran out of time would only run out again counting: the count is then unknown.
+        "count": history.count(config.state_dir, asked.filter)
+        if template == "failures.html" and page.complete
+        else None,
         "jobs": history.jobs(config.state_dir),
         "inbox_paths": [str(i.path) for i in config.inboxes],
         "states": [s.value for s in query.State],

@@ -23,6 +23,7 @@ HEAD_TIMEOUT = 10.0  # seconds for a connection to send a whole request head
 MAX_IDLE = 64  # connections without a request in progress
 MAX_HEAD = 16384  # bytes of a request line and its headers
 LIMIT = 256  # connections and requests at once; past it, 503
+TICK_S = 1.0  # seconds between the server's looks at its exit flag
 
 
 class BoundedH11(H11Protocol):
@@ -83,6 +84,14 @@ class Server(uvicorn.Server):
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+
+    async def main_loop(self) -> None:
+        # uvicorn's wakes every 0.1 s to look at its exit flag: 0.25 % of a CPU while nobody asks anything.
+        # Once a second is enough (on_tick's Date header changes no more often); a stop waits up to 1 s.
+        counter = 0
+        while not await self.on_tick(counter):
+            counter = (counter + 10) % 864000
+            await asyncio.sleep(TICK_S)
 
 
 def serve_socket(app: Any, sock: socket.socket) -> None:
