@@ -9,11 +9,13 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from . import history, live, query
+from .fresh import Fresh
 from .guard import COOKIE
 from .site import form, site
 
 PAGE = 50  # runs per page of /runs and /failures
 POLL_S = 2  # the overview's live fragment is asked for this often, only while a page shows it
+LIVE = Fresh(max_age=1.0)
 
 
 def overview(request: Request) -> Response:
@@ -22,7 +24,13 @@ def overview(request: Request) -> Response:
 
 def overview_live(request: Request) -> Response:
     """The overview's live part (inboxes, daemons, running runs): what htmx asks for every POLL_S seconds."""
-    return site(request).page(request, "overview_live.html", _overview(request))
+    # Read and drawn once a second at most, for every open page (bench/web_load.py); a whole page is read afresh.
+    body = LIVE.get(site(request).config.state_dir, lambda: _overview_live(request))
+    return Response(body, media_type="text/html", headers={"cache-control": "no-store"})
+
+
+def _overview_live(request: Request) -> bytes:
+    return bytes(site(request).page(request, "overview_live.html", _overview(request)).body)
 
 
 def _overview(request: Request) -> dict[str, Any]:
