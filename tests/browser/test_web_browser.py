@@ -148,6 +148,13 @@ def test_a_finished_media_run_shows_its_timeline_artifacts_and_plays_its_proxy(p
     assert video.evaluate("v => v.error") is None
     video.evaluate("v => v.pause()")
     screenshot(page, "run")
+    # What lets the player seek: byte ranges of the proxy (206), and 416 for one past its end.
+    proxy = Path(run.result) / "proxy.mp4"
+    part = desk.web.get(f"/files/{run.run_id}/proxy.mp4", headers={"Range": "bytes=100-199"})
+    assert (part.status, part.headers["content-range"]) == (206, f"bytes 100-199/{proxy.stat().st_size}")
+    assert part.body == proxy.read_bytes()[100:200]
+    past = desk.web.get(f"/files/{run.run_id}/proxy.mp4", headers={"Range": f"bytes={proxy.stat().st_size}-"})
+    assert past.status == 416
 
 
 def test_a_failure_retried_from_the_page_succeeds(page, desk: Desk):
