@@ -2,8 +2,8 @@
 
 One JSON object per line each way, one request per connection:
 `{"op": "pause", "inboxes": [PATH, ...]}` -> `{"ok": true, ...}` or `{"ok": false, "error": "..."}`.
-Ops: `status` (with each running run's live progress and elapsed seconds); `pause` and `resume` (no
-`inboxes`: all of them); `wait` (answered once nothing runs in those inboxes, or after WAIT_MAX with
+Ops: `status` (each running run's live progress and elapsed seconds, the executor's workers); `pause` and
+`resume` (no `inboxes`: all of them); `wait` (answered once nothing runs in those inboxes, or after WAIT_MAX with
 `"idle": false`: the client asks again); `retry` (`"runs": [RUN_ID, ...]`: what `chute retry` does, each
 run's outcome in `"results"`). It is served by
 metrics_http's BoundedServer (one thread, bounded connections, a deadline on each), so nothing a
@@ -28,6 +28,7 @@ from .metrics_http import BoundedServer, Connection
 from .yamlfile import did_you_mean
 
 if TYPE_CHECKING:
+    from .executors import Executor
     from .queue import Active
 
 log = logs.get("chute.control")
@@ -67,10 +68,12 @@ class Control:
         state_dir: Path,
         wake: threading.Event,
         clock: Callable[[], float] = time.monotonic,
-        live: Callable[[], dict[str, dict]] = dict,
+        executor: Executor | None = None,  # whose runs' live progress and workers `status` shows
         retry: Callable[[Any], dict[str, Any]] | None = None,
     ):
-        self.state_dir, self.wake, self.clock, self.live, self.retry = state_dir, wake, clock, live, retry
+        self.state_dir, self.wake, self.clock, self.retry = state_dir, wake, clock, retry
+        self.live: Callable[[], dict[str, dict]] = executor.progress if executor else dict
+        self.workers: Callable[[], list[dict]] = executor.workers if executor else list
         self.path = state_dir / SOCKET
         self.lock = threading.Lock()
         self.paused: set[str] = pauses.load(state_dir)
@@ -165,7 +168,7 @@ class Control:
             for path in self.inboxes
         ]
         answer = {"ok": True, "pid": os.getpid(), "state": snap.state, "paused": sorted(paused), "inboxes": rows}
-        return answer | {"progress": self.progress()}
+        return answer | {"progress": self.progress(), "workers": self.workers()}
 
     def progress(self) -> dict[str, dict[str, Any]]:
         """Each running run's last progress message (progress.Reporter), if any, and its elapsed seconds."""

@@ -146,6 +146,18 @@ class DaskExecutor:
                 del self.live[run_id]
             return dict(self.live)
 
+    def workers(self) -> list[dict]:
+        """Each Dask worker as the scheduler last told (it drops one that stops beating): state, threads, runs."""
+        with self.cluster.lock:
+            found = [
+                (a, w.state if w.running else "paused", w.nthreads, len(w.runs))
+                for a, w in self.cluster.workers.items()
+            ]
+        return [
+            {"worker": a, "state": state, "nthreads": n, "runs": runs, "heartbeat_age_s": None}
+            for a, state, n, runs in sorted(found)
+        ]
+
     def _progressed(self, event: tuple[float, dict]) -> None:
         """A run's progress message, sent by its worker as a Dask event (dask_worker.WorkerState.execute)."""
         message = event[1]

@@ -25,6 +25,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
@@ -188,6 +189,21 @@ class LocalExecutor:
     def progress(self) -> dict[str, dict]:
         with self.lock:
             return {s.run_id: s.progress for s in self.slots if s.run_id is not None and s.progress is not None}
+
+    def workers(self) -> list[dict]:
+        """Each pool worker: its name, state, run, and seconds since supervise last saw its heartbeats move."""
+        now = time.monotonic()  # the service's clock, which supervise is given
+        with self.lock:
+            slots = list(self.slots)
+        return [
+            {
+                "worker": f"{hostname()}/worker-{s.proc.pid}",
+                "state": "frozen" if s.frozen else "dead" if s.dead else "running" if s.run_id else "idle",
+                "run_id": s.run_id,
+                "heartbeat_age_s": None if s.heard is None else round(max(0.0, now - s.heard[1]), 1),
+            }
+            for s in slots
+        ]
 
     def supervise(self, now: float) -> float | None:
         """Kill every worker that is stopped or has stopped beating; returns when to look again."""

@@ -34,6 +34,8 @@ class Executor(Protocol):
 
     def progress(self) -> dict[str, dict]: ...  # each running run's last live progress (progress.Reporter)
 
+    def workers(self) -> list[dict]: ...  # each worker, its state and run, and its heartbeat's age where known
+
     def kill(self) -> None: ...
 
     def close(self) -> None: ...

@@ -87,7 +87,7 @@ class Service:
         self.intake = Intake(self.me, self.wake, clock)
         self.recovery = Recovery(self.me, cfg.lease_timeout)
         self.runs = Dispatcher(catalog, self.me, self.environ, self.queue, self.executor, self.wake)
-        self.control = Control(cfg.state_dir, self.wake, live=self.executor.progress, retry=retrier(cfg.state_dir))
+        self.control = Control(cfg.state_dir, self.wake, executor=self.executor, retry=retrier(cfg.state_dir))
 
     # --- start and stop ---
 

@@ -66,6 +66,9 @@ def test_api_inboxes_says_each_inbox_state_and_counts_and_the_daemon(site):
     }
     assert [d["pid"] for d in document["daemons"]] == [site["daemon"].daemon_pid()]
     assert document["daemons"][0]["heartbeat_age_s"] < 60
+    # The pool's two workers, each with the age of its last heartbeat as the daemon saw it.
+    assert len(document["workers"]) == 2 and all(w["heartbeat_age_s"] < 60 for w in document["workers"])
+    assert all(w["worker"] in web.get("/fragments/overview").text for w in document["workers"])
 
 
 def test_api_runs_filters_by_state_job_inbox_and_name(site):
@@ -236,3 +239,24 @@ def test_answers_carry_the_security_headers_and_no_secret(site):
         assert TOKEN not in answer.text
         assert "<script>" not in answer.text and " onclick=" not in answer.text
     assert TOKEN not in web.text() and TOKEN not in site["daemon"].text()
+
+
+def test_a_running_run_shows_its_step_and_progress_live(site):
+    web, config, inbox = site["web"], site["config"], site["inbox"]
+    drop(Path(inbox["path"]), "slow-1.bin", b"sleep=3\n")
+    running = wait_until(lambda: [r for r in ledger_runs(config) if r.input_name == "slow-1.bin" and r.started_at], 20)
+    run_id = running[0].run_id
+
+    def progress():
+        document = web.get(f"/api/runs/{run_id}").json()
+        entries = (document.get("progress") or {}).get("entries") or []
+        return document if any(e.get("fraction") for e in entries) else None
+
+    document = wait_until(progress, 20)
+    assert document["state"] == "running" and document["progress"]["step"] == "first"
+    assert document["progress"]["elapsed_s"] >= 0
+    fragment = web.get("/fragments/overview").text
+    assert f'data-run="{run_id}"' in fragment and "<progress" in fragment and "step 1/2" in fragment
+    row = next(i for i in web.get("/api/inboxes").json()["inboxes"] if i["inbox"] == inbox["path"])
+    assert row["running"] == 1
+    wait_until(lambda: run_named(config, "slow-1.bin").state.value == "succeeded", 30)

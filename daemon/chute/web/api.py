@@ -44,6 +44,7 @@ def inboxes(request: Request) -> Response:
         "daemon": {"up": answer is not None, "state": (answer or {}).get("state"), "pid": (answer or {}).get("pid")},
         "inboxes": [strict(row) for row in live.inboxes(config, answer, history.today(config.state_dir))],
         "daemons": [strict(row) for row in live.daemons(config)],
+        "workers": [strict(row) for row in live.workers(answer)],
     }
     return JSONResponse(document)
 

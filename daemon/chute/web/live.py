@@ -66,6 +66,12 @@ def inboxes(config: Config, answer: dict[str, Any] | None, today: dict[str, dict
     return found
 
 
+def workers(answer: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """The executor's workers as the daemon reports them (pool workers with their heartbeat's age, or Dask's)."""
+    found = (answer or {}).get("workers")
+    return found if isinstance(found, list) else []
+
+
 def progress(answer: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
     """Each running run's live progress (step, entries, fractions, elapsed seconds) by run id."""
     found = (answer or {}).get("progress")

@@ -42,6 +42,7 @@ def _overview(request: Request) -> dict[str, Any]:
         "daemon": answer,
         "inboxes": live.inboxes(config, answer, history.today(config.state_dir)),
         "daemons": live.daemons(config),
+        "workers": live.workers(answer),
         "running": [{"run": r, "progress": progress.get(r.run_id)} for r in running],
     }
 
