@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from chute.ledger import FILE, Ledger, State
-from chute.web.stats_page import HOURS, p95, read
+from chute.web.stats_page import HOURS, HourCache, p95, read
 
 NOW = datetime(2026, 12, 1, 12, 30, tzinfo=UTC)
 
@@ -59,3 +59,29 @@ def test_stats_count_the_last_48_hours_by_hour_job_and_module(tmp_path: Path) ->
 def test_p95_is_the_nearest_rank() -> None:
     assert p95([]) == 0.0 and p95([5.0]) == 5.0
     assert p95([float(i) for i in range(1, 101)]) == 95.0
+
+
+def test_past_hours_are_read_once_and_the_current_hour_every_time(tmp_path: Path) -> None:
+    ledger = Ledger(tmp_path)
+    ok = {"entries": [["probe", "succeeded", 1.0]], "bytes_out": 1}
+    db = sqlite3.connect(f"file:{tmp_path / FILE}?mode=ro", uri=True)
+    cache = HourCache()
+    try:
+        finish(ledger, "a", "ingest", State.SUCCEEDED, timedelta(hours=2), ok)
+        finish(ledger, "b", "ingest", State.SUCCEEDED, timedelta(minutes=1), ok)
+        first = read(db, NOW, cache)
+        assert first == read(db, NOW)  # the same figures as without a cache
+        # A row appearing in a past hour (only a clock set back could do it) shows the cache is used;
+        # the current hour's new run is counted at once.
+        finish(ledger, "late", "ingest", State.FAILED, timedelta(hours=2), ok)
+        finish(ledger, "c", "ingest", State.FAILED, timedelta(minutes=2), ok)
+        second = read(db, NOW, cache)
+        assert (second.by_job["ingest"].runs, second.by_job["ingest"].failed) == (3, 1)
+        assert second.hours[-3] == first.hours[-3] == ("2026-12-01T10", 1, 0)
+        assert read(db, NOW).by_job["ingest"].runs == 4
+        # An hour later, the hour that was current is read once more, complete, and then kept.
+        later = read(db, NOW + timedelta(hours=1), cache)
+        assert later.hours[-2] == ("2026-12-01T12", 1, 1) and later.by_job["ingest"].runs == 3
+    finally:
+        db.close()
+        ledger.close()
