@@ -7,9 +7,11 @@ inbox, `watch: events`, `settle: 0`) twice, alternately: once with no `chute web
 `chute web` running and `--pages` pollers asking it for what an open overview page asks: the live
 fragment (`GET /fragments/overview`, which asks the daemon's control socket for its status) every
 2 s (pages.POLL_S, htmx's `every 2s`), each on its own kept-alive connection with the token, their
-starts spread over the first 2 s. The drain's time is drain.py's: from starting `chute run` to the
-last input archived with its ledger row written. Alternating the two rows, and comparing medians,
-keeps a change of load on a shared machine from reading as the page's cost.
+starts spread over the first 2 s; they run in a child process at nice 19. The drain's time is
+drain.py's: from starting `chute run` to the last input archived with its ledger row written.
+Alternating the two rows, and comparing medians, keeps a change of load on a shared machine from
+reading as the page's cost. The CPU each side spent is printed too: on a busy shared machine the
+wall times vary by far more than 5 % from one drain to the next, and the CPU is the steadier figure.
 
 The pollers are HTTP clients, not chromium pages: 50 chromium renderers on this 2-core machine would
 measure chromium's own CPU, not what the page costs the daemon (a desk's browsers run on the desk's
@@ -24,12 +26,15 @@ from __future__ import annotations
 
 import argparse
 import http.client
+import multiprocessing
+import os
 import statistics
 import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -100,17 +105,36 @@ def config_for(root: Path, workers: int) -> Path:
     return config
 
 
-def drain(root: Path, args, pages: int) -> tuple[dict, Pollers | None]:
-    """One drain (drain.py's figures, and `web_cpu`); with `pages` > 0, `chute web` and its pollers run through it."""
+def _poll(port: int, count: int, stop: Any, out: Any) -> None:
+    """In a child process at nice 19: the pollers stand for browsers on other machines, so their own CPU
+    here should weigh as little as it can on the drain measured (the web process keeps its priority)."""
+    os.nice(19)
+    with Pollers(port, count) as pollers:
+        stop.wait()
+    out.put((pollers.times, pollers.failures, cpu(os.getpid())))
+
+
+def drain(root: Path, args, pages: int) -> tuple[dict, list[float], int]:
+    """One drain (drain.py's figures, `web_cpu`, `poller_cpu`), the pollers' answer times and failures.
+
+    With `pages` > 0, `chute web` and the pollers run through it.
+    """
     config = config_for(root, args.workers)
     if not pages:
-        return run_chute(root, config, args.files, args.timeout) | {"web_cpu": 0.0}, None
-    with Web(config, TOKEN) as web, Pollers(web.port, pages) as pollers:
+        return run_chute(root, config, args.files, args.timeout) | {"web_cpu": 0.0, "poller_cpu": 0.0}, [], 0
+    ctx = multiprocessing.get_context("fork")
+    stop, out = ctx.Event(), ctx.Queue()
+    with Web(config, TOKEN) as web:
         assert web.proc is not None
+        child = ctx.Process(target=_poll, args=(web.port, pages, stop, out))
+        child.start()
         before = cpu(web.proc.pid)
         measured = run_chute(root, config, args.files, args.timeout)
         measured["web_cpu"] = cpu(web.proc.pid) - before
-    return measured, pollers
+        stop.set()
+        times, failures, measured["poller_cpu"] = out.get(timeout=60)
+        child.join(30)
+    return measured, times, failures
 
 
 def main() -> int:
@@ -129,19 +153,18 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="chute-web-load-") as tmp:
         base = args.keep or Path(tmp)
         for r in range(args.rounds):
-            alone, _ = drain(base / f"{r}-alone", args, 0)
+            alone, _, _ = drain(base / f"{r}-alone", args, 0)
             without.append(alone["wall"])
             print(
                 f"round {r + 1}: without pages {alone['wall']:6.2f} s (daemon CPU {alone['daemon_cpu']:.2f} s)", end=""
             )
-            paged, pollers = drain(base / f"{r}-pages", args, args.pages)
-            assert pollers is not None
+            paged, times, failed = drain(base / f"{r}-pages", args, args.pages)
             with_pages.append(paged["wall"])
-            answers += pollers.times
-            failures += pollers.failures
+            answers += times
+            failures += failed
             print(
                 f"   with {args.pages} pages {paged['wall']:6.2f} s (daemon CPU {paged['daemon_cpu']:.2f} s,"
-                f" web CPU {paged['web_cpu']:.2f} s, {len(pollers.times)} polls)",
+                f" web CPU {paged['web_cpu']:.2f} s, pollers' {paged['poller_cpu']:.2f} s, {len(times)} polls)",
                 flush=True,
             )
     ratio = statistics.median(with_pages) / statistics.median(without)
