@@ -20,6 +20,8 @@ def test_a_value_is_reused_until_it_is_older_than_its_max_age():
     now[0] += 0.5
     assert fresh.get("a", work) == 2 and fresh.get("b", work) == 3  # each key its own value
     assert made == [100.0, 101.5, 101.5]
+    fresh.forget("a")  # a pause or resume: the next page must not show the state before it
+    assert fresh.get("a", work) == 4 and fresh.get("b", work) == 3
 
 
 def test_requests_at_once_wait_for_one_working_it_out():

@@ -29,3 +29,8 @@ class Fresh:
                 found = (now, work())
                 self.values[key] = found
             return found[1]
+
+    def forget(self, key: Hashable) -> None:
+        """The next `get` of `key` works it out afresh."""
+        with self.lock:
+            self.values.pop(key, None)

@@ -19,6 +19,8 @@ LIVE = Fresh(max_age=1.0)
 
 
 def overview(request: Request) -> Response:
+    # Read afresh, and so is the next poll's: a pause or resume redirects here, and no page shows the before.
+    LIVE.forget(site(request).config.state_dir)
     return site(request).page(request, "overview.html", _overview(request) | {"poll_s": POLL_S})
 
 
