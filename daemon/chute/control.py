@@ -38,6 +38,8 @@ MODE = 0o660  # the service's group may steer it (chute web runs as another user
 MAX_REQUEST = 65536  # bytes of one request line: every inbox of a large config named
 MAX_WAITERS = 8  # `wait` requests held at once: the other slots stay free for status and pause
 WAIT_MAX = 20.0  # seconds a `wait` is held before it is answered "not idle yet"
+MAX_RETRIES = 2  # `retry` requests moving files at once (each on a thread of its own)
+RETRY_MAX = 25.0  # seconds a `retry` is held; past it the answer says it goes on (chute web waits 30 s)
 OPS = ("status", "pause", "resume", "wait", "retry")
 
 
@@ -251,6 +253,7 @@ class ControlServer(BoundedServer):
         super().__init__(listener, clock)
         self.control = control
         self.waits: dict[Connection, _Wait] = {}
+        self.retries: dict[Connection, dict[str, Any] | None] = {}  # a retry's answer, None while it moves files
 
     def _received(self, conn: Connection) -> None:
         end = conn.request.find(b"\n")
@@ -269,6 +272,9 @@ class ControlServer(BoundedServer):
         if not isinstance(request, dict):
             self._reply(conn, _error("not a JSON object on one line"))
             return
+        if request.get("op") == "retry":
+            self._retry(conn, request)
+            return
         answer = self.control.handle(request)
         if request.get("op") != "wait" or not answer["ok"]:
             self._reply(conn, answer)
@@ -286,21 +292,53 @@ class ControlServer(BoundedServer):
             conn.held, conn.deadline = True, self.clock() + WAIT_MAX
             self.waits[conn] = wait
 
+    def _retry(self, conn: Connection, request: dict[str, Any]) -> None:
+        """Answer a retry from a thread of its own, which wakes the server when it is done."""
+        # It moves files (a copy across filesystems takes a while): status, pause and resume go on meanwhile.
+        if len(self.retries) >= MAX_RETRIES:
+            self._reply(conn, _error(f"{MAX_RETRIES} retries are under way already; try again"))
+            return
+        conn.held, conn.deadline = True, self.clock() + RETRY_MAX
+        self.retries[conn] = None
+
+        def move() -> None:
+            try:
+                answer = self.control.handle(request)
+            except Exception as exc:  # the ledger locked past its timeout, a bug: one line, the daemon goes on
+                log.error("control.failed", reason=f"retry: {type(exc).__name__}: {exc}")
+                answer = _error(f"the retry failed: {exc}")
+            with self.control.lock:
+                if conn in self.retries:
+                    self.retries[conn] = answer
+            self.wakeup()
+
+        threading.Thread(target=move, name="chute-control-retry", daemon=True).start()
+
     def _woken(self) -> None:
+        with self.control.lock:
+            done = [(c, a) for c, a in self.retries.items() if a is not None]
+        for conn, answer in done:
+            self._reply(conn, answer)
         for conn, wait in list(self.waits.items()):
             if self.control.idle(wait.named, wait.version):
                 self._reply(conn, self.control.status() | {"idle": True})
 
     def _expired(self, conn: Connection) -> None:
-        if conn in self.waits:  # held long enough: the client asks again
+        if conn in self.retries:  # the files still move; what became of each run is in the ledger then
+            self._reply(conn, _error(f"the retry goes on after {RETRY_MAX:.0f} s: see chute status"))
+        elif conn in self.waits:  # held long enough: the client asks again
             self._reply(conn, self.control.status() | {"idle": False})
         else:
             self._close(conn)
 
     def _reply(self, conn: Connection, answer: dict[str, Any]) -> None:
         self.waits.pop(conn, None)
+        with self.control.lock:
+            self.retries.pop(conn, None)
         self._send(conn, encode(answer))
 
     def _close(self, conn: Connection) -> None:
         self.waits.pop(conn, None)
+        with self.control.lock:
+            self.retries.pop(conn, None)
         super()._close(conn)

@@ -91,6 +91,9 @@ class FakeExecutor:
     def progress(self) -> dict[str, dict]:
         return {}
 
+    def workers(self) -> list[dict]:
+        return []
+
     def kill(self) -> None:
         self.killed = True
 

@@ -46,7 +46,12 @@ def site(tmp_path_factory):
 
 
 def run_named(config: Path, name: str):
-    return next(r for r in ledger_runs(config) if r.input_name == name)
+    """The first run of this name (a retried input that fails again makes a second one, later)."""
+    return min((r for r in ledger_runs(config) if r.input_name == name), key=lambda r: r.queued_at)
+
+
+def state_of(config: Path, run_id: str) -> str:
+    return next(r.state.value for r in ledger_runs(config) if r.run_id == run_id)
 
 
 def test_api_inboxes_says_each_inbox_state_and_counts_and_the_daemon(site):
@@ -153,9 +158,10 @@ def test_retry_one_through_the_daemon_then_it_succeeds_and_a_second_retry_says_a
 
 def test_bulk_retry_of_a_filter_returns_the_count(site):
     web, config = site["web"], site["config"]
+    ids = [run_named(config, n).run_id for n in ("bulk-1.bin", "bulk-2.bin")]
     answer = web.post("/api/runs/retry", {"filter": {"q": "bulk-"}})
     assert answer.status == 200 and answer.json()["retried"] == 2
-    wait_until(lambda: all(run_named(config, n).state.value == "retried" for n in ("bulk-1.bin", "bulk-2.bin")))
+    assert [state_of(config, i) for i in ids] == ["retried", "retried"]
     assert web.post("/api/runs/retry", {"runs": "not a list"}).status == 400
 
 
@@ -185,6 +191,10 @@ def test_login_sets_a_strict_http_only_cookie_and_a_cookie_post_needs_csrf(site)
     assert TOKEN not in cookie
     session = {"Cookie": cookie.split(";")[0]}
     assert web.get("/api/inboxes", auth=False, headers=session).status == 200
+    # The login form's CSRF token, which anyone may see, is not the one of the pages behind it.
+    stolen = f"csrf={csrf}&inbox={site['inbox']['path']}".encode()
+    assert web.post("/inboxes/pause", stolen, auth=False, headers=session | form).status == 403
+    csrf = csrf_of(web.get("/", auth=False, headers=session).text)
     pause = {"inbox": site["inbox"]["path"]}
     assert web.post("/api/inboxes/pause", pause, auth=False, headers=session).status == 403
     assert status_json(site["config"])["paused"] == []
@@ -260,3 +270,36 @@ def test_a_running_run_shows_its_step_and_progress_live(site):
     row = next(i for i in web.get("/api/inboxes").json()["inboxes"] if i["inbox"] == inbox["path"])
     assert row["running"] == 1
     wait_until(lambda: run_named(config, "slow-1.bin").state.value == "succeeded", 30)
+
+
+def test_the_failures_page_retries_the_ticked_runs_and_all_that_match_once_confirmed(site):
+    web, config, inbox = site["web"], site["config"], site["inbox"]
+    for name in ("form-1.bin", "form-2.bin"):
+        drop(Path(inbox["path"]), name, b"fail\n")
+    wait_until(
+        lambda: sum(r.state.value == "failed" and r.input_name.startswith("form-") for r in ledger_runs(config)) == 2
+    )
+    page = web.get("/failures?q=form-").text
+    assert "Retry all 2 matching" in page
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    confirm = f"csrf={csrf_of(page)}&all=1&q=form-&count="
+    stale = web.post("/failures/retry", (confirm + "3").encode(), headers=form)
+    assert stale.status == 409 and "2 runs match now, not 3" in stale.text  # nothing retried
+    first = run_named(config, "form-1.bin").run_id
+    ticked = web.post("/failures/retry", f"csrf={csrf_of(page)}&run={first}".encode(), headers=form)
+    assert ticked.status == 200 and "Retried 1" in ticked.text
+    # form-1's input, back in the inbox, fails again meanwhile: "all that match" names form-2 alone.
+    rest = web.post("/failures/retry", f"csrf={csrf_of(page)}&all=1&q=form-2&count=1".encode(), headers=form)
+    assert rest.status == 200 and "Retried 1" in rest.text
+    assert {state_of(config, run_named(config, n).run_id) for n in ("form-1.bin", "form-2.bin")} == {"retried"}
+
+
+def test_a_name_that_is_not_utf8_is_shown_escaped_in_pages_and_exact_in_the_api(site):
+    web, config, inbox = site["web"], site["config"], site["inbox"]
+    name = os.fsdecode(b"caf\xe9-1.bin")  # from a Latin-1 client of a share
+    drop(Path(inbox["path"]), name, b"ok\n")
+    wait_until(lambda: any(r.input_name == name and r.state.value == "succeeded" for r in ledger_runs(config)), 30)
+    page = web.get("/runs?q=caf")
+    assert page.status == 200 and "caf\\xe9-1.bin" in page.text
+    [row] = web.get("/api/runs?q=caf").json()["runs"]
+    assert row["input_name"] == "caf\\xe9-1.bin" and row["input_name_b64"] == "Y2Fm6S0xLmJpbg=="

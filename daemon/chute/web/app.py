@@ -17,6 +17,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
 from ..config import Config
+from ..names import text
 from .guard import Guard, Scope
 from .site import HERE, Site
 from .tokens import Secrets
@@ -40,6 +41,8 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 def create(config: Config, secrets: Secrets, listen_host: str) -> Guard:
     """The app for `config`, behind its Guard."""
     templates = Jinja2Templates(directory=HERE / "templates")
+    # A name that is not UTF-8 (a Latin-1 client of a share) shows its odd bytes as \xNN, never a 500.
+    templates.env.finalize = lambda value: text(value) if isinstance(value, str) else value
     app = Starlette(routes=_routes(), exception_handlers={HTTPException: _http_error})
     app.state.site = Site(config, secrets, templates)
 

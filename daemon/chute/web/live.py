@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -15,19 +16,36 @@ from ..leases import leases_dir
 
 TIMEOUT = 2.0  # seconds for the daemon's answer: a page never hangs on a busy daemon
 ACTION_TIMEOUT = 30.0  # a retry moves files back (a copy across filesystems takes a while)
+FRESH_S = 1.0  # seconds one status answer of the daemon is used for
+_lock = threading.Lock()  # one status request to the daemon at a time; the others wait for its answer
+_last: dict[Path, tuple[float, dict[str, Any] | None]] = {}
 
 
 def status(state_dir: Path) -> dict[str, Any] | None:
-    """The daemon's status answer, or None when no daemon answers (then the ledger alone speaks)."""
-    try:
-        return control_client.request(state_dir, {"op": "status"}, timeout=TIMEOUT)
-    except ChuteError:
-        return None
+    """The daemon's status answer, or None when no daemon answers (then the ledger alone speaks).
+
+    One answer serves every request for FRESH_S: fifty browsers polling the overview ask the daemon
+    once a second between them, not fifty times every two seconds.
+    """
+    with _lock:
+        at, answer = _last.get(state_dir, (float("-inf"), None))
+        if time.monotonic() - at < FRESH_S:
+            return answer
+        try:
+            answer = control_client.request(state_dir, {"op": "status"}, timeout=TIMEOUT)
+        except ChuteError:
+            answer = None
+        _last[state_dir] = (time.monotonic(), answer)
+        return answer
 
 
 def act(state_dir: Path, message: dict[str, Any]) -> dict[str, Any]:
     """Send an action (pause, resume, retry) from the page; ChuteError with the daemon's one line."""
-    return control_client.request(state_dir, message | {"by": "web"}, timeout=ACTION_TIMEOUT)
+    try:
+        return control_client.request(state_dir, message | {"by": "web"}, timeout=ACTION_TIMEOUT)
+    finally:
+        with _lock:
+            _last.pop(state_dir, None)  # the next page shows what the action changed
 
 
 def inboxes(config: Config, answer: dict[str, Any] | None, today: dict[str, dict[str, int]]) -> list[dict[str, Any]]:

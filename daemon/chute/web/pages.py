@@ -83,7 +83,7 @@ def login_page(request: Request) -> Response:
 
 async def login(request: Request) -> Response:
     """The login form: the token in, the session cookie (HttpOnly, SameSite=Strict) out."""
-    fields = await form(request)
+    fields = await form(request, login=True)
     secrets = site(request).secrets
     if not secrets.is_token((fields.get("token") or [""])[0].strip()):
         return site(request).page(request, "login.html", {"problem": "That is not the token."}, status=401)

@@ -31,7 +31,9 @@ class Site:
 
     def page(self, request: Request, name: str, context: dict[str, Any], status: int = 200) -> Response:
         """A page from templates/, with what every page shows (the CSRF token, whether a login is needed)."""
-        shared = {"csrf": self.secrets.csrf(), "login_needed": self.secrets.token is not None}
+        # A page shown before the login (its form) carries the login's CSRF token only: it is shown to anyone.
+        csrf = self.secrets.csrf(login=not request.scope.get("chute.auth"))
+        shared = {"csrf": csrf, "login_needed": self.secrets.token is not None}
         response = self.templates.TemplateResponse(request, name, shared | context, status_code=status)
         response.headers["cache-control"] = "no-store"
         return response
@@ -41,13 +43,13 @@ def site(request: Request) -> Site:
     return request.app.state.site
 
 
-async def form(request: Request) -> dict[str, list[str]]:
+async def form(request: Request, login: bool = False) -> dict[str, list[str]]:
     """A form POST's fields, after its CSRF token is checked (403 without it or with a wrong one)."""
     if request.headers.get("content-type", "").split(";")[0].strip() != "application/x-www-form-urlencoded":
         raise HTTPException(415, "a form is sent as application/x-www-form-urlencoded")
     fields = parse_qs((await request.body()).decode("utf-8", "replace"), keep_blank_values=True)
     offered = (fields.get(CSRF_FIELD) or [request.headers.get(CSRF_HEADER, "")])[0]
-    if not site(request).secrets.is_csrf(offered):
+    if not site(request).secrets.is_csrf(offered, login):
         raise HTTPException(403, "missing or wrong CSRF token: reload the page")
     return fields
 

@@ -28,9 +28,9 @@ class Secrets:
         """The login cookie's value: derived from the token, so the token itself never travels back."""
         return hmac.new(self.key, b"session", hashlib.sha256).hexdigest()
 
-    def csrf(self) -> str:
-        """The CSRF token every form and htmx request carries (the same for every page of this token)."""
-        return hmac.new(self.key, b"csrf", hashlib.sha256).hexdigest()
+    def csrf(self, login: bool = False) -> str:
+        """The CSRF token every form and htmx request carries; the login form's own, shown to anyone, differs."""
+        return hmac.new(self.key, b"login-csrf" if login else b"csrf", hashlib.sha256).hexdigest()
 
     def is_token(self, offered: str) -> bool:
         return self.token is not None and hmac.compare_digest(offered.encode(), self.token.encode())
@@ -38,8 +38,8 @@ class Secrets:
     def is_session(self, offered: str) -> bool:
         return hmac.compare_digest(offered.encode(), self.session().encode())
 
-    def is_csrf(self, offered: str) -> bool:
-        return hmac.compare_digest(offered.encode(), self.csrf().encode())
+    def is_csrf(self, offered: str, login: bool = False) -> bool:
+        return hmac.compare_digest(offered.encode(), self.csrf(login).encode())
 
 
 def load(web: WebConfig, host: str) -> Secrets:
