@@ -20,14 +20,17 @@ LIVE = Fresh(max_age=1.0)
 
 def overview(request: Request) -> Response:
     # Read afresh, and so is the next poll's: a pause or resume redirects here, and no page shows the before.
-    LIVE.forget(site(request).config.state_dir)
+    for authenticated in (False, True):
+        LIVE.forget((site(request).config.state_dir, authenticated))
     return site(request).page(request, "overview.html", _overview(request) | {"poll_s": POLL_S})
 
 
 def overview_live(request: Request) -> Response:
     """The overview's live part (inboxes, daemons, running runs): what htmx asks for every POLL_S seconds."""
     # Read and drawn once a second at most, for every open page (bench/web_load.py); a whole page is read afresh.
-    body = LIVE.get(site(request).config.state_dir, lambda: _overview_live(request))
+    # Keyed by whether the request was authenticated too: the forms' CSRF token depends on it (site.page).
+    key = (site(request).config.state_dir, bool(request.scope.get("chute.auth")))
+    body = LIVE.get(key, lambda: _overview_live(request))
     return Response(body, media_type="text/html", headers={"cache-control": "no-store"})
 
 
