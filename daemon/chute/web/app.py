@@ -42,7 +42,8 @@ def create(config: Config, secrets: Secrets, listen_host: str) -> Guard:
     """The app for `config`, behind its Guard."""
     templates = Jinja2Templates(directory=HERE / "templates")
     # A name that is not UTF-8 (a Latin-1 client of a share) shows its odd bytes as \xNN, never a 500.
-    templates.env.finalize = lambda value: text(value) if isinstance(value, str) else value
+    # (`type(...) is str`: Markup, a str too, is what a template marked safe, such as the charts' SVG.)
+    templates.env.finalize = lambda value: text(value) if type(value) is str else value
     app = Starlette(routes=_routes(), exception_handlers={HTTPException: _http_error})
     app.state.site = Site(config, secrets, templates)
 

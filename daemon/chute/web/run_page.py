@@ -12,6 +12,7 @@ from starlette.routing import Route
 
 from ..config import Config
 from ..ledger import Run
+from ..names import text
 from . import charts, history, live, run_view
 from .files import result_roots
 from .site import site
@@ -38,7 +39,7 @@ def run_page(request: Request) -> Response:
         "run": run,
         "view": view,
         "reason": (run.error or {}).get("reason") or ((view.manifest or {}).get("error") or {}).get("reason"),
-        "timeline": charts.timeline(f"Timeline of {run.input_name}", view.spans) if view.spans else None,
+        "timeline": charts.timeline(f"Timeline of {text(run.input_name)}", view.spans) if view.spans else None,
         "progress": progress,
     }
     return site(request).page(request, "run.html", context)
