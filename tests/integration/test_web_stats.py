@@ -9,6 +9,7 @@ from pathlib import Path
 from chute.ledger import FILE, Ledger, State
 from chute.web.stats_page import HOURS, HourCache, p95, read
 
+FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "ledger-v1.sqlite"
 NOW = datetime(2026, 12, 1, 12, 30, tzinfo=UTC)
 
 
@@ -85,3 +86,15 @@ def test_past_hours_are_read_once_and_the_current_hour_every_time(tmp_path: Path
     finally:
         db.close()
         ledger.close()
+
+
+def test_a_ledger_not_yet_migrated_still_gives_its_stats() -> None:
+    """The web page reads the ledger as it is: one written before figures counts by job, failures by module."""
+    db = sqlite3.connect(f"file:{FIXTURE}?mode=ro", uri=True)
+    try:
+        stats = read(db, datetime(2026, 12, 1, 12, tzinfo=UTC))
+    finally:
+        db.close()
+    assert (stats.by_job["example_job"].runs, stats.by_job["example_job"].failed) == (3, 2)
+    assert {m: (r.runs, r.failed) for m, r in stats.by_module.items()} == {"example_module": (1, 1)}
+    assert stats.timings == {} and stats.bytes_out == 0

@@ -21,7 +21,7 @@ HOURS = 48
 # One range scan of the finished_at index (`+state` keeps SQLite off the state index, which would scan
 # every finished run): a million-run ledger holds a few ten thousand runs in 48 hours.
 _WINDOW = (
-    "SELECT substr(finished_at, 1, 13), job, state, size, error, figures FROM runs"
+    "SELECT substr(finished_at, 1, 13), job, state, size, error, {figures} FROM runs"
     " WHERE finished_at >= ? AND +state IN ('succeeded', 'failed', 'retried')"
 )
 
@@ -130,7 +130,9 @@ def _tallies(db: sqlite3.Connection, hours: list[str], final: str, cache: HourCa
         first = next((h for h in hours if h not in cache.hours), hours[-1])
         kept = {h: cache.hours[h] for h in hours if h < first}
         fresh: dict[str, _Tally] = defaultdict(_Tally)
-        for row in db.execute(_WINDOW, (first,)):
+        # A ledger the daemon has not yet migrated (the web page reads it as it is) has no figures.
+        figures = "figures" if any(c[1] == "figures" for c in db.execute("PRAGMA table_info(runs)")) else "NULL"
+        for row in db.execute(_WINDOW.format(figures=figures), (first,)):
             fresh[row[0]].add(*row)
         cache.hours = kept | {h: fresh.get(h) or _Tally() for h in hours if first <= h < final}
     return [*kept.values(), *fresh.values()]
