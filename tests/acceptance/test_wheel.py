@@ -13,11 +13,13 @@ import os
 import shutil
 import subprocess
 import sys
+import urllib.request
 import zipfile
 from pathlib import Path
 
 import pytest
 
+from tests.harness import wait_until
 from tests.media import make_clip
 
 REPO = Path(__file__).resolve().parents[2]
@@ -119,3 +121,24 @@ def test_installed_from_the_wheel_chute_checks_and_runs_the_embedded_default(ven
     assert str(site.parent / "modules") in (tmp_path / "site" / "config.yaml").read_text()
     schema = json.loads(_ok(_run([chute, "schema"], cwd=tmp_path)).stdout)
     assert "notify" in schema["properties"] and "metrics" in schema["properties"]
+    # `chute web` from the wheel: its templates and vendored htmx are served from site-packages.
+    _web_serves_its_page(chute, tmp_path / "site" / "config.yaml", tmp_path)
+
+
+def _web_serves_its_page(chute: Path, config: Path, cwd: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH", "NOTIFY_SOCKET")}
+    log = cwd / "web.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [str(chute), "web", "--config", str(config), "--listen", "127.0.0.1:0"], cwd=cwd, env=env, stdout=out
+        )
+    try:
+        started = wait_until(lambda: '"web.started"' in log.read_text() or proc.poll() is not None, 60)
+        assert started and proc.poll() is None, log.read_text()
+        port = json.loads(next(li for li in log.read_text().splitlines() if '"web.started"' in li))["listen"]
+        for path, needle in (("/", b'hx-get="/fragments/overview"'), ("/static/htmx.min.js", b"htmx")):
+            with urllib.request.urlopen(f"http://{port}{path}", timeout=30) as reply:
+                assert reply.status == 200 and needle in reply.read()
+    finally:
+        proc.terminate()
+        assert proc.wait(30) == 0, log.read_text()

@@ -9,11 +9,15 @@ from __future__ import annotations
 import csv
 import io
 import os
+import sqlite3
+import threading
 from pathlib import Path
 
 import pytest
+from chute.control_client import request
+from chute.ledger import FILE
 
-from tests.harness import Daemon, Setup, drop, files, ledger_runs, status_json, wait_until
+from tests.harness import Daemon, Setup, drop, files, ledger_runs, state_dir_of, status_json, wait_until
 from tests.web import Web, csrf_of
 
 TOKEN = "t0ken-" + "a1b2c3d4e5f6a7b8c9d0"
@@ -267,6 +271,7 @@ def test_a_running_run_shows_its_step_and_progress_live(site):
     assert document["progress"]["elapsed_s"] >= 0
     fragment = web.get("/fragments/overview").text
     assert f'data-run="{run_id}"' in fragment and "<progress" in fragment and "step 1/2" in fragment
+    assert "<span>copy</span>" in fragment  # the entry by its module, as `chute status` names it
     row = next(i for i in web.get("/api/inboxes").json()["inboxes"] if i["inbox"] == inbox["path"])
     assert row["running"] == 1
     wait_until(lambda: run_named(config, "slow-1.bin").state.value == "succeeded", 30)
@@ -303,3 +308,26 @@ def test_a_name_that_is_not_utf8_is_shown_escaped_in_pages_and_exact_in_the_api(
     assert page.status == 200 and "caf\\xe9-1.bin" in page.text
     [row] = web.get("/api/runs?q=caf").json()["runs"]
     assert row["input_name"] == "caf\\xe9-1.bin" and row["input_name_b64"] == "Y2Fm6S0xLmJpbg=="
+
+
+def test_the_daemon_answers_status_while_a_retry_it_runs_waits(site):
+    """A retry moves files on a thread of its own: the control socket still answers meanwhile (control.py)."""
+    config, inbox = site["config"], site["inbox"]
+    drop(Path(inbox["path"]), "lock-1.bin", b"fail\n")
+    run = wait_until(lambda: next((r for r in ledger_runs(config) if r.input_name == "lock-1.bin" and r.result), None))
+    state_dir = state_dir_of(config)
+    # The ledger held by another writer: the retry moves the file, then waits to record it.
+    holder = sqlite3.connect(state_dir / FILE, isolation_level=None, timeout=30)
+    holder.execute("BEGIN IMMEDIATE")
+    answer: dict = {}
+    retry = threading.Thread(target=lambda: answer.update(request(state_dir, {"op": "retry", "runs": [run.run_id]})))
+    retry.start()
+    try:
+        wait_until(lambda: not (Path(run.result) / "lock-1.bin").exists())
+        assert request(state_dir, {"op": "status"}, timeout=5)["ok"]
+        assert retry.is_alive()
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    retry.join(30)
+    assert answer["results"] == [{"run_id": run.run_id, "ok": True, "message": answer["results"][0]["message"]}]
