@@ -225,7 +225,8 @@ def test_an_unknown_host_is_refused_and_allowed_hosts_are_not(site):
 def test_artifacts_are_served_only_from_the_result_folder(site):
     web, config, root = site["web"], site["config"], site["root"]
     good = run_named(config, "good-1.bin")
-    assert web.get(f"/files/{good.run_id}/result.bin").body == b"ok\n"
+    served = web.get(f"/files/{good.run_id}/result.bin")
+    assert served.body == b"ok\n" and "sandbox" in served.headers.get_all("content-security-policy")
     outside = root / "secret.txt"
     outside.write_text("secret")
     os.symlink(outside, Path(good.result) / "escape.txt")

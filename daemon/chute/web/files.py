@@ -47,7 +47,9 @@ def serve(request: Request) -> Response:
     found = artifact(site(request).config, request.path_params["run_id"], request.path_params["path"])
     if found is None:
         raise HTTPException(404, "not found")
-    return FileResponse(found, headers={"cache-control": "private, max-age=60"})
+    # An artifact is the user's content: an HTML or SVG one must not run script as the page (same origin).
+    headers = {"cache-control": "private, max-age=60", "content-security-policy": "sandbox"}
+    return FileResponse(found, headers=headers)
 
 
 ROUTES = [Route("/files/{run_id:str}/{path:path}", serve)]

@@ -121,11 +121,13 @@ def get(state_dir: Path, run_id: str) -> Run | None:
         return ledger.get(run_id)
 
 
-def active(state_dir: Path) -> list[Run]:
+def running(state_dir: Path) -> list[Run]:
+    """The running runs (by the (state, queued_at) index: a backlog of queued ones is never read)."""
     if _none_yet(state_dir):
         return []
     with opened(state_dir) as ledger:
-        return ledger.active()
+        sql = f"SELECT {_COLUMNS} FROM runs WHERE state = 'running' ORDER BY queued_at LIMIT 1000"
+        return [_row(r) for r in ledger.db.execute(sql)]
 
 
 def today(state_dir: Path, now: datetime | None = None) -> dict[str, dict[str, int]]:

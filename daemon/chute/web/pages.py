@@ -42,7 +42,7 @@ def _overview(request: Request) -> dict[str, Any]:
     config = site(request).config
     answer = live.status(config.state_dir)
     progress = live.progress(answer)
-    running = [r for r in history.active(config.state_dir) if r.state.value == "running"]
+    running = history.running(config.state_dir)
     return {
         "daemon": answer,
         "inboxes": live.inboxes(config, answer, history.today(config.state_dir)),

@@ -6,3 +6,13 @@ document.addEventListener("change", (event) => {
   if (!all) return;
   for (const box of document.querySelectorAll('form#retry-selected input[name="run"]')) box.checked = all.checked;
 });
+
+// A tab nobody looks at does not poll: the overview's live part is asked for only while it is visible,
+// and once at once when the tab is shown again.
+document.addEventListener("htmx:beforeRequest", (event) => {
+  if (document.hidden && event.detail.elt.hasAttribute("hx-trigger")) event.preventDefault();
+});
+document.addEventListener("visibilitychange", () => {
+  const live = document.getElementById("live");
+  if (!document.hidden && live && window.htmx) window.htmx.trigger(live, "refresh");
+});
