@@ -69,3 +69,25 @@ def test_a_quarantine_folder_gives_its_report_logs_and_figures_but_never_a_links
 
 def test_a_run_without_a_folder_shows_nothing_from_one(tmp_path: Path):
     assert read(None).manifest is None and read(tmp_path / "missing").spans == []
+
+
+def test_a_runs_folder_is_read_only_inside_an_outbox_or_quarantine_of_the_config(tmp_path: Path):
+    from types import SimpleNamespace
+
+    from chute.ledger import Run, State
+    from chute.web.run_page import folder_of
+
+    outbox, elsewhere = tmp_path / "out", tmp_path / "elsewhere"
+    (outbox / "clip").mkdir(parents=True)
+    (elsewhere / "clip").mkdir(parents=True)
+    (outbox / "link").symlink_to(elsewhere / "clip")
+    config = SimpleNamespace(inboxes=[SimpleNamespace(outbox=outbox, quarantine=tmp_path / "q")])
+
+    def run(result):
+        return Run("r", "/in", "job", "clip", 1, "00", State.SUCCEEDED, 1, None, "t", "t", "t", result, None)
+
+    assert folder_of(config, run(str(outbox / "clip"))) == outbox / "clip"
+    assert folder_of(config, run(str(elsewhere / "clip"))) is None
+    assert folder_of(config, run(str(outbox / "link"))) is None  # a link out of the outbox
+    assert folder_of(config, run(str(outbox / "clip" / ".." / ".."))) is None
+    assert folder_of(config, run(str(outbox))) is None and folder_of(config, run(None)) is None
