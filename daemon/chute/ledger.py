@@ -107,9 +107,14 @@ def _v3_web(db: sqlite3.Connection) -> None:
     db.execute("CREATE INDEX runs_inbox ON runs (inbox, queued_at)")
 
 
+def _v4_figures(db: sqlite3.Connection) -> None:
+    """A finished run's figures for the web page's stats: its entries' modules and times, the bytes it wrote."""
+    db.execute("ALTER TABLE runs ADD COLUMN figures TEXT")
+
+
 # The schema's history: MIGRATIONS[n] takes a ledger from version n to n + 1 (PRAGMA user_version).
 # Append only: a released migration never changes, or ledgers already past it would differ.
-MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_v1_runs, _v2_status, _v3_web)
+MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_v1_runs, _v2_status, _v3_web, _v4_figures)
 VERSION = len(MIGRATIONS)
 _COLUMNS = (
     "run_id, inbox, job, input_name, size, sha256, state, attempts, claim, queued_at, started_at, finished_at,"
@@ -125,7 +130,7 @@ _START = (
 )
 _FINISH = (
     "UPDATE runs SET state = ?, finished_at = ?, result = ?, error = ?, size = COALESCE(?, size),"
-    " sha256 = COALESCE(?, sha256), worker = COALESCE(?, worker) WHERE run_id = ?"
+    " sha256 = COALESCE(?, sha256), worker = COALESCE(?, worker), figures = ? WHERE run_id = ?"
 )
 _REQUEUE = "UPDATE runs SET state = 'queued', error = ? WHERE run_id = ?"
 _GET = f"SELECT {_COLUMNS} FROM runs WHERE run_id = ?"
@@ -252,11 +257,11 @@ class Ledger:
         size: int | None = None,
         sha256: str | None = None,
         worker: str | None = None,
+        figures: dict[str, Any] | None = None,
     ) -> None:
-        self._write(
-            _FINISH,
-            (state.value, now, _text(result), json.dumps(error) if error else None, size, sha256, worker, run_id),
-        )
+        """The run ended: its state, result folder, error, input and `figures` (for the web page's stats)."""
+        err, fig = json.dumps(error) if error else None, json.dumps(figures) if figures else None
+        self._write(_FINISH, (state.value, now, _text(result), err, size, sha256, worker, fig, run_id))
 
     def set_state(self, run_id: str, state: State) -> None:
         self._write(_SET_STATE, (state.value, run_id))

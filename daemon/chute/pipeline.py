@@ -62,7 +62,7 @@ def run_steps(
             outcome.verdict = Verdict.failed(failure(reason) | {"check": "input"})
             return outcome
         for step in spec.job.steps:
-            records = [EntryRecord(e) for e in step.entries]
+            records = [EntryRecord(e, run_t0=outcome.t0) for e in step.entries]
             outcome.steps.append((step.name, records))
             outcome.verdict = Step(spec, ws, step, records, log, emit, cancel, modules).run()
             if outcome.status is not OutcomeStatus.SUCCEEDED:
@@ -211,8 +211,7 @@ class Step:
         """Start the next attempt of entry `i`; one that cannot start fails the step."""
         rec = self.records[i]
         plan = rec.plan
-        rec.attempts += 1
-        rec.status = EntryStatus.RUNNING
+        rec.begin()
         try:
             log_path = clean_slate(self.ws, plan)
             blog = BoundedLog(log_path, self.spec.log_limit)

@@ -81,6 +81,7 @@ class RunQueue:
             result.input_size,
             result.input_sha256,
             result.worker,
+            result.figures(),
         )
         if self.telemetry is not None:
             self.telemetry.run_ended(active, result, self.clock() - active.queued_at)

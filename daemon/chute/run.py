@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 import secrets
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -150,6 +151,15 @@ class EntryRecord:
     reason: str | None = None
     log_tail: str = ""
     log: Path | None = None
+    run_t0: float = 0.0  # time.monotonic() when the run's steps began: started_s is measured from it
+    started_s: float | None = None
+
+    def begin(self) -> None:
+        """Its next attempt starts now (the first one sets `started_s`)."""
+        self.attempts += 1
+        self.status = EntryStatus.RUNNING
+        if self.started_s is None:
+            self.started_s = time.monotonic() - self.run_t0
 
     def as_manifest(self) -> dict[str, Any]:
         """The entry's object in the manifest (contract §6); a for_each entry's also names its `file`."""
@@ -160,6 +170,7 @@ class EntryRecord:
             "exit_code": self.exit_code,
             "attempts": self.attempts,
             "duration_s": round(self.duration_s, 3),
+            "started_s": None if self.started_s is None else round(self.started_s, 3),
         } | ({} if self.plan.file is None else {"file": self.plan.file})
 
     def failure(self, reason: str) -> dict[str, Any]:
@@ -196,6 +207,7 @@ class Outcome:
 
     started_at: str
     finished_at: str = ""
+    t0: float = field(default_factory=time.monotonic)  # the monotonic twin of started_at
     steps: list[tuple[str, list[EntryRecord]]] = field(default_factory=list)
     verdict: Verdict = Verdict()
 
@@ -235,6 +247,7 @@ class RunResult:
     archived_to: Path | None = None
     fault: Fault | None = None
     entries: tuple[EntryStat, ...] = ()
+    output_size: int | None = None  # the bytes of the public artifacts a succeeded run published
     duration_s: float | None = None
     worker: str | None = None  # where it executed (the executor's name for the worker)
     kept: bool = False  # deferred with its built result kept in work_dir: the retry only delivers (keep.py)
@@ -244,6 +257,11 @@ class RunResult:
         """Why it ended as it did, in one line: the error's reason, or the status."""
         reason = (self.error or {}).get("reason")
         return str(reason) if reason else self.status.value
+
+    def figures(self) -> dict[str, Any]:
+        """What the ledger keeps for the web page's stats: each entry's module, status and time; bytes out."""
+        entries = [[e.module, e.status.value, e.duration_s] for e in self.entries]
+        return {"entries": entries, "bytes_out": self.output_size}
 
 
 def utcnow() -> str:

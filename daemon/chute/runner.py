@@ -84,6 +84,7 @@ def _run(spec: RunSpec, fence: Fence, cancel: Cancel | None, emit: Emit | None, 
         log.info("run.started", size=info["size"], sha256=info["sha256"], workspace=str(ws))
         outcome = run_steps(spec, ws, cancel, emit, modules)
         base = {"input_size": info["size"], "input_sha256": info["sha256"], "entries": _stats(outcome)}
+        base["output_size"] = _output_size(spec, ws, outcome)
         try:
             if isinstance(fence, ClaimFence):
                 if fence.lost():  # taken over while it ran (this daemon was frozen, or thought dead)
@@ -165,3 +166,10 @@ def _stats(outcome: Outcome) -> tuple[EntryStat, ...]:
         for r in records
         if r.attempts
     )
+
+
+def _output_size(spec: RunSpec, ws: Path, outcome: Outcome) -> int | None:
+    """The bytes of the public artifacts a succeeded run publishes (the web page's bytes out)."""
+    if outcome.status is not OutcomeStatus.SUCCEEDED:
+        return None
+    return sum(p.stat().st_size for a in spec.job.public if (p := ws / a.name).is_file())

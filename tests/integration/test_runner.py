@@ -155,6 +155,10 @@ def test_two_steps_publish_only_public_artifacts_with_a_true_manifest(project, c
     for e in entries_of(m).values():
         assert (e["module_version"], e["status"], e["exit_code"], e["attempts"]) == ("1.0", "succeeded", 0, 1)
         assert isinstance(e["duration_s"], float) and e["duration_s"] >= 0
+    # The run page's timeline: each entry's start, from the run's; the second step starts after the first ended.
+    first, second = entries_of(m)["copy"], entries_of(m)["summarize"]
+    assert 0 <= first["started_s"] <= entries_of(m)["describe"]["started_s"]
+    assert second["started_s"] >= first["started_s"] + first["duration_s"]
     assert sorted(a["name"] for a in m["artifacts"]) == ["copy.mp4", "summary.txt"]
     for a in m["artifacts"]:
         assert a["size"] == (folder / a["name"]).stat().st_size
@@ -344,13 +348,14 @@ def test_failing_entry_quarantines_the_input_with_report_and_logs(project, clip)
     assert error["reason"] == "exited with status 3"
     assert error["log_tail"].splitlines()[-1] == "the last words of a failing module"
     assert [s["name"] for s in report["steps"]] == ["first"]  # the second step never ran
-    assert entries_of(report)["fails"] | {"duration_s": 0} == {
+    assert entries_of(report)["fails"] | {"duration_s": 0, "started_s": 0} == {
         "module": "fails",
         "module_version": "1.0",
         "status": "failed",
         "exit_code": 3,
         "attempts": 1,
         "duration_s": 0,
+        "started_s": 0,
     }
     assert report["input"]["sha256"] == digest
     [log] = (folder / "logs").iterdir()

@@ -24,10 +24,10 @@ from .tokens import Secrets
 
 
 def _routes() -> list[BaseRoute]:
-    from . import actions, api, files, pages
+    from . import actions, api, files, pages, run_page, stats_page
 
     static = Mount("/static", app=StaticFiles(directory=HERE / "static"), name="static")
-    return [*pages.ROUTES, *actions.ROUTES, *api.ROUTES, *files.ROUTES, static]
+    return [*pages.ROUTES, *actions.ROUTES, *api.ROUTES, *files.ROUTES, *run_page.ROUTES, *stats_page.ROUTES, static]
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -42,7 +42,8 @@ def create(config: Config, secrets: Secrets, listen_host: str) -> Guard:
     """The app for `config`, behind its Guard."""
     templates = Jinja2Templates(directory=HERE / "templates")
     # A name that is not UTF-8 (a Latin-1 client of a share) shows its odd bytes as \xNN, never a 500.
-    templates.env.finalize = lambda value: text(value) if isinstance(value, str) else value
+    # (`type(...) is str`: Markup, a str too, is what a template marked safe, such as the charts' SVG.)
+    templates.env.finalize = lambda value: text(value) if type(value) is str else value
     app = Starlette(routes=_routes(), exception_handlers={HTTPException: _http_error})
     app.state.site = Site(config, secrets, templates)
 

@@ -9,20 +9,33 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from . import history, live, query
+from .fresh import Fresh
 from .guard import COOKIE
 from .site import form, site
 
 PAGE = 50  # runs per page of /runs and /failures
 POLL_S = 2  # the overview's live fragment is asked for this often, only while a page shows it
+LIVE = Fresh(max_age=1.0)
 
 
 def overview(request: Request) -> Response:
+    # Read afresh, and so is the next poll's: a pause or resume redirects here, and no page shows the before.
+    for authenticated in (False, True):
+        LIVE.forget((site(request).config.state_dir, authenticated))
     return site(request).page(request, "overview.html", _overview(request) | {"poll_s": POLL_S})
 
 
 def overview_live(request: Request) -> Response:
     """The overview's live part (inboxes, daemons, running runs): what htmx asks for every POLL_S seconds."""
-    return site(request).page(request, "overview_live.html", _overview(request))
+    # Read and drawn once a second at most, for every open page (bench/web_load.py); a whole page is read afresh.
+    # Keyed by whether the request was authenticated too: the forms' CSRF token depends on it (site.page).
+    key = (site(request).config.state_dir, bool(request.scope.get("chute.auth")))
+    body = LIVE.get(key, lambda: _overview_live(request))
+    return Response(body, media_type="text/html", headers={"cache-control": "no-store"})
+
+
+def _overview_live(request: Request) -> bytes:
+    return bytes(site(request).page(request, "overview_live.html", _overview(request)).body)
 
 
 def _overview(request: Request) -> dict[str, Any]:
