@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from chute.web.run_view import checksums, kind_of, read, spans, tail
+from chute.web.run_view import Checksums, checksums, kind_of, read, spans, tail
 
 
 def manifest(**extra) -> dict:
@@ -28,9 +28,15 @@ def test_the_timeline_puts_entries_at_their_start_and_older_manifests_step_after
 
 
 def test_checksums_are_the_packages_inputs_when_present_else_the_input():
-    assert checksums(manifest()) == [("clip.mp4", 10, "ab" * 32)]
-    inputs = [{"name": "a.wav", "size": 1, "sha256": "11"}, {"name": "b.wav", "size": 2, "sha256": "22"}]
-    assert checksums(manifest(inputs=inputs)) == [("a.wav", 1, "11"), ("b.wav", 2, "22")]
+    assert checksums(manifest()) == [Checksums("clip.mp4", 10, [("sha256", "ab" * 32)], "")]
+    inputs = [
+        {"name": "a.wav", "size": 1, "hashes": {"xxh128": "11", "md5": "aa"}, "verified_by": ["a.wav.md5"]},
+        {"name": "b.wav", "size": 2, "hashes": {"xxh128": "22"}, "verified_by": []},
+    ]
+    assert checksums(manifest(inputs=inputs)) == [
+        Checksums("a.wav", 1, [("md5", "aa"), ("xxh128", "11")], "a.wav.md5"),
+        Checksums("b.wav", 2, [("xxh128", "22")], ""),
+    ]
 
 
 def test_artifacts_are_shown_as_what_they_are():

@@ -35,6 +35,16 @@ class Loudness:
 
 
 @dataclass(frozen=True)
+class Checksums:
+    """One input file's line of the page: its hashes (algorithm, value) and what verified it ("" when nothing)."""
+
+    name: str
+    size: int | None
+    hashes: list[tuple[str, str]]
+    verified_by: str
+
+
+@dataclass(frozen=True)
 class RunView:
     """A run's page: what its folder holds, read once per request."""
 
@@ -42,7 +52,7 @@ class RunView:
     spans: list[Span] = field(default_factory=list)
     logs: list[tuple[str, str]] = field(default_factory=list)
     artifacts: list[Artifact] = field(default_factory=list)
-    checksums: list[tuple[str, int | None, str]] = field(default_factory=list)
+    checksums: list[Checksums] = field(default_factory=list)
     loudness: Loudness | None = None
 
     @property
@@ -78,10 +88,21 @@ def spans(manifest: dict[str, Any]) -> list[Span]:
     return out
 
 
-def checksums(manifest: dict[str, Any]) -> list[tuple[str, int | None, str]]:
-    """The inputs' verified checksums (`inputs` of a package, contract §12), else the one input's."""
-    inputs = manifest.get("inputs") or [manifest.get("input") or {}]
-    return [(str(i.get("name", "")), i.get("size"), str(i["sha256"])) for i in inputs if i.get("sha256")]
+def checksums(manifest: dict[str, Any]) -> list[Checksums]:
+    """Each input file's hashes and what verified them (`inputs`, contract §12); else the one input's sha256."""
+    if manifest.get("inputs"):
+        return [
+            Checksums(
+                str(i.get("name", "")),
+                i.get("size"),
+                sorted((str(k), str(v)) for k, v in (i.get("hashes") or {}).items()),
+                ", ".join(str(v) for v in i.get("verified_by") or []),
+            )
+            for i in manifest["inputs"]
+        ]
+    one = manifest.get("input") or {}
+    sha = one.get("sha256")
+    return [Checksums(str(one.get("name", "")), one.get("size"), [("sha256", str(sha))], "")] if sha else []
 
 
 def tail(path: Path, limit: int = LOG_TAIL_BYTES) -> str:
