@@ -59,6 +59,7 @@ def desk(tmp_path_factory, browser) -> Iterator[Desk]:
     """A daemon with four inboxes (live, media, flaky, pausable) and `chute web` over it, with a token."""
     root = tmp_path_factory.mktemp("desk")
     setup = Setup(root, workers=3)
+    setup.config["shutdown_timeout"] = 2  # the slow progress run may still be going at the end: release it, don't wait
     setup.config["modules_path"].append(str(ROOT / "modules"))
     setup.config["jobs_path"].append(str(ROOT / "jobs"))
     main = setup.defs / "modules" / "copy" / "main.py"
