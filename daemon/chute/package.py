@@ -44,31 +44,24 @@ def _top_files(root: Path) -> list[str]:
 
 def walk(root: Path) -> tuple[str, ...]:
     """Every regular file beneath `root`, as sorted relative posix paths; symlinks and specials are not members."""
-    found: list[str] = []
-    stack = [(root, "")]
-    while stack:
-        folder, prefix = stack.pop()
-        with os.scandir(folder) as it:
-            for e in it:
-                rel = prefix + e.name
-                mode = e.stat(follow_symlinks=False).st_mode
-                if stat.S_ISDIR(mode):
-                    stack.append((Path(e.path), rel + "/"))
-                elif stat.S_ISREG(mode):
-                    found.append(rel)
-    return tuple(sorted(found))
+    return tuple(sorted(rel for rel, mode in _entries(root) if stat.S_ISREG(mode)))
 
 
 def links(root: Path) -> list[str]:
     """The symlinks beneath `root` (relative posix paths): a folder delivery holding one is refused whole."""
-    found: list[str] = []
+    return sorted(rel for rel, mode in _entries(root) if stat.S_ISLNK(mode))
+
+
+def _entries(root: Path) -> list[tuple[str, int]]:
+    """Every entry beneath `root` with its own mode (lstat: a symlink is seen, never followed), depth first."""
+    found: list[tuple[str, int]] = []
     stack = [(root, "")]
     while stack:
         folder, prefix = stack.pop()
         with os.scandir(folder) as it:
             for e in it:
-                if e.is_symlink():
-                    found.append(prefix + e.name)
-                elif e.is_dir(follow_symlinks=False):
-                    stack.append((Path(e.path), prefix + e.name + "/"))
-    return sorted(found)
+                rel, mode = prefix + e.name, e.stat(follow_symlinks=False).st_mode
+                found.append((rel, mode))
+                if stat.S_ISDIR(mode):
+                    stack.append((Path(e.path), rel + "/"))
+    return found
