@@ -161,8 +161,11 @@ def test_a_worker_killed_under_its_run_runs_it_elsewhere_once_and_its_module_is_
         [inner] = Path(f"/proc/{d.pid}/task/{d.pid}/children").read_text().split()
         os.kill(int(inner), signal.SIGTERM)  # the daemon itself, not `unshare`
         assert d.proc.wait(30) == 0
-        [deferred] = d.events("run.deferred", run_id=run_id)
-        assert deferred["fault"] == "crash" and worker in deferred["reason"]
+        # Deferred for its worker's death first. Under load (2 shared cores) the scheduler may hand the
+        # re-run to a worker that is going too, which defers it once more: still a crash, never a quarantine.
+        deferred = d.events("run.deferred", run_id=run_id)
+        assert deferred[0]["fault"] == "crash" and worker in deferred[0]["reason"], deferred
+        assert {e["fault"] for e in deferred} == {"crash"}, deferred
         [published] = d.events("run.published", run_id=run_id)
         assert published["worker"] != worker
         assert d.events("run.quarantined") == []
