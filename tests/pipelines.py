@@ -295,6 +295,20 @@ class Project:
         staging.owner_dir(values["work_dir"], Identity.mine(), values["owner"])  # as the daemon does at start
         return RunSpec(**values)
 
+    def claim(self, user_file: Path, run_id: str) -> Path:
+        """Move `user_file` where the daemon's claim puts it: <inbox>/.chute/claimed/<daemon>/<run_id>/<name>."""
+        claim = self.root / "inbox" / ".chute" / "claimed" / "test-daemon" / run_id
+        claim.mkdir(parents=True)
+        user_file.rename(claim / user_file.name)
+        return claim
+
+    def claimed_spec(self, job: str, user_file: Path, **overrides: Any) -> RunSpec:
+        """A daemon's RunSpec over `user_file`, claimed first (see claim)."""
+        run_id = new_run_id()
+        claim = self.claim(user_file, run_id)
+        inbox = self.root / "inbox"
+        return self.spec(job, claim / user_file.name, run_id=run_id, claim=str(claim), inbox=str(inbox), **overrides)
+
     def execute(self, job: str, input_path: Path, emit=None, cancel=None, **overrides: Any) -> RunResult:
         return execute(self.spec(job, input_path, **overrides), cancel, emit, self.launcher)
 

@@ -799,30 +799,6 @@ def test_quarantine_running_out_of_space_shows_no_partial_folder(project, tmp_pa
 # --- daemon runs: the input is a claim, and ends in exactly one place ---
 
 
-def _claim(project, user_file: Path, run_id: str) -> Path:
-    """What the daemon's claim leaves: <inbox>/.chute/claimed/<daemon>/<run_id>/<name>."""
-    inbox = project.root / "inbox"
-    claim = inbox / ".chute" / "claimed" / "test-daemon" / run_id
-    claim.mkdir(parents=True)
-    user_file.rename(claim / user_file.name)
-    return claim
-
-
-def _daemon_spec(project, user_file: Path, **overrides):
-    from chute.claims import new_run_id
-
-    run_id = new_run_id()
-    claim = _claim(project, user_file, run_id)
-    return project.spec(
-        overrides.pop("job"),
-        claim / user_file.name,
-        run_id=run_id,
-        claim=str(claim),
-        inbox=str(project.root / "inbox"),
-        **overrides,
-    )
-
-
 # A long name that is not ASCII: 247 bytes in UTF-8, only 85 characters.
 LONG_NAME = "日本語" * 27 + ".mp4"
 
@@ -834,7 +810,7 @@ def test_daemon_run_archives_its_input_on_another_filesystem(project, clip, tmpf
     project.job("copy_job", [("copy", [entry("copy", outputs={"output": "copy.mp4"})])])
     user_file = clip.rename(clip.with_name(name))
     digest = sha256_of(user_file)
-    spec = _daemon_spec(project, user_file, job="copy_job", on_success="archive", archive=str(archive))
+    spec = project.claimed_spec("copy_job", user_file, on_success="archive", archive=str(archive))
 
     result = execute(spec, modules=project.launcher)
 
@@ -854,7 +830,7 @@ def test_daemon_run_moves_a_failed_input_into_the_quarantine(project, clip, tmpf
     project.job("failing", [("first", [entry("fails")])])
     user_file = clip.rename(clip.with_name(name))
     digest = sha256_of(user_file)
-    spec = _daemon_spec(project, user_file, job="failing", quarantine=str(quarantine))
+    spec = project.claimed_spec("failing", user_file, quarantine=str(quarantine))
 
     result = execute(spec, modules=project.launcher)
 
@@ -877,7 +853,7 @@ def test_daemon_run_that_cannot_quarantine_keeps_its_claim_and_delivers_later(pr
     user_file = tmp_path / "big.bin"
     user_file.write_bytes(os.urandom(3 << 20))  # bigger than the quarantine's filesystem
     digest = sha256_of(user_file)
-    spec = _daemon_spec(project, user_file, job="failing", quarantine=str(quarantine))
+    spec = project.claimed_spec("failing", user_file, quarantine=str(quarantine))
 
     first = execute(spec, modules=project.launcher)
 
@@ -905,7 +881,7 @@ def test_a_rejected_symlink_goes_to_a_quarantine_on_another_filesystem_as_a_link
     target.write_text("not for chute\n")
     link = tmp_path / "link.mp4"
     link.symlink_to(target)
-    spec = _daemon_spec(project, link, job="copy_job", quarantine=str(quarantine), poison="the file is a symbolic link")
+    spec = project.claimed_spec("copy_job", link, quarantine=str(quarantine), poison="the file is a symbolic link")
 
     result = execute(spec, modules=project.launcher)
 
@@ -925,7 +901,7 @@ def test_a_result_built_before_a_crash_never_stays_hidden_when_the_run_again_fai
 
     project.module("fails", FAILS)
     project.job("failing", [("first", [entry("fails")])])
-    spec = _daemon_spec(project, clip, job="failing")
+    spec = project.claimed_spec("failing", clip)
     claims.commit(Path(spec.claim))
     stale = build_dir(spec.outbox, spec.run_id)
     stale.mkdir()
@@ -977,7 +953,7 @@ def test_a_partial_copy_left_by_an_earlier_attempt_is_removed(project, clip, tmp
     archive.mkdir()
     project.module("copy", COPY, outputs={"output": "video"})
     project.job("copy_job", [("copy", [entry("copy", outputs={"output": "copy.mp4"})])])
-    spec = _daemon_spec(project, clip, job="copy_job", on_success="archive", archive=str(archive))
+    spec = project.claimed_spec("copy_job", clip, on_success="archive", archive=str(archive))
     # What a crash during an earlier attempt's move across filesystems leaves: a hidden partial copy.
     (archive / f".chute-copy-{spec.run_id}-clip.mp4").write_bytes(b"half")
 

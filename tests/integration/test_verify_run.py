@@ -34,24 +34,6 @@ def copy_job(project) -> str:
     return "copy_job"
 
 
-def _claimed(project, user_file: Path, **overrides):
-    """A RunSpec over `user_file` claimed as the daemon claims it: <inbox>/.chute/claimed/<daemon>/<run_id>/."""
-    from chute.claims import new_run_id
-
-    run_id = new_run_id()
-    claim = project.root / "inbox" / ".chute" / "claimed" / "test-daemon" / run_id
-    claim.mkdir(parents=True)
-    user_file.rename(claim / user_file.name)
-    return project.spec(
-        overrides.pop("job"),
-        claim / user_file.name,
-        run_id=run_id,
-        claim=str(claim),
-        inbox=str(project.root / "inbox"),
-        **overrides,
-    )
-
-
 def _rchar() -> int:
     """Bytes this process has read with read(2) and friends so far (/proc/self/io): what staging and hashing cost."""
     for line in Path("/proc/self/io").read_text().splitlines():
@@ -65,7 +47,7 @@ def test_a_result_lists_its_input_hashed_once_and_its_mhl_passes_the_reference_t
     user_file.parent.mkdir()
     data = bytes(range(256)) * (32 << 12)  # 32 MiB: far more than everything else a run reads
     user_file.write_bytes(data)
-    spec = _claimed(project, user_file, job=copy_job, mhl=True, on_success="delete")
+    spec = project.claimed_spec(copy_job, user_file, mhl=True, on_success="delete")
 
     before = _rchar()
     result = execute(spec, modules=project.launcher)
@@ -103,7 +85,7 @@ def sha256_of_bytes(data: bytes) -> str:
 
 def test_verify_required_quarantines_a_file_without_checksum_running_nothing(project, clip, copy_job):
     digest = sha256_of(clip)
-    spec = _claimed(project, clip, job=copy_job, verify="required")
+    spec = project.claimed_spec(copy_job, clip, verify="required")
 
     result = execute(spec, modules=project.launcher)
 
@@ -123,7 +105,7 @@ def test_verify_off_and_auto_run_a_file_without_checksum(project, clip, copy_job
     for mode in ("off", "auto"):
         user_file = clip.with_name(f"{mode}.mp4")
         user_file.write_bytes(clip.read_bytes())
-        result = execute(_claimed(project, user_file, job=copy_job, verify=mode), modules=project.launcher)
+        result = execute(project.claimed_spec(copy_job, user_file, verify=mode), modules=project.launcher)
         assert result.status == "succeeded", result.error
         assert read_json(result.result_dir / "manifest.json")["inputs"][0]["verified_by"] == []
 
@@ -132,7 +114,7 @@ def test_an_io_error_while_verifying_defers_the_run_and_keeps_the_delivery_whole
     user_file = tmp_path / "drop" / "clip.mov"
     user_file.parent.mkdir()
     user_file.write_bytes(b"the video")
-    spec = _claimed(project, user_file, job=copy_job, unit="stem")
+    spec = project.claimed_spec(copy_job, user_file, unit="stem")
     sidecar = Path(spec.claim) / "clip.srt"
     sidecar.write_text("subtitles")
     # Every read of this member fails with the kernel's own EIO, as a dying disk's or a dropped share's
@@ -163,7 +145,7 @@ def test_an_input_named_in_latin_1_is_listed_with_its_exact_bytes(project, tmp_p
     user_file = tmp_path / "drop" / os.fsdecode(b"caf\xe9.mov")
     user_file.parent.mkdir()
     user_file.write_bytes(b"the video")
-    result = execute(_claimed(project, user_file, job=copy_job), modules=project.launcher)
+    result = execute(project.claimed_spec(copy_job, user_file), modules=project.launcher)
     assert result.status == "succeeded", result.error
     (listed,) = read_json(result.result_dir / "manifest.json")["inputs"]
     assert listed["name"] == "caf\\xe9.mov" and base64.b64decode(listed["name_b64"]) == b"caf\xe9.mov"

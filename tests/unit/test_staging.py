@@ -45,26 +45,36 @@ def test_as_root_the_input_is_never_linked_modules_could_write_through_a_read_on
     assert source.stat().st_mode & 0o200  # the user's file keeps its write bit
 
 
-def test_an_unprivileged_daemon_links_the_input_read_only_and_records_its_mode(tmp_path: Path) -> None:
-    # Linking is chosen only by a process that cannot override file modes: run stage() as nobody.
-    folder = tmp_path / "nobody"
+def as_nobody(folder: Path, body: str) -> subprocess.CompletedProcess:
+    """Run `body` (Python, with os, Path and staging imported) in `folder` as the user nobody; it must succeed.
+
+    Linking is chosen only by a process that cannot override file modes, so these tests become
+    unprivileged. Everything is imported, and the folder entered, first: nobody may not read root's
+    interpreter or traverse pytest's (root-only) temporary folders.
+    """
+    if os.geteuid() != 0:
+        pytest.skip("this test becomes the user nobody to be unprivileged, which needs root")
     folder.mkdir()
     folder.chmod(0o777)
-    # Everything is imported, and the folder entered, first: nobody may not read root's interpreter
-    # or traverse pytest's (root-only) temporary folders.
     script = (
         "import os, sys\n"
         "from pathlib import Path\n"
         "from chute import staging\n"
         "os.chdir(sys.argv[1]); os.setgid(65534); os.setuid(65534)\n"
-        "f = Path('.'); (f / 'claim').mkdir(); (f / 'ws').mkdir()\n"
-        "(f / 'claim' / 'clip.txt').write_text('user'); os.chmod(f / 'claim' / 'clip.txt', 0o644)\n"
-        "print(staging.stage(f / 'claim' / 'clip.txt', f / 'ws' / 'clip.txt', f / 'claim'))\n"
-    )
-    if os.geteuid() != 0:
-        pytest.skip("this test becomes the user nobody to be unprivileged, which needs root")
+    ) + body
     out = subprocess.run([sys.executable, "-c", script, str(folder)], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
+    return out
+
+
+def test_an_unprivileged_daemon_links_the_input_read_only_and_records_its_mode(tmp_path: Path) -> None:
+    folder = tmp_path / "nobody"
+    out = as_nobody(
+        folder,
+        "f = Path('.'); (f / 'claim').mkdir(); (f / 'ws').mkdir()\n"
+        "(f / 'claim' / 'clip.txt').write_text('user'); os.chmod(f / 'claim' / 'clip.txt', 0o644)\n"
+        "print(staging.stage(f / 'claim' / 'clip.txt', f / 'ws' / 'clip.txt', f / 'claim'))\n",
+    )
     if out.stdout.strip() == "reflink":
         pytest.skip("this filesystem clones files (a reflink is chosen before a link)")
     assert out.stdout.strip() == "link"
@@ -77,24 +87,14 @@ def test_an_unprivileged_daemon_links_the_input_read_only_and_records_its_mode(t
 def test_an_unprivileged_daemon_links_a_folder_delivery_read_only_and_a_crash_gives_every_mode_back(
     tmp_path: Path,
 ) -> None:
-    # As above: linking is chosen only by a process that cannot override file modes, so as nobody.
     folder = tmp_path / "nobody"
-    folder.mkdir()
-    folder.chmod(0o777)
-    script = (
-        "import os, sys\n"
-        "from pathlib import Path\n"
-        "from chute import staging\n"
-        "os.chdir(sys.argv[1]); os.setgid(65534); os.setuid(65534)\n"
+    out = as_nobody(
+        folder,
         "c = Path('claim'); (c / 'CARD' / 'CLIPS').mkdir(parents=True); Path('ws').mkdir()\n"
         "(c / 'CARD' / 'CLIPS' / 'A001.mov').write_text('a'); (c / 'CARD' / 'card.md5').write_text('m')\n"
         "os.chmod(c / 'CARD' / 'card.md5', 0o600)\n"
-        "print(staging.stage_tree(c / 'CARD', Path('ws') / 'card', c))\n"
+        "print(staging.stage_tree(c / 'CARD', Path('ws') / 'card', c))\n",
     )
-    if os.geteuid() != 0:
-        pytest.skip("this test becomes the user nobody to be unprivileged, which needs root")
-    out = subprocess.run([sys.executable, "-c", script, str(folder)], capture_output=True, text=True, timeout=60)
-    assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "link"
     claimed, staged = folder / "claim" / "CARD", folder / "ws" / "card"
     assert claimed.joinpath("CLIPS", "A001.mov").stat().st_ino == staged.joinpath("CLIPS", "A001.mov").stat().st_ino
