@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import os
 import signal
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -97,6 +98,18 @@ def cmdline(pid: int) -> bytes:
 def thread_count() -> int:
     """How many threads this process has."""
     return len(os.listdir("/proc/self/task"))
+
+
+def threads_after_joins(want: int = 1, within_s: float = 1.0) -> int:
+    """How many threads this process has once threads just joined have left /proc, waiting at most `within_s`.
+
+    pthread_join returns when the kernel clears the exiting thread's tid (mm_release), a moment before
+    the thread leaves its group (exit_notify): a count taken right after a join can still see it.
+    """
+    deadline = time.monotonic() + within_s
+    while (count := thread_count()) != want and time.monotonic() < deadline:
+        time.sleep(0.002)
+    return count
 
 
 def pids() -> Iterator[int]:

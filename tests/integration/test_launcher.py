@@ -513,6 +513,16 @@ def test_a_preload_that_starts_a_thread_makes_the_launcher_unavailable(folder, t
         client.close()
 
 
+def test_a_thread_a_preload_has_just_ended_does_not_count(folder, tmp_path):
+    """OpenBLAS's pool is joined just before the check; a joined thread can linger in /proc a moment."""
+    (tmp_path / "brief_thread_library.py").write_text(
+        "import threading, time\nthreading.Thread(target=time.sleep, args=(0.2,)).start()\n"
+    )
+    with Launcher(preload=("chute.modkit", "brief_thread_library")) as client:
+        ran = run_warm(client, [PYTHON, "endings.py", "returns"], folder, module_env(folder, PYTHONPATH=str(tmp_path)))
+        assert ran.returncode == 0 and client.running
+
+
 def test_a_preload_that_does_not_import_is_skipped(folder):
     with Launcher(preload=("chute.modkit", "no_such_library")) as client:
         ran = run_warm(client, [PYTHON, "endings.py", "returns"], folder, module_env(folder))

@@ -137,8 +137,9 @@ class _Server:
             os.waitpid(pid, 0)
 
 
-def _threads_error() -> dict[str, str] | None:
-    threads = procs.thread_count()
+def _threads_error(joined: bool = False) -> dict[str, str] | None:
+    """Why the launcher may not fork now, if it may not; `joined`: threads were just joined, wait for them to go."""
+    threads = procs.threads_after_joins() if joined else procs.thread_count()
     if threads != 1:  # a fork copies only the calling thread, and whatever locks the others held
         return {"error": f"the launcher has {threads} threads; it forks only with one"}
     return None
@@ -213,7 +214,7 @@ def _warm_up(preload: Sequence[str]) -> dict[str, Any]:
     """Import the preloads; the message for the client: ready (with the preloads skipped), or an error."""
     skipped = _preload(preload)
     _stop_blas_threads()
-    error = _threads_error()
+    error = _threads_error(joined=True)
     if error is not None:
         return {"error": f"{error['error']} after importing {', '.join(preload)}"}
     gc.collect()
