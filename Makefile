@@ -37,12 +37,18 @@ lint: venv
 
 # pytest under coverage, subprocesses included ([tool.coverage.*] in pyproject.toml), then the
 # total: the report prints even when a test failed, and the exit status is pytest's failure if it
-# failed, else the report's (below fail_under).
+# failed, else the report's (below fail_under). The tests run in $(WORKERS) pytest-xdist workers,
+# a test module to a worker (its module fixtures are made once); those marked `serial` run
+# afterwards, alone. Most tests wait on daemons and settle times, so workers beyond the cores
+# still shorten the run: 3 on the 2 cores of CI.
+WORKERS ?= 3
 test: venv system-packages lint
 	rm -rf var/coverage
-	$(BIN)/coverage run -m pytest; status=$$?; \
+	$(BIN)/coverage run -m pytest -n $(WORKERS) --dist loadscope -m "not serial"; status=$$?; \
+	$(BIN)/coverage run -m pytest -m serial; serial=$$?; \
 	$(BIN)/coverage combine --quiet && $(BIN)/coverage report; report=$$?; \
-	if [ $$status -ne 0 ]; then exit $$status; fi; exit $$report
+	if [ $$status -ne 0 ]; then exit $$status; fi; \
+	if [ $$serial -ne 0 ]; then exit $$serial; fi; exit $$report
 
 clean:
 	rm -rf $(VENV) var

@@ -7,6 +7,10 @@ these tests hold chute to what that guarantees: the escapee is gone after a work
 death, after a clean stop, and after a kill -9 of the daemon once the next daemon has
 started. This machine (root, cgroup v2 at /sys/fs/cgroup/unified) allows cgroups, so
 a daemon that says it could not use them fails the test instead of skipping it.
+
+A starting daemon kills and removes the cgroups of every dead daemon of the host, whichever
+test started it: these tests run alone (`serial`), or another test's daemon could sweep
+what they wait for this one to sweep.
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ import pytest
 import yaml
 
 from tests.harness import Daemon, Setup, drop, files, wait_until
+
+pytestmark = pytest.mark.serial
 
 ESCAPE_MODULE = """\
 import os, shutil, signal, sys, time
