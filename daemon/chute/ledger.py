@@ -5,13 +5,14 @@ from __future__ import annotations
 import enum
 import json
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from .errors import ChuteError
+from .ledger_schema import MIGRATIONS, VERSION
 
 FILE = "ledger.sqlite3"
 
@@ -50,72 +51,6 @@ class Run:
         return d
 
 
-_TABLE = """
-CREATE TABLE IF NOT EXISTS runs (
-    run_id      TEXT PRIMARY KEY,
-    inbox       TEXT NOT NULL,
-    job         TEXT NOT NULL,
-    input_name  TEXT NOT NULL,
-    size        INTEGER,
-    sha256      TEXT,
-    state       TEXT NOT NULL,
-    attempts    INTEGER NOT NULL DEFAULT 0,
-    claim       TEXT,
-    queued_at   TEXT NOT NULL,
-    started_at  TEXT,
-    finished_at TEXT,
-    result      TEXT,
-    error       TEXT,
-    worker      TEXT
-)"""
-# `chute status` reads the counts of each state from here, kept by triggers: a GROUP BY over a
-# million runs would read all of them (issue 21: 0.57 s on 1,000,000 runs).
-_COUNTS_TABLE = (
-    "CREATE TABLE run_counts (state TEXT PRIMARY KEY, n INTEGER NOT NULL) WITHOUT ROWID",
-    "INSERT INTO run_counts SELECT state, COUNT(*) FROM runs GROUP BY state",
-    "CREATE TRIGGER runs_counted_insert AFTER INSERT ON runs BEGIN"
-    " INSERT INTO run_counts VALUES (NEW.state, 1) ON CONFLICT(state) DO UPDATE SET n = n + 1; END",
-    "CREATE TRIGGER runs_counted_delete AFTER DELETE ON runs BEGIN"
-    " UPDATE run_counts SET n = n - 1 WHERE state = OLD.state; END",
-    "CREATE TRIGGER runs_counted_update AFTER UPDATE OF state ON runs WHEN OLD.state IS NOT NEW.state BEGIN"
-    " UPDATE run_counts SET n = n - 1 WHERE state = OLD.state;"
-    " INSERT INTO run_counts VALUES (NEW.state, 1) ON CONFLICT(state) DO UPDATE SET n = n + 1; END",
-)
-
-
-def _v1_runs(db: sqlite3.Connection) -> None:
-    """The runs table as chute wrote it before the ledger had a version (user_version 0)."""
-    db.execute(_TABLE)
-    if "worker" not in {row[1] for row in db.execute("PRAGMA table_info(runs)")}:
-        db.execute("ALTER TABLE runs ADD COLUMN worker TEXT")  # ledgers older still lack it
-    db.execute("CREATE INDEX IF NOT EXISTS runs_state ON runs (state)")
-    db.execute("CREATE INDEX IF NOT EXISTS runs_finished ON runs (finished_at)")
-
-
-def _v2_status(db: sqlite3.Connection) -> None:
-    """What `chute status` and pruning read without a scan: active runs by age, counts by state."""
-    db.execute("DROP INDEX IF EXISTS runs_state")
-    db.execute("CREATE INDEX runs_active ON runs (state, queued_at)")
-    for sql in _COUNTS_TABLE:
-        db.execute(sql)
-
-
-def _v3_web(db: sqlite3.Connection) -> None:
-    """What `chute web`'s history reads without a scan: the newest runs, of one job, of one inbox (issue 23)."""
-    db.execute("CREATE INDEX runs_queued ON runs (queued_at)")
-    db.execute("CREATE INDEX runs_job ON runs (job, queued_at)")
-    db.execute("CREATE INDEX runs_inbox ON runs (inbox, queued_at)")
-
-
-def _v4_figures(db: sqlite3.Connection) -> None:
-    """A finished run's figures for the web page's stats: its entries' modules and times, the bytes it wrote."""
-    db.execute("ALTER TABLE runs ADD COLUMN figures TEXT")
-
-
-# The schema's history: MIGRATIONS[n] takes a ledger from version n to n + 1 (PRAGMA user_version).
-# Append only: a released migration never changes, or ledgers already past it would differ.
-MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_v1_runs, _v2_status, _v3_web, _v4_figures)
-VERSION = len(MIGRATIONS)
 _COLUMNS = (
     "run_id, inbox, job, input_name, size, sha256, state, attempts, claim, queued_at, started_at, finished_at,"
     " result, error, worker"

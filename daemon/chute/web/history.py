@@ -15,12 +15,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from ..ledger import _COLUMNS, FILE, Ledger, Run, State, _row
+from ..ledger_schema import NAMES
 
 MAX_LIMIT = 500  # runs on one page or in one answer of /api/runs
 EXPORT_LIMIT = 100_000  # runs in one CSV or JSON export
 BUDGET_S = 0.12  # a query stopped after this: a name search over a million runs answers with what it found
 COUNT_BUDGET_S = 0.05  # a count stopped after this is "unknown" (then "retry all matching" asks to narrow the filter)
 STEPS = 5_000  # SQLite virtual machine steps between looks at the clock (about a millisecond)
+TRIGRAM = 3  # the shortest name part the ledger's trigram index can find
+WINDOW = 20_000  # the newest runs a name part is looked for in by reading them, before the index
 
 
 @dataclass(frozen=True)
@@ -34,8 +37,8 @@ class Filter:
     since: str | None = None  # ISO times, compared with queued_at
     until: str | None = None
 
-    def where(self) -> tuple[str, list[str]]:
-        """The WHERE clause and its arguments."""
+    def where(self, indexed: bool = False) -> tuple[str, list[str]]:
+        """The WHERE clause and its arguments; `indexed`: the name part is looked up in the trigram index."""
         terms, args = [], []
         for column, value in (("state", self.state and self.state.value), ("job", self.job), ("inbox", self.inbox)):
             if value:
@@ -47,7 +50,10 @@ class Filter:
         if self.until:
             terms.append("queued_at < ?")
             args.append(self.until)
-        if self.q:
+        if self.q and indexed:
+            terms.append(f"rowid IN (SELECT rowid FROM {NAMES} WHERE {NAMES} MATCH ?)")
+            args.append('"' + self.q.replace('"', '""') + '"')  # one phrase: the part as typed, any case
+        elif self.q:
             terms.append("instr(lower(input_name), ?) > 0")
             args.append(self.q.lower())
         return (" WHERE " + " AND ".join(terms)) if terms else "", args
@@ -80,31 +86,58 @@ def _budget(db: sqlite3.Connection, seconds: float) -> None:
     db.set_progress_handler(lambda: int(time.monotonic() > deadline), STEPS)
 
 
+def _indexed(db: sqlite3.Connection, where: Filter) -> bool:
+    """Whether the filter's name part can be looked up in the trigram index (ledger_schema._v5_names)."""
+    if where.q is None or len(where.q) < TRIGRAM:
+        return False
+    return db.execute("SELECT 1 FROM sqlite_master WHERE name = ?", (NAMES,)).fetchone() is not None
+
+
 def runs(state_dir: Path, where: Filter, limit: int, offset: int = 0, budget: float = BUDGET_S) -> Page:
-    """Up to `limit` runs of the filter, newest first, from `offset`."""
-    sql_where, args = where.where()
-    sql = f"SELECT {_COLUMNS} FROM runs{sql_where} ORDER BY queued_at DESC LIMIT ? OFFSET ?"
-    found: list[Run] = []
+    """Up to `limit` runs of the filter, newest first, from `offset`.
+
+    A name part is first looked for among the newest `WINDOW` runs, where a part that many names
+    share fills the page at once; short of a full page there, the trigram index finds every run
+    that has it, however old, without reading the others.
+    """
     if _none_yet(state_dir):
-        return Page(found, complete=True)
+        return Page([], complete=True)
     with opened(state_dir) as ledger:
-        _budget(ledger.db, budget)
-        try:
-            for row in ledger.db.execute(sql, [*args, limit, offset]):
-                found.append(_row(row))
-        except sqlite3.OperationalError as exc:
-            if "interrupted" not in str(exc):
-                raise
-            return Page(found, complete=False)
+        if not _indexed(ledger.db, where):
+            return _select(ledger.db, where.where(), limit, offset, budget)
+        started = time.monotonic()
+        newest = _select(ledger.db, where.where(), limit, offset, budget / 2, window=WINDOW)
+        if newest.complete and len(newest.runs) == limit:
+            return newest
+        left = budget - (time.monotonic() - started)
+        return _select(ledger.db, where.where(indexed=True), limit, offset, left)
+
+
+def _select(
+    db: sqlite3.Connection, where: tuple[str, list[str]], limit: int, offset: int, budget: float, window: int = 0
+) -> Page:
+    """The runs of a WHERE clause, newest first; `window`: among the newest `window` runs only."""
+    sql_where, args = where
+    runs = f"(SELECT * FROM runs ORDER BY queued_at DESC LIMIT {int(window)}) AS runs" if window else "runs"
+    sql = f"SELECT {_COLUMNS} FROM {runs}{sql_where} ORDER BY queued_at DESC LIMIT ? OFFSET ?"
+    found: list[Run] = []
+    _budget(db, budget)
+    try:
+        for row in db.execute(sql, [*args, limit, offset]):
+            found.append(_row(row))
+    except sqlite3.OperationalError as exc:
+        if "interrupted" not in str(exc):
+            raise
+        return Page(found, complete=False)
     return Page(found, complete=True)
 
 
 def count(state_dir: Path, where: Filter, budget: float = COUNT_BUDGET_S) -> int | None:
     """How many runs the filter matches; None when counting would take longer than the budget."""
-    sql_where, args = where.where()
     if _none_yet(state_dir):
         return 0
     with opened(state_dir) as ledger:
+        sql_where, args = where.where(indexed=_indexed(ledger.db, where))
         _budget(ledger.db, budget)
         try:
             return int(ledger.db.execute(f"SELECT COUNT(*) FROM runs{sql_where}", args).fetchone()[0])
