@@ -147,15 +147,17 @@ class DaskExecutor:
             return dict(self.live)
 
     def workers(self) -> list[dict]:
-        """Each Dask worker as the scheduler last told (it drops one that stops beating): state, threads, runs."""
+        """Each Dask worker as the scheduler last told (it drops one that stops beating): state, threads, runs,
+        and the age of its last heartbeat to the scheduler (by the scheduler's clock against ours: NTP's business)."""
+        now = time.time()
         with self.cluster.lock:
             found = [
-                (a, w.state if w.running else "paused", w.nthreads, len(w.runs))
+                (a, w.state if w.running else "paused", w.nthreads, len(w.runs), w.last_seen)
                 for a, w in self.cluster.workers.items()
             ]
         return [
-            {"worker": a, "state": state, "nthreads": n, "runs": runs, "heartbeat_age_s": None}
-            for a, state, n, runs in sorted(found)
+            {"worker": a, "state": state, "nthreads": n, "runs": runs, "heartbeat_age_s": _age(now, seen)}
+            for a, state, n, runs, seen in sorted(found, key=lambda row: row[0])
         ]
 
     def _progressed(self, event: tuple[float, dict]) -> None:
@@ -256,7 +258,8 @@ class DaskExecutor:
             refused = self.cluster.refused_since(address)
             if address not in known or reprobe or (refused is not None and time.monotonic() - refused > REPROBE):
                 self.probes.send(client, address)
-            self.cluster.set_running(address, info[address].get("status", "running") == "running")
+            worker = info[address]
+            self.cluster.set_running(address, worker.get("status", "running") == "running", worker.get("last_seen"))
 
     def _stop_stale(self, client: Client) -> None:
         """Attempts the last connection left running (the daemon lost the scheduler, its workers did not): stop them."""
@@ -332,3 +335,8 @@ def _sweep_sent(marker: str, sent) -> None:
     exc = None if sent.cancelled() else sent.exception()
     if exc is not None:
         log.warning("executor.sweep_failed", marker=marker, reason=_reason(exc))
+
+
+def _age(now: float, seen: float | None) -> float | None:
+    """Seconds since `seen`, never below 0 (a scheduler's clock a little ahead of ours); None when not known."""
+    return None if seen is None else round(max(0.0, now - seen), 1)

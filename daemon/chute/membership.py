@@ -31,6 +31,7 @@ class Worker:
     probe: DaskFuture | None = None  # its probe under way
     probed_at: float = 0.0  # monotonic
     running: bool = True  # the scheduler says it takes tasks (not paused, not retiring)
+    last_seen: float | None = None  # the scheduler's time (time.time) of its last heartbeat
     turn: int = 0  # when it was last given a run: ties go to the one idle longest
 
     def takes_runs(self) -> bool:
@@ -130,9 +131,10 @@ class Membership:
             worker = self.workers.pop(address)
             return worker, [self.runs[r] for r in worker.runs if r in self.runs]
 
-    def set_running(self, address: str, running: bool) -> None:
+    def set_running(self, address: str, running: bool, last_seen: float | None = None) -> None:
         with self.lock:
             self.workers[address].running = running
+            self.workers[address].last_seen = last_seen
 
     def refused_since(self, address: str) -> float | None:
         """When a refused worker was probed last; None if it is not refused."""

@@ -51,6 +51,12 @@ def at_half(config: Path) -> dict | None:
     return None
 
 
+def dask_workers_seen(config: Path) -> list[dict] | None:
+    """The daemon's workers once each has a heartbeat age from the scheduler, else None."""
+    workers = control_client.request(state_dir_of(config), {"op": "status"})["workers"]
+    return workers if workers and all(w["heartbeat_age_s"] is not None for w in workers) else None
+
+
 def hold_and_look(daemon: Daemon, config: Path, inbox: dict, tmp_path: Path) -> None:
     """Drop a held file; status shows its step, entry, 50% and elapsed time; released, no progress remains."""
     flag = tmp_path / "release"
@@ -104,6 +110,9 @@ def test_dask_run_shows_its_progress_too(tmp_path):
         config = setup.write()
         with Daemon(config) as d:
             d.wait_event("executor.worker_joined")
+            # The page's and the socket's workers: the Dask worker with the age of its last heartbeat.
+            [worker] = wait_until(lambda: dask_workers_seen(config), 30)
+            assert worker["state"] == "allowed" and worker["nthreads"] >= 1 and 0 <= worker["heartbeat_age_s"] < 60
             hold_and_look(d, config, inbox, tmp_path)
     finally:
         cluster.close()
