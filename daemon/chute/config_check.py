@@ -146,8 +146,27 @@ def _anchor_security(security: Security, folders: Path) -> Security:
     )
 
 
-def _inside(child: Path, parent: Path) -> bool:
-    return child == parent or child.is_relative_to(parent)
+class _Paths:
+    """The inboxes' paths by their parts: which inboxes a folder is in, and which are beneath it, without a
+    pass over every inbox for every folder (500 inboxes took `chute check`, a start and a reload 5 s)."""
+
+    def __init__(self, inboxes: list[Inbox]):
+        self.at: dict[tuple[str, ...], list[int]] = {}
+        self.beneath: dict[tuple[str, ...], list[int]] = {}
+        for n, inbox in enumerate(inboxes):
+            parts = inbox.path.parts
+            self.at.setdefault(parts, []).append(n)
+            for k in range(1, len(parts)):
+                self.beneath.setdefault(parts[:k], []).append(n)
+
+    def holding(self, folder: Path) -> list[int]:
+        """The inboxes whose path is `folder` or one of its parents, in the file's order."""
+        parts = folder.parts
+        return sorted(n for k in range(1, len(parts) + 1) for n in self.at.get(parts[:k], ()))
+
+    def nested(self, folder: Path) -> list[int]:
+        """The inboxes on `folder`, above it or beneath it, in the file's order."""
+        return sorted([*self.holding(folder), *self.beneath.get(folder.parts, ())])
 
 
 def _overlaps(doc: Document, config: Config, index: list[int]) -> list[Problem]:
@@ -157,32 +176,32 @@ def _overlaps(doc: Document, config: Config, index: list[int]) -> list[Problem]:
     """
     problems = []
     inboxes = config.inboxes
+    paths = _Paths(inboxes)
     for n, (i, inbox) in enumerate(zip(index, inboxes)):
         if inbox.on_success == "archive" and inbox.archive is None:
             problems.append(
                 doc.problem(("inboxes", i, "on_success"), "is 'archive', so 'archive' (a folder) is required")
             )
-        for j, other in zip(index[:n], inboxes[:n]):
+        for m in (m for m in paths.nested(inbox.path) if m < n):
+            j, other = index[m], inboxes[m]
             if inbox.path == other.path:
                 problems.append(doc.problem(("inboxes", i, "path"), f"inboxes[{j}] already watches {inbox.path}"))
-            elif _inside(inbox.path, other.path) or _inside(other.path, inbox.path):
+            else:
                 problems.append(doc.problem(("inboxes", i, "path"), f"is nested with inboxes[{j}] ({other.path})"))
         for key in ("outbox", "quarantine", "archive"):
             folder = getattr(inbox, key)
             if folder is None:
                 continue
-            for j, other in zip(index, inboxes):
-                if _inside(folder, other.path):
-                    problems.append(
-                        doc.problem(
-                            ("inboxes", i, key),
-                            f"{folder} is inside inboxes[{j}] ({other.path}): results would be fed back in",
-                        )
+            for m in paths.holding(folder):
+                problems.append(
+                    doc.problem(
+                        ("inboxes", i, key),
+                        f"{folder} is inside inboxes[{index[m]}] ({inboxes[m].path}): results would be fed back in",
                     )
+                )
     for key in ("state_dir", "work_dir"):
-        for j, other in zip(index, inboxes):
-            if _inside(getattr(config, key), other.path):
-                problems.append(doc.problem((key,), f"is inside inboxes[{j}] ({other.path})"))
+        for m in paths.holding(getattr(config, key)):
+            problems.append(doc.problem((key,), f"is inside inboxes[{index[m]}] ({inboxes[m].path})"))
     return problems
 
 
