@@ -151,12 +151,13 @@ def _no_clash(artifacts: tuple[Artifact, ...]) -> None:
             raise Unbound(f"the delivery's file {a.file!r} would share its result folder's name with an artifact")
 
 
-def stage(bound: Bound, ws: Path, root: Path, claim_dir: Path | None) -> None:
+def stage(bound: Bound, ws: Path, root: Path, claim_dir: Path | None, copy: staging.Copy = private_copy) -> None:
     """Put the bound sidecars into workspace `ws`, and make the for_each outputs' folders.
 
     A sidecar is never linked writable: it is reflinked, or hard-linked once it is read-only
     (a stem's sidecars are made so here, their modes kept in the claim's `.modes` for
-    claims.restore_modes; a folder's tree was staged so), else copied.
+    claims.restore_modes; a folder's tree was staged so), else copied with `copy` (verification's
+    hashing copy, so the check reads it no more).
     """
     plan = bound.plan
     pairs = [(ws / name, ws / plan.input_names[0] / rel if plan.folder else root / rel) for name, rel in bound.sidecars]
@@ -168,7 +169,7 @@ def stage(bound: Bound, ws: Path, root: Path, claim_dir: Path | None) -> None:
         if not os.stat(src).st_mode & 0o222 and staging.links(src, ws):
             os.link(src, dst)
         else:
-            private_copy(src, dst)
+            copy(src, dst)
     for e in plan.entries():
         for b in e.outputs:
             (ws / b.artifact).parent.mkdir(parents=True, exist_ok=True)

@@ -115,14 +115,14 @@ def _prepare(spec: RunSpec, fence: Fence) -> tuple[Path, dict[str, Any], RunSpec
         if free < need:
             reason = f"work_dir {spec.work_dir} has {free >> 20} MiB free; this run needs {need >> 20} MiB"
             return deferred(spec, reason, Fault.MACHINE, {})
-        checked = verification.prepare(spec, fence, claim_dir)
+        root = delivery.root
+
+        def sidecars(ws: Path, copy: staging.Copy) -> None:  # staged before the check, with its hashing copy
+            bind.stage(bound, ws, root, claim_dir, copy)
+
+        checked = verification.prepare(spec, fence, claim_dir, sidecars)
         if checked.verification.reason is not None:  # the delivery is not what its checksums say: nothing runs
             return _refuse(spec, fence, checked)
-        try:
-            bind.stage(bound, checked.ws, delivery.root, claim_dir)
-        except BaseException:
-            shutil.rmtree(checked.ws, ignore_errors=True)
-            raise
         return checked.ws, checked.input_info(spec), dataclasses.replace(spec, job=bound.plan)
     except bind.Unbound as exc:  # the delivery's fault: it lacks a file the job needs
         return quarantine_without_run(spec, str(exc), fence)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,8 +46,11 @@ def inputs(verification: checksums.Verification) -> list[dict[str, Any]]:
     return [i.as_manifest() | names.fields("name", i.name) for i in verification.inputs]
 
 
-def prepare(spec: RunSpec, fence: Fence, claim_dir: Path | None) -> Checked:
-    """Stage the input in a fresh workspace and check the delivery, reading each byte once.
+def prepare(
+    spec: RunSpec, fence: Fence, claim_dir: Path | None, stage_more: Callable[[Path, staging.Copy], None] | None = None
+) -> Checked:
+    """Stage the input (and, by `stage_more(ws, copy)`, a stem's bound sidecars) in a fresh workspace and
+    check the delivery, reading each byte once: what must be copied is hashed as it is copied.
 
     Raises staging.Unreadable (the file's problem) and OSError (the machine's: an I/O error,
     a share gone, no space); the workspace is removed when it raises.
@@ -59,9 +63,35 @@ def prepare(spec: RunSpec, fence: Fence, claim_dir: Path | None) -> Checked:
     planned = checksums.plan(root, files, mode, main)
     log.info("run.verifying", files=len(files), checksums=len({e.source for e in planned.expected}), verify=mode.value)
     copied: dict[str, checksums.Digest] = {}
+    copy = _hashing_copy(root, main, planned, copied)
+    ws = staging.prepare(spec, fence.input, claim_dir, copy)
+    try:
+        if stage_more is not None:
+            stage_more(ws, copy)
+        checked = checksums.check(root, files, planned, mode=mode, main=main, known=copied)
+    except BaseException:
+        shutil.rmtree(ws, ignore_errors=True)
+        raise
+    verified = sum(1 for i in checked.inputs if i.verified_by)
+    size = sum(i.size for i in checked.inputs)
+    duration_s = round(time.monotonic() - started, 3)
+    log.info(
+        "run.verified",
+        files=len(files),
+        verified=verified,
+        bytes=size,
+        problems=len(checked.problems),
+        duration_s=duration_s,
+    )
+    return Checked(ws, checked, main)
+
+
+def _hashing_copy(
+    root: Path, main: str | None, planned: checksums.Plan, copied: dict[str, checksums.Digest]
+) -> staging.Copy:
+    """Staging's private copy of a file of the delivery, hashed as it is copied (its digest kept in `copied`)."""
 
     def copy(src: Path, dst: Path) -> None:
-        """Staging's private copy of a file of the delivery, hashed as it is copied."""
         if not src.is_relative_to(root):
             checksums.copy_hashing(src, dst)  # not a file of the delivery: nothing to record
             return
@@ -69,20 +99,4 @@ def prepare(spec: RunSpec, fence: Fence, claim_dir: Path | None) -> Checked:
         extra = {"sha256"} if name == main else set()  # the manifest's `input.sha256` (contract §6)
         copied[name] = checksums.copy_hashing(src, dst, planned.algorithms(name) | extra)
 
-    ws = staging.prepare(spec, fence.input, claim_dir, copy)
-    try:
-        checked = checksums.check(root, files, planned, mode=mode, main=main, known=copied)
-    except BaseException:
-        shutil.rmtree(ws, ignore_errors=True)
-        raise
-    verified = sum(1 for i in checked.inputs if i.verified_by)
-    size = sum(i.size for i in checked.inputs)
-    log.info(
-        "run.verified",
-        files=len(files),
-        verified=verified,
-        bytes=size,
-        problems=len(checked.problems),
-        duration_s=round(time.monotonic() - started, 3),
-    )
-    return Checked(ws, checked, main)
+    return copy

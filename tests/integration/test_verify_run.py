@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import xxhash
+import yaml
 from chute.run import Fault, RunStatus
 from chute.runner import execute
 
@@ -149,3 +150,38 @@ def test_an_input_named_in_latin_1_is_listed_with_its_exact_bytes(project, tmp_p
     assert result.status == "succeeded", result.error
     (listed,) = read_json(result.result_dir / "manifest.json")["inputs"]
     assert listed["name"] == "caf\\xe9.mov" and base64.b64decode(listed["name_b64"]) == b"caf\xe9.mov"
+
+
+def test_a_stems_copied_sidecar_is_read_once_with_its_main_file(project, tmp_path):
+    """Staging copies here (root: a link could be written through); each byte of the delivery is still read once."""
+    project.module("pair", NOTE, inputs={"input": "data", "subs": "data"}, outputs={"output": "data"})
+    job = project.job(
+        "pair_job", [("pair", [entry("pair", {"input": "clip.mp4", "subs": "subs.srt"}, {"output": "o"})])]
+    )
+    doc = yaml.safe_load(job.read_text())
+    doc["input_artifacts"] = [
+        {"param_name": "input", "type": "data", "name": "clip.mp4"},
+        {"param_name": "subs", "type": "data", "name": "subs.srt", "match": "*.srt"},
+    ]
+    job.write_text(yaml.safe_dump(doc, sort_keys=False))
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    main, sidecar = (
+        bytes(range(256)) * (64 << 8),
+        b"1\n00:00:00,000 --> 00:00:01,000\nhi\n" * (400 << 10),
+    )  # 4 + 14 MiB
+    (drop / "clip.mp4").write_bytes(main)
+    (drop / "clip.srt").write_bytes(sidecar)
+    spec = project.claimed_spec("pair_job", drop / "clip.mp4", unit="stem", on_success="delete")
+    (drop / "clip.srt").rename(Path(spec.claim) / "clip.srt")
+
+    before = _rchar()
+    result = execute(spec, modules=project.launcher)
+    read = _rchar() - before
+
+    assert result.status == "succeeded", result.error
+    listed = {i["name"]: i for i in read_json(result.result_dir / "manifest.json")["inputs"]}
+    assert listed["clip.srt"]["hashes"]["xxh128"] == xxhash.xxh3_128(sidecar).hexdigest()
+    assert listed["clip.mp4"]["size"] == len(main)
+    total = len(main) + len(sidecar)
+    assert total <= read < 1.3 * total, f"{read} bytes read for a {total}-byte delivery"
