@@ -238,7 +238,7 @@ class Step:
             self.log.info("entry.fresh", module=plan.module, reason=proc.fallback)
         self._track(Attempt(i, proc, Progress(Phase.RUNNING, time.monotonic() + self.spec.timeout_of(plan))))
         self.log.info("entry.started", **plan.fields, attempt=rec.attempts, pid=proc.pid)
-        self.emit("entry.started", label=plan.label, module=plan.module, attempt=rec.attempts)
+        self._emit("entry.started", plan, attempt=rec.attempts)
 
     def _not_started(self, rec: EntryRecord, reason: str, fault: Fault | None = Fault.MACHINE) -> None:
         rec.status = EntryStatus.FAILED
@@ -247,7 +247,13 @@ class Step:
         self._fail(failure(reason, plan.step, plan.module), fault)
 
     def _progress(self, plan: EntryPlan, value: float) -> None:
-        self.emit("entry.progress", label=plan.label, module=plan.module, progress=value)
+        self._emit("entry.progress", plan, progress=value)
+
+    def _emit(self, event: str, plan: EntryPlan, **fields: Any) -> None:
+        """An event for the progress reporter; a for_each instance names its file, one of how many."""
+        if plan.file is not None:
+            fields |= {"member": plan.file, "members": sum(r.plan.label == plan.label for r in self.records)}
+        self.emit(event, label=plan.label, module=plan.module, **fields)
 
     def _spawner(self, plan: EntryPlan) -> Spawn | None:
         if self.modules is None or plan.launcher == "fresh":
@@ -295,14 +301,11 @@ class Step:
 
     def _succeeded(self, rec: EntryRecord, a: Attempt) -> None:
         rec.status = EntryStatus.SUCCEEDED
+        took = round(a.proc.duration, 3)
         self.log.info(
-            "entry.finished",
-            **rec.plan.fields,
-            exit_code=rec.exit_code,
-            attempt=rec.attempts,
-            duration_s=round(a.proc.duration, 3),
+            "entry.finished", **rec.plan.fields, exit_code=rec.exit_code, attempt=rec.attempts, duration_s=took
         )
-        self.emit("entry.finished", label=rec.plan.label, module=rec.plan.module)
+        self._emit("entry.finished", rec.plan)
         self._start_next()
 
     def _failed(self, rec: EntryRecord, reason: str, fault: Fault | None) -> None:
@@ -316,7 +319,7 @@ class Step:
             reason=reason,
             retrying=retrying,
         )
-        self.emit("entry.failed", label=rec.plan.label, module=rec.plan.module, reason=reason, retrying=retrying)
+        self._emit("entry.failed", rec.plan, reason=reason, retrying=retrying)
         if retrying:
             self._start(next(i for i, r in enumerate(self.records) if r is rec))  # (for_each: many per plan)
             return

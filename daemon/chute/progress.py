@@ -42,6 +42,7 @@ class Reporter:
         self.where = {label: i for i, (_, entries) in enumerate(self.steps) for label, _ in entries}
         self.step = -1
         self.entries: dict[str, dict[str, Any]] = {}
+        self.members: dict[str, dict[str, dict[str, Any]]] = {}  # a for_each entry's instances, by file
         self.lock = threading.Lock()
         self.last: float | None = None
         self.timer: threading.Timer | None = None
@@ -69,15 +70,14 @@ class Reporter:
                 lab: {"label": lab, "module": mod, "state": "pending", "fraction": None}
                 for lab, mod in self.steps[step][1]
             }
+            self.members = {}
         row = self.entries[label]
-        if event in STATES:
-            row["state"] = STATES[event]
-        if event == "entry.finished":
-            row["fraction"] = 1.0
-        elif event == "entry.started":
-            row["fraction"] = None
-        elif event == "entry.progress":
-            row["fraction"] = max(0.0, min(1.0, float(fields["progress"])))
+        if "member" in fields:  # an instance of a for_each entry: one of `members` files
+            member = self.members.setdefault(label, {}).setdefault(fields["member"], {"state": "pending"})
+            _apply(member, event, fields)
+            row.update(_together(self.members[label], int(fields["members"])))
+        else:
+            _apply(row, event, fields)
 
     def message(self) -> Message:
         """The run's progress now: its step (name, 1-based index, count) and each entry of it."""
@@ -110,3 +110,30 @@ class Reporter:
             if self.timer is not None:
                 self.timer.cancel()
                 self.timer = None
+
+
+def _apply(row: dict[str, Any], event: str, fields: dict[str, Any]) -> None:
+    """One step-engine event on an entry's row (or a for_each instance's): its state and fraction."""
+    if event in STATES:
+        row["state"] = STATES[event]
+    if event == "entry.finished":
+        row["fraction"] = 1.0
+    elif event == "entry.started":
+        row["fraction"] = None
+    elif event == "entry.progress":
+        row["fraction"] = max(0.0, min(1.0, float(fields["progress"])))
+
+
+def _together(instances: dict[str, dict[str, Any]], files: int) -> dict[str, Any]:
+    """A for_each entry as one row: running while any file runs, its fraction across all `files`.
+
+    A file not started yet counts 0, a finished one 1, a running one its own fraction (0 until it says).
+    """
+    states = [i["state"] for i in instances.values()]
+    done = states.count("succeeded")
+    if "running" in states or len(instances) < files:
+        state = "running" if "running" in states or done else "pending"
+    else:
+        state = "failed" if "failed" in states else "succeeded"
+    known = sum(1.0 if i["state"] == "succeeded" else i.get("fraction") or 0.0 for i in instances.values())
+    return {"state": state, "fraction": round(known / files, 3), "files": files, "files_done": done}

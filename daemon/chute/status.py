@@ -130,10 +130,13 @@ def _progress_line(p: dict[str, Any]) -> str:
 
 
 def _entry_state(e: dict[str, Any]) -> str:
-    """An entry as `status` shows it: 42%, running (no fraction yet), done, failed or waiting."""
+    """An entry as `status` shows it: 42%, running (no fraction yet), done, failed or waiting; a for_each
+    entry's across its files, and how many of them are done (`37% (3/8 files)`)."""
     if e["state"] == "running":
-        return "running" if e["fraction"] is None else f"{int(e['fraction'] * 100)}%"
-    return {"succeeded": "done", "failed": "failed"}.get(e["state"], "waiting")
+        shown = "running" if e["fraction"] is None else f"{int(e['fraction'] * 100)}%"
+    else:
+        shown = {"succeeded": "done", "failed": "failed"}.get(e["state"], "waiting")
+    return f"{shown} ({e['files_done']}/{e['files']} files)" if e.get("files") else shown
 
 
 def _duration(seconds: float) -> str:

@@ -11,6 +11,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 from chute import control_client
 
 from tests.harness import CHUTE, Daemon, Setup, drop, files, state_dir_of, status_json, wait_until
@@ -116,3 +117,53 @@ def test_dask_run_shows_its_progress_too(tmp_path):
             hold_and_look(d, config, inbox, tmp_path)
     finally:
         cluster.close()
+
+
+EACH_COPY_JOB = {
+    "name": "each_copy",
+    "version": 1,
+    "input_artifacts": [{"param_name": "card", "type": "folder", "name": "card"}],
+    "steps": [
+        {
+            "name": "first",
+            "entries": [
+                {
+                    "module": "copy",
+                    "for_each": "*.bin",
+                    "input_artifacts": [{"name": "card", "param_name": "input", "type": "blob"}],
+                    "output_artifacts": [{"name": "copy.bin", "param_name": "output", "type": "blob", "public": True}],
+                }
+            ],
+        }
+    ],
+}
+
+
+def test_a_for_each_entry_shows_its_fraction_across_the_folders_files(tmp_path):
+    """Three files of a folder copied once each: two done, the third held at 50%, so the entry is 2.5/3 along."""
+    setup = Setup(tmp_path)
+    held_setup(setup)
+    (setup.defs / "jobs" / "each_copy.yaml").write_text(yaml.safe_dump(EACH_COPY_JOB, sort_keys=False))
+    inbox = setup.inbox("cards", job="each_copy", unit="folder")
+    config = setup.write()
+    flag = tmp_path / "release"
+    with Daemon(config):
+        aside = tmp_path / "BATCH"
+        aside.mkdir()
+        for name, data in (("a.bin", b"quick\n"), ("b.bin", b"quick\n"), ("c.bin", f"wait={flag}\n".encode())):
+            (aside / name).write_bytes(data)
+        wait_until(lambda: Path(inbox["path"]).is_dir())
+        aside.rename(Path(inbox["path"]) / "BATCH")
+
+        def two_of_three() -> dict | None:
+            active = status_json(config)["active"]
+            entries = (active[0].get("progress") or {}).get("entries") if active else None
+            return entries[0] if entries and entries[0].get("files_done") == 2 else None
+
+        entry = wait_until(two_of_three, 60)
+        assert (entry["state"], entry["files"], entry["fraction"]) == ("running", 3, round(2.5 / 3, 3))
+        assert any(
+            line.startswith("    step 1/1 first: copy 83% (2/3 files)") for line in status_text(config).splitlines()
+        )
+        flag.touch()
+        wait_until(lambda: files(Path(inbox["archive"])) == ["BATCH"], 60)

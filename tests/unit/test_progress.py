@@ -56,3 +56,29 @@ def test_a_reporter_sends_at_most_every_half_second_and_always_a_steps_end():
     assert sent[-1]["entries"][0]["fraction"] == 0.42
     reporter("launcher.event", label="")  # not an entry of the job: ignored
     assert len(sent) == 4
+
+
+def test_a_for_each_entrys_files_make_one_row_with_a_fraction_across_them():
+    sent: list[dict] = []
+    reporter = Reporter(spec(), sent.append, clock=lambda: 0.0)  # type: ignore[arg-type]
+    each = {"label": "proxy", "module": "ffmpeg", "members": 4}
+    reporter("entry.started", member="A001.mov", attempt=1, **each)
+    reporter("entry.started", member="A002.mov", attempt=1, **each)
+    reporter("entry.progress", member="A001.mov", progress=0.5, **each)
+    reporter("entry.finished", member="A002.mov", **each)
+    row = reporter.message()["entries"][0]
+    assert row == {
+        "label": "proxy",
+        "module": "ffmpeg",
+        "state": "running",
+        "fraction": 0.375,
+        "files": 4,
+        "files_done": 1,
+    }
+    reporter("entry.finished", member="A001.mov", **each)
+    reporter("entry.started", member="A003.mov", attempt=1, **each)
+    reporter("entry.failed", member="A003.mov", reason="exit 1", retrying=False, **each)
+    reporter("entry.started", member="A004.mov", attempt=1, **each)
+    reporter("entry.finished", member="A004.mov", **each)
+    row = reporter.message()["entries"][0]
+    assert (row["state"], row["fraction"], row["files_done"]) == ("failed", 0.75, 3)
