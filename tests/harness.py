@@ -130,6 +130,25 @@ TWO_STEP_JOB = {
 }
 
 
+def copy_entry(src: str, dst: str, public: bool = True) -> dict[str, Any]:
+    """A job entry running the test `copy` module from artifact `src` to `dst`."""
+    return {
+        "module": "copy",
+        "input_artifacts": [{"name": src, "param_name": "input", "type": "blob"}],
+        "output_artifacts": [{"name": dst, "param_name": "output", "type": "blob", "public": public}],
+    }
+
+
+def each_copy_job() -> dict[str, Any]:
+    """Every `*.bin` of a folder delivery copied, once per file (`for_each`; `copy` fails on a file saying `fail`)."""
+    return {
+        "name": "each_copy",
+        "version": 1,
+        "input_artifacts": [{"param_name": "card", "type": "folder", "name": "card"}],
+        "steps": [{"name": "first", "entries": [copy_entry("card", "copy.bin") | {"for_each": "*.bin"}]}],
+    }
+
+
 def wait_until(cond: Callable[[], Any], timeout: float = 20.0, interval: float = 0.05) -> Any:
     """Poll `cond` until it returns something truthy; AssertionError after `timeout` s."""
     deadline = time.monotonic() + timeout

@@ -15,20 +15,12 @@ from pathlib import Path
 
 import yaml
 
-from tests.harness import Daemon, Setup, drop, files, wait_until
+from tests.harness import Daemon, Setup, copy_entry, drop, each_copy_job, files, wait_until
 from tests.media import make_clip
 
 REPO = Path(__file__).resolve().parents[2]
 ASCMHL = Path(sys.executable).with_name("ascmhl")
 ASCMHL_DEBUG = Path(sys.executable).with_name("ascmhl-debug")
-
-
-def _copy(src: str, dst: str, public: bool = True) -> dict:
-    return {
-        "module": "copy",
-        "input_artifacts": [{"name": src, "param_name": "input", "type": "blob"}],
-        "output_artifacts": [{"name": dst, "param_name": "output", "type": "blob", "public": public}],
-    }
 
 
 def sidecar_job(name: str, optional: bool) -> dict:
@@ -40,18 +32,12 @@ def sidecar_job(name: str, optional: bool) -> dict:
             {"param_name": "input", "type": "blob", "name": "source.bin"},
             {"param_name": "subs", "type": "blob", "name": "subs.srt", "match": "*.srt", "optional": optional},
         ],
-        "steps": [{"name": "first", "entries": [_copy("source.bin", "main.bin"), _copy("subs.srt", "subs_copy.srt")]}],
-    }
-
-
-def each_copy_job() -> dict:
-    """Every `*.bin` of a folder copied, once per file (the copy module fails on a file saying `fail`)."""
-    entry = _copy("card", "copy.bin") | {"for_each": "*.bin"}
-    return {
-        "name": "each_copy",
-        "version": 1,
-        "input_artifacts": [{"param_name": "card", "type": "folder", "name": "card"}],
-        "steps": [{"name": "first", "entries": [entry]}],
+        "steps": [
+            {
+                "name": "first",
+                "entries": [copy_entry("source.bin", "main.bin"), copy_entry("subs.srt", "subs_copy.srt")],
+            }
+        ],
     }
 
 

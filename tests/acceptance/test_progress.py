@@ -14,7 +14,7 @@ import pytest
 import yaml
 from chute import control_client
 
-from tests.harness import CHUTE, Daemon, Setup, drop, files, state_dir_of, status_json, wait_until
+from tests.harness import CHUTE, Daemon, Setup, drop, each_copy_job, files, state_dir_of, status_json, wait_until
 
 HALF_THEN_WAIT = """\
 import os, sys, time
@@ -119,31 +119,11 @@ def test_dask_run_shows_its_progress_too(tmp_path):
         cluster.close()
 
 
-EACH_COPY_JOB = {
-    "name": "each_copy",
-    "version": 1,
-    "input_artifacts": [{"param_name": "card", "type": "folder", "name": "card"}],
-    "steps": [
-        {
-            "name": "first",
-            "entries": [
-                {
-                    "module": "copy",
-                    "for_each": "*.bin",
-                    "input_artifacts": [{"name": "card", "param_name": "input", "type": "blob"}],
-                    "output_artifacts": [{"name": "copy.bin", "param_name": "output", "type": "blob", "public": True}],
-                }
-            ],
-        }
-    ],
-}
-
-
 def test_a_for_each_entry_shows_its_fraction_across_the_folders_files(tmp_path):
     """Three files of a folder copied once each: two done, the third held at 50%, so the entry is 2.5/3 along."""
     setup = Setup(tmp_path)
     held_setup(setup)
-    (setup.defs / "jobs" / "each_copy.yaml").write_text(yaml.safe_dump(EACH_COPY_JOB, sort_keys=False))
+    (setup.defs / "jobs" / "each_copy.yaml").write_text(yaml.safe_dump(each_copy_job(), sort_keys=False))
     inbox = setup.inbox("cards", job="each_copy", unit="folder")
     config = setup.write()
     flag = tmp_path / "release"
