@@ -104,7 +104,9 @@ def threads_after_joins(want: int = 1, within_s: float = 1.0) -> int:
     """How many threads this process has once threads just joined have left /proc, waiting at most `within_s`.
 
     pthread_join returns when the kernel clears the exiting thread's tid (mm_release), a moment before
-    the thread leaves its group (exit_notify): a count taken right after a join can still see it.
+    the thread leaves its group (exit_notify): a count taken right after a join can still see it. No
+    descriptor reports that moment on every kernel we run on, so /proc is polled; only the launcher's
+    start calls this, never a run's path.
     """
     deadline = time.monotonic() + within_s
     while (count := thread_count()) != want and time.monotonic() < deadline:
